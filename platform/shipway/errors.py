@@ -1,0 +1,17 @@
+"""Errors a user can act on: each carries one line that says what is wrong and what to do."""
+
+
+class ShipwayError(Exception):
+    """Base for errors whose message is shown to the user as-is, on one line."""
+
+
+class PolicyError(ShipwayError):
+    """A per-model policy file is missing or malformed."""
+
+
+class ServiceError(ShipwayError):
+    """A local service (MLflow, Prometheus, MLServer, Dagster) could not be started or reached."""
+
+
+class BadRequest(ShipwayError):
+    """A request to a Shipway endpoint is malformed; the message names the offending field."""

@@ -1,0 +1,72 @@
+"""Where Shipway keeps its state on one machine (the embedded default).
+
+Everything lives under one folder, `SHIPWAY_HOME` (default `.shipway/` in the repository),
+so a demo or a test run is one `rm -rf` away from a clean slate.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+FEATURE_REPO_DIR = REPO_ROOT / "feature_repo"
+DEPLOY_DIR = REPO_ROOT / "deploy"
+ASSETS_DIR = REPO_ROOT / "assets"
+
+
+@dataclass(frozen=True)
+class ShipwayHome:
+    root: Path
+
+    @classmethod
+    def from_env(cls) -> ShipwayHome:
+        return cls(Path(os.environ.get("SHIPWAY_HOME", REPO_ROOT / ".shipway")).resolve())
+
+    @property
+    def lake(self) -> Path:
+        """Delta tables: raw events, feature tables, training sets."""
+        return self.root / "lake"
+
+    def table(self, name: str) -> Path:
+        return self.lake / name
+
+    @property
+    def warehouse(self) -> Path:
+        """The DuckDB file dbt builds in before publishing its outputs to Delta."""
+        return self.root / "warehouse.duckdb"
+
+    @property
+    def feast(self) -> Path:
+        return self.root / "feast"
+
+    @property
+    def mlflow(self) -> Path:
+        return self.root / "mlflow"
+
+    @property
+    def serving(self) -> Path:
+        return self.root / "serving"
+
+    @property
+    def prometheus(self) -> Path:
+        return self.root / "prometheus"
+
+    @property
+    def dagster(self) -> Path:
+        return self.root / "dagster"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def environment(self) -> dict[str, str]:
+        """Variables that dbt's profile and Feast's feature_store.yaml read."""
+        return {
+            "SHIPWAY_HOME": str(self.root),
+            "SHIPWAY_LAKE": str(self.lake),
+            "SHIPWAY_WAREHOUSE": str(self.warehouse),
+            "SHIPWAY_FEAST_DIR": str(self.feast),
+        }

@@ -1,0 +1,185 @@
+"""Local service processes on 127.0.0.1: start, wait until ready, stop cleanly.
+
+Every long-running component Shipway starts (MLflow, Prometheus, MLServer, the serving
+controller, Dagster) goes through `ManagedProcess`, so a failed start never leaves a
+half-started process behind and Ctrl-C stops the whole group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from shipway.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_port_free(port: int, service: str) -> None:
+    """Fail with one actionable line when `port` is already taken."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            raise ServiceError(
+                f"{service}: port {LOOPBACK}:{port} is already in use; stop what listens there "
+                f"(`ss -ltnp 'sport = :{port}'`) or choose another port"
+            ) from None
+
+
+def require_binary(path_or_name: str, service: str, install_hint: str) -> str:
+    """Resolve an executable or fail with what to install."""
+    found = shutil.which(path_or_name)
+    if found is None:
+        raise ServiceError(f"{service}: `{path_or_name}` not found; {install_hint}")
+    return found
+
+
+class ManagedProcess:
+    """One child process in its own process group, with its output in a log file."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        ready_url: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        ready_timeout: float = 120.0,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.ready_url = ready_url
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        self.ready_timeout = ready_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log.info("starting %s: %s", self.name, " ".join(self.argv))
+        with self.log_path.open("ab") as out:
+            # start_new_session: the child gets its own process group, so stop() reaches its
+            # workers too, and a terminal's Ctrl-C goes to Shipway, which stops it in order.
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        if self.ready_url:
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    def wait_ready(self) -> None:
+        assert self._proc is not None and self.ready_url is not None
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            code = self._proc.poll()
+            if code is not None:
+                raise ServiceError(
+                    f"{self.name} exited with code {code} while starting; "
+                    f"last log lines: {self.tail()!r} (full log: {self.log_path})"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.ready_url, timeout=2.0).status_code < 400:
+                    return
+            time.sleep(0.25)
+        raise ServiceError(
+            f"{self.name} not ready at {self.ready_url} after {self.ready_timeout:.0f}s "
+            f"(log: {self.log_path})"
+        )
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        log.info("stopping %s (pid %s)", self.name, proc.pid)
+        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except FileNotFoundError:
+            return ""
+        return " | ".join(text[-lines:])
+
+
+class ServiceGroup:
+    """Processes started in order and stopped in reverse; a failed start stops the rest."""
+
+    def __init__(self) -> None:
+        self._started: list[ManagedProcess] = []
+
+    def start(self, process: ManagedProcess) -> ManagedProcess:
+        process.start()
+        self._started.append(process)
+        return process
+
+    def stop(self) -> None:
+        while self._started:
+            self._started.pop().stop()
+
+    def __enter__(self) -> ServiceGroup:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def running(process: ManagedProcess) -> Iterator[ManagedProcess]:
+    """Start one process for the duration of a block."""
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
