@@ -67,6 +67,7 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         ready_timeout: float = 120.0,
+        own_group: bool = True,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -75,18 +76,22 @@ class ManagedProcess:
         self.env = {**os.environ, **(env or {})}
         self.cwd = cwd
         self.ready_timeout = ready_timeout
+        self.own_group = own_group
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def start(self) -> ManagedProcess:
+    def start(self, wait: bool = True) -> ManagedProcess:
+        """Launch; with `wait`, block until ready (stopping the process if it never is)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log.info("starting %s: %s", self.name, " ".join(self.argv))
         with self.log_path.open("ab") as out:
-            # start_new_session: the child gets its own process group, so stop() reaches its
-            # workers too, and a terminal's Ctrl-C goes to Shipway, which stops it in order.
+            # own_group: the child leads its own process group, so stop() reaches its workers
+            # too, and a terminal's Ctrl-C goes to Shipway, which stops it in order. A child
+            # that must die with its parent (MLServer under the serving controller) stays in
+            # the parent's group instead.
             self._proc = subprocess.Popen(
                 self.argv,
                 stdout=out,
@@ -94,9 +99,10 @@ class ManagedProcess:
                 stdin=subprocess.DEVNULL,
                 env=self.env,
                 cwd=self.cwd,
-                start_new_session=True,
+                start_new_session=self.own_group,
+                preexec_fn=_default_signals,
             )
-        if self.ready_url:
+        if wait:
             try:
                 self.wait_ready()
             except BaseException:
@@ -105,7 +111,9 @@ class ManagedProcess:
         return self
 
     def wait_ready(self) -> None:
-        assert self._proc is not None and self.ready_url is not None
+        assert self._proc is not None
+        if self.ready_url is None:
+            return
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             code = self._proc.poll()
@@ -133,7 +141,10 @@ class ManagedProcess:
         log.info("stopping %s (pid %s)", self.name, proc.pid)
         for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
+                if self.own_group:
+                    os.killpg(proc.pid, sig)
+                else:
+                    proc.send_signal(sig)
             try:
                 proc.wait(timeout=wait)
                 return
@@ -148,16 +159,27 @@ class ManagedProcess:
         return " | ".join(text[-lines:])
 
 
+def _default_signals() -> None:
+    # A shell that runs a program in the background ignores SIGINT for it, and ignored
+    # signals are inherited: Dagster would then ignore our Ctrl-C. Children get defaults.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class ServiceGroup:
     """Processes started in order and stopped in reverse; a failed start stops the rest."""
 
     def __init__(self) -> None:
         self._started: list[ManagedProcess] = []
 
-    def start(self, process: ManagedProcess) -> ManagedProcess:
-        process.start()
+    def start(self, process: ManagedProcess, wait: bool = True) -> ManagedProcess:
         self._started.append(process)
+        process.start(wait=wait)
         return process
+
+    def wait_ready(self) -> None:
+        for process in self._started:
+            process.wait_ready()
 
     def stop(self) -> None:
         while self._started:

@@ -1,0 +1,59 @@
+"""Dagster code location of this repository's ML products. It only assembles: the fraud
+model's assets, checks, jobs and sensor, and resources configured from the environment."""
+
+import os
+
+from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
+from dagster_dbt import DbtCliResource
+
+from assets.fraud.data import raw_events
+from assets.fraud.deployment import fraud_deployment
+from assets.fraud.features import feature_views, online_store, training_set
+from assets.fraud.model import fraud_model, fraud_model_gate
+from assets.fraud.sensors import fraud_model_drift_sensor, fraud_model_retrain
+from assets.fraud.transform import dbt_project, fraud_dbt_models
+from shipway.paths import ShipwayHome
+from shipway.resources import (
+    MlflowResource,
+    PrometheusResource,
+    ServingResource,
+    ShipwayHomeResource,
+)
+
+# dbt's profile and Feast's feature_store.yaml read their paths from these variables.
+home = ShipwayHome.from_env()
+for key, value in home.environment().items():
+    os.environ.setdefault(key, value)
+
+land_raw_events = define_asset_job(
+    "land_raw_events",
+    selection=AssetSelection.assets(raw_events),
+    description="Land days of card transactions (choose days and scenario in the launchpad).",
+)
+fraud_model_lifecycle = define_asset_job(
+    "fraud_model_lifecycle",
+    selection=AssetSelection.all() - AssetSelection.assets(raw_events),
+    description="Everything after landing: dbt, Feast, training set, model, gate, deployment.",
+)
+
+defs = Definitions(
+    assets=[
+        raw_events,
+        fraud_dbt_models,
+        feature_views,
+        online_store,
+        training_set,
+        fraud_model,
+        fraud_deployment,
+    ],
+    asset_checks=[fraud_model_gate],
+    jobs=[land_raw_events, fraud_model_lifecycle, fraud_model_retrain],
+    sensors=[fraud_model_drift_sensor],
+    resources={
+        "lake": ShipwayHomeResource(path=str(home.root)),
+        "dbt": DbtCliResource(project_dir=dbt_project),
+        "mlflow": MlflowResource(tracking_uri=EnvVar("MLFLOW_TRACKING_URI")),
+        "serving": ServingResource(url=EnvVar("SHIPWAY_SERVING_URL")),
+        "prometheus": PrometheusResource(url=EnvVar("SHIPWAY_PROMETHEUS_URL")),
+    },
+)

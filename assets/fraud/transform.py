@@ -1,0 +1,69 @@
+"""dbt: staging and feature tables, built in DuckDB and published to Delta for Feast."""
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from dagster import AssetExecutionContext, AssetKey, Output
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
+
+from shipway.paths import DBT_PROJECT_DIR
+from shipway.resources import ShipwayHomeResource
+from shipway.warehouse import delta_outputs, publish_to_delta
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+dbt_project.prepare_if_dev()
+
+
+class ShipwayDbtTranslator(DagsterDbtTranslator):
+    """dbt names are asset names: `raw_events` the source, `customer_features` the model."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
+        return AssetKey(dbt_resource_props["name"])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str:
+        return "transform"
+
+    def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
+        tags = dict(super().get_tags(dbt_resource_props))
+        if dbt_resource_props.get("config", {}).get("meta", {}).get("delta_table"):
+            tags["dagster/kind/delta"] = ""
+        return tags
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=ShipwayDbtTranslator(
+        settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
+    ),
+)
+def fraud_dbt_models(
+    context: AssetExecutionContext, dbt: DbtCliResource, lake: ShipwayHomeResource
+) -> Iterator[Any]:
+    invocation = dbt.cli(["build"], context=context)
+    publish = delta_outputs(invocation.manifest)
+    deferred: list[tuple[Output[Any], str]] = []
+    for event in invocation.stream():
+        model = _model_name(event)
+        if isinstance(event, Output) and model in publish:
+            # dbt holds the DuckDB file for writing until the build ends; publish after.
+            deferred.append((event, model))
+        else:
+            yield event
+    home = lake.home
+    for event, model in deferred:
+        info = publish_to_delta(home.warehouse, model, home.table(publish[model]))
+        context.log.info("published %s to Delta version %d", model, info.version)
+        yield event.with_metadata({**event.metadata, **info.metadata()})
+
+
+def _model_name(event: Any) -> str | None:
+    unique_id = getattr(event, "metadata", {}).get("unique_id")
+    text = getattr(unique_id, "value", unique_id)
+    return str(text).rsplit(".", 1)[-1] if text else None

@@ -1,0 +1,281 @@
+"""`shipway demo`: the whole loop once, headless, with a timeline.
+
+Land events → dbt → Feast → training set → model v1 → gate → deploy → normal traffic (the
+drift sensor stays quiet) → drifted events and traffic → the sensor fires → v2 is retrained,
+gated and registered. Every stage prints what it did and how long it took.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from dagster import (
+    AssetCheckEvaluation,
+    DagsterInstance,
+    Definitions,
+    SensorResult,
+    SkipReason,
+    build_sensor_context,
+)
+
+from shipway.errors import ShipwayError
+from shipway.events import generate_events
+from shipway.features import feature_store
+from shipway.monitoring import PrometheusClient
+from shipway.paths import ShipwayHome
+from shipway.policy import ModelPolicy
+from shipway.processes import free_port
+from shipway.resources import PrometheusResource
+from shipway.stack import Ports, Stack, running_stack
+from shipway.traffic import TrafficReport, send_transactions
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    start: date = date(2026, 9, 1)
+    days: int = 35
+    drift_days: int = 7
+    events_per_day: int = 2000
+    traffic_rows: int = 1200
+    seed: int = 7
+
+
+class Timeline:
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+        self.stages: list[tuple[str, float]] = []
+
+    def say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.began:7.1f}s]   {text}", flush=True)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        print(f"[{started - self.began:7.1f}s] ▶ {name}", flush=True)
+        yield
+        took = time.monotonic() - started
+        self.stages.append((name, took))
+        print(f"[{time.monotonic() - self.began:7.1f}s] ✓ {name} ({took:.1f}s)", flush=True)
+
+    def summary(self) -> None:
+        print("\nStage timings:")
+        for name, took in self.stages:
+            print(f"  {took:7.1f}s  {name}")
+        print(f"  {time.monotonic() - self.began:7.1f}s  total")
+
+
+def run_demo(home: ShipwayHome, config: DemoConfig, keep: bool = False) -> None:
+    from assets.fraud import policy as load_policy
+
+    policy = load_policy()
+    if home.root.exists() and not keep:
+        shutil.rmtree(home.root)
+    timeline = Timeline()
+    print(f"Shipway demo: {policy.model}, from raw events to a live model and back ({home.root})")
+    ports = Ports(free_port(), free_port(), free_port(), free_port())
+    timeline.say("starting MLflow, Prometheus and the serving controller on 127.0.0.1")
+    with running_stack(home, ports, policy.serving.drift_window) as stack:
+        timeline.say(f"MLflow      {stack.mlflow_url}")
+        timeline.say(f"Prometheus  {stack.prometheus_url}")
+        timeline.say(f"serving     {stack.serving_url}/v2/models/{policy.model}/infer")
+        _loop(stack, config, policy, timeline)
+        timeline.say("stopping services")
+    timeline.summary()
+
+
+def _loop(stack: Stack, config: DemoConfig, policy: ModelPolicy, timeline: Timeline) -> None:
+    os.environ.update(stack.environment())
+    from assets.definitions import defs
+
+    instance = DagsterInstance.from_config(str(stack.home.dagster))
+    model = policy.model
+
+    with timeline.stage(f"land {config.days} days of baseline events from {config.start}"):
+        _land(defs, instance, timeline, config, config.start, config.days, "baseline")
+    with timeline.stage("build: dbt → Feast → training set → model → gate → deployment"):
+        result = _run_job(defs, instance, timeline, "fraud_model_lifecycle")
+        _require_gate_passed(result, "v1")
+    served = stack.serving().status()[model]
+    timeline.say(f"serving {model}: weights {served['weights']}")
+
+    store = feature_store(stack.home)
+    prometheus = PrometheusClient(stack.prometheus_url)
+    after = config.start + timedelta(days=config.days)
+    with timeline.stage(f"send {config.traffic_rows} rows of normal traffic"):
+        normal = generate_events(after, 1, "baseline", config.seed + 1, config.traffic_rows)
+        report = _send(stack, store, normal, policy, timeline)
+        _await_window(prometheus, model, report.rows, policy, timeline)
+    cursor = None
+    with timeline.stage("drift sensor tick (expect: quiet)"):
+        outcome, cursor = _tick(defs, instance, stack, cursor, timeline)
+        if not isinstance(outcome, SkipReason):
+            raise ShipwayError("drift sensor fired on normal traffic: the demo's premise broke")
+
+    with timeline.stage(f"land {config.drift_days} days of drifted events, send drifted traffic"):
+        _land(defs, instance, timeline, config, after, config.drift_days, "drift")
+        drifted = generate_events(after, 1, "drift", config.seed + 2, config.traffic_rows)
+        report = _send(stack, store, drifted, policy, timeline)
+        _await_drift(prometheus, model, policy, timeline)
+    with timeline.stage("drift sensor tick (expect: retrain)"):
+        outcome, cursor = _tick(defs, instance, stack, cursor, timeline)
+        if not isinstance(outcome, SensorResult) or not outcome.run_requests:
+            raise ShipwayError(f"drift sensor did not fire on drifted traffic: {outcome}")
+    request = outcome.run_requests[0]
+    with timeline.stage(f"retrain requested by the sensor (run_key {request.run_key})"):
+        result = _run_job(defs, instance, timeline, "fraud_model_retrain", dict(request.tags))
+        passed = _require_gate_passed(result, "v2", strict=False)
+    outcome_text = "gated, registered as challenger" if passed else "blocked by its gate"
+    timeline.say(f"loop closed: drift → sensor → retrain → {model} v2 {outcome_text}")
+
+
+def _land(
+    defs: Definitions,
+    instance: DagsterInstance,
+    timeline: Timeline,
+    config: DemoConfig,
+    start: date,
+    days: int,
+    scenario: str,
+) -> None:
+    run_config = {
+        "ops": {
+            "raw_events": {
+                "config": {
+                    "start_date": start.isoformat(),
+                    "days": days,
+                    "scenario": scenario,
+                    "events_per_day": config.events_per_day,
+                    "seed": config.seed,
+                }
+            }
+        }
+    }
+    _run_job(defs, instance, timeline, "land_raw_events", run_config=run_config)
+
+
+def _run_job(
+    defs: Definitions,
+    instance: DagsterInstance,
+    timeline: Timeline,
+    job_name: str,
+    tags: dict[str, str] | None = None,
+    run_config: dict[str, Any] | None = None,
+) -> Any:
+    job = defs.resolve_job_def(job_name)
+    result = job.execute_in_process(
+        instance=instance, tags=tags, run_config=run_config, raise_on_error=False
+    )
+    for stat in instance.get_run_step_stats(result.run_id):
+        took = (stat.end_time or 0) - (stat.start_time or 0)
+        timeline.say(f"  {took:6.1f}s  {stat.step_key}  [{stat.status.value.lower()}]")
+    for event in result.get_asset_materialization_events():
+        mat = event.asset_materialization
+        if mat and "model_version" in mat.metadata:
+            meta = mat.metadata
+            keys = [k for k in ("model_version", "mlflow_run", "validation_roc_auc") if k in meta]
+            timeline.say(
+                f"  {mat.asset_key.to_user_string()}: "
+                + ", ".join(f"{k}={meta[k].value}" for k in keys)
+            )
+    return result
+
+
+def _gate_evaluations(result: Any) -> list[AssetCheckEvaluation]:
+    return [
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+
+
+def _require_gate_passed(result: Any, label: str, strict: bool = True) -> bool:
+    gates = [e for e in _gate_evaluations(result) if e.check_name == "fraud_model_gate"]
+    if not gates:
+        raise ShipwayError(f"{label}: the run ended before the model gate ran; see the log above")
+    gate = gates[-1]
+    print(f"            gate: {gate.description}", flush=True)
+    if strict and not gate.passed:
+        raise ShipwayError(f"{label} blocked by its gate: {gate.description}")
+    if not result.success and gate.passed:
+        raise ShipwayError(f"{label}: the run failed after the gate passed; see the log above")
+    return bool(gate.passed)
+
+
+def _send(
+    stack: Stack, store: object, events: Any, policy: ModelPolicy, timeline: Timeline
+) -> TrafficReport:
+    def progress(done: int, total: int) -> None:
+        if done == total or done % max(total // 4, 1) == 0:
+            timeline.say(f"  {done}/{total} requests")
+
+    report = send_transactions(
+        stack.serving(),
+        store,
+        events,
+        policy.model,
+        policy.training.feature_service,
+        progress=progress,
+    )
+    timeline.say(
+        f"  {report.rows} rows in {report.requests} requests, versions {report.by_version}, "
+        f"mean score {report.mean_score:.3f}, p50 {report.p50_ms:.1f} ms, "
+        f"p99 {report.p99_ms:.1f} ms (client side)"
+    )
+    return report
+
+
+def _await_window(
+    prometheus: PrometheusClient, model: str, rows: int, policy: ModelPolicy, timeline: Timeline
+) -> None:
+    expected = min(rows, policy.serving.drift_window)
+    prometheus.wait_for(
+        f'shipway_drift_window_samples{{model="{model}"}}',
+        lambda samples: any(s.value >= expected for s in samples),
+        timeout=60.0,
+    )
+    timeline.say(f"  Prometheus sees a live window of {expected} rows")
+
+
+def _await_drift(
+    prometheus: PrometheusClient, model: str, policy: ModelPolicy, timeline: Timeline
+) -> None:
+    samples = prometheus.wait_for(
+        f'max by (feature) (shipway_feature_drift_psi{{model="{model}"}})',
+        lambda found: any(s.value > policy.drift.psi_threshold for s in found),
+        timeout=60.0,
+    )
+    top = sorted(samples, key=lambda s: -s.value)[:3]
+    timeline.say(
+        "  Prometheus: PSI " + ", ".join(f"{s.labels['feature']}={s.value:.2f}" for s in top)
+    )
+
+
+def _tick(
+    defs: Definitions,
+    instance: DagsterInstance,
+    stack: Stack,
+    cursor: str | None,
+    timeline: Timeline,
+) -> tuple[SensorResult | SkipReason, str | None]:
+    sensor = defs.resolve_sensor_def("fraud_model_drift_sensor")
+    context = build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={"prometheus": PrometheusResource(url=stack.prometheus_url)},
+    )
+    outcome = sensor(context)
+    if isinstance(outcome, SkipReason):
+        timeline.say(f"  skip: {outcome.skip_message}")
+        return outcome, cursor
+    if isinstance(outcome, SensorResult):
+        for request in outcome.run_requests or []:
+            timeline.say(f"  run requested: {request.tags.get('shipway/reason')}")
+        return outcome, outcome.cursor or cursor
+    raise ShipwayError(f"unexpected sensor outcome {outcome!r}")

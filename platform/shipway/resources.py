@@ -1,0 +1,45 @@
+"""Dagster resources: typed, configured at the edge (assets/definitions.py) from EnvVar.
+
+Each wraps one backend behind the interface assets use; the embedded default and a scale-out
+deployment differ only in configuration (a URL, a folder), not in asset code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import ConfigurableResource
+
+from shipway.monitoring import PrometheusClient
+from shipway.paths import ShipwayHome
+from shipway.serving.client import ServingClient
+
+
+class ShipwayHomeResource(ConfigurableResource):  # type: ignore[misc]
+    """The folder holding the lake (Delta tables), the dbt warehouse and Feast's stores."""
+
+    path: str
+
+    @property
+    def home(self) -> ShipwayHome:
+        return ShipwayHome(Path(self.path).resolve())
+
+
+class MlflowResource(ConfigurableResource):  # type: ignore[misc]
+    tracking_uri: str
+
+
+class ServingResource(ConfigurableResource):  # type: ignore[misc]
+    """The serving control plane: Shipway's local controller here, Seldon Core on Kubernetes."""
+
+    url: str
+
+    def client(self) -> ServingClient:
+        return ServingClient(self.url)
+
+
+class PrometheusResource(ConfigurableResource):  # type: ignore[misc]
+    url: str
+
+    def client(self) -> PrometheusClient:
+        return PrometheusClient(self.url)

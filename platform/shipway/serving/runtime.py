@@ -1,0 +1,74 @@
+"""Seldon's inference server, MLServer, as a local process serving one model version.
+
+MLServer runs from its own virtual environment (`deploy/serving/.venv`, built by
+`deploy/setup.sh`): it pins a FastAPI/Starlette that cannot share an environment with Feast.
+One process per version mirrors Seldon Core, where each version is its own `Model`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from shipway.paths import DEPLOY_DIR
+from shipway.processes import LOOPBACK, ManagedProcess, free_port, require_binary
+from shipway.serving.bundle import Bundle
+
+DEFAULT_MLSERVER = DEPLOY_DIR / "serving" / ".venv" / "bin" / "mlserver"
+
+
+def mlserver_binary() -> str:
+    return require_binary(
+        os.environ.get("SHIPWAY_MLSERVER", str(DEFAULT_MLSERVER)),
+        "MLServer",
+        "run deploy/setup.sh, which builds the serving runtime in deploy/serving/.venv "
+        "(or point SHIPWAY_MLSERVER at an mlserver executable)",
+    )
+
+
+@dataclass
+class VersionRuntime:
+    bundle: Bundle
+    http_port: int
+    metrics_port: int
+    process: ManagedProcess
+
+    @property
+    def infer_url(self) -> str:
+        b = self.bundle
+        return f"http://{LOOPBACK}:{self.http_port}/v2/models/{b.model}/versions/{b.version}/infer"
+
+    @property
+    def metrics_target(self) -> str:
+        return f"{LOOPBACK}:{self.metrics_port}"
+
+
+def start_mlserver(bundle: Bundle, log_dir: Path, own_group: bool = False) -> VersionRuntime:
+    """Start MLServer on free loopback ports and wait until the version is ready."""
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    metrics_dir = bundle.path / ".metrics"
+    metrics_dir.mkdir(exist_ok=True)
+    env = {
+        "MLSERVER_HOST": LOOPBACK,
+        "MLSERVER_HTTP_PORT": str(http_port),
+        "MLSERVER_GRPC_PORT": str(grpc_port),
+        "MLSERVER_METRICS_PORT": str(metrics_port),
+        # Inference in the server process: one worker per version is plenty for one
+        # machine, and it halves memory and start-up time.
+        "MLSERVER_PARALLEL_WORKERS": "0",
+        "MLSERVER_METRICS_DIR": str(metrics_dir),
+    }
+    ready = (
+        f"http://{LOOPBACK}:{http_port}/v2/models/{bundle.model}/versions/{bundle.version}/ready"
+    )
+    process = ManagedProcess(
+        name=f"mlserver {bundle.model} v{bundle.version}",
+        argv=[mlserver_binary(), "start", str(bundle.path)],
+        log_path=log_dir / f"mlserver-{bundle.model}-{bundle.version}.log",
+        ready_url=ready,
+        env=env,
+        own_group=own_group,
+    )
+    process.start()
+    return VersionRuntime(bundle, http_port, metrics_port, process)

@@ -1,0 +1,128 @@
+"""The local platform: MLflow, Prometheus and serving (and Dagster for `shipway up`).
+
+All on 127.0.0.1. Binaries and ports are checked before anything starts, and a failure at any
+step stops what was already started, so a failed start leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shipway.monitoring import PrometheusServer, write_targets
+from shipway.paths import REPO_ROOT, ShipwayHome
+from shipway.processes import (
+    LOOPBACK,
+    ManagedProcess,
+    ServiceGroup,
+    ensure_port_free,
+    require_binary,
+)
+from shipway.serving.client import ServingClient, serving_process
+from shipway.serving.runtime import mlserver_binary
+from shipway.tracking import mlflow_server_process
+
+PROMETHEUS_HINT = "run deploy/setup.sh, which installs Debian's prometheus package"
+
+
+@dataclass(frozen=True)
+class Ports:
+    mlflow: int = 5000
+    prometheus: int = 9090
+    serving: int = 8000
+    dagster: int = 3000
+
+
+@dataclass
+class Stack:
+    home: ShipwayHome
+    ports: Ports
+    group: ServiceGroup = field(default_factory=ServiceGroup)
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.mlflow}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.prometheus}"
+
+    @property
+    def serving_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.serving}"
+
+    @property
+    def dagster_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.dagster}"
+
+    def environment(self) -> dict[str, str]:
+        """What resources read (assets/definitions.py) to find the running services."""
+        return {
+            **self.home.environment(),
+            "MLFLOW_TRACKING_URI": self.mlflow_url,
+            "SHIPWAY_SERVING_URL": self.serving_url,
+            "SHIPWAY_PROMETHEUS_URL": self.prometheus_url,
+            "DAGSTER_HOME": str(self.home.dagster),
+        }
+
+    def serving(self) -> ServingClient:
+        return ServingClient(self.serving_url)
+
+
+def preflight(ports: Ports, with_dagster: bool, prometheus: str = "prometheus") -> None:
+    """Everything that can be known to fail before starting anything."""
+    require_binary(prometheus, "Prometheus", PROMETHEUS_HINT)
+    mlserver_binary()
+    checks = [("MLflow server", ports.mlflow), ("Prometheus", ports.prometheus)]
+    checks.append(("serving controller", ports.serving))
+    if with_dagster:
+        checks.append(("Dagster webserver", ports.dagster))
+    for service, port in checks:
+        ensure_port_free(port, service)
+
+
+@contextlib.contextmanager
+def running_stack(
+    home: ShipwayHome, ports: Ports, drift_window: int, with_dagster: bool = False
+) -> Iterator[Stack]:
+    preflight(ports, with_dagster)
+    stack = Stack(home, ports)
+    home.root.mkdir(parents=True, exist_ok=True)
+    home.dagster.mkdir(parents=True, exist_ok=True)
+    with stack.group as group:
+        # MLflow is the slowest to come up (~20 s on 2 cores): launch it first, wait last.
+        group.start(mlflow_server_process(home, ports.mlflow), wait=False)
+        prometheus = PrometheusServer(home, ports.prometheus)
+        group.start(prometheus.process_for_start(), wait=True)
+        targets = prometheus.config_dir / "targets"
+        group.start(serving_process(ports.serving, home.logs, drift_window, targets))
+        write_targets(prometheus.config_dir, "shipway_serving", [f"{LOOPBACK}:{ports.serving}"])
+        if with_dagster:
+            group.start(dagster_process(stack), wait=False)
+        group.wait_ready()
+        yield stack
+
+
+def dagster_process(stack: Stack) -> ManagedProcess:
+    dagster = Path(sys.executable).with_name("dagster")
+    return ManagedProcess(
+        name="dagster dev",
+        argv=[
+            str(dagster),
+            "dev",
+            "--workspace",
+            str(REPO_ROOT / "workspace.yaml"),
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(stack.ports.dagster),
+        ],
+        log_path=stack.home.logs / "dagster.log",
+        ready_url=f"{stack.dagster_url}/server_info",
+        env=stack.environment(),
+        cwd=REPO_ROOT,
+        ready_timeout=240.0,
+    )

@@ -1,0 +1,67 @@
+"""MLflow: the tracking server Shipway starts, and the lineage it records with every run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from shipway.paths import REPO_ROOT, ShipwayHome
+from shipway.processes import LOOPBACK, ManagedProcess, ensure_port_free
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def mlflow_server_process(home: ShipwayHome, port: int) -> ManagedProcess:
+    """An MLflow tracking server with a SQLite backend and local artifacts, on 127.0.0.1."""
+    ensure_port_free(port, "MLflow server")
+    home.mlflow.mkdir(parents=True, exist_ok=True)
+    mlflow = Path(sys.executable).with_name("mlflow")
+    return ManagedProcess(
+        name="mlflow server",
+        argv=[
+            str(mlflow),
+            "server",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{home.mlflow / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(home.mlflow / "artifacts"),
+            "--serve-artifacts",
+        ],
+        log_path=home.logs / "mlflow.log",
+        ready_url=f"http://{LOOPBACK}:{port}/health",
+        ready_timeout=180.0,
+    )
+
+
+def git_commit() -> str:
+    """The code commit a run was trained from; `unknown` outside a git checkout."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def model_version_url(tracking_uri: str, model: str, version: str) -> str:
+    return f"{tracking_uri.rstrip('/')}/#/models/{model}/versions/{version}"
