@@ -12,11 +12,15 @@ from feast.types import Float64, Int64
 LAKE = Path(os.environ.get("SHIPWAY_LAKE", Path(__file__).resolve().parents[1] / ".shipway/lake"))
 
 customer = Entity(
-    name="customer", join_keys=["customer_id"], value_type=ValueType.INT64,
+    name="customer",
+    join_keys=["customer_id"],
+    value_type=ValueType.INT64,
     description="A card holder",
 )
 merchant = Entity(
-    name="merchant", join_keys=["merchant_id"], value_type=ValueType.INT64,
+    name="merchant",
+    join_keys=["merchant_id"],
+    value_type=ValueType.INT64,
     description="A card acceptor",
 )
 

@@ -9,7 +9,7 @@ from shipway.lake import land_days
 from shipway.resources import ShipwayHomeResource
 
 
-class LandingConfig(Config):  # type: ignore[misc]
+class LandingConfig(Config):
     """Which days to land from the event generator, and under which scenario."""
 
     start_date: str = "2026-09-01"
@@ -34,7 +34,10 @@ def raw_events(
     )
     context.log.info(
         "landing %d events for %s + %d days (scenario %s)",
-        len(events), start, config.days, config.scenario,
+        len(events),
+        start,
+        config.days,
+        config.scenario,
     )
     info = land_days(lake.home.table("raw_events"), events)
     return MaterializeResult(
@@ -42,9 +45,7 @@ def raw_events(
             **info.metadata(),
             "landed_days": f"{start} .. {config.days} days",
             "landed_rows": len(events),
-            "scenario": MetadataValue.text(
-                f"{config.scenario}: {SCENARIOS[config.scenario]}"
-            ),
+            "scenario": MetadataValue.text(f"{config.scenario}: {SCENARIOS[config.scenario]}"),
             "fraud_rate": float(events["is_fraud"].mean()),
         }
     )

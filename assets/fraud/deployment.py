@@ -47,9 +47,7 @@ def fraud_deployment(
         champion = version
     else:
         status = client.status()[model]
-        context.log.info(
-            "%s v%s deployed at 0%% beside champion v%s", model, version, champion
-        )
+        context.log.info("%s v%s deployed at 0%% beside champion v%s", model, version, champion)
     return MaterializeResult(
         metadata={
             "model_version": version,

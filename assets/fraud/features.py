@@ -43,9 +43,7 @@ def feature_views(context: AssetExecutionContext, lake: ShipwayHomeResource) -> 
     return MaterializeResult(
         metadata={
             "feature_views": ", ".join(sorted(v.name for v in store.list_feature_views())),
-            "feature_services": ", ".join(
-                sorted(s.name for s in store.list_feature_services())
-            ),
+            "feature_services": ", ".join(sorted(s.name for s in store.list_feature_services())),
             "registry": str(lake.home.feast / "registry.db"),
         }
     )
@@ -92,7 +90,10 @@ def training_set(context: AssetExecutionContext, lake: ShipwayHomeResource) -> M
     labelled = events[known].drop(columns="label_available_at")
     context.log.info(
         "%d of %d events have a label by %s; joining with %s",
-        len(labelled), len(events), cutoff, service,
+        len(labelled),
+        len(events),
+        cutoff,
+        service,
     )
     joined = historical_features(feature_store(home), labelled, service)
     frame = model_frame(joined, joined)

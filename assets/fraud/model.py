@@ -44,9 +44,7 @@ def fraud_model(
     trained = train(frame, model_policy)
     lineage = {"training_set_version": str(info.version), **info.commit_metadata}
     registered = log_and_register(trained, model_policy, mlflow.tracking_uri, lineage)
-    context.log.info(
-        "registered %s v%s: %s", registered.name, registered.version, trained.metrics
-    )
+    context.log.info("registered %s v%s: %s", registered.name, registered.version, trained.metrics)
     return MaterializeResult(
         metadata={
             "model_version": registered.version,
@@ -82,6 +80,10 @@ def fraud_model_gate(
     version = latest_model_version(context.instance)
     client = MlflowClient(mlflow.tracking_uri)
     run_id = client.get_model_version(model_policy.model, version).run_id
+    if run_id is None:
+        raise ShipwayError(
+            f"{model_policy.model} v{version} has no MLflow run to read metrics from"
+        )
     metrics = client.get_run(run_id).data.metrics
     report = evaluate_gates(model_policy.model, version, model_policy.gates, metrics)
     summary = report.summary(str(POLICY_PATH))

@@ -51,7 +51,7 @@ def fraud_dbt_models(
     deferred: list[tuple[Output[Any], str]] = []
     for event in invocation.stream():
         model = _model_name(event)
-        if isinstance(event, Output) and model in publish:
+        if isinstance(event, Output) and model is not None and model in publish:
             # dbt holds the DuckDB file for writing until the build ends; publish after.
             deferred.append((event, model))
         else:

@@ -174,10 +174,11 @@ def _run_job(
     )
     for stat in instance.get_run_step_stats(result.run_id):
         took = (stat.end_time or 0) - (stat.start_time or 0)
-        timeline.say(f"  {took:6.1f}s  {stat.step_key}  [{stat.status.value.lower()}]")
+        status = stat.status.value.lower() if stat.status else "unknown"
+        timeline.say(f"  {took:6.1f}s  {stat.step_key}  [{status}]")
     for event in result.get_asset_materialization_events():
-        mat = event.asset_materialization
-        if mat and "model_version" in mat.metadata:
+        mat = event.step_materialization_data.materialization
+        if "model_version" in mat.metadata:
             meta = mat.metadata
             keys = [k for k in ("model_version", "mlflow_run", "validation_roc_auc") if k in meta]
             timeline.say(

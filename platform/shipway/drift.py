@@ -59,7 +59,8 @@ def build_reference(frame: pd.DataFrame, features: list[str], bins: int) -> Refe
     for name in features:
         values = frame[name].to_numpy(dtype=float)
         quantiles = np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1])
-        edges = np.unique(quantiles)
+        # An edge at the minimum would open a bin no training value falls in.
+        edges = np.unique(quantiles[quantiles > values.min()])
         counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
         refs.append(
             FeatureReference(

@@ -15,7 +15,7 @@ from shipway.paths import ShipwayHome
 from shipway.serving.client import ServingClient
 
 
-class ShipwayHomeResource(ConfigurableResource):  # type: ignore[misc]
+class ShipwayHomeResource(ConfigurableResource):
     """The folder holding the lake (Delta tables), the dbt warehouse and Feast's stores."""
 
     path: str
@@ -25,11 +25,11 @@ class ShipwayHomeResource(ConfigurableResource):  # type: ignore[misc]
         return ShipwayHome(Path(self.path).resolve())
 
 
-class MlflowResource(ConfigurableResource):  # type: ignore[misc]
+class MlflowResource(ConfigurableResource):
     tracking_uri: str
 
 
-class ServingResource(ConfigurableResource):  # type: ignore[misc]
+class ServingResource(ConfigurableResource):
     """The serving control plane: Shipway's local controller here, Seldon Core on Kubernetes."""
 
     url: str
@@ -38,7 +38,7 @@ class ServingResource(ConfigurableResource):  # type: ignore[misc]
         return ServingClient(self.url)
 
 
-class PrometheusResource(ConfigurableResource):  # type: ignore[misc]
+class PrometheusResource(ConfigurableResource):
     url: str
 
     def client(self) -> PrometheusClient:

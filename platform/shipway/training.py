@@ -56,7 +56,8 @@ def time_split(
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
     """Train on the past, validate on the most recent `validation_fraction` of time."""
     ts = pd.to_datetime(frame["event_timestamp"], utc=True)
-    split_at = ts.quantile(1.0 - validation_fraction)
+    ordered = ts.sort_values(ignore_index=True)
+    split_at = pd.Timestamp(ordered.iloc[int(len(ordered) * (1.0 - validation_fraction))])
     train, valid = frame[ts < split_at], frame[ts >= split_at]
     for name, part in (("training", train), ("validation", valid)):
         if part[LABEL].nunique() < 2:
@@ -81,9 +82,7 @@ def evaluate(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
 
 
 def train(training_set: pd.DataFrame, policy: ModelPolicy) -> TrainedModel:
-    train_part, valid_part, split_at = time_split(
-        training_set, policy.training.validation_fraction
-    )
+    train_part, valid_part, split_at = time_split(training_set, policy.training.validation_fraction)
     # The scikit-learn interface: MLServer's XGBoost runtime loads a classifier saved this
     # way as a classifier, so it can answer `predict_proba`.
     model = xgb.XGBClassifier(
@@ -100,9 +99,7 @@ def train(training_set: pd.DataFrame, policy: ModelPolicy) -> TrainedModel:
     scores = model.predict_proba(valid_part[MODEL_FEATURES].to_numpy())[:, 1]
     metrics = evaluate(valid_part[LABEL].to_numpy(), scores)
     reference = build_reference(train_part, MODEL_FEATURES, policy.serving.reference_bins)
-    return TrainedModel(
-        model, metrics, reference, split_at, len(train_part), len(valid_part)
-    )
+    return TrainedModel(model, metrics, reference, split_at, len(train_part), len(valid_part))
 
 
 def log_and_register(
