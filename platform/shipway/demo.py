@@ -33,7 +33,7 @@ from shipway.paths import ShipwayHome
 from shipway.policy import ModelPolicy
 from shipway.processes import free_port
 from shipway.resources import PrometheusResource
-from shipway.stack import Ports, Stack, running_stack
+from shipway.stack import Ports, Stack, preflight, running_stack
 from shipway.traffic import TrafficReport, send_transactions
 
 
@@ -75,11 +75,13 @@ def run_demo(home: ShipwayHome, config: DemoConfig, keep: bool = False) -> None:
     from assets.fraud import policy as load_policy
 
     policy = load_policy()
+    ports = Ports(free_port(), free_port(), free_port(), free_port())
+    # Fail on what can be known before anything is started or deleted.
+    preflight(ports, with_dagster=False)
     if home.root.exists() and not keep:
         shutil.rmtree(home.root)
     timeline = Timeline()
     print(f"Shipway demo: {policy.model}, from raw events to a live model and back ({home.root})")
-    ports = Ports(free_port(), free_port(), free_port(), free_port())
     timeline.say("starting MLflow, Prometheus and the serving controller on 127.0.0.1")
     with running_stack(home, ports, policy.serving.drift_window) as stack:
         timeline.say(f"MLflow      {stack.mlflow_url}")

@@ -7,6 +7,7 @@ step stops what was already started, so a failed start leaves nothing running.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -72,9 +73,15 @@ class Stack:
         return ServingClient(self.serving_url)
 
 
-def preflight(ports: Ports, with_dagster: bool, prometheus: str = "prometheus") -> None:
+def prometheus_binary() -> str:
+    return require_binary(
+        os.environ.get("SHIPWAY_PROMETHEUS", "prometheus"), "Prometheus", PROMETHEUS_HINT
+    )
+
+
+def preflight(ports: Ports, with_dagster: bool) -> None:
     """Everything that can be known to fail before starting anything."""
-    require_binary(prometheus, "Prometheus", PROMETHEUS_HINT)
+    prometheus_binary()
     mlserver_binary()
     checks = [("MLflow server", ports.mlflow), ("Prometheus", ports.prometheus)]
     checks.append(("serving controller", ports.serving))
@@ -95,7 +102,7 @@ def running_stack(
     with stack.group as group:
         # MLflow is the slowest to come up (~20 s on 2 cores): launch it first, wait last.
         group.start(mlflow_server_process(home, ports.mlflow), wait=False)
-        prometheus = PrometheusServer(home, ports.prometheus)
+        prometheus = PrometheusServer(home, ports.prometheus, binary=prometheus_binary())
         group.start(prometheus.process_for_start(), wait=True)
         targets = prometheus.config_dir / "targets"
         group.start(serving_process(ports.serving, home.logs, drift_window, targets))

@@ -1,0 +1,47 @@
+"""The README's first command, end to end, on small data: the loop must close."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shipway.paths import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_demo_closes_the_loop_from_drift_to_a_retrained_gated_version(
+    tmp_path: Path,
+) -> None:
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("shipway")),
+            "demo",
+            "--days",
+            "35",
+            "--events-per-day",
+            "800",
+            "--traffic-rows",
+            "1000",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SHIPWAY_HOME": str(tmp_path / "home")},
+        cwd=REPO_ROOT,
+        timeout=900,
+    )
+    out = result.stdout
+    assert result.returncode == 0, f"{out[-3000:]}\n{result.stderr[-3000:]}"
+    assert "fraud_model v1 passed every gate" in out
+    assert "skip: no drift for fraud_model" in out
+    assert "run requested: drift on fraud_model" in out
+    assert "loop closed: drift → sensor → retrain → fraud_model v2" in out
+    assert "Stage timings:" in out
+    leftover = subprocess.run(
+        ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True
+    ).stdout.strip()
+    assert leftover == "", "the demo must stop every service it started"
