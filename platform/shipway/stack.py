@@ -103,7 +103,7 @@ def running_stack(
         # MLflow is the slowest to come up (~20 s on 2 cores): launch it first, wait last.
         group.start(mlflow_server_process(home, ports.mlflow), wait=False)
         prometheus = PrometheusServer(home, ports.prometheus, binary=prometheus_binary())
-        group.start(prometheus.process_for_start(), wait=True)
+        group.start(prometheus.prepare())
         targets = prometheus.config_dir / "targets"
         group.start(serving_process(ports.serving, home.logs, drift_window, targets))
         write_targets(prometheus.config_dir, "shipway_serving", [f"{LOOPBACK}:{ports.serving}"])
