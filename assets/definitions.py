@@ -2,6 +2,8 @@
 model's assets, checks, jobs and sensor, and resources configured from the environment."""
 
 import os
+import sys
+from pathlib import Path
 
 from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
 from dagster_dbt import DbtCliResource
@@ -51,7 +53,10 @@ defs = Definitions(
     sensors=[fraud_model_drift_sensor],
     resources={
         "lake": ShipwayHomeResource(path=str(home.root)),
-        "dbt": DbtCliResource(project_dir=dbt_project),
+        # The dbt of this environment, whether or not its bin/ is on PATH.
+        "dbt": DbtCliResource(
+            project_dir=dbt_project, dbt_executable=str(Path(sys.executable).with_name("dbt"))
+        ),
         "mlflow": MlflowResource(tracking_uri=EnvVar("MLFLOW_TRACKING_URI")),
         "serving": ServingResource(url=EnvVar("SHIPWAY_SERVING_URL")),
         "prometheus": PrometheusResource(url=EnvVar("SHIPWAY_PROMETHEUS_URL")),

@@ -46,7 +46,9 @@ def test_the_model_gate_is_a_blocking_check_on_the_model() -> None:
 
 
 def test_dbt_tests_are_asset_checks_on_the_feature_tables() -> None:
-    checked = {key.asset_key.to_user_string() for key in defs.resolve_asset_graph().asset_check_keys}
+    checked = {
+        key.asset_key.to_user_string() for key in defs.resolve_asset_graph().asset_check_keys
+    }
     assert {"customer_features", "merchant_features"} <= checked
 
 

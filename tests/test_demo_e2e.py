@@ -21,10 +21,8 @@ def test_the_demo_closes_the_loop_from_drift_to_a_retrained_gated_version(
         [
             str(Path(sys.executable).with_name("shipway")),
             "demo",
-            "--days",
-            "35",
             "--events-per-day",
-            "800",
+            "600",
             "--traffic-rows",
             "1000",
         ],

@@ -86,12 +86,20 @@ def training_set(context: AssetExecutionContext, lake: ShipwayHomeResource) -> M
     # Labels arrive late: train only on matured events whose label is known at the newest one.
     cutoff = events["event_timestamp"].max()
     matured = cutoff - pd.Timedelta(days=model_policy.training.label_maturity_days)
-    known = (events["event_timestamp"] <= matured) & (events["label_available_at"] <= cutoff)
+    warm = events["event_timestamp"].min() + pd.Timedelta(
+        days=model_policy.training.feature_warmup_days
+    )
+    known = (
+        (events["event_timestamp"] >= warm)
+        & (events["event_timestamp"] <= matured)
+        & (events["label_available_at"] <= cutoff)
+    )
     labelled = events[known].drop(columns="label_available_at")
     context.log.info(
-        "%d of %d events have a label by %s; joining with %s",
+        "%d of %d events are past feature warm-up (%s) and labelled by %s; joining with %s",
         len(labelled),
         len(events),
+        warm,
         cutoff,
         service,
     )
@@ -104,6 +112,7 @@ def training_set(context: AssetExecutionContext, lake: ShipwayHomeResource) -> M
         "feature_service": service,
         "label_cutoff": cutoff.isoformat(),
         "matured_before": matured.isoformat(),
+        "warm_from": warm.isoformat(),
         **{
             f"{key.path[-1]}_version": str(table_info(home.table(key.path[-1])).version)
             for key in FEATURE_TABLES

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, TextIO
 
 from dagster import (
     AssetCheckEvaluation,
@@ -40,35 +41,41 @@ from shipway.traffic import TrafficReport, send_transactions
 @dataclass(frozen=True)
 class DemoConfig:
     start: date = date(2026, 9, 1)
-    days: int = 35
-    drift_days: int = 7
+    days: int = 60
+    drift_days: int = 10
     events_per_day: int = 2000
     traffic_rows: int = 1200
     seed: int = 7
 
 
 class Timeline:
-    def __init__(self) -> None:
+    """What the demo tells the user, on the terminal it started on."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
         self.began = time.monotonic()
         self.stages: list[tuple[str, float]] = []
 
+    def _print(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
     def say(self, text: str) -> None:
-        print(f"[{time.monotonic() - self.began:7.1f}s]   {text}", flush=True)
+        self._print(f"[{time.monotonic() - self.began:7.1f}s]   {text}")
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         started = time.monotonic()
-        print(f"[{started - self.began:7.1f}s] ▶ {name}", flush=True)
+        self._print(f"[{started - self.began:7.1f}s] ▶ {name}")
         yield
         took = time.monotonic() - started
         self.stages.append((name, took))
-        print(f"[{time.monotonic() - self.began:7.1f}s] ✓ {name} ({took:.1f}s)", flush=True)
+        self._print(f"[{time.monotonic() - self.began:7.1f}s] ✓ {name} ({took:.1f}s)")
 
     def summary(self) -> None:
-        print("\nStage timings:")
+        self._print("\nStage timings:")
         for name, took in self.stages:
-            print(f"  {took:7.1f}s  {name}")
-        print(f"  {time.monotonic() - self.began:7.1f}s  total")
+            self._print(f"  {took:7.1f}s  {name}")
+        self._print(f"  {time.monotonic() - self.began:7.1f}s  total")
 
 
 def run_demo(home: ShipwayHome, config: DemoConfig, keep: bool = False) -> None:
@@ -80,10 +87,18 @@ def run_demo(home: ShipwayHome, config: DemoConfig, keep: bool = False) -> None:
     preflight(ports, with_dagster=False)
     if home.root.exists() and not keep:
         shutil.rmtree(home.root)
-    timeline = Timeline()
-    print(f"Shipway demo: {policy.model}, from raw events to a live model and back ({home.root})")
+    timeline = Timeline(sys.stdout)
+    home.logs.mkdir(parents=True, exist_ok=True)
+    run_log = home.logs / "demo-runs.log"
+    print(f"Shipway demo: {policy.model}, from raw events to a live model and back")
+    print(f"state in {home.root}; Dagster, dbt, Feast and MLflow output in {run_log}")
     timeline.say("starting MLflow, Prometheus and the serving controller on 127.0.0.1")
-    with running_stack(home, ports, policy.serving.drift_window) as stack:
+    with (
+        running_stack(home, ports, policy.serving.drift_window) as stack,
+        run_log.open("a") as log,
+        redirect_stdout(log),
+        redirect_stderr(log),
+    ):
         timeline.say(f"MLflow      {stack.mlflow_url}")
         timeline.say(f"Prometheus  {stack.prometheus_url}")
         timeline.say(f"serving     {stack.serving_url}/v2/models/{policy.model}/infer")
@@ -103,7 +118,7 @@ def _loop(stack: Stack, config: DemoConfig, policy: ModelPolicy, timeline: Timel
         _land(defs, instance, timeline, config, config.start, config.days, "baseline")
     with timeline.stage("build: dbt → Feast → training set → model → gate → deployment"):
         result = _run_job(defs, instance, timeline, "fraud_model_lifecycle")
-        _require_gate_passed(result, "v1")
+        _require_gate_passed(result, "v1", timeline)
     served = stack.serving().status()[model]
     timeline.say(f"serving {model}: weights {served['weights']}")
 
@@ -111,7 +126,7 @@ def _loop(stack: Stack, config: DemoConfig, policy: ModelPolicy, timeline: Timel
     prometheus = PrometheusClient(stack.prometheus_url)
     after = config.start + timedelta(days=config.days)
     with timeline.stage(f"send {config.traffic_rows} rows of normal traffic"):
-        normal = generate_events(after, 1, "baseline", config.seed + 1, config.traffic_rows)
+        normal = _traffic(after, "baseline", config)
         report = _send(stack, store, normal, policy, timeline)
         _await_window(prometheus, model, report.rows, policy, timeline)
     cursor = None
@@ -122,7 +137,7 @@ def _loop(stack: Stack, config: DemoConfig, policy: ModelPolicy, timeline: Timel
 
     with timeline.stage(f"land {config.drift_days} days of drifted events, send drifted traffic"):
         _land(defs, instance, timeline, config, after, config.drift_days, "drift")
-        drifted = generate_events(after, 1, "drift", config.seed + 2, config.traffic_rows)
+        drifted = _traffic(after + timedelta(days=config.drift_days), "drift", config)
         report = _send(stack, store, drifted, policy, timeline)
         _await_drift(prometheus, model, policy, timeline)
     with timeline.stage("drift sensor tick (expect: retrain)"):
@@ -132,9 +147,15 @@ def _loop(stack: Stack, config: DemoConfig, policy: ModelPolicy, timeline: Timel
     request = outcome.run_requests[0]
     with timeline.stage(f"retrain requested by the sensor (run_key {request.run_key})"):
         result = _run_job(defs, instance, timeline, "fraud_model_retrain", dict(request.tags))
-        passed = _require_gate_passed(result, "v2", strict=False)
+        passed = _require_gate_passed(result, "v2", timeline, strict=False)
     outcome_text = "gated, registered as challenger" if passed else "blocked by its gate"
     timeline.say(f"loop closed: drift → sensor → retrain → {model} v2 {outcome_text}")
+
+
+def _traffic(day: date, scenario: str, config: DemoConfig) -> Any:
+    """A day's transactions in random order: the drift window then spans the whole day."""
+    events = generate_events(day, 1, scenario, config.seed + 1, config.traffic_rows)
+    return events.sample(frac=1.0, random_state=config.seed).reset_index(drop=True)
 
 
 def _land(
@@ -198,12 +219,12 @@ def _gate_evaluations(result: Any) -> list[AssetCheckEvaluation]:
     ]
 
 
-def _require_gate_passed(result: Any, label: str, strict: bool = True) -> bool:
+def _require_gate_passed(result: Any, label: str, timeline: Timeline, strict: bool = True) -> bool:
     gates = [e for e in _gate_evaluations(result) if e.check_name == "fraud_model_gate"]
     if not gates:
         raise ShipwayError(f"{label}: the run ended before the model gate ran; see the log above")
     gate = gates[-1]
-    print(f"            gate: {gate.description}", flush=True)
+    timeline.say(f"  gate: {gate.description}")
     if strict and not gate.passed:
         raise ShipwayError(f"{label} blocked by its gate: {gate.description}")
     if not result.success and gate.passed:

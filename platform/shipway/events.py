@@ -92,9 +92,9 @@ def _population(seed: int, n_customers: int, n_merchants: int) -> Population:
         customer_amount=rng.lognormal(3.3, 0.5, n_customers),
         customer_active_hour=rng.normal(14.0, 2.5, n_customers),
         merchant_category=merchant_category,
-        merchant_amount_factor=np.array(
-            [1.0, 1.1, 1.2, 0.8, 1.6, 4.0, 3.0, 1.4, 0.9, 5.0]
-        )[merchant_category]
+        merchant_amount_factor=np.array([1.0, 1.1, 1.2, 0.8, 1.6, 4.0, 3.0, 1.4, 0.9, 5.0])[
+            merchant_category
+        ]
         * rng.lognormal(0.0, 0.2, n_merchants),
         merchants_by_category=tuple(
             np.flatnonzero(merchant_category == c) for c in range(len(CATEGORIES))
@@ -135,7 +135,9 @@ def _generate_day(
         rng.uniform(0.0, 6.0, n),
         np.clip(rng.normal(pop.customer_active_hour[customers], 3.0), 6.0, 23.99),
     )
-    hours[fraud] = np.where(rng.random(int(fraud.sum())) < 0.7, rng.uniform(0, 6, int(fraud.sum())), hours[fraud])
+    hours[fraud] = np.where(
+        rng.random(int(fraud.sum())) < 0.7, rng.uniform(0, 6, int(fraud.sum())), hours[fraud]
+    )
     seconds = (hours * 3600).astype(np.int64)
 
     online = rng.random(n) < scenario.online_share

@@ -24,7 +24,7 @@ class TableInfo:
     columns: list[tuple[str, str]]
     commit_metadata: dict[str, str] = field(default_factory=dict)
 
-    def metadata(self) -> dict[str, object]:
+    def metadata(self) -> dict[str, int | str]:
         """Plain values for a Dagster materialization."""
         return {
             "delta_version": self.version,
@@ -47,8 +47,7 @@ def _open(path: Path | str, version: int | None = None) -> DeltaTable:
         return DeltaTable(str(path), version=version)
     except TableNotFoundError:
         raise ShipwayError(
-            f"no Delta table at {path}: materialize the asset that writes "
-            f"`{Path(path).name}` first"
+            f"no Delta table at {path}: materialize the asset that writes `{Path(path).name}` first"
         ) from None
 
 

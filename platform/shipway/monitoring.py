@@ -104,10 +104,14 @@ class PrometheusClient:
                 f"{self.url}/api/v1/query", params={"query": promql}, timeout=self.timeout
             )
         except httpx.HTTPError as exc:
-            raise ServiceError(f"Prometheus at {self.url} unreachable for {promql!r}: {exc}") from None
-        body = response.json() if response.headers.get("content-type", "").startswith(
-            "application/json"
-        ) else {}
+            raise ServiceError(
+                f"Prometheus at {self.url} unreachable for {promql!r}: {exc}"
+            ) from None
+        body = (
+            response.json()
+            if response.headers.get("content-type", "").startswith("application/json")
+            else {}
+        )
         if response.status_code != 200 or body.get("status") != "success":
             error = body.get("error", response.text[:200])
             raise ServiceError(f"Prometheus at {self.url} rejected {promql!r}: {error}")
@@ -135,7 +139,9 @@ class PrometheusClient:
                 return samples
             time.sleep(interval)
         seen = [(s.labels, s.value) for s in samples][:5]
-        raise ServiceError(f"timed out after {timeout:.0f}s waiting on {promql!r}; last seen {seen}")
+        raise ServiceError(
+            f"timed out after {timeout:.0f}s waiting on {promql!r}; last seen {seen}"
+        )
 
 
 def check_config(config: Path, promtool: str = "promtool") -> None:
@@ -144,4 +150,6 @@ def check_config(config: Path, promtool: str = "promtool") -> None:
         [binary, "check", "config", str(config)], capture_output=True, text=True
     )
     if result.returncode != 0:
-        raise ShipwayError(f"promtool check config {config}: {result.stderr.strip() or result.stdout.strip()}")
+        raise ShipwayError(
+            f"promtool check config {config}: {result.stderr.strip() or result.stdout.strip()}"
+        )

@@ -24,6 +24,7 @@ class TrainingPolicy(_Strict):
     feature_service: str
     validation_fraction: float = Field(gt=0.0, lt=0.5)
     label_maturity_days: int = Field(ge=0)
+    feature_warmup_days: int = Field(ge=0)
     params: dict[str, float | int | str]
     seed: int = 7
 
