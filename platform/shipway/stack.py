@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shipway.monitoring import INSTALL_HINT as PROMETHEUS_HINT
 from shipway.monitoring import PrometheusServer, write_targets
 from shipway.paths import REPO_ROOT, ShipwayHome
 from shipway.processes import (
@@ -25,8 +26,6 @@ from shipway.processes import (
 from shipway.serving.client import ServingClient, serving_process
 from shipway.serving.runtime import mlserver_binary
 from shipway.tracking import mlflow_server_process
-
-PROMETHEUS_HINT = "run deploy/setup.sh, which installs Debian's prometheus package"
 
 
 @dataclass(frozen=True)
@@ -99,6 +98,10 @@ def running_stack(
     stack = Stack(home, ports)
     home.root.mkdir(parents=True, exist_ok=True)
     home.dagster.mkdir(parents=True, exist_ok=True)
+    instance_config = home.dagster / "dagster.yaml"
+    if not instance_config.exists():
+        # Local SQLite storage under $SHIPWAY_HOME/dagster, and no usage telemetry.
+        instance_config.write_text("telemetry:\n  enabled: false\n")
     with stack.group as group:
         # MLflow is the slowest to come up (~20 s on 2 cores): launch it first, wait last.
         group.start(mlflow_server_process(home, ports.mlflow), wait=False)
@@ -129,7 +132,8 @@ def dagster_process(stack: Stack) -> ManagedProcess:
         ],
         log_path=stack.home.logs / "dagster.log",
         ready_url=f"{stack.dagster_url}/server_info",
-        env=stack.environment(),
+        # dagster-dbt's dev-mode `dbt parse` looks for `dbt` on PATH.
+        env={**stack.environment(), "PATH": f"{dagster.parent}:{os.environ.get('PATH', '')}"},
         cwd=REPO_ROOT,
         ready_timeout=240.0,
     )

@@ -1,0 +1,87 @@
+"""`shipway up`: every service answers on 127.0.0.1, Dagster shows the lineage, Ctrl-C stops
+everything."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shipway.paths import REPO_ROOT
+from shipway.processes import free_port
+
+pytestmark = pytest.mark.integration
+
+LINEAGE_QUERY = "{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }"
+
+
+def _wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float) -> str:
+    seen = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    raise AssertionError(f"{text!r} not printed; got {''.join(seen)!r}")
+
+
+def test_up_serves_every_component_and_ctrl_c_stops_them_all(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("dagster", "mlflow", "prometheus", "serving")}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("shipway")), "up"]
+        + [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "SHIPWAY_HOME": str(tmp_path)},
+        start_new_session=True,
+    )
+    try:
+        banner = _wait_for_line(proc, "Ctrl-C stops everything", timeout=300)
+        for name, port in ports.items():
+            assert f"http://127.0.0.1:{port}" in banner, name
+        assert httpx.get(f"http://127.0.0.1:{ports['mlflow']}/health").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{ports['prometheus']}/-/ready").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{ports['serving']}/health").status_code == 200
+        nodes = _lineage(ports["dagster"])
+        assert nodes["fraud_deployment"] == ("deployment", {"fraud_model"})
+        assert nodes["fraud_model"] == ("model", {"training_set"})
+        assert nodes["stg_transactions"] == ("transform", {"raw_events"})
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "stopped." in out
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
+    assert leftover.stdout.strip() == "", "every service must stop on Ctrl-C"
+
+
+def _lineage(port: int) -> dict[str, tuple[str, set[str]]]:
+    # The code location loads in the background after the webserver is up.
+    deadline = time.monotonic() + 180
+    while True:
+        body = httpx.post(
+            f"http://127.0.0.1:{port}/graphql", json={"query": LINEAGE_QUERY}, timeout=30
+        ).json()
+        nodes = body.get("data", {}).get("assetNodes") or []
+        if nodes or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    return {
+        "/".join(n["assetKey"]["path"]): (
+            n["groupName"],
+            {"/".join(d["path"]) for d in n["dependencyKeys"]},
+        )
+        for n in nodes
+    }
