@@ -22,9 +22,9 @@ from shipway.resources import (
     ShipwayHomeResource,
 )
 
-# dbt's profile and Feast's feature_store.yaml read their paths from these variables.
-home = ShipwayHome.from_env()
-for key, value in home.environment().items():
+# Resources, dbt's profile and Feast's feature_store.yaml read their paths from these
+# variables; `shipway up` and the demo set them, plain `dagster dev` gets the defaults.
+for key, value in ShipwayHome.from_env().environment().items():
     os.environ.setdefault(key, value)
 
 land_raw_events = define_asset_job(
@@ -52,7 +52,7 @@ defs = Definitions(
     jobs=[land_raw_events, fraud_model_lifecycle, fraud_model_retrain],
     sensors=[fraud_model_drift_sensor],
     resources={
-        "lake": ShipwayHomeResource(path=str(home.root)),
+        "lake": ShipwayHomeResource(path=EnvVar("SHIPWAY_HOME")),
         # The dbt of this environment, whether or not its bin/ is on PATH.
         "dbt": DbtCliResource(
             project_dir=dbt_project, dbt_executable=str(Path(sys.executable).with_name("dbt"))

@@ -1,0 +1,108 @@
+"""The asset graph on real services: a failing gate blocks the deployment and says why; a
+passing one deploys the champion. Small data, one stack for the module."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster import AssetKey, DagsterInstance
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+import assets.fraud
+from shipway.lake import table_info
+from shipway.paths import ShipwayHome
+from shipway.processes import free_port
+from shipway.stack import Ports, Stack, running_stack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    home = ShipwayHome(tmp_path_factory.mktemp("pipeline"))
+    saved = dict(os.environ)
+    with running_stack(home, Ports(free_port(), free_port(), free_port(), free_port()), 500) as s:
+        os.environ.update(s.environment())
+        yield s
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def landed(stack: Stack) -> tuple[Any, DagsterInstance]:
+    from assets.definitions import defs
+
+    instance = DagsterInstance.from_config(str(stack.home.dagster))
+    config = {"start_date": "2026-09-01", "days": 45, "events_per_day": 400}
+    result = defs.resolve_job_def("land_raw_events").execute_in_process(
+        instance=instance, run_config={"ops": {"raw_events": {"config": config}}}
+    )
+    assert result.success
+    return defs, instance
+
+
+def _strict_policy(tmp_path: Path) -> Path:
+    text = assets.fraud.POLICY_PATH.read_text().replace("min: 0.85", "min: 0.9999")
+    (tmp_path / "policy.yaml").write_text(text)
+    return tmp_path / "policy.yaml"
+
+
+def test_a_failing_gate_blocks_the_deployment_and_says_why(
+    stack: Stack,
+    landed: tuple[Any, DagsterInstance],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    defs, instance = landed
+    monkeypatch.setattr(assets.fraud, "POLICY_PATH", _strict_policy(tmp_path))
+    result = defs.resolve_job_def("fraud_model_lifecycle").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+    assert not result.success
+    gate = next(
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.asset_check_evaluation_data.check_name == "fraud_model_gate"
+    )
+    assert not gate.passed
+    assert "fraud_model v1 blocked: roc_auc = " in gate.description
+    assert "is below the minimum 0.9999" in gate.description
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert AssetKey("fraud_model") in materialized
+    assert AssetKey("fraud_deployment") not in materialized
+    assert stack.serving().status() == {}
+    registry = MlflowClient(stack.mlflow_url)
+    assert registry.get_model_version("fraud_model", "1").tags["shipway.gate"] == "failed"
+    with pytest.raises(MlflowException):
+        registry.get_model_version_by_alias("fraud_model", "champion")
+
+
+def test_a_passing_gate_deploys_the_version_as_champion_with_its_lineage(
+    stack: Stack, landed: tuple[Any, DagsterInstance]
+) -> None:
+    defs, instance = landed
+    result = defs.resolve_job_def("fraud_model_lifecycle").execute_in_process(
+        instance=instance,
+        asset_selection=[AssetKey("fraud_model"), AssetKey("fraud_deployment")],
+    )
+    assert result.success
+    registry = MlflowClient(stack.mlflow_url)
+    champion = registry.get_model_version_by_alias("fraud_model", "champion")
+    assert champion.version == "2"
+    assert stack.serving().status()["fraud_model"]["weights"] == {"2": 100}
+    run = registry.get_run(champion.run_id)
+    tags, params = run.data.tags, run.data.params
+    training_set = table_info(stack.home.table("training_set"))
+    assert tags["shipway.training_set_version"] == str(training_set.version)
+    assert tags["shipway.raw_events_version"] == "0"
+    assert tags["shipway.feature_service"] == "fraud_model_v1"
+    assert {"shipway.customer_features_version", "shipway.merchant_features_version"} <= set(tags)
+    assert len(tags["shipway.git_commit"]) >= 40
+    assert params["feature_service"] == "fraud_model_v1"
+    assert {"roc_auc", "pr_auc"} <= set(run.data.metrics)
