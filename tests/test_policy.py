@@ -26,7 +26,7 @@ def test_the_fraud_policy_loads_and_names_the_feature_service_feast_defines() ->
     ("edit", "message"),
     [
         (
-            lambda t: t.replace("min: 0.85", "min: high"),
+            lambda t: t.replace("min: 0.80", "min: high"),
             "gates.0.min: Input should be a valid number",
         ),
         (
@@ -63,7 +63,7 @@ def test_gates_report_observed_against_expected_for_each_failure() -> None:
     report = evaluate_gates("fraud_model", "3", policy.gates, {"roc_auc": 0.61, "pr_auc": 0.9})
     assert not report.passed
     summary = report.summary("policy.yaml")
-    assert "roc_auc = 0.6100 is below the minimum 0.85" in summary
+    assert "roc_auc = 0.6100 is below the minimum 0.8" in summary
     assert "pr_auc" not in summary.split("blocked:")[1].split("(gates")[0]
 
 

@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Runs headless on embedded defaults and exits 0 once the loop has closed. "
         "Starts from a clean $SHIPWAY_HOME unless --keep is given.",
     )
-    demo.add_argument("--days", type=int, default=60, help="baseline days to land (60)")
-    demo.add_argument("--drift-days", type=int, default=10, help="drifted days to land (10)")
+    demo.add_argument("--days", type=int, default=75, help="baseline days to land (75)")
+    demo.add_argument("--drift-days", type=int, default=20, help="drifted days to land (20)")
     demo.add_argument("--events-per-day", type=int, default=2000, help="events per day (2000)")
     demo.add_argument("--traffic-rows", type=int, default=1200, help="rows per traffic phase")
     demo.add_argument("--keep", action="store_true", help="keep existing state in $SHIPWAY_HOME")

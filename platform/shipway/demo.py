@@ -44,8 +44,8 @@ from shipway.traffic import TrafficReport, send_transactions
 @dataclass(frozen=True)
 class DemoConfig:
     start: date = date(2026, 9, 1)
-    days: int = 60
-    drift_days: int = 10
+    days: int = 75
+    drift_days: int = 20
     events_per_day: int = 2000
     traffic_rows: int = 1200
     seed: int = 7
@@ -181,8 +181,11 @@ def _loop(stack: Stack, config: DemoConfig, policy: ModelPolicy, timeline: Timel
 
 
 def _traffic(day: date, scenario: str, config: DemoConfig) -> Any:
-    """A day's transactions in random order: the drift window then spans the whole day."""
-    events = generate_events(day, 1, scenario, config.seed + 1, config.traffic_rows)
+    """A day's transactions in random order: the drift window then spans the whole day.
+
+    Same seed as the landed days, so the same customers and merchants; a later day.
+    """
+    events = generate_events(day, 1, scenario, config.seed, config.traffic_rows)
     return events.sample(frac=1.0, random_state=config.seed).reset_index(drop=True)
 
 

@@ -123,7 +123,11 @@ def _generate_day(
 
     categories = rng.choice(len(CATEGORIES), size=n, p=_category_probabilities(scenario))
     risky = np.array([CATEGORIES.index(c) for c in RISKY_CATEGORIES])
-    categories[fraud] = rng.choice(risky, size=int(fraud.sum()))
+    # Fraudsters favour resellable goods, but not always: some fraud hides in everyday spend.
+    n_fraud = int(fraud.sum())
+    categories[fraud] = np.where(
+        rng.random(n_fraud) < 0.65, rng.choice(risky, size=n_fraud), categories[fraud]
+    )
     merchants = np.empty(n, dtype=np.int64)
     for c, pool in enumerate(pop.merchants_by_category):
         picked = categories == c
@@ -135,13 +139,11 @@ def _generate_day(
         rng.uniform(0.0, 6.0, n),
         np.clip(rng.normal(pop.customer_active_hour[customers], 3.0), 6.0, 23.99),
     )
-    hours[fraud] = np.where(
-        rng.random(int(fraud.sum())) < 0.7, rng.uniform(0, 6, int(fraud.sum())), hours[fraud]
-    )
+    hours[fraud] = np.where(rng.random(n_fraud) < 0.45, rng.uniform(0, 6, n_fraud), hours[fraud])
     seconds = (hours * 3600).astype(np.int64)
 
     online = rng.random(n) < scenario.online_share
-    online[fraud] = rng.random(int(fraud.sum())) < 0.85
+    online[fraud] = rng.random(n_fraud) < 0.6
 
     amounts = (
         pop.customer_amount[customers]
@@ -149,12 +151,14 @@ def _generate_day(
         * rng.lognormal(0.0, 0.35, n)
         * scenario.amount_scale
     )
-    amounts[fraud] *= rng.uniform(3.0, 8.0, int(fraud.sum()))
+    amounts[fraud] *= rng.lognormal(0.6, 0.6, n_fraud)
     amounts = np.round(np.maximum(amounts, 0.5), 2)
 
     day_start = pd.Timestamp(day, tz="UTC")
     timestamps = day_start + pd.to_timedelta(seconds, unit="s")
-    delay_days = np.where(fraud, rng.uniform(2.0, 30.0, n), float(SETTLEMENT_DAYS))
+    # Chargebacks: most within two weeks, a long tail up to 40 days.
+    chargeback = np.minimum(2.0 + rng.exponential(5.0, n), 40.0)
+    delay_days = np.where(fraud, chargeback, float(SETTLEMENT_DAYS))
     order = np.argsort(seconds, kind="stable")
     prefix = f"tx-{day:%Y%m%d}-"
     frame = pd.DataFrame(
