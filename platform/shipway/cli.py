@@ -136,12 +136,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _doctor() -> int:
     from shipway.features import ensure_delta_extension
+    from shipway.monitoring import PROMETHEUS_CONFIG_DIR, check_config
     from shipway.processes import require_binary
     from shipway.serving.runtime import mlserver_binary
     from shipway.stack import PROMETHEUS_HINT
 
     require_binary("prometheus", "Prometheus", PROMETHEUS_HINT)
-    require_binary("promtool", "promtool", PROMETHEUS_HINT)
+    check_config(PROMETHEUS_CONFIG_DIR / "prometheus.yml")
+    print("ok  Prometheus config passes promtool check config")
     print(f"ok  MLServer runtime: {mlserver_binary()}")
     ensure_delta_extension()
     print("ok  DuckDB delta extension installed from its wheel")
@@ -157,7 +159,6 @@ def _doctor() -> int:
     if result.returncode != 0:
         raise ShipwayError(f"dbt parse failed: {result.stdout.strip().splitlines()[-1:]}")
     print("ok  dbt manifest: dbt_project/target/manifest.json")
-    print("ok  Prometheus and promtool on PATH")
     return 0
 
 

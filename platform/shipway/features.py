@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from shipway.errors import ShipwayError
@@ -166,7 +165,3 @@ def materialize_online(store, start: datetime, end: datetime) -> None:  # type: 
     simulated or backfilled history is older than the wall clock.
     """
     store.materialize(start_date=start, end_date=end)
-
-
-def label_rate(frame: pd.DataFrame) -> float:
-    return float(np.mean(frame[LABEL])) if len(frame) else 0.0

@@ -120,10 +120,6 @@ class PrometheusClient:
             return [Sample({}, float(data["result"][1]))]
         return [Sample(r["metric"], float(r["value"][1])) for r in data["result"]]
 
-    def scalar(self, promql: str) -> float | None:
-        samples = self.query(promql)
-        return samples[0].value if samples else None
-
     def wait_for(
         self,
         promql: str,

@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -78,10 +78,6 @@ class ManagedProcess:
         self.ready_timeout = ready_timeout
         self.own_group = own_group
         self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
 
     def start(self, wait: bool = True) -> ManagedProcess:
         """Launch; with `wait`, block until ready (stopping the process if it never is)."""
@@ -195,13 +191,3 @@ class ServiceGroup:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-@contextlib.contextmanager
-def running(process: ManagedProcess) -> Iterator[ManagedProcess]:
-    """Start one process for the duration of a block."""
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()

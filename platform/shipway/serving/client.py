@@ -60,9 +60,6 @@ class ServingClient:
         output = next(o for o in answer["outputs"] if o["name"] == SCORE_OUTPUT)
         return str(answer["model_version"]), np.asarray(output["data"])
 
-    def close(self) -> None:
-        self._http.close()
-
 
 def serving_process(
     port: int, log_dir: Path, drift_window: int, targets_dir: Path | None
