@@ -59,7 +59,8 @@ def test_up_serves_every_component_and_ctrl_c_stops_them_all(tmp_path: Path) -> 
         assert nodes["fraud_model"] == ("model", {"training_set"})
         assert nodes["stg_transactions"] == ("transform", {"raw_events"})
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     assert "stopped." in out

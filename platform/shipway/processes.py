@@ -36,8 +36,14 @@ def free_port() -> int:
 
 
 def ensure_port_free(port: int, service: str) -> None:
-    """Fail with one actionable line when `port` is already taken."""
+    """Fail with one actionable line when `port` is already taken.
+
+    The probe binds the way the servers themselves do (`SO_REUSEADDR`), so a port held only by
+    a closed connection in TIME_WAIT counts as free, as it does for MLflow, MLServer and
+    Prometheus, while a listener or a live connection on it does not.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((LOOPBACK, port))
         except OSError:
