@@ -8,9 +8,14 @@ from pathlib import Path
 from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
 from dagster_dbt import DbtCliResource
 
-from assets.fraud.data import raw_events
+from assets.fraud.data import raw_events, raw_events_batch, raw_events_contract
 from assets.fraud.deployment import fraud_deployment
-from assets.fraud.features import feature_views, online_store, training_set
+from assets.fraud.features import (
+    feature_views,
+    online_store,
+    training_set,
+    training_set_contract,
+)
 from assets.fraud.model import fraud_model, fraud_model_gate
 from assets.fraud.sensors import fraud_model_drift_sensor, fraud_model_retrain
 from assets.fraud.transform import dbt_project, fraud_dbt_models
@@ -27,19 +32,22 @@ from shipway.resources import (
 for key, value in ShipwayHome.from_env().environment().items():
     os.environ.setdefault(key, value)
 
+landing = AssetSelection.assets(raw_events_batch, raw_events)
 land_raw_events = define_asset_job(
     "land_raw_events",
-    selection=AssetSelection.assets(raw_events),
-    description="Land days of card transactions (choose days and scenario in the launchpad).",
+    selection=landing,
+    description="Land a batch of card transactions (days and scenario, or a Parquet file, in "
+    "the launchpad); its contract admits it to raw_events or quarantines it.",
 )
 fraud_model_lifecycle = define_asset_job(
     "fraud_model_lifecycle",
-    selection=AssetSelection.all() - AssetSelection.assets(raw_events),
+    selection=AssetSelection.all() - landing,
     description="Everything after landing: dbt, Feast, training set, model, gate, deployment.",
 )
 
 defs = Definitions(
     assets=[
+        raw_events_batch,
         raw_events,
         fraud_dbt_models,
         feature_views,
@@ -48,7 +56,7 @@ defs = Definitions(
         fraud_model,
         fraud_deployment,
     ],
-    asset_checks=[fraud_model_gate],
+    asset_checks=[raw_events_contract, training_set_contract, fraud_model_gate],
     jobs=[land_raw_events, fraud_model_lifecycle, fraud_model_retrain],
     sensors=[fraud_model_drift_sensor],
     resources={

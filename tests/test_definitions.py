@@ -5,9 +5,11 @@ from __future__ import annotations
 from dagster import AssetKey, Definitions
 
 from assets.definitions import defs
+from shipway.contracts import GATES
 
 EXPECTED_GRAPH = {
-    "raw_events": ("data", set()),
+    "raw_events_batch": ("data", set()),
+    "raw_events": ("data", {"raw_events_batch"}),
     "stg_transactions": ("transform", {"raw_events"}),
     "customer_features": ("transform", {"stg_transactions"}),
     "merchant_features": ("transform", {"stg_transactions"}),
@@ -45,6 +47,26 @@ def test_the_model_gate_is_a_blocking_check_on_the_model() -> None:
     assert graph.get_check_spec(checks["fraud_model_gate"]).blocking
 
 
+def test_every_contract_gate_is_a_blocking_check_on_its_dataset() -> None:
+    graph = defs.resolve_asset_graph()
+    gates: dict[str, set[str]] = {}
+    for key in graph.asset_check_keys:
+        spec = graph.get_check_spec(key)
+        if spec.name in GATES:
+            assert spec.blocking, key
+            gates.setdefault(key.asset_key.to_user_string(), set()).add(spec.name)
+    assert gates["raw_events_batch"] == set(GATES)
+    assert {"schema", "types", "keys", "volume", "labels", "leakage", "shift"} <= gates[
+        "training_set"
+    ]
+
+
+def test_the_lifecycle_job_never_lands() -> None:
+    job = defs.resolve_job_def("fraud_model_lifecycle")
+    selected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
+    assert not {"raw_events_batch", "raw_events"} & selected
+
+
 def test_dbt_tests_are_asset_checks_on_the_feature_tables() -> None:
     checked = {
         key.asset_key.to_user_string() for key in defs.resolve_asset_graph().asset_check_keys
@@ -57,6 +79,7 @@ def test_the_retrain_job_rebuilds_features_and_model_but_neither_lands_nor_deplo
     selected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
     assert {"training_set", "fraud_model", "customer_features", "feature_views"} <= selected
     assert "raw_events" not in selected
+    assert "raw_events_batch" not in selected
     assert "fraud_deployment" not in selected
 
 

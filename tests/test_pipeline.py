@@ -38,9 +38,14 @@ def landed(stack: Stack) -> tuple[Any, DagsterInstance]:
     from assets.definitions import defs
 
     instance = DagsterInstance.from_config(str(stack.home.dagster))
-    config = {"start_date": "2026-09-01", "days": 55, "events_per_day": 400}
+    config = {
+        "start_date": "2026-09-01",
+        "days": 55,
+        "events_per_day": 400,
+        "as_of": "2026-10-26T01:00:00+00:00",
+    }
     result = defs.resolve_job_def("land_raw_events").execute_in_process(
-        instance=instance, run_config={"ops": {"raw_events": {"config": config}}}
+        instance=instance, run_config={"ops": {"raw_events_batch": {"config": config}}}
     )
     assert result.success
     return defs, instance
@@ -102,6 +107,9 @@ def test_a_passing_gate_deploys_the_version_as_champion_with_its_lineage(
     training_set = table_info(stack.home.table("training_set"))
     assert tags["shipway.training_set_version"] == str(training_set.version)
     assert tags["shipway.raw_events_version"] == "0"
+    assert tags["shipway.training_set_digest"] == table_info(
+        stack.home.table("training_set"), training_set.version, digest=True
+    ).content_digest
     assert tags["shipway.feature_service"] == "fraud_model_v1"
     assert {"shipway.customer_features_version", "shipway.merchant_features_version"} <= set(tags)
     assert len(tags["shipway.git_commit"]) >= 40

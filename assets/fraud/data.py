@@ -1,51 +1,148 @@
-"""Raw card transactions landing in the lake, one day at a time."""
+"""Raw card transactions: each landing is a batch, audited by its contract before it is
+admitted to the lake (write, audit, publish)."""
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+import pandas as pd
+from dagster import AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, asset
 
+from assets.fraud import CONTRACTS_DIR, contract
+from shipway.admission import Ledger, reference_from
+from shipway.contract_checks import contract_checks
+from shipway.contracts import Contract, Reference
+from shipway.errors import ShipwayError
 from shipway.events import SCENARIOS, generate_events
-from shipway.lake import land_days
+from shipway.lake import TableInfo, land_days, overwrite_table, read_table
+from shipway.paths import ShipwayHome
 from shipway.resources import ShipwayHomeResource
+
+BATCH_TABLE = "raw_events_batch"
+RAW_EVENTS_CONTRACT = CONTRACTS_DIR / "raw_events.yaml"
 
 
 class LandingConfig(Config):
-    """Which days to land from the event generator, and under which scenario."""
+    """What to land: days from the seeded event generator, or a Parquet file of events."""
 
-    start_date: str = "2026-09-01"
+    start_date: str = ""
+    """First day (YYYY-MM-DD); empty: the `days` days ending yesterday (UTC)."""
     days: int = 28
     scenario: str = "baseline"
     events_per_day: int = 2000
     seed: int = 7
+    from_file: str = ""
+    """A Parquet file of events to land instead of generated ones (e.g. a fixed batch)."""
+    as_of: str = ""
+    """When the batch lands (ISO time, UTC); freshness is measured against it. Empty: now."""
+    readmits: str = ""
+    """The quarantined batch (e.g. raw_events@v3) this one replaces after a fix."""
+
+
+def _batch(config: LandingConfig) -> tuple[pd.DataFrame, str]:
+    if config.from_file:
+        path = Path(config.from_file)
+        if not path.is_file():
+            raise ShipwayError(f"from_file {path} not found: give a Parquet file of events")
+        return pd.read_parquet(path), f"file {path}"
+    if config.scenario not in SCENARIOS:
+        raise ShipwayError(f"unknown scenario {config.scenario!r}; known: {sorted(SCENARIOS)}")
+    start = (
+        date.fromisoformat(config.start_date)
+        if config.start_date
+        else datetime.now(UTC).date() - timedelta(days=config.days)
+    )
+    events = generate_events(
+        start, config.days, config.scenario, config.seed, config.events_per_day
+    )
+    return events, f"generator: {config.days} days from {start}, scenario {config.scenario}"
 
 
 @asset(
     group_name="data",
     kinds={"delta", "python"},
-    description="Card transactions with late-arriving fraud labels, landed by day in Delta "
-    "(re-landing a day replaces it). Source: Shipway's seeded event generator.",
+    description="The batch of card transactions being landed, before its contract admits it. "
+    "Each landing is a new Delta version; rejected versions stay here, quarantined. "
+    f"Contract: {RAW_EVENTS_CONTRACT}",
 )
-def raw_events(
+def raw_events_batch(
     context: AssetExecutionContext, config: LandingConfig, lake: ShipwayHomeResource
 ) -> MaterializeResult:
-    start = date.fromisoformat(config.start_date)
-    events = generate_events(
-        start, config.days, config.scenario, config.seed, config.events_per_day
+    events, source = _batch(config)
+    as_of = config.as_of or datetime.now(UTC).isoformat(timespec="seconds")
+    context.log.info("landing %d events (%s) as of %s", len(events), source, as_of)
+    info = overwrite_table(
+        lake.home.table(BATCH_TABLE),
+        events,
+        commit_metadata={"source": source, "as_of": as_of, "readmits": config.readmits},
+        retention_days=contract("raw_events").retention_days,
     )
-    context.log.info(
-        "landing %d events for %s + %d days (scenario %s)",
-        len(events),
-        start,
-        config.days,
-        config.scenario,
-    )
-    info = land_days(lake.home.table("raw_events"), events)
     return MaterializeResult(
         metadata={
             **info.metadata(),
-            "landed_days": f"{start} .. {config.days} days",
-            "landed_rows": len(events),
-            "scenario": MetadataValue.text(f"{config.scenario}: {SCENARIOS[config.scenario]}"),
-            "fraud_rate": float(events["is_fraud"].mean()),
+            "batch": f"raw_events@v{info.version}",
+            "source": source,
+            "as_of": as_of,
+            **({"readmits": config.readmits} if config.readmits else {}),
+            **(
+                {"scenario": MetadataValue.text(str(SCENARIOS[config.scenario]))}
+                if not config.from_file
+                else {}
+            ),
+        }
+    )
+
+
+def _raw_events_reference(home: ShipwayHome, current: Contract) -> Reference | None:
+    columns = [c for c, rule in current.columns.items() if rule.outliers is not None]
+    columns += current.shift.columns if current.shift else []
+    volume = current.volume
+    return reference_from(
+        home,
+        "raw_events",
+        None,
+        columns,
+        "raw_events (accepted)",
+        group_by=volume.group_by if volume else None,
+        groups=volume.reference_groups if volume else 14,
+    )
+
+
+def _landed_at(info: TableInfo) -> datetime | None:
+    stamp = info.commit_metadata.get("as_of")
+    return pd.Timestamp(stamp).tz_convert("UTC").to_pydatetime() if stamp else None
+
+
+raw_events_contract = contract_checks(
+    AssetKey(BATCH_TABLE), RAW_EVENTS_CONTRACT, BATCH_TABLE, _raw_events_reference, _landed_at
+)
+
+
+@asset(
+    group_name="data",
+    kinds={"delta"},
+    deps=[raw_events_batch],
+    description="Card transactions with late-arriving fraud labels, by day: every batch its "
+    "contract accepted, published here (re-landing a day replaces it). dbt reads this table.",
+)
+def raw_events(context: AssetExecutionContext, lake: ShipwayHomeResource) -> MaterializeResult:
+    home = lake.home
+    accepted = Ledger(home).require_accepted("raw_events")
+    batch = read_table(home.table(BATCH_TABLE), accepted.version)
+    info = land_days(
+        home.table("raw_events"),
+        batch,
+        commit_metadata={"batch": accepted.id},
+        retention_days=contract("raw_events").retention_days,
+    )
+    context.log.info(
+        "published %s (%d rows) as raw_events v%d", accepted.id, len(batch), info.version
+    )
+    return MaterializeResult(
+        metadata={
+            **info.metadata(),
+            "published_batch": accepted.id,
+            "published_rows": len(batch),
+            "landed_days": f"{batch['event_date'].min()} .. {batch['event_date'].max()}",
+            "fraud_rate": float(pd.to_numeric(batch["is_fraud"]).mean()),
         }
     )

@@ -1,32 +1,19 @@
 """Feast: feature definitions, the online store, and the point-in-time training set."""
 
-import pandas as pd
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
 
-from assets.fraud import policy
-from shipway.features import (
-    ENTITY_KEYS,
-    LABEL,
-    feast_cli,
-    feature_store,
-    historical_features,
-    materialize_online,
-    model_frame,
-)
-from shipway.lake import overwrite_table, read_table, table_info
+from assets.fraud import CONTRACTS_DIR, contract, policy
+from shipway.admission import Ledger, reference_from
+from shipway.contract_checks import contract_checks
+from shipway.contracts import Contract, Reference
+from shipway.features import LABEL, feast_cli, feature_store, materialize_online
+from shipway.lake import read_table
+from shipway.paths import ShipwayHome
 from shipway.resources import ShipwayHomeResource
+from shipway.training_sets import TABLE, TrainingSetInputs, build, write
 
 FEATURE_TABLES = [AssetKey("customer_features"), AssetKey("merchant_features")]
-RAW_COLUMNS = [
-    "transaction_id",
-    *ENTITY_KEYS,
-    "event_timestamp",
-    "merchant_category",
-    "channel",
-    "amount",
-    LABEL,
-    "label_available_at",
-]
+TRAINING_SET_CONTRACT = CONTRACTS_DIR / "training_set.yaml"
 
 
 @asset(
@@ -75,56 +62,34 @@ def online_store(context: AssetExecutionContext, lake: ShipwayHomeResource) -> M
     kinds={"feast", "delta"},
     deps=[AssetKey("raw_events"), feature_views, *FEATURE_TABLES],
     description="Labelled transactions joined point-in-time with the feature service "
-    "(each row sees only features known before it happened), written to Delta.",
+    "(each row sees only features known before it happened), written to Delta with the "
+    f"versions of every input. Contract: {TRAINING_SET_CONTRACT}",
 )
 def training_set(context: AssetExecutionContext, lake: ShipwayHomeResource) -> MaterializeResult:
     home = lake.home
-    model_policy = policy()
-    service = model_policy.training.feature_service
-    raw = table_info(home.table("raw_events"))
-    events = read_table(home.table("raw_events"), version=raw.version, columns=RAW_COLUMNS)
-    # Labels arrive late: train only on matured events whose label is known at the newest one.
-    cutoff = events["event_timestamp"].max()
-    matured = cutoff - pd.Timedelta(days=model_policy.training.label_maturity_days)
-    warm = events["event_timestamp"].min() + pd.Timedelta(
-        days=model_policy.training.feature_warmup_days
-    )
-    known = (
-        (events["event_timestamp"] >= warm)
-        & (events["event_timestamp"] <= matured)
-        & (events["label_available_at"] <= cutoff)
-    )
-    labelled = events[known].drop(columns="label_available_at")
-    context.log.info(
-        "%d of %d events are past feature warm-up (%s) and labelled by %s; joining with %s",
-        len(labelled),
-        len(events),
-        warm,
-        cutoff,
-        service,
-    )
-    joined = historical_features(feature_store(home), labelled, service)
-    frame = model_frame(joined, joined)
-    keys = joined[["transaction_id", *ENTITY_KEYS, "event_timestamp", LABEL]]
-    out = keys.join(frame).sort_values("event_timestamp").reset_index(drop=True)
-    lineage = {
-        "raw_events_version": str(raw.version),
-        "feature_service": service,
-        "label_cutoff": cutoff.isoformat(),
-        "matured_before": matured.isoformat(),
-        "warm_from": warm.isoformat(),
-        **{
-            f"{key.path[-1]}_version": str(table_info(home.table(key.path[-1])).version)
-            for key in FEATURE_TABLES
-        },
-    }
-    info = overwrite_table(home.table("training_set"), out, commit_metadata=lineage)
+    inputs = TrainingSetInputs.current(home, policy().training)
+    frame, derived = build(home, inputs, context.log.info)
+    info = write(home, frame, inputs, contract("training_set").retention_days)
     return MaterializeResult(
         metadata={
             **info.metadata(),
-            **lineage,
-            "label_rate": float(out[LABEL].mean()),
-            "unlabelled_events_excluded": len(events) - len(labelled),
-            "preview": MetadataValue.md(out.head(5).to_markdown(index=False)),
+            **inputs.lineage(),
+            **derived,
+            "label_rate": float(frame[LABEL].mean()),
+            "preview": MetadataValue.md(frame.head(5).to_markdown(index=False)),
         }
     )
+
+
+def _training_set_reference(home: ShipwayHome, current: Contract) -> Reference | None:
+    accepted = Ledger(home).last_accepted(current.dataset)
+    if accepted is None:
+        return None
+    return reference_from(
+        home, TABLE, accepted.version, list(current.columns), "training_set (accepted)"
+    )
+
+
+training_set_contract = contract_checks(
+    AssetKey(TABLE), TRAINING_SET_CONTRACT, TABLE, _training_set_reference
+)

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from assets.fraud import POLICY_PATH, policy
 from assets.fraud.features import training_set
+from shipway.admission import Ledger
 from shipway.errors import ShipwayError
 from shipway.gates import evaluate_gates
 from shipway.lake import read_table, table_info
@@ -38,11 +39,17 @@ def fraud_model(
 ) -> MaterializeResult:
     model_policy = policy()
     path = lake.home.table("training_set")
-    info = table_info(path)
+    # The newest version the training set's contract accepted, never a rejected one.
+    accepted = Ledger(lake.home).require_accepted("training_set")
+    info = table_info(path, accepted.version, digest=True)
     frame = read_table(path, version=info.version)
     context.log.info("training on training_set v%d (%d rows)", info.version, info.row_count)
     trained = train(frame, model_policy)
-    lineage = {"training_set_version": str(info.version), **info.commit_metadata}
+    lineage = {
+        "training_set_version": str(info.version),
+        "training_set_digest": str(info.content_digest),
+        **info.commit_metadata,
+    }
     registered = log_and_register(trained, model_policy, mlflow.tracking_uri, lineage)
     context.log.info("registered %s v%s: %s", registered.name, registered.version, trained.metrics)
     return MaterializeResult(

@@ -25,7 +25,7 @@ _POLICY = policy()
 fraud_model_retrain = define_asset_job(
     "fraud_model_retrain",
     selection=AssetSelection.assets(fraud_model).upstream()
-    - AssetSelection.assets("raw_events")
+    - AssetSelection.assets("raw_events").upstream()
     - AssetSelection.assets(fraud_deployment),
     description="Rebuild features and the training set, retrain, gate and register "
     "fraud_model. Requested by fraud_model_drift_sensor.",

@@ -16,12 +16,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
 from dagster import (
     AssetCheckEvaluation,
+    AssetCheckSeverity,
     DagsterInstance,
     Definitions,
     SensorResult,
@@ -146,6 +147,7 @@ def _loop(stack: Stack, config: DemoConfig, policy: ModelPolicy, timeline: Timel
         _land(defs, instance, timeline, config, config.start, config.days, "baseline")
     with timeline.stage("build: dbt → Feast → training set → model → gate → deployment"):
         result = _run_job(defs, instance, timeline, "fraud_model_lifecycle")
+        _report_contract(result, "training_set", timeline)
         _require_gate_passed(result, "v1", timeline)
     served = stack.serving().status()[model]
     timeline.say(f"serving {model}: weights {served['weights']}")
@@ -175,6 +177,7 @@ def _loop(stack: Stack, config: DemoConfig, policy: ModelPolicy, timeline: Timel
     request = outcome.run_requests[0]
     with timeline.stage(f"retrain requested by the sensor (run_key {request.run_key})"):
         result = _run_job(defs, instance, timeline, "fraud_model_retrain", dict(request.tags))
+        _report_contract(result, "training_set", timeline)
         passed = _require_gate_passed(result, "v2", timeline, strict=False)
     outcome_text = "gated, registered as challenger" if passed else "blocked by its gate"
     timeline.say(f"loop closed: drift → sensor → retrain → {model} v2 {outcome_text}")
@@ -200,18 +203,36 @@ def _land(
 ) -> None:
     run_config = {
         "ops": {
-            "raw_events": {
+            "raw_events_batch": {
                 "config": {
                     "start_date": start.isoformat(),
                     "days": days,
                     "scenario": scenario,
                     "events_per_day": config.events_per_day,
                     "seed": config.seed,
+                    # Simulated clock: the batch lands an hour after its last day ends.
+                    "as_of": (
+                        datetime.combine(start + timedelta(days=days), datetime.min.time(), UTC)
+                        + timedelta(hours=1)
+                    ).isoformat(),
                 }
             }
         }
     }
-    _run_job(defs, instance, timeline, "land_raw_events", run_config=run_config)
+    result = _run_job(defs, instance, timeline, "land_raw_events", run_config=run_config)
+    _report_contract(result, "raw_events_batch", timeline)
+
+
+def _report_contract(result: Any, asset: str, timeline: Timeline) -> None:
+    """One line for the contract's gates, one per gate that warned; stop on a blocking one."""
+    gates = [e for e in _gate_evaluations(result) if e.asset_key.to_user_string() == asset]
+    failed = [e for e in gates if not e.passed]
+    timeline.say(f"  {asset} contract: {len(gates) - len(failed)} of {len(gates)} gates passed")
+    for gate in failed:
+        timeline.say(f"  {gate.severity.value.lower()}: {(gate.description or '')[:300]}")
+    blocking = [g for g in failed if g.severity == AssetCheckSeverity.ERROR]
+    if blocking:
+        raise ShipwayError(f"{asset} rejected by its contract: {blocking[0].description}")
 
 
 def _run_job(

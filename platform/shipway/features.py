@@ -97,9 +97,18 @@ def feature_store(home: ShipwayHome):  # type: ignore[no-untyped-def]  # feast i
     from feast import FeatureStore
 
     ensure_delta_extension()
-    for key, value in home.environment().items():
-        os.environ.setdefault(key, value)
-    return FeatureStore(repo_path=str(FEATURE_REPO_DIR))
+    # feature_store.yaml reads the home's paths from the environment when the store is made.
+    environment = home.environment()
+    saved = {key: os.environ.get(key) for key in environment}
+    os.environ.update(environment)
+    try:
+        return FeatureStore(repo_path=str(FEATURE_REPO_DIR))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key)
+            else:
+                os.environ[key] = value
 
 
 def transaction_features(transactions: pd.DataFrame) -> pd.DataFrame:

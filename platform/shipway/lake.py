@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
@@ -14,6 +16,10 @@ from shipway.errors import ShipwayError
 
 # Keys Shipway writes into a commit's metadata; Delta adds its own (operation, timestamp...).
 _LINEAGE_PREFIX = "shipway."
+# Retention of old versions unless a contract says otherwise: the Delta log and the files a
+# newer version replaced stay this long, so time travel to any version a model, a training set
+# or a quarantine entry names keeps working. Shipway never vacuums on its own.
+DEFAULT_RETENTION_DAYS = 365
 
 
 @dataclass(frozen=True)
@@ -23,15 +29,39 @@ class TableInfo:
     row_count: int
     columns: list[tuple[str, str]]
     commit_metadata: dict[str, str] = field(default_factory=dict)
+    content_digest: str | None = None
+
+    @property
+    def schema_hash(self) -> str:
+        return schema_hash(self.columns)
 
     def metadata(self) -> dict[str, int | str]:
         """Plain values for a Dagster materialization."""
-        return {
+        values: dict[str, int | str] = {
             "delta_version": self.version,
             "row_count": self.row_count,
             "path": self.path,
             "schema": ", ".join(f"{name}: {dtype}" for name, dtype in self.columns),
+            "schema_hash": self.schema_hash,
         }
+        if self.content_digest is not None:
+            values["content_digest"] = self.content_digest
+        return values
+
+
+def schema_hash(columns: list[tuple[str, str]]) -> str:
+    """Names and types in order: equal hashes mean the same schema."""
+    text = ";".join(f"{name}:{dtype}" for name, dtype in columns)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def content_digest(frame: pd.DataFrame) -> str:
+    """A digest of the rows as a multiset: independent of row and column order, sensitive to
+    any changed, added, removed or duplicated row."""
+    ordered = frame[sorted(frame.columns)]
+    rows = np.sort(pd.util.hash_pandas_object(ordered, index=False).to_numpy())
+    header = ";".join(f"{c}:{ordered[c].dtype}" for c in ordered.columns).encode()
+    return hashlib.sha256(header + rows.tobytes()).hexdigest()[:32]
 
 
 def table_exists(path: Path | str) -> bool:
@@ -51,9 +81,14 @@ def _open(path: Path | str, version: int | None = None) -> DeltaTable:
         ) from None
 
 
-def table_info(path: Path | str, version: int | None = None) -> TableInfo:
+def arrow_schema(path: Path | str, version: int | None = None) -> pa.Schema:
+    return pa.schema(_open(path, version).schema().to_arrow())
+
+
+def table_info(path: Path | str, version: int | None = None, digest: bool = False) -> TableInfo:
+    """Version, size, schema and Shipway's commit metadata; `digest` reads the rows too."""
     table = _open(path, version)
-    arrow_schema = pa.schema(table.schema().to_arrow())
+    schema = pa.schema(table.schema().to_arrow())
     rows = _row_count(table)
     history = table.history(1)
     lineage = {
@@ -65,8 +100,9 @@ def table_info(path: Path | str, version: int | None = None) -> TableInfo:
         path=str(path),
         version=int(table.version()),
         row_count=rows,
-        columns=[(f.name, str(f.type)) for f in arrow_schema],
+        columns=[(f.name, str(f.type)) for f in schema],
         commit_metadata=lineage,
+        content_digest=content_digest(table.to_pandas()) if digest else None,
     )
 
 
@@ -82,26 +118,73 @@ def read_table(
     return frame
 
 
-def land_days(path: Path | str, events: pd.DataFrame) -> TableInfo:
+def _arrow(frame: pd.DataFrame) -> pa.Table:
+    """The rows only: a shuffled or filtered frame's index must not become a column. An empty
+    text column has no inferable type; Delta needs one, so it is stored as string."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    for i, column in enumerate(table.schema):
+        if pa.types.is_null(column.type):
+            table = table.set_column(i, column.name, table.column(i).cast(pa.string()))
+    return table
+
+
+def _retention(days: int) -> dict[str, str | None]:
+    interval = f"interval {days} days"
+    return {"delta.logRetentionDuration": interval, "delta.deletedFileRetentionDuration": interval}
+
+
+def _properties(commit_metadata: dict[str, str] | None) -> CommitProperties:
+    return CommitProperties(
+        custom_metadata={f"{_LINEAGE_PREFIX}{k}": v for k, v in (commit_metadata or {}).items()}
+    )
+
+
+def land_days(
+    path: Path | str,
+    events: pd.DataFrame,
+    commit_metadata: dict[str, str] | None = None,
+    retention_days: int = DEFAULT_RETENTION_DAYS,
+) -> TableInfo:
     """Write events so each day present replaces that day's rows: one commit, no duplicates."""
     days = sorted({str(d) for d in events["event_date"]})
     if not table_exists(path):
         # Partitioned by day: re-landing a day rewrites only that day's files.
-        write_deltalake(str(path), events, partition_by=["event_date"])
+        write_deltalake(
+            str(path),
+            _arrow(events),
+            partition_by=["event_date"],
+            configuration=_retention(retention_days),
+            commit_properties=_properties(commit_metadata),
+        )
     else:
         predicate = "event_date IN ({})".format(", ".join(f"'{d}'" for d in days))
-        write_deltalake(str(path), events, mode="overwrite", predicate=predicate)
-    return table_info(path)
+        write_deltalake(
+            str(path),
+            _arrow(events),
+            mode="overwrite",
+            predicate=predicate,
+            commit_properties=_properties(commit_metadata),
+        )
+    return table_info(path, digest=True)
 
 
 def overwrite_table(
-    path: Path | str, frame: pd.DataFrame, commit_metadata: dict[str, str] | None = None
+    path: Path | str,
+    frame: pd.DataFrame,
+    commit_metadata: dict[str, str] | None = None,
+    retention_days: int = DEFAULT_RETENTION_DAYS,
 ) -> TableInfo:
     """Replace a table's contents and schema in one new version; older versions stay readable."""
-    properties = CommitProperties(
-        custom_metadata={f"{_LINEAGE_PREFIX}{k}": v for k, v in (commit_metadata or {}).items()}
-    )
     write_deltalake(
-        str(path), frame, mode="overwrite", schema_mode="overwrite", commit_properties=properties
+        str(path),
+        _arrow(frame),
+        mode="overwrite",
+        schema_mode="overwrite",
+        configuration=_retention(retention_days),
+        commit_properties=_properties(commit_metadata),
     )
-    return table_info(path)
+    return table_info(path, digest=True)
+
+
+def table_properties(path: Path | str) -> dict[str, str]:
+    return dict(_open(path).metadata().configuration)

@@ -8,12 +8,14 @@ the file, the field and what was expected, instead of silently weakening a gate.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shipway.errors import PolicyError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -69,23 +71,28 @@ class ModelPolicy(_Strict):
 
 def load_policy(path: Path) -> ModelPolicy:
     """Read and validate a policy file; every problem becomes one PolicyError line."""
+    return load_reviewed_file(path, ModelPolicy, "policy file")
+
+
+def load_reviewed_file(path: Path, model: type[M], kind: str) -> M:
+    """Read a YAML file a reviewer owns (policy, contract) into `model`, or fail in one line."""
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise PolicyError(f"policy file {path} not found") from None
+        raise PolicyError(f"{kind} {path} not found") from None
     except yaml.YAMLError as exc:
-        raise PolicyError(f"policy file {path} is not valid YAML: {_one_line(str(exc))}") from None
+        raise PolicyError(f"{kind} {path} is not valid YAML: {_one_line(str(exc))}") from None
     if not isinstance(raw, dict):
-        raise PolicyError(f"policy file {path} must be a mapping, got {type(raw).__name__}")
+        raise PolicyError(f"{kind} {path} must be a mapping, got {type(raw).__name__}")
     try:
-        return ModelPolicy.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
             + (f" (got {err['input']!r})" if err["type"] != "missing" else "")
             for err in exc.errors()
         )
-        raise PolicyError(f"policy file {path} is invalid: {problems}") from None
+        raise PolicyError(f"{kind} {path} is invalid: {problems}") from None
 
 
 def _one_line(text: str) -> str:

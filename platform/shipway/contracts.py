@@ -1,0 +1,797 @@
+"""Data contracts: what a dataset must look like, as a file a reviewer reads, and its gates.
+
+A contract (`assets/<model>/contracts/<dataset>.yaml`) names the columns and their types,
+nullability, ranges, allowed categories, the key, and the dataset-level rules: freshness,
+volume, labels, leakage and distribution shift against the last accepted version. Each rule
+family is one gate; each gate is a blocking Dagster asset check whose severity the contract
+sets. Row rules (nulls, ranges, categories, keys) run through pandera, statistics through
+numpy and scipy; every finding names the dataset, column, rule, observed vs expected values
+and a sample of offending rows.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+import pyarrow as pa_arrow
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from scipy import stats
+
+from shipway.policy import load_reviewed_file
+
+GateName = Literal[
+    "schema",
+    "types",
+    "nulls",
+    "ranges",
+    "categories",
+    "keys",
+    "outliers",
+    "freshness",
+    "volume",
+    "labels",
+    "leakage",
+    "shift",
+]
+GATES: tuple[GateName, ...] = GateName.__args__  # type: ignore[attr-defined]
+Level = Literal["error", "warn"]
+LogicalType = Literal["string", "int", "float", "bool", "timestamp", "date"]
+SAMPLE_ROWS = 5
+# Floor for empty bins: PSI is undefined for a zero proportion on either side.
+_EPSILON = 1e-4
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OutlierRule(_Strict):
+    """Robust z-score (median and MAD of the reference) beyond which a value is an outlier."""
+
+    max_robust_z: float = Field(gt=0)
+    max_share: float = Field(ge=0, le=1)
+    log_scale: bool = False
+
+
+class ColumnContract(_Strict):
+    type: LogicalType
+    nullable: bool = False
+    max_null_rate: float | None = Field(default=None, ge=0, le=1)
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str | int] | None = None
+    outliers: OutlierRule | None = None
+    description: str = ""
+
+    @property
+    def null_limit(self) -> float:
+        if not self.nullable:
+            return 0.0
+        return 1.0 if self.max_null_rate is None else self.max_null_rate
+
+
+class FreshnessRule(_Strict):
+    column: str
+    max_age_hours: float = Field(gt=0)
+
+
+class VolumeRule(_Strict):
+    """Rows per group (e.g. per landed day) against the median of the accepted data."""
+
+    group_by: str | None = None
+    min_rows: int = Field(default=1, ge=1)
+    min_ratio: float = Field(gt=0)
+    max_ratio: float = Field(gt=1)
+    reference_groups: int = Field(default=14, ge=1)
+
+
+class LabelRule(_Strict):
+    column: str
+    rate_min: float = Field(ge=0, le=1)
+    rate_max: float = Field(ge=0, le=1)
+    timestamp: str | None = None
+    available_at: str | None = None
+    max_delay_days: float | None = Field(default=None, gt=0)
+    max_overdue_share: float = Field(default=0.0, ge=0, le=1)
+
+
+class LeakageRule(_Strict):
+    label: str
+    columns: list[str] = Field(min_length=1)
+    max_auc: float = Field(gt=0.5, le=1)
+    max_rows: int = 1_000_000
+
+
+class Limit(_Strict):
+    warn: float = Field(gt=0)
+    error: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Limit:
+        if self.error < self.warn:
+            raise ValueError(f"error ({self.error}) must not be below warn ({self.warn})")
+        return self
+
+    def level(self, observed: float) -> Level | None:
+        if observed >= self.error:
+            return "error"
+        return "warn" if observed >= self.warn else None
+
+
+class ShiftRule(_Strict):
+    columns: list[str] = Field(min_length=1)
+    bins: int = Field(default=10, ge=4, le=50)
+    psi: Limit
+    ks: Limit | None = None
+
+
+class Contract(_Strict):
+    dataset: str
+    description: str
+    key: list[str] = []
+    columns: dict[str, ColumnContract] = Field(min_length=1)
+    allow_extra_columns: bool = False
+    freshness: FreshnessRule | None = None
+    volume: VolumeRule | None = None
+    labels: LabelRule | None = None
+    leakage: LeakageRule | None = None
+    shift: ShiftRule | None = None
+    severity: dict[GateName, Level] = {}
+    retention_days: int = Field(default=365, ge=1)
+
+    @model_validator(mode="after")
+    def _columns_exist(self) -> Contract:
+        named = [*self.key]
+        for rule in (self.freshness, self.labels):
+            if rule is not None:
+                named.append(rule.column)
+        if self.labels is not None:
+            named += [c for c in (self.labels.timestamp, self.labels.available_at) if c]
+        if self.volume is not None and self.volume.group_by:
+            named.append(self.volume.group_by)
+        if self.leakage is not None:
+            named += [self.leakage.label, *self.leakage.columns]
+        if self.shift is not None:
+            named += self.shift.columns
+        unknown = sorted(set(named) - set(self.columns))
+        if unknown:
+            raise ValueError(f"rules name columns the contract does not declare: {unknown}")
+        return self
+
+    def gates(self) -> list[GateName]:
+        """The gates this contract configures, in evaluation order."""
+        present: dict[GateName, bool] = {
+            "schema": True,
+            "types": True,
+            "nulls": True,
+            "ranges": any(c.min is not None or c.max is not None for c in self.columns.values()),
+            "categories": any(c.allowed for c in self.columns.values()),
+            "keys": bool(self.key),
+            "outliers": any(c.outliers for c in self.columns.values()),
+            "freshness": self.freshness is not None,
+            "volume": self.volume is not None,
+            "labels": self.labels is not None,
+            "leakage": self.leakage is not None,
+            "shift": self.shift is not None,
+        }
+        return [g for g in GATES if present[g]]
+
+    def describe(self, gate: GateName) -> str:
+        """One line for the Dagster check description."""
+        return f"{gate} gate of the {self.dataset} contract ({_GATE_TEXT[gate]})"
+
+
+_GATE_TEXT: dict[GateName, str] = {
+    "schema": "required columns present, no unexpected ones",
+    "types": "each column has its declared type",
+    "nulls": "missing-value rate per column",
+    "ranges": "values within min/max",
+    "categories": "values within the allowed set",
+    "keys": "key columns unique",
+    "outliers": "robust z-scores against the accepted data",
+    "freshness": "newest row recent enough",
+    "volume": "rows per batch against the accepted data",
+    "labels": "label rate and labels arriving within their delay",
+    "leakage": "no single column predicts the label almost perfectly",
+    "shift": "PSI / KS per column against the last accepted version",
+}
+
+
+def load_contract(path: Path) -> Contract:
+    """Read and validate a contract file; every problem becomes one PolicyError line."""
+    return load_reviewed_file(path, Contract, "contract file")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One violated rule: where, which rule, what was seen, what was expected, and examples."""
+
+    column: str | None
+    rule: str
+    observed: str
+    expected: str
+    level: Level = "error"
+    rows: int = 0
+    sample: list[dict[str, Any]] = field(default_factory=list)
+
+    def sentence(self) -> str:
+        where = f"column `{self.column}`" if self.column else "dataset"
+        text = f"{where}, rule {self.rule}: observed {self.observed}, expected {self.expected}"
+        if self.rows:
+            text += f" ({self.rows} offending rows)"
+        if self.sample:
+            text += "; sample: " + " | ".join(_row_text(r) for r in self.sample)
+        return text
+
+
+def _row_text(row: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in row.items())
+
+
+@dataclass(frozen=True)
+class GateResult:
+    dataset: str
+    gate: GateName
+    findings: list[Finding]
+    checked: str
+    severity_override: Level | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return not self.findings
+
+    @property
+    def level(self) -> Level:
+        """`error` blocks downstream; the contract may lower a gate to `warn`."""
+        if self.severity_override is not None:
+            return self.severity_override
+        return "error" if any(f.level == "error" for f in self.findings) else "warn"
+
+    @property
+    def blocks(self) -> bool:
+        return not self.passed and self.level == "error"
+
+    def message(self) -> str:
+        if self.passed:
+            return f"{self.dataset}: {self.gate} gate passed ({self.checked})"
+        return f"{self.dataset}: {self.gate} gate failed ({self.level}): " + "; ".join(
+            f.sentence() for f in self.findings
+        )
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The last accepted data of the same dataset, for the statistical gates."""
+
+    label: str
+    frame: pd.DataFrame
+    group_sizes: pd.Series | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A dataset version under test: its rows and the Arrow schema it was stored with."""
+
+    frame: pd.DataFrame
+    schema: pa_arrow.Schema
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> Batch:
+        return cls(frame, pa_arrow.Schema.from_pandas(frame, preserve_index=False))
+
+
+def evaluate(
+    contract: Contract,
+    batch: Batch,
+    as_of: datetime | None = None,
+    reference: Reference | None = None,
+) -> list[GateResult]:
+    """Run every gate the contract configures; a column missing from the batch is reported by
+    the schema gate and skipped by the others, so each gate reports only its own rule."""
+    present = [c for c in contract.columns if c in batch.frame.columns]
+    context = _Context(contract, batch, present, as_of, reference)
+    results = []
+    for gate in contract.gates():
+        findings, checked, metrics = _GATE_FUNCTIONS[gate](context)
+        results.append(
+            GateResult(
+                contract.dataset,
+                gate,
+                findings,
+                checked,
+                contract.severity.get(gate),
+                metrics,
+            )
+        )
+    return results
+
+
+@dataclass(frozen=True)
+class _Context:
+    contract: Contract
+    batch: Batch
+    present: list[str]
+    as_of: datetime | None
+    reference: Reference | None
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return self.batch.frame
+
+    def sample(self, mask: pd.Series | np.ndarray, column: str | None) -> list[dict[str, Any]]:
+        """Key columns plus the offending column of the first offending rows."""
+        columns = [c for c in self.contract.key if c in self.frame.columns]
+        if column and column in self.frame.columns and column not in columns:
+            columns.append(column)
+        rows = self.frame.loc[np.asarray(mask), columns].head(SAMPLE_ROWS)
+        return [{str(k): _plain(v) for k, v in row.items()} for row in rows.to_dict("records")]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float | np.floating):
+        return round(float(value), 4)
+    if isinstance(value, np.integer):
+        return int(value)
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT:
+        return None
+    return str(value) if not isinstance(value, int | str) else value
+
+
+_GateOutput = tuple[list[Finding], str, dict[str, float]]
+
+
+def _schema_gate(ctx: _Context) -> _GateOutput:
+    expected = list(ctx.contract.columns)
+    found = list(ctx.frame.columns)
+    missing = [c for c in expected if c not in found]
+    unexpected = [c for c in found if c not in ctx.contract.columns]
+    findings = []
+    for column in missing:
+        close = difflib.get_close_matches(column, unexpected, n=1, cutoff=0.4)
+        observed = f"missing, found `{close[0]}` instead" if close else "missing"
+        findings.append(
+            Finding(column, "required column", observed, f"columns {expected}, found {found}")
+        )
+    if unexpected and not ctx.contract.allow_extra_columns:
+        renamed = {f.observed.split("`")[1] for f in findings if "`" in f.observed}
+        for column in [c for c in unexpected if c not in renamed]:
+            findings.append(
+                Finding(column, "no unexpected columns", "present", f"only columns {expected}")
+            )
+    return findings, f"{len(expected)} columns", {"missing_columns": float(len(missing))}
+
+
+def _logical_type(dtype: pa_arrow.DataType) -> str:
+    if pa_arrow.types.is_boolean(dtype):
+        return "bool"
+    if pa_arrow.types.is_integer(dtype):
+        return "int"
+    if pa_arrow.types.is_floating(dtype):
+        return "float"
+    if pa_arrow.types.is_timestamp(dtype):
+        return "timestamp"
+    if pa_arrow.types.is_date(dtype):
+        return "date"
+    if pa_arrow.types.is_string(dtype) or pa_arrow.types.is_large_string(dtype):
+        return "string"
+    return str(dtype)
+
+
+def _types_gate(ctx: _Context) -> _GateOutput:
+    findings = []
+    stored = {f.name: f.type for f in ctx.batch.schema}
+    for column in ctx.present:
+        declared = ctx.contract.columns[column].type
+        actual = _logical_type(stored[column]) if column in stored else "unknown"
+        if actual != declared:
+            findings.append(
+                Finding(column, f"type: {declared}", f"{actual} ({stored.get(column)})", declared)
+            )
+    return findings, f"{len(ctx.present)} column types", {}
+
+
+def _nulls_gate(ctx: _Context) -> _GateOutput:
+    findings = []
+    rows = max(len(ctx.frame), 1)
+    for column in ctx.present:
+        rule = ctx.contract.columns[column]
+        nulls = ctx.frame[column].isna()
+        count = int(nulls.sum())
+        rate = count / rows
+        if rate > rule.null_limit:
+            findings.append(
+                Finding(
+                    column,
+                    "not null" if not rule.nullable else f"max_null_rate: {rule.null_limit}",
+                    f"{rate:.2%} null",
+                    f"<= {rule.null_limit:.2%}",
+                    rows=count,
+                    sample=ctx.sample(nulls, column),
+                )
+            )
+    return findings, f"null rates of {len(ctx.present)} columns", {}
+
+
+def _pandera_failures(ctx: _Context, schema: pa.DataFrameSchema) -> pd.DataFrame:
+    """Failure cases of a lazy pandera validation (empty when everything passes)."""
+    try:
+        schema.validate(ctx.frame, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        cases: pd.DataFrame = errors.failure_cases
+        return cases
+    return pd.DataFrame(columns=["column", "check", "failure_case", "index"])
+
+
+def _typed(ctx: _Context, column: str, kinds: tuple[str, ...]) -> bool:
+    """Row rules only apply to a column stored with its declared type (else: types gate)."""
+    stored = {f.name: f.type for f in ctx.batch.schema}
+    return column in stored and _logical_type(stored[column]) in kinds
+
+
+def _ranges_gate(ctx: _Context) -> _GateOutput:
+    columns = {}
+    bounds = {}
+    for column in ctx.present:
+        rule = ctx.contract.columns[column]
+        if (rule.min is None and rule.max is None) or not _typed(ctx, column, ("int", "float")):
+            continue
+        checks = []
+        if rule.min is not None:
+            checks.append(pa.Check.ge(rule.min))
+        if rule.max is not None:
+            checks.append(pa.Check.le(rule.max))
+        columns[column] = pa.Column(checks=checks, nullable=True)
+        bounds[column] = (rule.min, rule.max)
+    cases = _pandera_failures(ctx, pa.DataFrameSchema(columns))
+    findings = []
+    for failing, group in cases.groupby("column", sort=True):
+        name = str(failing)
+        low, high = bounds[name]
+        values = pd.to_numeric(group["failure_case"], errors="coerce")
+        mask = ctx.frame.index.isin(group["index"])
+        findings.append(
+            Finding(
+                name,
+                f"range [{low}, {high}]",
+                f"min {values.min()}, max {values.max()}",
+                f"{low} <= {name} <= {high}",
+                rows=int(mask.sum()),
+                sample=ctx.sample(mask, name),
+            )
+        )
+    return findings, f"ranges of {len(columns)} columns", {}
+
+
+def _categories_gate(ctx: _Context) -> _GateOutput:
+    columns = {}
+    for column in ctx.present:
+        allowed = ctx.contract.columns[column].allowed
+        if allowed:
+            columns[column] = pa.Column(checks=pa.Check.isin(allowed), nullable=True)
+    cases = _pandera_failures(ctx, pa.DataFrameSchema(columns))
+    findings = []
+    for failing, group in cases.groupby("column", sort=True):
+        name = str(failing)
+        unknown = group["failure_case"].astype(str).value_counts()
+        mask = ctx.frame.index.isin(group["index"])
+        findings.append(
+            Finding(
+                name,
+                "allowed values",
+                "unknown " + ", ".join(f"{v!r} x{n}" for v, n in unknown.head(5).items()),
+                f"one of {ctx.contract.columns[name].allowed}",
+                rows=int(mask.sum()),
+                sample=ctx.sample(mask, name),
+            )
+        )
+    return findings, f"categories of {len(columns)} columns", {}
+
+
+def _keys_gate(ctx: _Context) -> _GateOutput:
+    key = ctx.contract.key
+    if any(k not in ctx.frame.columns for k in key):
+        return [], f"key {key} (missing columns: see schema)", {}
+    cases = _pandera_failures(ctx, pa.DataFrameSchema(unique=key))
+    if cases.empty:
+        return [], f"key {key} unique over {len(ctx.frame)} rows", {}
+    mask = ctx.frame.index.isin(cases["index"].dropna())
+    duplicated = ctx.frame.loc[mask, key]
+    return (
+        [
+            Finding(
+                ", ".join(key),
+                "unique key",
+                f"{duplicated.drop_duplicates().shape[0]} key values repeated",
+                "each key once",
+                rows=int(mask.sum()),
+                sample=ctx.sample(mask, None),
+            )
+        ],
+        f"key {key}",
+        {"duplicate_rows": float(mask.sum())},
+    )
+
+
+def _numeric(series: pd.Series, log_scale: bool = False) -> np.ndarray:
+    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
+    values = values[~np.isnan(values)]
+    return np.log1p(np.clip(values, 0, None)) if log_scale else values
+
+
+def _outliers_gate(ctx: _Context) -> _GateOutput:
+    findings = []
+    metrics = {}
+    for column in ctx.present:
+        rule = ctx.contract.columns[column].outliers
+        if rule is None or not _typed(ctx, column, ("int", "float")):
+            continue
+        source = ctx.reference.frame if ctx.reference is not None else ctx.frame
+        basis = _numeric(source[column], rule.log_scale) if column in source else np.array([])
+        if basis.size < 10:
+            basis = _numeric(ctx.frame[column], rule.log_scale)
+        if basis.size == 0:
+            continue
+        centre = float(np.median(basis))
+        spread = float(stats.median_abs_deviation(basis, scale="normal")) or 1e-9
+        raw = pd.to_numeric(ctx.frame[column], errors="coerce").to_numpy(dtype=float)
+        values = np.log1p(np.clip(raw, 0, None)) if rule.log_scale else raw
+        z = np.abs(values - centre) / spread
+        mask = np.nan_to_num(z, nan=0.0) > rule.max_robust_z
+        share = float(mask.mean()) if mask.size else 0.0
+        metrics[f"{column}_outlier_share"] = share
+        if share > rule.max_share:
+            scale = "log1p " if rule.log_scale else ""
+            findings.append(
+                Finding(
+                    column,
+                    f"robust z ({scale}scale) <= {rule.max_robust_z}",
+                    f"{share:.2%} of rows beyond, max z {float(np.nanmax(z)):.1f}",
+                    f"<= {rule.max_share:.2%} of rows",
+                    rows=int(mask.sum()),
+                    sample=ctx.sample(mask, column),
+                )
+            )
+    return findings, "robust z-scores", metrics
+
+
+def _freshness_gate(ctx: _Context) -> _GateOutput:
+    rule = ctx.contract.freshness
+    assert rule is not None
+    if rule.column not in ctx.frame.columns or ctx.as_of is None or ctx.frame.empty:
+        return [], f"freshness of {rule.column} (nothing to compare)", {}
+    stamps = pd.to_datetime(ctx.frame[rule.column], utc=True, errors="coerce")
+    newest = stamps.max()
+    as_of = pd.Timestamp(ctx.as_of).tz_convert("UTC")
+    age_hours = (as_of - newest) / pd.Timedelta(hours=1)
+    findings = []
+    if pd.isna(newest) or age_hours > rule.max_age_hours:
+        findings.append(
+            Finding(
+                rule.column,
+                f"max_age_hours: {rule.max_age_hours}",
+                f"newest {newest} is {age_hours:.1f} h old at {as_of}",
+                f"<= {rule.max_age_hours} h",
+                sample=ctx.sample(stamps == newest, rule.column),
+            )
+        )
+    future = stamps > as_of + pd.Timedelta(hours=1)
+    if future.any():
+        findings.append(
+            Finding(
+                rule.column,
+                "not in the future",
+                f"{int(future.sum())} rows after {as_of}",
+                f"<= {as_of}",
+                rows=int(future.sum()),
+                sample=ctx.sample(future, rule.column),
+            )
+        )
+    return findings, f"newest {rule.column} at {as_of}", {"age_hours": float(age_hours)}
+
+
+def _volume_gate(ctx: _Context) -> _GateOutput:
+    rule = ctx.contract.volume
+    assert rule is not None
+    rows = len(ctx.frame)
+    if rows < rule.min_rows:
+        return (
+            [Finding(None, f"min_rows: {rule.min_rows}", f"{rows} rows", f">= {rule.min_rows}")],
+            "row count",
+            {"rows": float(rows)},
+        )
+    if ctx.reference is None:
+        return [], f"{rows} rows (no accepted version to compare with yet)", {"rows": float(rows)}
+    if rule.group_by:
+        if rule.group_by not in ctx.frame.columns or ctx.reference.group_sizes is None:
+            return [], f"rows per {rule.group_by} (column missing: see schema)", {}
+        sizes = ctx.frame.groupby(rule.group_by, sort=True).size()
+        baseline = float(ctx.reference.group_sizes.tail(rule.reference_groups).median())
+    else:
+        sizes = pd.Series({"batch": rows})
+        baseline = float(len(ctx.reference.frame))
+    findings = []
+    for group, size in sizes.items():
+        ratio = size / baseline if baseline else float("inf")
+        if not rule.min_ratio <= ratio <= rule.max_ratio:
+            where = f"{rule.group_by} {group}" if rule.group_by else "batch"
+            findings.append(
+                Finding(
+                    rule.group_by,
+                    f"volume ratio in [{rule.min_ratio}, {rule.max_ratio}]",
+                    f"{where}: {size} rows = {ratio:.2f} x the accepted median {baseline:.0f}",
+                    f"{rule.min_ratio * baseline:.0f} .. {rule.max_ratio * baseline:.0f} rows",
+                )
+            )
+    return findings, f"rows against {ctx.reference.label}", {"rows": float(rows)}
+
+
+def _labels_gate(ctx: _Context) -> _GateOutput:
+    rule = ctx.contract.labels
+    assert rule is not None
+    if rule.column not in ctx.frame.columns:
+        return [], f"labels in {rule.column} (column missing: see schema)", {}
+    labels = pd.to_numeric(ctx.frame[rule.column], errors="coerce")
+    known = labels.dropna()
+    findings = []
+    rate = float(known.mean()) if len(known) else float("nan")
+    if len(known) and not rule.rate_min <= rate <= rule.rate_max:
+        findings.append(
+            Finding(
+                rule.column,
+                f"label rate in [{rule.rate_min}, {rule.rate_max}]",
+                f"{rate:.2%} of {len(known)} labelled rows",
+                f"{rule.rate_min:.2%} .. {rule.rate_max:.2%}",
+                rows=int(known.sum()),
+            )
+        )
+    if rule.max_delay_days is not None and rule.timestamp in ctx.frame.columns:
+        stamps = pd.to_datetime(ctx.frame[rule.timestamp], utc=True, errors="coerce")
+        delay = pd.Timedelta(days=rule.max_delay_days)
+        overdue = pd.Series(False, index=ctx.frame.index)
+        if ctx.as_of is not None:
+            overdue |= labels.isna() & (stamps < pd.Timestamp(ctx.as_of) - delay)
+        if rule.available_at and rule.available_at in ctx.frame.columns:
+            arrives = pd.to_datetime(ctx.frame[rule.available_at], utc=True, errors="coerce")
+            overdue |= arrives.isna() | (arrives - stamps > delay)
+        share = float(overdue.mean()) if len(overdue) else 0.0
+        if share > rule.max_overdue_share:
+            findings.append(
+                Finding(
+                    rule.column,
+                    f"label within {rule.max_delay_days} days",
+                    f"{share:.2%} of rows overdue or missing their label",
+                    f"<= {rule.max_overdue_share:.2%}",
+                    rows=int(overdue.sum()),
+                    sample=ctx.sample(overdue, rule.column),
+                )
+            )
+    return findings, f"label rate {rate:.2%}", {"label_rate": rate}
+
+
+def single_column_auc(values: np.ndarray, labels: np.ndarray) -> float:
+    """How well one column alone ranks positives above negatives, either way round (0.5..1)."""
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return 0.5
+    ranks = stats.rankdata(values)
+    auc = (ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+    return float(max(auc, 1 - auc))
+
+
+def _leakage_gate(ctx: _Context) -> _GateOutput:
+    rule = ctx.contract.leakage
+    assert rule is not None
+    if rule.label not in ctx.frame.columns:
+        return [], "leakage (label column missing: see schema)", {}
+    labelled = ctx.frame[ctx.frame[rule.label].notna()]
+    if len(labelled) > rule.max_rows:
+        labelled = labelled.sample(rule.max_rows, random_state=0)
+    labels = pd.to_numeric(labelled[rule.label], errors="coerce").to_numpy(dtype=int)
+    findings = []
+    metrics = {}
+    for column in rule.columns:
+        if column not in labelled.columns or not _typed(ctx, column, ("int", "float", "bool")):
+            continue
+        values = pd.to_numeric(labelled[column], errors="coerce").fillna(0).to_numpy(dtype=float)
+        auc = single_column_auc(values, labels)
+        metrics[f"{column}_auc"] = auc
+        if auc >= rule.max_auc:
+            findings.append(
+                Finding(
+                    column,
+                    f"single-column AUC < {rule.max_auc}",
+                    f"AUC {auc:.4f} against {rule.label}",
+                    f"< {rule.max_auc} (a column this predictive usually encodes the label)",
+                )
+            )
+    return findings, f"single-column AUC of {len(metrics)} columns", metrics
+
+
+def psi(expected: np.ndarray, actual: np.ndarray) -> float:
+    e = np.clip(expected, _EPSILON, None)
+    a = np.clip(actual, _EPSILON, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def column_shift(reference: pd.Series, batch: pd.Series, bins: int) -> tuple[float, float | None]:
+    """PSI (and the KS statistic for numbers) of a column against its reference."""
+    if pd.api.types.is_numeric_dtype(reference) and pd.api.types.is_numeric_dtype(batch):
+        ref = _numeric(reference)
+        cur = _numeric(batch)
+        if ref.size == 0 or cur.size == 0:
+            return 0.0, None
+        edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)[1:-1]))
+        expected = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=edges.size + 1)
+        actual = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=edges.size + 1)
+        ks = float(stats.ks_2samp(ref, cur).statistic)
+        return psi(expected / ref.size, actual / cur.size), ks
+    ref_share = reference.astype(str).value_counts(normalize=True)
+    cur_share = batch.astype(str).value_counts(normalize=True)
+    categories = ref_share.index.union(cur_share.index)
+    return (
+        psi(
+            ref_share.reindex(categories, fill_value=0).to_numpy(),
+            cur_share.reindex(categories, fill_value=0).to_numpy(),
+        ),
+        None,
+    )
+
+
+def _shift_gate(ctx: _Context) -> _GateOutput:
+    rule = ctx.contract.shift
+    assert rule is not None
+    if ctx.reference is None:
+        return [], "shift (no accepted version to compare with yet)", {}
+    findings = []
+    metrics = {}
+    for column in rule.columns:
+        if column not in ctx.frame.columns or column not in ctx.reference.frame.columns:
+            continue
+        value, ks = column_shift(ctx.reference.frame[column], ctx.frame[column], rule.bins)
+        metrics[f"{column}_psi"] = value
+        levels = [rule.psi.level(value)]
+        observed = f"PSI {value:.3f}"
+        expected = f"PSI < {rule.psi.warn} (warn) / {rule.psi.error} (error)"
+        if ks is not None:
+            metrics[f"{column}_ks"] = ks
+            observed += f", KS {ks:.3f}"
+            if rule.ks is not None:
+                levels.append(rule.ks.level(ks))
+                expected += f", KS < {rule.ks.warn} / {rule.ks.error}"
+        if "error" in levels or "warn" in levels:
+            findings.append(
+                Finding(
+                    column,
+                    "distribution shift",
+                    f"{observed} against {ctx.reference.label}",
+                    expected,
+                    level="error" if "error" in levels else "warn",
+                )
+            )
+    return findings, f"shift of {len(metrics)} measures against {ctx.reference.label}", metrics
+
+
+_GATE_FUNCTIONS: dict[GateName, Callable[[_Context], _GateOutput]] = {
+    "schema": _schema_gate,
+    "types": _types_gate,
+    "nulls": _nulls_gate,
+    "ranges": _ranges_gate,
+    "categories": _categories_gate,
+    "keys": _keys_gate,
+    "outliers": _outliers_gate,
+    "freshness": _freshness_gate,
+    "volume": _volume_gate,
+    "labels": _labels_gate,
+    "leakage": _leakage_gate,
+    "shift": _shift_gate,
+}
