@@ -107,9 +107,12 @@ def test_a_passing_gate_deploys_the_version_as_champion_with_its_lineage(
     training_set = table_info(stack.home.table("training_set"))
     assert tags["shipway.training_set_version"] == str(training_set.version)
     assert tags["shipway.raw_events_version"] == "0"
-    assert tags["shipway.training_set_digest"] == table_info(
-        stack.home.table("training_set"), training_set.version, digest=True
-    ).content_digest
+    assert (
+        tags["shipway.training_set_digest"]
+        == table_info(
+            stack.home.table("training_set"), training_set.version, digest=True
+        ).content_digest
+    )
     assert tags["shipway.feature_service"] == "fraud_model_v1"
     assert {"shipway.customer_features_version", "shipway.merchant_features_version"} <= set(tags)
     assert len(tags["shipway.git_commit"]) >= 40
