@@ -18,6 +18,9 @@ EPILOG = """examples:
   shipway demo                 the whole loop once, headless (about 5 minutes)
   shipway up                   Dagster, MLflow, Prometheus and serving until Ctrl-C
   shipway doctor               check what deploy/setup.sh installs
+  shipway data quarantine      batches a data contract rejected, and why
+  shipway data readmit raw_events@v3 --from fixed.parquet
+                               land a fixed batch in place of a rejected one
 state lives in $SHIPWAY_HOME (default: .shipway/ in the repository)"""
 
 
@@ -62,6 +65,38 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("doctor", help="check binaries, environments, the dbt manifest")
 
+    data = sub.add_parser(
+        "data",
+        help="data contracts: land batches, inspect and re-admit quarantined ones, rebuild "
+        "training sets",
+        description="Every batch is audited by its contract (assets/fraud/contracts/); a "
+        "rejected one stays in its Delta table, quarantined, until a fixed batch re-admits it.",
+    )
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    data_sub.add_parser("status", help="latest and accepted version of each dataset")
+    data_sub.add_parser("quarantine", help="rejected batches, why, and whether re-admitted")
+    show = data_sub.add_parser("show", help="one rejected batch: reasons and first rows")
+    show.add_argument("batch", help="batch id, e.g. raw_events@v3")
+    show.add_argument("--rows", type=int, default=10, help="rows to print (10)")
+    export = data_sub.add_parser("export", help="write a rejected batch to Parquet to fix it")
+    export.add_argument("batch", help="batch id, e.g. raw_events@v3")
+    export.add_argument("path", type=Path, help="destination .parquet file")
+    readmit = data_sub.add_parser(
+        "readmit",
+        help="land a rejected batch again: fixed (--from) or as it was, under a fixed contract",
+    )
+    readmit.add_argument("batch", help="batch id, e.g. raw_events@v3")
+    readmit.add_argument("--from", dest="fixed", type=Path, help="the fixed batch (.parquet)")
+    readmit.add_argument("--as-of", help="landing time for freshness (default: the original)")
+    land = data_sub.add_parser("land", help="land a Parquet file of events through the contract")
+    land.add_argument("path", type=Path, help="events .parquet (columns as raw_events)")
+    land.add_argument("--as-of", default="", help="landing time (ISO, UTC; default: now)")
+    rebuild = data_sub.add_parser(
+        "rebuild-training-set",
+        help="rebuild a training set from its recorded input versions and compare digests",
+    )
+    rebuild.add_argument("--version", type=int, help="training_set version (default: latest)")
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -74,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             return _up(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "data":
+            return _data(args)
         return _doctor()
     except ShipwayError as exc:
         print(f"shipway {args.command}: {exc}", file=sys.stderr)
@@ -132,6 +169,50 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(args.log_dir, args.drift_window, args.targets_dir)
     uvicorn.run(app, host=LOOPBACK, port=args.port, log_level="warning")
     return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from shipway import data_commands as data
+
+    home = ShipwayHome.from_env()
+    action = args.data_command
+    if action == "status":
+        print("\n".join(data.status_lines(home)))
+    elif action == "quarantine":
+        print("\n".join(data.quarantine_lines(home)))
+    elif action == "show":
+        print("\n".join(data.show_lines(home, args.batch, args.rows)))
+    elif action == "export":
+        rows = data.export(home, args.batch, args.path)
+        print(f"wrote {rows} rows of {args.batch} to {args.path}")
+    elif action in ("readmit", "land"):
+        if action == "readmit":
+            outcome = data.readmit(home, args.batch, args.fixed, args.as_of)
+        else:
+            if not args.path.is_file():
+                raise ShipwayError(f"{args.path} not found: give a Parquet file of events")
+            outcome = data.land(home, {"from_file": str(args.path), "as_of": args.as_of})
+        print("\n".join(outcome.gate_lines))
+        if outcome.admission is None:
+            raise ShipwayError("the contract did not run; see the Dagster run log")
+        verdict = "accepted and published to raw_events" if outcome.accepted else "rejected"
+        print(f"{outcome.admission.id}: {verdict}")
+        return 0 if outcome.accepted else 1
+    else:
+        return _rebuild(home, args.version)
+    return 0
+
+
+def _rebuild(home: ShipwayHome, version: int | None) -> int:
+    from shipway.training_sets import rebuild
+
+    result = rebuild(home, version, lambda line: print(f"  {line}", flush=True))
+    inputs = ", ".join(f"{t} v{v}" for t, v in result.inputs.versions.items())
+    print(f"training_set v{result.version} from {inputs} ({result.inputs.feature_service})")
+    print(f"  recorded digest {result.recorded_digest}")
+    print(f"  rebuilt digest  {result.rebuilt_digest} ({result.rows} rows)")
+    print("identical" if result.identical else "DIFFERENT: the training set is not reproducible")
+    return 0 if result.identical else 1
 
 
 def _doctor() -> int:

@@ -58,6 +58,14 @@ class ShipwayHome:
     def dagster(self) -> Path:
         return self.root / "dagster"
 
+    def prepare_dagster(self) -> Path:
+        """DAGSTER_HOME: local SQLite storage under the home, and no usage telemetry."""
+        self.dagster.mkdir(parents=True, exist_ok=True)
+        config = self.dagster / "dagster.yaml"
+        if not config.exists():
+            config.write_text("telemetry:\n  enabled: false\n")
+        return self.dagster
+
     @property
     def logs(self) -> Path:
         return self.root / "logs"

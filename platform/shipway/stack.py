@@ -96,12 +96,7 @@ def running_stack(
 ) -> Iterator[Stack]:
     preflight(ports, with_dagster)
     stack = Stack(home, ports)
-    home.root.mkdir(parents=True, exist_ok=True)
-    home.dagster.mkdir(parents=True, exist_ok=True)
-    instance_config = home.dagster / "dagster.yaml"
-    if not instance_config.exists():
-        # Local SQLite storage under $SHIPWAY_HOME/dagster, and no usage telemetry.
-        instance_config.write_text("telemetry:\n  enabled: false\n")
+    home.prepare_dagster()
     with stack.group as group:
         # MLflow is the slowest to come up (~20 s on 2 cores): launch it first, wait last.
         group.start(mlflow_server_process(home, ports.mlflow), wait=False)
