@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -86,11 +87,14 @@ def main() -> int:
         instance = DagsterInstance.from_config(str(home.dagster))
         landing = {
             "ops": {
-                "raw_events": {
+                "raw_events_batch": {
                     "config": {
                         "start_date": "2026-09-01",
                         "days": args.days,
                         "events_per_day": per_day,
+                        "as_of": (
+                            datetime(2026, 9, 1, tzinfo=UTC) + timedelta(days=args.days, hours=1)
+                        ).isoformat(),
                     }
                 }
             }

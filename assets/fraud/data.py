@@ -67,8 +67,8 @@ def _batch(config: LandingConfig) -> tuple[pd.DataFrame, str]:
 def raw_events_batch(
     context: AssetExecutionContext, config: LandingConfig, lake: ShipwayHomeResource
 ) -> MaterializeResult:
+    as_of = (_as_of(config.as_of) if config.as_of else datetime.now(UTC)).isoformat()
     events, source = _batch(config)
-    as_of = config.as_of or datetime.now(UTC).isoformat(timespec="seconds")
     context.log.info("landing %d events (%s) as of %s", len(events), source, as_of)
     info = overwrite_table(
         lake.home.table(BATCH_TABLE),
@@ -107,9 +107,21 @@ def _raw_events_reference(home: ShipwayHome, current: Contract) -> Reference | N
     )
 
 
+def _as_of(text: str) -> datetime:
+    """An ISO time; without a zone it is UTC."""
+    try:
+        stamp = pd.Timestamp(text)
+    except ValueError:
+        raise ShipwayError(
+            f"as_of {text!r} is not an ISO time (e.g. 2026-09-15T01:00:00Z)"
+        ) from None
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.to_pydatetime()
+
+
 def _landed_at(info: TableInfo) -> datetime | None:
     stamp = info.commit_metadata.get("as_of")
-    return pd.Timestamp(stamp).tz_convert("UTC").to_pydatetime() if stamp else None
+    return _as_of(stamp) if stamp else None
 
 
 raw_events_contract = contract_checks(

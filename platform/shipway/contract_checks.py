@@ -86,6 +86,7 @@ def _check_result(
         "batch": batch_id,
         "contract": MetadataValue.path(str(contract_path)),
         "checked": result.checked,
+        "seconds": round(result.seconds, 3),
         **{name: float(value) for name, value in result.metrics.items()},
     }
     if result.findings:

@@ -12,6 +12,7 @@ and a sample of offending rows.
 from __future__ import annotations
 
 import difflib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -244,6 +245,7 @@ class GateResult:
     checked: str
     severity_override: Level | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
 
     @property
     def passed(self) -> bool:
@@ -301,6 +303,7 @@ def evaluate(
     context = _Context(contract, batch, present, as_of, reference)
     results = []
     for gate in contract.gates():
+        started = time.perf_counter()
         findings, checked, metrics = _GATE_FUNCTIONS[gate](context)
         results.append(
             GateResult(
@@ -310,6 +313,7 @@ def evaluate(
                 checked,
                 contract.severity.get(gate),
                 metrics,
+                time.perf_counter() - started,
             )
         )
     return results

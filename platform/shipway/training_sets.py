@@ -113,7 +113,13 @@ def build(home: ShipwayHome, inputs: TrainingSetInputs, log: Log) -> tuple[pd.Da
     joined = historical_features(feature_store(home), labelled, inputs.feature_service)
     frame = model_frame(joined, joined)
     keys = joined[["transaction_id", *ENTITY_KEYS, "event_timestamp", LABEL]]
-    out = keys.join(frame).sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+    # A total order (time, then id): the join returns rows in no set order, and XGBoost's row
+    # subsampling depends on row order, so the same inputs must give the same rows in sequence.
+    out = (
+        keys.join(frame)
+        .sort_values(["event_timestamp", "transaction_id"], kind="stable")
+        .reset_index(drop=True)
+    )
     derived = {
         "label_cutoff": cutoff.isoformat(),
         "matured_before": matured.isoformat(),
