@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from shipway.errors import ShipwayError
 from shipway.events import generate_events
-from shipway.lake import land_days, overwrite_table, read_table, table_info
+from shipway.lake import land_days, overwrite_table, read_table, table_info, table_properties
 
 
 def test_relanding_a_day_replaces_it_in_one_new_version(tmp_path: Path) -> None:
@@ -50,3 +51,25 @@ def test_overwrite_records_lineage_in_the_commit(tmp_path: Path) -> None:
 def test_a_missing_table_says_what_to_materialize(tmp_path: Path) -> None:
     with pytest.raises(ShipwayError, match=r"no Delta table at .*training_set: materialize"):
         table_info(tmp_path / "training_set")
+
+
+def test_the_content_digest_ignores_order_and_sees_any_change(tmp_path: Path) -> None:
+    events = generate_events(date(2026, 9, 1), 2, "baseline", 7, 50)
+    first = overwrite_table(tmp_path / "t", events)
+    shuffled = overwrite_table(tmp_path / "t", events.sample(frac=1.0, random_state=1))
+    assert shuffled.content_digest == first.content_digest
+    assert shuffled.schema_hash == first.schema_hash
+    changed = events.copy()
+    changed["amount"] = changed["amount"].where(changed.index != 7, changed["amount"] + 0.01)
+    assert overwrite_table(tmp_path / "t", changed).content_digest != first.content_digest
+    duplicated = pd.concat([events, events.iloc[:1]])
+    assert overwrite_table(tmp_path / "t", duplicated).content_digest != first.content_digest
+    # Every version keeps its own digest: time travel reads exactly what was written.
+    assert table_info(tmp_path / "t", first.version, digest=True).content_digest == (
+        first.content_digest
+    )
+
+
+def test_tables_keep_old_versions_a_year(tmp_path: Path) -> None:
+    overwrite_table(tmp_path / "t", generate_events(date(2026, 9, 1), 1, "baseline", 7, 10))
+    assert table_properties(tmp_path / "t")["delta.logRetentionDuration"] == "interval 365 days"
