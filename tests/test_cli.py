@@ -86,3 +86,19 @@ def test_setup_refuses_to_run_without_the_lock_file(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "uv.lock is missing" in result.stderr
     assert not (copy / ".venv").exists()
+
+
+def test_data_commands_name_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SHIPWAY_HOME", str(tmp_path))
+    assert main(["data", "status"]) == 0
+    assert "raw_events    no versions yet" in capsys.readouterr().out
+    assert main(["data", "show", "raw_events@v9"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "shipway data: no quarantined batch 'raw_events@v9'; quarantined: none"
+    )
+    assert main(["data", "land", str(tmp_path / "nowhere.parquet")]) == 2
+    assert "nowhere.parquet not found: give a Parquet file of events" in capsys.readouterr().err
+    assert main(["data", "rebuild-training-set"]) == 2
+    assert "materialize the asset that writes `training_set` first" in capsys.readouterr().err
