@@ -331,6 +331,19 @@ class _Context:
     def frame(self) -> pd.DataFrame:
         return self.batch.frame
 
+    def finding(
+        self, column: str, rule: str, observed: str, expected: str, mask: pd.Series | np.ndarray
+    ) -> Finding:
+        """A row-level finding: how many rows break the rule, and the first of them."""
+        return Finding(
+            column,
+            rule,
+            observed,
+            expected,
+            rows=int(np.asarray(mask).sum()),
+            sample=self.sample(mask, column),
+        )
+
     def sample(self, mask: pd.Series | np.ndarray, column: str | None) -> list[dict[str, Any]]:
         """Key columns plus the offending column of the first offending rows."""
         columns = [c for c in self.contract.key if c in self.frame.columns]
@@ -409,17 +422,15 @@ def _nulls_gate(ctx: _Context) -> _GateOutput:
     for column in ctx.present:
         rule = ctx.contract.columns[column]
         nulls = ctx.frame[column].isna()
-        count = int(nulls.sum())
-        rate = count / rows
+        rate = int(nulls.sum()) / rows
         if rate > rule.null_limit:
             findings.append(
-                Finding(
+                ctx.finding(
                     column,
                     "not null" if not rule.nullable else f"max_null_rate: {rule.null_limit}",
                     f"{rate:.2%} null",
                     f"<= {rule.null_limit:.2%}",
-                    rows=count,
-                    sample=ctx.sample(nulls, column),
+                    nulls,
                 )
             )
     return findings, f"null rates of {len(ctx.present)} columns", {}
@@ -463,13 +474,12 @@ def _ranges_gate(ctx: _Context) -> _GateOutput:
         values = pd.to_numeric(group["failure_case"], errors="coerce")
         mask = ctx.frame.index.isin(group["index"])
         findings.append(
-            Finding(
+            ctx.finding(
                 name,
                 f"range [{low}, {high}]",
                 f"min {values.min()}, max {values.max()}",
                 f"{low} <= {name} <= {high}",
-                rows=int(mask.sum()),
-                sample=ctx.sample(mask, name),
+                mask,
             )
         )
     return findings, f"ranges of {len(columns)} columns", {}
@@ -488,13 +498,12 @@ def _categories_gate(ctx: _Context) -> _GateOutput:
         unknown = group["failure_case"].astype(str).value_counts()
         mask = ctx.frame.index.isin(group["index"])
         findings.append(
-            Finding(
+            ctx.finding(
                 name,
                 "allowed values",
                 "unknown " + ", ".join(f"{v!r} x{n}" for v, n in unknown.head(5).items()),
                 f"one of {ctx.contract.columns[name].allowed}",
-                rows=int(mask.sum()),
-                sample=ctx.sample(mask, name),
+                mask,
             )
         )
     return findings, f"categories of {len(columns)} columns", {}
@@ -555,13 +564,12 @@ def _outliers_gate(ctx: _Context) -> _GateOutput:
         if share > rule.max_share:
             scale = "log1p " if rule.log_scale else ""
             findings.append(
-                Finding(
+                ctx.finding(
                     column,
                     f"robust z ({scale}scale) <= {rule.max_robust_z}",
                     f"{share:.2%} of rows beyond, max z {float(np.nanmax(z)):.1f}",
                     f"<= {rule.max_share:.2%} of rows",
-                    rows=int(mask.sum()),
-                    sample=ctx.sample(mask, column),
+                    mask,
                 )
             )
     return findings, "robust z-scores", metrics
@@ -590,13 +598,12 @@ def _freshness_gate(ctx: _Context) -> _GateOutput:
     future = stamps > as_of + pd.Timedelta(hours=1)
     if future.any():
         findings.append(
-            Finding(
+            ctx.finding(
                 rule.column,
                 "not in the future",
                 f"{int(future.sum())} rows after {as_of}",
                 f"<= {as_of}",
-                rows=int(future.sum()),
-                sample=ctx.sample(future, rule.column),
+                future,
             )
         )
     return findings, f"newest {rule.column} at {as_of}", {"age_hours": float(age_hours)}
@@ -669,13 +676,12 @@ def _labels_gate(ctx: _Context) -> _GateOutput:
         share = float(overdue.mean()) if len(overdue) else 0.0
         if share > rule.max_overdue_share:
             findings.append(
-                Finding(
+                ctx.finding(
                     rule.column,
                     f"label within {rule.max_delay_days} days",
                     f"{share:.2%} of rows overdue or missing their label",
                     f"<= {rule.max_overdue_share:.2%}",
-                    rows=int(overdue.sum()),
-                    sample=ctx.sample(overdue, rule.column),
+                    overdue,
                 )
             )
     return findings, f"label rate {rate:.2%}", {"label_rate": rate}
