@@ -25,7 +25,6 @@ import psutil
 from dagster import DagsterInstance
 
 from shipway.paths import ShipwayHome
-from shipway.processes import free_port
 from shipway.stack import Ports, running_stack
 
 
@@ -78,7 +77,7 @@ def main() -> int:
 
     home = ShipwayHome(Path(tempfile.mkdtemp(prefix="shipway-bench-")))
     per_day = args.events // args.days
-    ports = Ports(free_port(), free_port(), free_port(), free_port())
+    ports = Ports.free()
     print(f"{per_day * args.days} events over {args.days} days; state in {home.root}", flush=True)
     with running_stack(home, ports, drift_window=1000) as stack:
         os.environ.update(stack.environment())

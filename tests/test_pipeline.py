@@ -8,17 +8,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import assets.fraud
+import assets.fraud.features
+from shipway import training_sets
+from shipway.admission import Ledger
 from shipway.cli import main
 from shipway.data_commands import land
 from shipway.lake import table_info
 from shipway.paths import ShipwayHome
-from shipway.processes import free_port
 from shipway.stack import Ports, Stack, running_stack
 
 pytestmark = pytest.mark.integration
@@ -28,7 +31,7 @@ pytestmark = pytest.mark.integration
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = ShipwayHome(tmp_path_factory.mktemp("pipeline"))
     saved = dict(os.environ)
-    with running_stack(home, Ports(free_port(), free_port(), free_port(), free_port()), 500) as s:
+    with running_stack(home, Ports.free(), 500) as s:
         os.environ.update(s.environment())
         yield s
     os.environ.clear()
@@ -156,3 +159,51 @@ def test_a_past_training_set_is_rebuilt_identically_by_time_travel(
     assert f"training_set v{built.version} from raw_events v0" in out
     assert "reading raw_events v0 (time travel)" in out
     assert out.strip().endswith("identical")
+
+
+def test_a_leaking_training_set_is_rejected_and_the_model_keeps_the_accepted_one(
+    stack: Stack, landed: tuple[Any, DagsterInstance], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    defs, instance = landed
+    accepted = Ledger(stack.home).require_accepted("training_set")
+
+    def leaking_build(*args: Any, **kwargs: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
+        # A feature computed with hindsight: the chargeback shows up in the ratio.
+        frame, derived = training_sets.build(*args, **kwargs)
+        leaked = frame.assign(amount_to_customer_avg_30d=frame["is_fraud"] * 40.0 + 1.0)
+        return leaked, derived
+
+    monkeypatch.setattr(assets.fraud.features, "build", leaking_build)
+    result = defs.resolve_job_def("fraud_model_lifecycle").execute_in_process(
+        instance=instance,
+        asset_selection=[AssetKey("training_set"), AssetKey("fraud_model")],
+        raise_on_error=False,
+    )
+    leakage = next(
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.asset_check_evaluation_data.check_name == "leakage"
+    )
+    assert not leakage.passed
+    assert "column `amount_to_customer_avg_30d`, rule single-column AUC < 0.97" in (
+        leakage.description or ""
+    )
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert AssetKey("training_set") in materialized
+    assert AssetKey("fraud_model") not in materialized
+    rejected = table_info(stack.home.table("training_set")).version
+    assert rejected > accepted.version
+    assert Ledger(stack.home).require_accepted("training_set").version == accepted.version
+
+    # Trained on its own, the model still reads the last accepted version, not the rejected one.
+    monkeypatch.undo()
+    retrained = defs.resolve_job_def("fraud_model_lifecycle").execute_in_process(
+        instance=instance, asset_selection=[AssetKey("fraud_model")], raise_on_error=False
+    )
+    (model,) = [
+        e.step_materialization_data.materialization
+        for e in retrained.get_asset_materialization_events()
+        if e.asset_key == AssetKey("fraud_model")
+    ]
+    assert model.metadata["training_set_version"].value == str(accepted.version)

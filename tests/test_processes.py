@@ -7,7 +7,8 @@ import socket
 import pytest
 
 from shipway.errors import ServiceError
-from shipway.processes import ensure_port_free
+from shipway.processes import ensure_port_free, free_ports
+from shipway.stack import Ports, preflight
 
 
 def _port_left_in_time_wait() -> int:
@@ -39,3 +40,17 @@ def test_a_listening_port_is_reported_with_the_service_name() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(ServiceError, match=f"probe: port 127.0.0.1:{port} is already in use"):
             ensure_port_free(port, "probe")
+
+
+def test_free_ports_are_all_different() -> None:
+    for _ in range(50):
+        ports = free_ports(4)
+        assert len(set(ports)) == 4
+
+
+def test_two_services_on_one_port_are_refused_before_anything_starts() -> None:
+    port = free_ports(1)[0]
+    with pytest.raises(
+        ServiceError, match=f"MLflow server and serving controller are both given port {port}"
+    ):
+        preflight(Ports(mlflow=port, prometheus=free_ports(1)[0], serving=port), False)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from shipway.paths import REPO_ROOT
-from shipway.processes import free_port
+from shipway.processes import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def _wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float) -> st
 
 
 def test_up_serves_every_component_and_ctrl_c_stops_them_all(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("dagster", "mlflow", "prometheus", "serving")}
+    ports = dict(zip(("dagster", "mlflow", "prometheus", "serving"), free_ports(4), strict=True))
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("shipway")), "up"]
         + [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))],

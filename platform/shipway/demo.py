@@ -36,7 +36,6 @@ from shipway.features import feature_store
 from shipway.monitoring import PrometheusClient
 from shipway.paths import ShipwayHome
 from shipway.policy import ModelPolicy
-from shipway.processes import free_port
 from shipway.resources import PrometheusResource
 from shipway.stack import Ports, Stack, preflight, running_stack
 from shipway.traffic import TrafficReport, send_transactions
@@ -86,7 +85,7 @@ def run_demo(home: ShipwayHome, config: DemoConfig, keep: bool = False) -> None:
     from assets.fraud import policy as load_policy
 
     policy = load_policy()
-    ports = Ports(free_port(), free_port(), free_port(), free_port())
+    ports = Ports.free()
     # Fail on what can be known before anything is started or deleted.
     preflight(ports, with_dagster=False)
     if home.root.exists() and not keep:

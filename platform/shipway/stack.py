@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shipway.errors import ServiceError
 from shipway.monitoring import INSTALL_HINT as PROMETHEUS_HINT
 from shipway.monitoring import PrometheusServer, write_targets
 from shipway.paths import REPO_ROOT, ShipwayHome
@@ -21,6 +22,7 @@ from shipway.processes import (
     ManagedProcess,
     ServiceGroup,
     ensure_port_free,
+    free_ports,
     require_binary,
 )
 from shipway.serving.client import ServingClient, serving_process
@@ -34,6 +36,11 @@ class Ports:
     prometheus: int = 9090
     serving: int = 8000
     dagster: int = 3000
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Four different free ports (tests, the demo, benchmarks)."""
+        return cls(*free_ports(4))
 
 
 @dataclass
@@ -86,6 +93,13 @@ def preflight(ports: Ports, with_dagster: bool) -> None:
     checks.append(("serving controller", ports.serving))
     if with_dagster:
         checks.append(("Dagster webserver", ports.dagster))
+    taken: dict[int, str] = {}
+    for service, port in checks:
+        if port in taken:
+            raise ServiceError(
+                f"{taken[port]} and {service} are both given port {port}; give each its own"
+            )
+        taken[port] = service
     for service, port in checks:
         ensure_port_free(port, service)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shipway.paths import DEPLOY_DIR
-from shipway.processes import LOOPBACK, ManagedProcess, free_port, require_binary
+from shipway.processes import LOOPBACK, ManagedProcess, free_ports, require_binary
 from shipway.serving.bundle import Bundle
 
 DEFAULT_MLSERVER = DEPLOY_DIR / "serving" / ".venv" / "bin" / "mlserver"
@@ -46,7 +46,7 @@ class VersionRuntime:
 
 def start_mlserver(bundle: Bundle, log_dir: Path, own_group: bool = False) -> VersionRuntime:
     """Start MLServer on free loopback ports and wait until the version is ready."""
-    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    http_port, grpc_port, metrics_port = free_ports(3)
     metrics_dir = bundle.path / ".metrics"
     metrics_dir.mkdir(exist_ok=True)
     env = {
