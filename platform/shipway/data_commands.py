@@ -36,7 +36,11 @@ def land(home: ShipwayHome, config: dict[str, Any]) -> LandingOutcome:
     instance = DagsterInstance.from_config(str(home.prepare_dagster()))
     result = defs.resolve_job_def(LANDING_JOB).execute_in_process(
         instance=instance,
-        run_config={"ops": {BATCH_STEP: {"config": config}}},
+        # The outcome is printed from the gate results; the run's own log stays in Dagster.
+        run_config={
+            "ops": {BATCH_STEP: {"config": config}},
+            "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+        },
         raise_on_error=False,
     )
     lines = []
