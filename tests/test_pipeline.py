@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetCheckEvaluation, AssetKey, DagsterInstance
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -62,6 +62,16 @@ def _strict_policy(tmp_path: Path) -> Path:
     return tmp_path / "policy.yaml"
 
 
+def _evaluation(result: Any, check_name: str) -> AssetCheckEvaluation:
+    """The run's evaluation of one asset check."""
+    return next(
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.asset_check_evaluation_data.check_name == check_name
+    )
+
+
 def test_a_failing_gate_blocks_the_deployment_and_says_why(
     stack: Stack,
     landed: tuple[Any, DagsterInstance],
@@ -74,15 +84,11 @@ def test_a_failing_gate_blocks_the_deployment_and_says_why(
         instance=instance, raise_on_error=False
     )
     assert not result.success
-    gate = next(
-        e.asset_check_evaluation_data
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-        and e.asset_check_evaluation_data.check_name == "fraud_model_gate"
-    )
+    gate = _evaluation(result, "fraud_model_gate")
     assert not gate.passed
-    assert "fraud_model v1 blocked: roc_auc = " in gate.description
-    assert "is below the minimum 0.9999" in gate.description
+    message = gate.description or ""
+    assert "fraud_model v1 blocked: roc_auc = " in message
+    assert "is below the minimum 0.9999" in message
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert AssetKey("fraud_model") in materialized
     assert AssetKey("fraud_deployment") not in materialized
@@ -179,12 +185,7 @@ def test_a_leaking_training_set_is_rejected_and_the_model_keeps_the_accepted_one
         asset_selection=[AssetKey("training_set"), AssetKey("fraud_model")],
         raise_on_error=False,
     )
-    leakage = next(
-        e.asset_check_evaluation_data
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-        and e.asset_check_evaluation_data.check_name == "leakage"
-    )
+    leakage = _evaluation(result, "leakage")
     assert not leakage.passed
     assert "column `amount_to_customer_avg_30d`, rule single-column AUC < 0.97" in (
         leakage.description or ""
