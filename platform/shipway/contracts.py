@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import difflib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -290,6 +291,11 @@ class Batch:
     def of(cls, frame: pd.DataFrame) -> Batch:
         return cls(frame, pa_arrow.Schema.from_pandas(frame, preserve_index=False))
 
+    @cached_property
+    def logical_types(self) -> dict[str, str]:
+        """Each stored column's type in contract terms (`int`, `string`, ...)."""
+        return {f.name: _logical_type(f.type) for f in self.schema}
+
 
 def evaluate(
     contract: Contract,
@@ -372,14 +378,15 @@ def _schema_gate(ctx: _Context) -> _GateOutput:
     missing = [c for c in expected if c not in found]
     unexpected = [c for c in found if c not in ctx.contract.columns]
     findings = []
+    renamed = set()
     for column in missing:
         close = difflib.get_close_matches(column, unexpected, n=1, cutoff=0.4)
+        renamed.update(close)
         observed = f"missing, found `{close[0]}` instead" if close else "missing"
         findings.append(
             Finding(column, "required column", observed, f"columns {expected}, found {found}")
         )
     if unexpected and not ctx.contract.allow_extra_columns:
-        renamed = {f.observed.split("`")[1] for f in findings if "`" in f.observed}
         for column in [c for c in unexpected if c not in renamed]:
             findings.append(
                 Finding(column, "no unexpected columns", "present", f"only columns {expected}")
@@ -405,14 +412,13 @@ def _logical_type(dtype: pa_arrow.DataType) -> str:
 
 def _types_gate(ctx: _Context) -> _GateOutput:
     findings = []
-    stored = {f.name: f.type for f in ctx.batch.schema}
+    stored = ctx.batch.logical_types
     for column in ctx.present:
         declared = ctx.contract.columns[column].type
-        actual = _logical_type(stored[column]) if column in stored else "unknown"
+        actual = stored.get(column, "unknown")
         if actual != declared:
-            findings.append(
-                Finding(column, f"type: {declared}", f"{actual} ({stored.get(column)})", declared)
-            )
+            arrow = ctx.batch.schema.field(column).type if column in stored else None
+            findings.append(Finding(column, f"type: {declared}", f"{actual} ({arrow})", declared))
     return findings, f"{len(ctx.present)} column types", {}
 
 
@@ -446,10 +452,18 @@ def _pandera_failures(ctx: _Context, schema: pa.DataFrameSchema) -> pd.DataFrame
     return pd.DataFrame(columns=["column", "check", "failure_case", "index"])
 
 
+def _failures_by_column(
+    ctx: _Context, columns: dict[str, pa.Column]
+) -> Iterator[tuple[str, pd.DataFrame, np.ndarray]]:
+    """Per failing column: its pandera failure cases and a mask of the offending rows."""
+    cases = _pandera_failures(ctx, pa.DataFrameSchema(columns))
+    for failing, group in cases.groupby("column", sort=True):
+        yield str(failing), group, ctx.frame.index.isin(group["index"])
+
+
 def _typed(ctx: _Context, column: str, kinds: tuple[str, ...]) -> bool:
     """Row rules only apply to a column stored with its declared type (else: types gate)."""
-    stored = {f.name: f.type for f in ctx.batch.schema}
-    return column in stored and _logical_type(stored[column]) in kinds
+    return ctx.batch.logical_types.get(column) in kinds
 
 
 def _ranges_gate(ctx: _Context) -> _GateOutput:
@@ -466,13 +480,10 @@ def _ranges_gate(ctx: _Context) -> _GateOutput:
             checks.append(pa.Check.le(rule.max))
         columns[column] = pa.Column(checks=checks, nullable=True)
         bounds[column] = (rule.min, rule.max)
-    cases = _pandera_failures(ctx, pa.DataFrameSchema(columns))
     findings = []
-    for failing, group in cases.groupby("column", sort=True):
-        name = str(failing)
+    for name, group, mask in _failures_by_column(ctx, columns):
         low, high = bounds[name]
         values = pd.to_numeric(group["failure_case"], errors="coerce")
-        mask = ctx.frame.index.isin(group["index"])
         findings.append(
             ctx.finding(
                 name,
@@ -491,12 +502,9 @@ def _categories_gate(ctx: _Context) -> _GateOutput:
         allowed = ctx.contract.columns[column].allowed
         if allowed:
             columns[column] = pa.Column(checks=pa.Check.isin(allowed), nullable=True)
-    cases = _pandera_failures(ctx, pa.DataFrameSchema(columns))
     findings = []
-    for failing, group in cases.groupby("column", sort=True):
-        name = str(failing)
+    for name, group, mask in _failures_by_column(ctx, columns):
         unknown = group["failure_case"].astype(str).value_counts()
-        mask = ctx.frame.index.isin(group["index"])
         findings.append(
             ctx.finding(
                 name,
@@ -534,10 +542,16 @@ def _keys_gate(ctx: _Context) -> _GateOutput:
     )
 
 
-def _numeric(series: pd.Series, log_scale: bool = False) -> np.ndarray:
+def _floats(series: pd.Series, log_scale: bool = False) -> np.ndarray:
+    """One float per row (NaN where missing or not a number), on a log1p scale if asked."""
     values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
-    values = values[~np.isnan(values)]
     return np.log1p(np.clip(values, 0, None)) if log_scale else values
+
+
+def _numeric(series: pd.Series, log_scale: bool = False) -> np.ndarray:
+    """The numbers of a column, missing ones dropped."""
+    values = _floats(series, log_scale)
+    return values[~np.isnan(values)]
 
 
 def _outliers_gate(ctx: _Context) -> _GateOutput:
@@ -555,9 +569,7 @@ def _outliers_gate(ctx: _Context) -> _GateOutput:
             continue
         centre = float(np.median(basis))
         spread = float(stats.median_abs_deviation(basis, scale="normal")) or 1e-9
-        raw = pd.to_numeric(ctx.frame[column], errors="coerce").to_numpy(dtype=float)
-        values = np.log1p(np.clip(raw, 0, None)) if rule.log_scale else raw
-        z = np.abs(values - centre) / spread
+        z = np.abs(_floats(ctx.frame[column], rule.log_scale) - centre) / spread
         mask = np.nan_to_num(z, nan=0.0) > rule.max_robust_z
         share = float(mask.mean()) if mask.size else 0.0
         metrics[f"{column}_outlier_share"] = share
