@@ -19,7 +19,7 @@ from assets.fraud.features import training_set
 from shipway.admission import Ledger
 from shipway.errors import ShipwayError
 from shipway.gates import evaluate_gates
-from shipway.lake import read_table, table_info
+from shipway.lake import content_digest, read_table, table_info
 from shipway.resources import MlflowResource, ShipwayHomeResource
 from shipway.tracking import CHALLENGER
 from shipway.training import log_and_register, train
@@ -41,15 +41,15 @@ def fraud_model(
     path = lake.home.table("training_set")
     # The newest version the training set's contract accepted, never a rejected one.
     accepted = Ledger(lake.home).require_accepted("training_set")
-    info = table_info(path, accepted.version, digest=True)
+    info = table_info(path, accepted.version)
     frame = read_table(path, version=info.version)
-    context.log.info("training on training_set v%d (%d rows)", info.version, info.row_count)
-    trained = train(frame, model_policy)
     lineage = {
         "training_set_version": str(info.version),
-        "training_set_digest": str(info.content_digest),
+        "training_set_digest": content_digest(frame),
         **info.commit_metadata,
     }
+    context.log.info("training on training_set v%d (%d rows)", info.version, info.row_count)
+    trained = train(frame, model_policy)
     registered = log_and_register(trained, model_policy, mlflow.tracking_uri, lineage)
     context.log.info("registered %s v%s: %s", registered.name, registered.version, trained.metrics)
     return MaterializeResult(

@@ -68,6 +68,7 @@ def contract_checks(
             reference(home, current),
             context.op_execution_context.run_id,
             as_of(info),
+            info.version,
         )
         verdict = "accepted" if outcome.accepted else "rejected (quarantined)"
         context.log.info("%s: %s v%d %s", current.dataset, table, info.version, verdict)

@@ -81,14 +81,18 @@ def _open(path: Path | str, version: int | None = None) -> DeltaTable:
         ) from None
 
 
+def _schema(table: DeltaTable) -> pa.Schema:
+    return pa.schema(table.schema().to_arrow())
+
+
 def arrow_schema(path: Path | str, version: int | None = None) -> pa.Schema:
-    return pa.schema(_open(path, version).schema().to_arrow())
+    return _schema(_open(path, version))
 
 
 def table_info(path: Path | str, version: int | None = None, digest: bool = False) -> TableInfo:
     """Version, size, schema and Shipway's commit metadata; `digest` reads the rows too."""
     table = _open(path, version)
-    schema = pa.schema(table.schema().to_arrow())
+    schema = _schema(table)
     rows = _row_count(table)
     history = table.history(1)
     lineage = {
