@@ -4,7 +4,6 @@ Batches go through the real landing job (Dagster, Delta, pandera), as `shipway d
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -33,20 +32,16 @@ NEXT_AS_OF = "2026-09-18T01:00:00+00:00"
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShipwayHome]:
     """A lake with 14 accepted baseline days: the reference every fault is judged against."""
     home = ShipwayHome(tmp_path_factory.mktemp("gates"))
-    saved = os.environ.get("SHIPWAY_HOME")
-    os.environ["SHIPWAY_HOME"] = str(home.root)
-    baseline = _land_frame(
-        home,
-        generate_events(BASELINE_START, 14, "baseline", 7, EVENTS_PER_DAY),
-        BASELINE_AS_OF,
-        "baseline",
-    )
-    assert baseline.accepted, baseline.gate_lines
-    yield home
-    if saved is None:
-        os.environ.pop("SHIPWAY_HOME")
-    else:
-        os.environ["SHIPWAY_HOME"] = saved
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SHIPWAY_HOME", str(home.root))
+        baseline = _land_frame(
+            home,
+            generate_events(BASELINE_START, 14, "baseline", 7, EVENTS_PER_DAY),
+            BASELINE_AS_OF,
+            "baseline",
+        )
+        assert baseline.accepted, baseline.gate_lines
+        yield home
 
 
 def _land_frame(home: ShipwayHome, frame: pd.DataFrame, as_of: str, name: str) -> LandingOutcome:

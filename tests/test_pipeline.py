@@ -108,12 +108,8 @@ def test_a_passing_gate_deploys_the_version_as_champion_with_its_lineage(
         asset_selection=[AssetKey("fraud_model"), AssetKey("fraud_deployment")],
         raise_on_error=False,
     )
-    gate = next(
-        e.asset_check_evaluation_data.description
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    )
-    assert result.success, gate
+    gate = _evaluation(result, "fraud_model_gate")
+    assert result.success, gate.description
     registry = MlflowClient(stack.mlflow_url)
     champion = registry.get_model_version_by_alias("fraud_model", "champion")
     assert champion.version == "2"
