@@ -22,8 +22,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 
-from shipway.contracts import Batch, Reference, evaluate, load_contract
-from shipway.events import generate_events
+from shipway.data.contracts import Batch, Reference, evaluate, load_contract
+from shipway.data.events import generate_events
 from shipway.paths import REPO_ROOT
 
 CONTRACT = REPO_ROOT / "assets" / "fraud" / "contracts" / "raw_events.yaml"

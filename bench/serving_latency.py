@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from shipway.drift import build_reference
+from shipway.monitoring.drift import build_reference
 from shipway.processes import LOOPBACK, ManagedProcess, free_port
 from shipway.serving.bundle import write_bundle
 from shipway.serving.client import ServingClient, serving_process

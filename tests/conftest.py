@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from shipway.drift import build_reference
+from shipway.monitoring.drift import build_reference
 from shipway.paths import ShipwayHome
 from shipway.serving.bundle import Bundle, write_bundle
 

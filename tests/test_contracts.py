@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from assets.fraud import CONTRACTS_DIR
-from shipway.contracts import Batch, evaluate, load_contract, single_column_auc
+from shipway.data.contracts import Batch, evaluate, load_contract, single_column_auc
+from shipway.data.events import generate_events
 from shipway.errors import PolicyError
-from shipway.events import generate_events
 
 RAW = CONTRACTS_DIR / "raw_events.yaml"
 

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from shipway.admission import Ledger
-from shipway.contracts import GATES
-from shipway.data_commands import LandingOutcome, export, land, readmit
-from shipway.events import generate_events
-from shipway.lake import read_table, table_info
+from shipway.data.admission import Ledger
+from shipway.data.commands import LandingOutcome, export, land, readmit
+from shipway.data.contracts import GATES
+from shipway.data.events import generate_events
+from shipway.data.lake import read_table, table_info
 from shipway.paths import ShipwayHome
 
 EVENTS_PER_DAY = 300

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from shipway.events import CATEGORIES, generate_events
-from shipway.lake import land_days, read_table
+from shipway.data.events import CATEGORIES, generate_events
+from shipway.data.lake import land_days, read_table
+from shipway.data.warehouse import delta_outputs, publish_to_delta
 from shipway.paths import DBT_PROJECT_DIR, ShipwayHome
-from shipway.warehouse import delta_outputs, publish_to_delta
 
 pytestmark = pytest.mark.integration
 

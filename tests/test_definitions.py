@@ -5,7 +5,7 @@ from __future__ import annotations
 from dagster import AssetKey, Definitions
 
 from assets.definitions import defs
-from shipway.contracts import GATES
+from shipway.data.contracts import GATES
 
 EXPECTED_GRAPH = {
     "raw_events_batch": ("data", set()),

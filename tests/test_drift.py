@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from shipway.drift import DriftWindow, ReferenceProfile, build_reference, psi
+from shipway.monitoring.drift import DriftWindow, ReferenceProfile, build_reference, psi
 
 
 def _frame(seed: int, scale: float = 1.0, rows: int = 5000) -> pd.DataFrame:

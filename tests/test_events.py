@@ -7,7 +7,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from shipway.events import CATEGORIES, RAW_EVENTS_COLUMNS, generate_events
+from shipway.data.events import CATEGORIES, RAW_EVENTS_COLUMNS, generate_events
 
 START = date(2026, 9, 1)
 

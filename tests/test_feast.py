@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from deltalake import write_deltalake
 
-from shipway.features import (
+from shipway.features.store import (
     CUSTOMER_FEATURES,
     MERCHANT_FEATURES,
     feast_cli,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from shipway.data.events import generate_events
+from shipway.data.lake import land_days, overwrite_table, read_table, table_info, table_properties
 from shipway.errors import ShipwayError
-from shipway.events import generate_events
-from shipway.lake import land_days, overwrite_table, read_table, table_info, table_properties
 
 
 def test_relanding_a_day_replaces_it_in_one_new_version(tmp_path: Path) -> None:

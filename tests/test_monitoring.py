@@ -14,16 +14,16 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from shipway.errors import ServiceError
-from shipway.monitoring import (
+from shipway.models.declaration import DriftPolicy
+from shipway.monitoring.prometheus import (
     PROMETHEUS_CONFIG_DIR,
     PrometheusClient,
     PrometheusServer,
     write_targets,
 )
+from shipway.monitoring.retraining import decide
 from shipway.paths import ShipwayHome
-from shipway.policy import DriftPolicy
 from shipway.processes import free_port
-from shipway.retraining import decide
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:

@@ -16,11 +16,11 @@ from mlflow.tracking import MlflowClient
 
 import assets.fraud
 import assets.fraud.features
-from shipway import training_sets
-from shipway.admission import Ledger
 from shipway.cli import main
-from shipway.data_commands import land
-from shipway.lake import table_info
+from shipway.data.admission import Ledger
+from shipway.data.commands import land
+from shipway.data.lake import table_info
+from shipway.features import training_sets
 from shipway.paths import ShipwayHome
 from shipway.stack import Ports, Stack, running_stack
 

@@ -8,8 +8,8 @@ import pytest
 
 from assets.fraud import POLICY_PATH
 from shipway.errors import PolicyError
-from shipway.gates import evaluate_gates
-from shipway.policy import load_policy
+from shipway.models.declaration import load_policy
+from shipway.models.gates import evaluate_gates
 
 
 def test_the_fraud_policy_loads_and_names_the_feature_service_feast_defines() -> None:

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from shipway.contracts import Contract, load_contract
-from shipway.policy import ModelPolicy, load_policy
+from shipway.data.contracts import Contract, load_contract
+from shipway.models.declaration import ModelPolicy, load_policy
 
 POLICY_PATH = Path(__file__).with_name("policy.yaml")
 CONTRACTS_DIR = Path(__file__).with_name("contracts")

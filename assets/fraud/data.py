@@ -8,12 +8,12 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, asset
 
 from assets.fraud import CONTRACTS_DIR, contract
-from shipway.admission import Ledger, reference_from
-from shipway.contract_checks import contract_checks
-from shipway.contracts import Contract, Reference
+from shipway.data.admission import Ledger, reference_from
+from shipway.data.contract_checks import contract_checks
+from shipway.data.contracts import Contract, Reference
+from shipway.data.events import SCENARIOS, generate_events
+from shipway.data.lake import TableInfo, land_days, overwrite_table, read_table
 from shipway.errors import ShipwayError
-from shipway.events import SCENARIOS, generate_events
-from shipway.lake import TableInfo, land_days, overwrite_table, read_table
 from shipway.paths import ShipwayHome
 from shipway.resources import ShipwayHomeResource
 

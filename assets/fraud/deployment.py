@@ -6,11 +6,11 @@ from mlflow.tracking import MlflowClient
 
 from assets.fraud import policy
 from assets.fraud.model import fraud_model, latest_model_version
-from shipway.drift import ReferenceProfile
+from shipway.models.tracking import CHAMPION
+from shipway.models.training import download_model
+from shipway.monitoring.drift import ReferenceProfile
 from shipway.resources import MlflowResource, ServingResource, ShipwayHomeResource
 from shipway.serving.bundle import write_bundle
-from shipway.tracking import CHAMPION
-from shipway.training import download_model
 
 
 @asset(

@@ -3,14 +3,14 @@
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
 
 from assets.fraud import CONTRACTS_DIR, contract, policy
-from shipway.admission import Ledger, reference_from
-from shipway.contract_checks import contract_checks
-from shipway.contracts import Contract, Reference
-from shipway.features import LABEL, feast_cli, feature_store, materialize_online
-from shipway.lake import read_table
+from shipway.data.admission import Ledger, reference_from
+from shipway.data.contract_checks import contract_checks
+from shipway.data.contracts import Contract, Reference
+from shipway.data.lake import read_table
+from shipway.features.store import LABEL, feast_cli, feature_store, materialize_online
+from shipway.features.training_sets import TABLE, TrainingSetInputs, build, write
 from shipway.paths import ShipwayHome
 from shipway.resources import ShipwayHomeResource
-from shipway.training_sets import TABLE, TrainingSetInputs, build, write
 
 FEATURE_TABLES = [AssetKey("customer_features"), AssetKey("merchant_features")]
 TRAINING_SET_CONTRACT = CONTRACTS_DIR / "training_set.yaml"

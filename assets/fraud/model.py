@@ -16,13 +16,13 @@ from mlflow.tracking import MlflowClient
 
 from assets.fraud import POLICY_PATH, policy
 from assets.fraud.features import training_set
-from shipway.admission import Ledger
+from shipway.data.admission import Ledger
+from shipway.data.lake import content_digest, read_table, table_info
 from shipway.errors import ShipwayError
-from shipway.gates import evaluate_gates
-from shipway.lake import content_digest, read_table, table_info
+from shipway.models.gates import evaluate_gates
+from shipway.models.tracking import CHALLENGER
+from shipway.models.training import log_and_register, train
 from shipway.resources import MlflowResource, ShipwayHomeResource
-from shipway.tracking import CHALLENGER
-from shipway.training import log_and_register, train
 
 MODEL_KEY = AssetKey("fraud_model")
 

@@ -15,8 +15,8 @@ from dagster import (
 from assets.fraud import policy
 from assets.fraud.deployment import fraud_deployment
 from assets.fraud.model import fraud_model
+from shipway.monitoring.retraining import decide
 from shipway.resources import PrometheusResource
-from shipway.retraining import decide
 
 _POLICY = policy()
 

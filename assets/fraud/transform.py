@@ -12,9 +12,9 @@ from dagster_dbt import (
     dbt_assets,
 )
 
+from shipway.data.warehouse import delta_outputs, publish_to_delta
 from shipway.paths import DBT_PROJECT_DIR
 from shipway.resources import ShipwayHomeResource
-from shipway.warehouse import delta_outputs, publish_to_delta
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 dbt_project.prepare_if_dev()

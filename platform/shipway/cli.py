@@ -172,7 +172,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from shipway import data_commands as data
+    from shipway.data import commands as data
 
     home = ShipwayHome.from_env()
     action = args.data_command
@@ -204,7 +204,7 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _rebuild(home: ShipwayHome, version: int | None) -> int:
-    from shipway.training_sets import rebuild
+    from shipway.features.training_sets import rebuild
 
     result = rebuild(home, version, lambda line: print(f"  {line}", flush=True))
     inputs = ", ".join(f"{t} v{v}" for t, v in result.inputs.versions.items())
@@ -216,8 +216,8 @@ def _rebuild(home: ShipwayHome, version: int | None) -> int:
 
 
 def _doctor() -> int:
-    from shipway.features import ensure_delta_extension
-    from shipway.monitoring import PROMETHEUS_CONFIG_DIR, check_config
+    from shipway.features.store import ensure_delta_extension
+    from shipway.monitoring.prometheus import PROMETHEUS_CONFIG_DIR, check_config
     from shipway.processes import require_binary
     from shipway.serving.runtime import mlserver_binary
     from shipway.stack import PROMETHEUS_HINT

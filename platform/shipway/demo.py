@@ -30,15 +30,15 @@ from dagster import (
     build_sensor_context,
 )
 
+from shipway.data.events import generate_events
 from shipway.errors import ShipwayError
-from shipway.events import generate_events
-from shipway.features import feature_store
-from shipway.monitoring import PrometheusClient
+from shipway.features.store import feature_store
+from shipway.models.declaration import ModelPolicy
+from shipway.monitoring.prometheus import PrometheusClient
 from shipway.paths import ShipwayHome
-from shipway.policy import ModelPolicy
 from shipway.resources import PrometheusResource
+from shipway.serving.traffic import TrafficReport, send_transactions
 from shipway.stack import Ports, Stack, preflight, running_stack
-from shipway.traffic import TrafficReport, send_transactions
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 
-from shipway.monitoring import PrometheusClient
+from shipway.monitoring.prometheus import PrometheusClient
 from shipway.paths import ShipwayHome
 from shipway.serving.client import ServingClient
 

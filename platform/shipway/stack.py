@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shipway.errors import ServiceError
-from shipway.monitoring import INSTALL_HINT as PROMETHEUS_HINT
-from shipway.monitoring import PrometheusServer, write_targets
+from shipway.models.tracking import mlflow_server_process
+from shipway.monitoring.prometheus import INSTALL_HINT as PROMETHEUS_HINT
+from shipway.monitoring.prometheus import PrometheusServer, write_targets
 from shipway.paths import REPO_ROOT, ShipwayHome
 from shipway.processes import (
     LOOPBACK,
@@ -27,7 +28,6 @@ from shipway.processes import (
 )
 from shipway.serving.client import ServingClient, serving_process
 from shipway.serving.runtime import mlserver_binary
-from shipway.tracking import mlflow_server_process
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from shipway.drift import ReferenceProfile
 from shipway.errors import BadRequest
+from shipway.monitoring.drift import ReferenceProfile
 
 MODEL_FILE = "model.ubj"
 SETTINGS_FILE = "model-settings.json"

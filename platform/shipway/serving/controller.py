@@ -34,8 +34,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from shipway.drift import DriftWindow
 from shipway.errors import BadRequest, ShipwayError
+from shipway.monitoring.drift import DriftWindow
 from shipway.serving.bundle import read_bundle
 from shipway.serving.protocol import (
     infer_response,

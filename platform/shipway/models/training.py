@@ -20,12 +20,12 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from shipway.drift import ReferenceProfile, build_reference
 from shipway.errors import ShipwayError
-from shipway.features import LABEL, MODEL_FEATURES
-from shipway.policy import ModelPolicy
+from shipway.features.store import LABEL, MODEL_FEATURES
+from shipway.models.declaration import ModelPolicy
+from shipway.models.tracking import git_commit, model_version_url, run_url
+from shipway.monitoring.drift import ReferenceProfile, build_reference
 from shipway.serving.bundle import MODEL_FILE, REFERENCE_FILE
-from shipway.tracking import git_commit, model_version_url, run_url
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from shipway.data.events import CATEGORIES
 from shipway.errors import ShipwayError
-from shipway.events import CATEGORIES
 from shipway.paths import FEATURE_REPO_DIR, ShipwayHome
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shipway.policy import MetricGate
+from shipway.models.declaration import MetricGate
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from shipway.data.lake import TableInfo, overwrite_table, read_table, table_info
 from shipway.errors import ShipwayError
-from shipway.features import (
+from shipway.features.store import (
     ENTITY_KEYS,
     LABEL,
     feast_cli,
@@ -24,9 +25,8 @@ from shipway.features import (
     historical_features,
     model_frame,
 )
-from shipway.lake import TableInfo, overwrite_table, read_table, table_info
+from shipway.models.declaration import TrainingPolicy
 from shipway.paths import ShipwayHome
-from shipway.policy import TrainingPolicy
 
 TABLE = "training_set"
 INPUT_TABLES = ("raw_events", "customer_features", "merchant_features")

@@ -21,9 +21,9 @@ from dagster import (
     multi_asset_check,
 )
 
-from shipway.admission import audit
-from shipway.contracts import Contract, GateResult, Reference, load_contract
-from shipway.lake import TableInfo, table_info
+from shipway.data.admission import audit
+from shipway.data.contracts import Contract, GateResult, Reference, load_contract
+from shipway.data.lake import TableInfo, table_info
 from shipway.paths import ShipwayHome
 from shipway.resources import ShipwayHomeResource
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from shipway.monitoring import PrometheusClient
-from shipway.policy import DriftPolicy
+from shipway.models.declaration import DriftPolicy
+from shipway.monitoring.prometheus import PrometheusClient
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shipway.admission import Admission, Ledger
+from shipway.data.admission import Admission, Ledger
+from shipway.data.lake import read_table, table_exists, table_info
 from shipway.errors import ShipwayError
-from shipway.lake import read_table, table_exists, table_info
 from shipway.paths import ShipwayHome
 
 LANDING_JOB = "land_raw_events"

@@ -18,9 +18,9 @@ from typing import Literal
 import pandas as pd
 from deltalake import write_deltalake
 
-from shipway.contracts import Batch, Contract, GateResult, Reference, evaluate
+from shipway.data.contracts import Batch, Contract, GateResult, Reference, evaluate
+from shipway.data.lake import arrow_schema, read_table, table_exists, table_info
 from shipway.errors import ShipwayError
-from shipway.lake import arrow_schema, read_table, table_exists, table_info
 from shipway.paths import ShipwayHome
 
 LEDGER_TABLE = "admission_ledger"

@@ -13,7 +13,7 @@ from typing import Any
 
 import duckdb
 
-from shipway.lake import TableInfo, overwrite_table
+from shipway.data.lake import TableInfo, overwrite_table
 
 
 def delta_outputs(manifest: Mapping[str, Any]) -> dict[str, str]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from shipway.features import MODEL_FEATURES, model_frame, online_features
+from shipway.features.store import MODEL_FEATURES, model_frame, online_features
 from shipway.serving.client import ServingClient
 
 
