@@ -79,7 +79,7 @@ def main() -> int:
     per_day = args.events // args.days
     ports = Ports.free()
     print(f"{per_day * args.days} events over {args.days} days; state in {home.root}", flush=True)
-    with running_stack(home, ports, drift_window=1000) as stack:
+    with running_stack(home, ports) as stack:
         os.environ.update(stack.environment())
         from assets.definitions import defs
 

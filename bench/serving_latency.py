@@ -81,6 +81,8 @@ def main() -> int:
         "1",
         root / "model.ubj",
         build_reference(frame, FEATURES, 10),
+        "binary_classification",
+        1000,
     )
     print(
         f"model: 150 trees, depth 5, {len(FEATURES)} features; {args.requests} single-row "
@@ -92,7 +94,7 @@ def main() -> int:
     processes: list[ManagedProcess] = []
     try:
         port = free_port()
-        splitter = serving_process(port, root / "logs", 1000, None)
+        splitter = serving_process(port, root / "logs", None)
         splitter.start()
         processes.append(splitter)
         client = ServingClient(f"http://{LOOPBACK}:{port}")
@@ -138,7 +140,9 @@ def main() -> int:
             ).raise_for_status()
 
         def via_mlserver(row: np.ndarray) -> None:
-            http.post(direct.infer_url, json=mlserver_request(row)).raise_for_status()
+            http.post(
+                direct.infer_url, json=mlserver_request(row, bundle.mlserver_output)
+            ).raise_for_status()
 
         def via_mlflow(row: np.ndarray) -> None:
             body = {"dataframe_split": {"columns": list(range(row.shape[1])), "data": row.tolist()}}

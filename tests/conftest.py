@@ -39,7 +39,9 @@ def toy_bundle(dest: Path, version: str, seed: int) -> Bundle:
     model_file = dest / f"trained-{version}.ubj"
     model.save_model(model_file)
     reference = build_reference(frame, TOY_FEATURES, bins=10)
-    return write_bundle(dest / version, "toy_model", version, model_file, reference)
+    return write_bundle(
+        dest / version, "toy_model", version, model_file, reference, "binary_classification", 400
+    )
 
 
 @pytest.fixture

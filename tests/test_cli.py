@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import assets.fraud
+import shipway.demo
 from shipway.cli import main
-from shipway.paths import REPO_ROOT
+from shipway.paths import ASSETS_DIR, REPO_ROOT
 
 SHIPWAY = str(Path(sys.executable).with_name("shipway"))
 
@@ -60,19 +61,32 @@ def test_a_port_in_use_is_named_and_nothing_starts(tmp_path: Path) -> None:
     assert not (tmp_path / "logs").exists()
 
 
-def test_a_malformed_policy_stops_the_demo_before_anything_starts(
+def test_a_malformed_declaration_stops_the_demo_before_anything_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bad = tmp_path / "policy.yaml"
-    bad.write_text(
-        assets.fraud.POLICY_PATH.read_text().replace("psi_threshold: 0.25", "psi_threshold: -1")
+    models = tmp_path / "assets"
+    shutil.copytree(ASSETS_DIR, models, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    declaration = models / "fraud" / "model.yaml"
+    declaration.write_text(
+        declaration.read_text().replace("psi_threshold: 0.25", "psi_threshold: -1")
     )
-    monkeypatch.setattr(assets.fraud, "POLICY_PATH", bad)
+    monkeypatch.setattr(shipway.demo, "ASSETS_DIR", models)
     monkeypatch.setenv("SHIPWAY_HOME", str(tmp_path / "home"))
     assert main(["demo"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("shipway demo: policy file")
+    assert err.startswith(f"shipway demo: model declaration {declaration} is invalid")
     assert "drift.psi_threshold: Input should be greater than 0" in err
+    assert not (tmp_path / "home").exists()
+
+
+def test_an_undeclared_model_stops_the_demo_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SHIPWAY_HOME", str(tmp_path / "home"))
+    assert main(["demo", "--model", "churn"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "shipway demo: no model 'churn' is declared; declared: ['customer_spend', 'fraud_model']"
+    )
     assert not (tmp_path / "home").exists()
 
 
@@ -93,7 +107,10 @@ def test_data_commands_name_what_is_missing(
 ) -> None:
     monkeypatch.setenv("SHIPWAY_HOME", str(tmp_path))
     assert main(["data", "status"]) == 0
-    assert "raw_events    no versions yet" in capsys.readouterr().out
+    status = capsys.readouterr().out
+    assert "raw_events                  no versions yet" in status
+    assert "fraud_model_training_set    no versions yet" in status
+    assert "customer_spend_training_set no versions yet" in status
     assert main(["data", "show", "raw_events@v9"]) == 2
     assert capsys.readouterr().err.strip() == (
         "shipway data: no quarantined batch 'raw_events@v9'; quarantined: none"
@@ -101,4 +118,9 @@ def test_data_commands_name_what_is_missing(
     assert main(["data", "land", str(tmp_path / "nowhere.parquet")]) == 2
     assert "nowhere.parquet not found: give a Parquet file of events" in capsys.readouterr().err
     assert main(["data", "rebuild-training-set"]) == 2
-    assert "materialize the asset that writes `training_set` first" in capsys.readouterr().err
+    assert (
+        "materialize the asset that writes `fraud_model_training_set` first"
+        in capsys.readouterr().err
+    )
+    assert main(["data", "rebuild-training-set", "--model", "churn"]) == 2
+    assert "no model 'churn' is declared" in capsys.readouterr().err

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assets.fraud import CONTRACTS_DIR
 from shipway.data.contracts import Batch, evaluate, load_contract, single_column_auc
 from shipway.data.events import generate_events
 from shipway.errors import PolicyError
+from shipway.paths import ASSETS_DIR
 
-RAW = CONTRACTS_DIR / "raw_events.yaml"
+RAW = ASSETS_DIR / "contracts" / "raw_events.yaml"
 
 
 def _variant(tmp_path: Path, old: str, new: str) -> Path:
@@ -24,8 +24,10 @@ def _variant(tmp_path: Path, old: str, new: str) -> Path:
     return path
 
 
-def test_the_fraud_contracts_load() -> None:
-    for path in CONTRACTS_DIR.glob("*.yaml"):
+def test_every_committed_contract_loads() -> None:
+    paths = sorted(ASSETS_DIR.glob("**/contracts/*.yaml"))
+    assert len(paths) == 3
+    for path in paths:
         assert load_contract(path).gates()
 
 

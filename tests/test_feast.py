@@ -1,4 +1,5 @@
-"""Feast on Delta: point-in-time joins that honour the Delta log, and online lookups."""
+"""Feast on Delta: point-in-time joins that honour the Delta log, on-demand request features,
+and online lookups that give the same feature vector as training."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import pandas as pd
 import pytest
 from deltalake import write_deltalake
 
+from shipway.data.events import CATEGORIES
+from shipway.features.service import feature_frame, registry_spec, repository
 from shipway.features.store import (
-    CUSTOMER_FEATURES,
-    MERCHANT_FEATURES,
     feast_cli,
     feature_store,
     historical_features,
@@ -19,25 +20,44 @@ from shipway.features.store import (
 )
 from shipway.paths import ShipwayHome
 
-pytestmark = pytest.mark.integration
 SERVICE = "fraud_model_v1"
 DAY = datetime(2026, 9, 2, tzinfo=UTC)
+CUSTOMER_COUNTS = ("customer_txn_count_1d", "customer_txn_count_7d", "customer_active_days_30d")
+MERCHANT_COUNTS = ("merchant_txn_count_7d", "merchant_distinct_customers_7d")
+
+
+def _rows(
+    key: str, key_value: int, values: dict[str, float], counts: tuple[str, ...]
+) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        [{key: key_value, "feature_date": DAY.date(), "event_timestamp": DAY, **values}]
+    )
+    return frame.astype(dict.fromkeys(counts, "int64"))
 
 
 def _customer_rows(txn_count_7d: int) -> pd.DataFrame:
-    row = {name: 1.0 for name in CUSTOMER_FEATURES}
-    row.update(customer_txn_count_1d=1, customer_txn_count_7d=txn_count_7d)
-    return pd.DataFrame(
-        [{"customer_id": 1, "feature_date": DAY.date(), "event_timestamp": DAY, **row}]
-    ).astype({"customer_txn_count_1d": "int64", "customer_txn_count_7d": "int64"})
+    values = {
+        "customer_txn_count_1d": 1,
+        "customer_txn_count_7d": txn_count_7d,
+        "customer_amount_avg_7d": 20.0,
+        "customer_amount_avg_30d": 25.0,
+        "customer_amount_max_30d": 80.0,
+        "customer_night_share_30d": 0.1,
+        "customer_amount_sum_7d": 100.0,
+        "customer_amount_sum_30d": 400.0,
+        "customer_active_days_30d": 12,
+    }
+    return _rows("customer_id", 1, values, CUSTOMER_COUNTS)
 
 
 def _merchant_rows() -> pd.DataFrame:
-    row = {name: 0.5 for name in MERCHANT_FEATURES}
-    row.update(merchant_txn_count_7d=40, merchant_distinct_customers_7d=30)
-    return pd.DataFrame(
-        [{"merchant_id": 7, "feature_date": DAY.date(), "event_timestamp": DAY, **row}]
-    ).astype({"merchant_txn_count_7d": "int64", "merchant_distinct_customers_7d": "int64"})
+    values = {
+        "merchant_txn_count_7d": 40,
+        "merchant_amount_avg_7d": 30.0,
+        "merchant_distinct_customers_7d": 30,
+        "merchant_online_share_7d": 0.5,
+    }
+    return _rows("merchant_id", 7, values, MERCHANT_COUNTS)
 
 
 @pytest.fixture
@@ -50,18 +70,23 @@ def applied(home: ShipwayHome, monkeypatch: pytest.MonkeyPatch) -> ShipwayHome:
     return home
 
 
-def _entities(*hours_after_day_start: int) -> pd.DataFrame:
+def _transactions(*hours_after_day_start: int) -> pd.DataFrame:
+    n = len(hours_after_day_start)
     return pd.DataFrame(
         {
-            "customer_id": [1] * len(hours_after_day_start),
-            "merchant_id": [7] * len(hours_after_day_start),
+            "customer_id": [1] * n,
+            "merchant_id": [7] * n,
             "event_timestamp": [DAY + pd.Timedelta(hours=h) for h in hours_after_day_start],
+            "amount": [50.0] * n,
+            "channel": ["online"] * n,
+            "merchant_category": ["travel"] * n,
         }
     )
 
 
+@pytest.mark.integration
 def test_the_join_is_point_in_time_correct(applied: ShipwayHome) -> None:
-    joined = historical_features(feature_store(applied), _entities(-12, 12), SERVICE)
+    joined = historical_features(feature_store(applied), _transactions(-12, 12), SERVICE)
     joined = joined.sort_values("event_timestamp")
     before, after = joined["customer_txn_count_7d"].tolist()
     assert pd.isna(before), "a transaction must not see features stamped after it"
@@ -69,19 +94,62 @@ def test_the_join_is_point_in_time_correct(applied: ShipwayHome) -> None:
     assert joined["merchant_txn_count_7d"].tolist()[1] == 40
 
 
+@pytest.mark.integration
 def test_an_overwritten_source_returns_no_stale_rows(applied: ShipwayHome) -> None:
     write_deltalake(applied.table("customer_features"), _customer_rows(9), mode="overwrite")
-    joined = historical_features(feature_store(applied), _entities(12), SERVICE)
+    joined = historical_features(feature_store(applied), _transactions(12), SERVICE)
     assert len(joined) == 1
     assert joined["customer_txn_count_7d"].tolist() == [9]
 
 
-def test_serving_teams_look_features_up_in_the_online_store(applied: ShipwayHome) -> None:
+@pytest.mark.integration
+def test_request_features_come_from_the_on_demand_view_in_training_and_serving_alike(
+    applied: ShipwayHome,
+) -> None:
     store = feature_store(applied)
+    spec = registry_spec(store, SERVICE)
+    rows = _transactions(12).assign(event_timestamp=DAY + pd.Timedelta(hours=3, minutes=30))
     materialize_online(store, DAY - pd.Timedelta(days=1), DAY + pd.Timedelta(days=1))
-    rows = pd.DataFrame({"customer_id": [1, 2], "merchant_id": [7, 7]})
-    found = online_features(store, rows, SERVICE)
+    online = online_features(store, rows, spec)
+    assert list(online.columns) == spec.feature_names
+    vector = online.iloc[0]
+    assert vector["hour_of_day"] == 3
+    assert vector["is_night"] == 1
+    assert vector["is_online"] == 1
+    assert vector["merchant_category_code"] == CATEGORIES.index("travel")
+    assert vector["amount_to_customer_avg_30d"] == pytest.approx(50.0 / 25.0)
+    # The point-in-time join computes the same vector for the same transaction.
+    offline = feature_frame(historical_features(store, rows, SERVICE), spec)
+    pd.testing.assert_series_equal(
+        offline.iloc[0], vector, check_names=False, check_exact=False, rtol=1e-9
+    )
+
+
+@pytest.mark.integration
+def test_unknown_entities_get_their_feature_views_defaults_online(applied: ShipwayHome) -> None:
+    store = feature_store(applied)
+    spec = registry_spec(store, SERVICE)
+    materialize_online(store, DAY - pd.Timedelta(days=1), DAY + pd.Timedelta(days=1))
+    rows = _transactions(12, 12).assign(customer_id=[1, 2])
+    found = online_features(store, rows, spec)
     known, unknown = found["customer_txn_count_7d"].tolist()
     assert known == 5
-    assert pd.isna(unknown), "a customer with no feature row has no value, not a default"
+    assert unknown == 0.0, "no history in the window is a count of zero (the view's default)"
+    assert found["amount_to_customer_avg_30d"].tolist()[1] == 1.0
     assert found["merchant_distinct_customers_7d"].tolist() == [30, 30]
+
+
+@pytest.mark.integration
+def test_category_codes_follow_the_generators_and_dbts_category_order(
+    applied: ShipwayHome,
+) -> None:
+    rows = pd.concat([_transactions(12)] * len(CATEGORIES), ignore_index=True)
+    rows["merchant_category"] = CATEGORIES
+    rows["event_timestamp"] += pd.to_timedelta(range(len(CATEGORIES)), unit="s")
+    joined = historical_features(feature_store(applied), rows, SERVICE)
+    codes = dict(zip(joined["merchant_category"], joined["merchant_category_code"], strict=True))
+    assert codes == {c: i for i, c in enumerate(CATEGORIES)}
+
+
+def test_the_feature_repository_lists_the_tables_its_views_read() -> None:
+    assert set(repository().tables) == {"customer_features", "merchant_features"}

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from shipway.errors import ShipwayError
+from shipway.monitoring.drift import build_reference
 from shipway.processes import ManagedProcess, free_port
-from shipway.serving.bundle import Bundle
+from shipway.serving.bundle import Bundle, write_bundle
 from shipway.serving.client import ServingClient, serving_process
+from shipway.serving.protocol import features_request
 from tests.conftest import TOY_FEATURES, toy_frame
 
 pytestmark = pytest.mark.integration
@@ -23,7 +25,7 @@ pytestmark = pytest.mark.integration
 def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServingClient, Path]]:
     root = tmp_path_factory.mktemp("serving")
     port = free_port()
-    process: ManagedProcess = serving_process(port, root / "logs", 400, root / "targets")
+    process: ManagedProcess = serving_process(port, root / "logs", root / "targets")
     process.start()
     client = ServingClient(f"http://127.0.0.1:{port}")
     yield client, root
@@ -118,6 +120,14 @@ def test_shifted_traffic_shows_as_drift(deployed: ServingClient) -> None:
             "input 'amount': data must be numbers",
         ),
         ({"input": []}, 'non-empty "inputs" list'),
+        (
+            {"inputs": [{"name": n, "shape": ["one"], "data": [1.0]} for n in TOY_FEATURES]},
+            "shape must be a list of non-negative integers, got ['one']",
+        ),
+        (
+            {"inputs": [{"name": "features", "shape": "1x3", "data": [1.0, 2.0, 3.0]}]},
+            "shape must be a list of non-negative integers, got '1x3'",
+        ),
     ],
 )
 def test_bad_requests_get_a_400_that_names_the_problem(
@@ -126,6 +136,46 @@ def test_bad_requests_get_a_400_that_names_the_problem(
     response = httpx.post(f"{deployed.url}/v2/models/toy_model/infer", json=body)
     assert response.status_code == 400
     assert message in response.json()["error"]
+
+
+def test_an_unknown_model_or_version_is_a_404_naming_what_is_deployed(
+    deployed: ServingClient,
+) -> None:
+    body = features_request(toy_frame(1, seed=4)[TOY_FEATURES].to_numpy(), TOY_FEATURES)
+    response = httpx.post(f"{deployed.url}/v2/models/no_such_model/infer", json=body)
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert "model 'no_such_model' is not deployed; deployed: [" in error
+    assert "'toy_model'" in error
+    gone = httpx.delete(f"{deployed.url}/admin/models/toy_model/versions/9")
+    assert gone.status_code == 404
+
+
+def test_a_regression_model_is_served_beside_the_classifier_with_its_own_settings(
+    deployed: ServingClient, tmp_path: Path
+) -> None:
+    import xgboost as xgb
+
+    frame = toy_frame(1500, seed=8)
+    regressor = xgb.XGBRegressor(n_estimators=20, max_depth=3, random_state=8)
+    regressor.fit(frame[TOY_FEATURES].to_numpy(), frame["amount"].to_numpy() * 2.0)
+    regressor.save_model(tmp_path / "spend.ubj")
+    reference = build_reference(frame, TOY_FEATURES, bins=10)
+    bundle = write_bundle(
+        tmp_path / "1", "toy_spend", "1", tmp_path / "spend.ubj", reference, "regression", 60
+    )
+    deployed.deploy("toy_spend", "1", bundle.path)
+    deployed.set_traffic("toy_spend", {"1": 100})
+    rows = toy_frame(100, seed=9)[TOY_FEATURES].to_numpy()
+    version, forecast = deployed.infer("toy_spend", rows, TOY_FEATURES)
+    assert version == "1"
+    np.testing.assert_allclose(forecast, regressor.predict(rows), rtol=1e-4)
+    # The classifier still answers probabilities, each model keeps its own drift window.
+    _, scores = deployed.infer("toy_model", rows, TOY_FEATURES)
+    assert ((scores >= 0) & (scores <= 1)).all()
+    status = deployed.status()
+    assert status["toy_spend"]["versions"]["1"]["drift_window_samples"] == 60
+    assert status["toy_model"]["versions"]["1"]["drift_window_samples"] > 60
 
 
 def test_invalid_traffic_changes_are_refused_and_leave_traffic_as_it_was(

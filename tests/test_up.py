@@ -55,8 +55,9 @@ def test_up_serves_every_component_and_ctrl_c_stops_them_all(tmp_path: Path) -> 
         assert httpx.get(f"http://127.0.0.1:{ports['prometheus']}/-/ready").status_code == 200
         assert httpx.get(f"http://127.0.0.1:{ports['serving']}/health").status_code == 200
         nodes = _lineage(ports["dagster"])
-        assert nodes["fraud_deployment"] == ("deployment", {"fraud_model"})
-        assert nodes["fraud_model"] == ("model", {"training_set"})
+        assert nodes["fraud_model_deployment"] == ("fraud_model", {"fraud_model"})
+        assert nodes["fraud_model"] == ("fraud_model", {"fraud_model_training_set"})
+        assert nodes["customer_spend"] == ("customer_spend", {"customer_spend_training_set"})
         assert nodes["stg_transactions"] == ("transform", {"raw_events"})
     finally:
         if proc.poll() is None:

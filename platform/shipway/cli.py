@@ -10,12 +10,19 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shipway.errors import ShipwayError
 from shipway.paths import DBT_PROJECT_DIR, ShipwayHome
 
+if TYPE_CHECKING:
+    from shipway.models.catalog import DeclaredModel
+
+DEFAULT_MODEL = "fraud_model"
 EPILOG = """examples:
-  shipway demo                 the whole loop once, headless (about 5 minutes)
+  shipway demo                 the whole loop once, headless (about 3 minutes)
+  shipway demo --model customer_spend
+                               the same loop for another declared model
   shipway up                   Dagster, MLflow, Prometheus and serving until Ctrl-C
   shipway doctor               check what deploy/setup.sh installs
   shipway data quarantine      batches a data contract rejected, and why
@@ -40,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         description="Runs headless on embedded defaults and exits 0 once the loop has closed. "
         "Starts from a clean $SHIPWAY_HOME unless --keep is given.",
     )
+    demo.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"a declared model (assets/*/model.yaml), default {DEFAULT_MODEL}",
+    )
     demo.add_argument("--days", type=int, default=75, help="baseline days to land (75)")
     demo.add_argument("--drift-days", type=int, default=20, help="drifted days to land (20)")
     demo.add_argument("--events-per-day", type=int, default=2000, help="events per day (2000)")
@@ -60,7 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-dir", type=Path, required=True)
-    serve.add_argument("--drift-window", type=int, default=1000)
     serve.add_argument("--targets-dir", type=Path, help="Prometheus file_sd folder to update")
 
     sub.add_parser("doctor", help="check binaries, environments, the dbt manifest")
@@ -69,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         "data",
         help="data contracts: land batches, inspect and re-admit quarantined ones, rebuild "
         "training sets",
-        description="Every batch is audited by its contract (assets/fraud/contracts/); a "
-        "rejected one stays in its Delta table, quarantined, until a fixed batch re-admits it.",
+        description="Every batch is audited by its contract (assets/contracts/ for raw events, "
+        "assets/<model>/contracts/ for training sets); a rejected one stays in its Delta "
+        "table, quarantined, until a fixed batch re-admits it.",
     )
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     data_sub.add_parser("status", help="latest and accepted version of each dataset")
@@ -95,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         "rebuild-training-set",
         help="rebuild a training set from its recorded input versions and compare digests",
     )
-    rebuild.add_argument("--version", type=int, help="training_set version (default: latest)")
+    rebuild.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"whose training set (default {DEFAULT_MODEL})"
+    )
+    rebuild.add_argument("--version", type=int, help="its version (default: latest)")
 
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -129,12 +144,11 @@ def _demo(args: argparse.Namespace) -> int:
         events_per_day=args.events_per_day,
         traffic_rows=args.traffic_rows,
     )
-    run_demo(ShipwayHome.from_env(), config, keep=args.keep)
+    run_demo(ShipwayHome.from_env(), config, args.model, keep=args.keep)
     return 0
 
 
 def _up(args: argparse.Namespace) -> int:
-    from assets.fraud import policy
     from shipway.stack import Ports, running_stack
 
     ports = Ports(args.mlflow_port, args.prometheus_port, args.serving_port, args.dagster_port)
@@ -143,8 +157,7 @@ def _up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     print("starting Dagster, MLflow, Prometheus and serving on 127.0.0.1 ...", flush=True)
-    drift_window = policy().serving.drift_window
-    with running_stack(home, ports, drift_window, with_dagster=True) as stack:
+    with running_stack(home, ports, with_dagster=True) as stack:
         print(
             f"  Dagster UI  {stack.dagster_url}\n"
             f"  MLflow      {stack.mlflow_url}\n"
@@ -166,7 +179,7 @@ def _serve(args: argparse.Namespace) -> int:
     from shipway.processes import LOOPBACK
     from shipway.serving.controller import create_app
 
-    app = create_app(args.log_dir, args.drift_window, args.targets_dir)
+    app = create_app(args.log_dir, args.targets_dir)
     uvicorn.run(app, host=LOOPBACK, port=args.port, log_level="warning")
     return 0
 
@@ -177,7 +190,7 @@ def _data(args: argparse.Namespace) -> int:
     home = ShipwayHome.from_env()
     action = args.data_command
     if action == "status":
-        print("\n".join(data.status_lines(home)))
+        print("\n".join(data.status_lines(home, _training_sets())))
     elif action == "quarantine":
         print("\n".join(data.quarantine_lines(home)))
     elif action == "show":
@@ -199,16 +212,35 @@ def _data(args: argparse.Namespace) -> int:
         print(f"{outcome.admission.id}: {verdict}")
         return 0 if outcome.accepted else 1
     else:
-        return _rebuild(home, args.version)
+        return _rebuild(home, args.model, args.version)
     return 0
 
 
-def _rebuild(home: ShipwayHome, version: int | None) -> int:
-    from shipway.features.training_sets import rebuild
+def _declared(name: str) -> DeclaredModel:
+    from assets.definitions import models
 
-    result = rebuild(home, version, lambda line: print(f"  {line}", flush=True))
+    found = {m.name: m for m in models}
+    if name not in found:
+        raise ShipwayError(f"no model {name!r} is declared; declared: {sorted(found)}")
+    return found[name]
+
+
+def _training_sets() -> list[str]:
+    from assets.definitions import models
+
+    return [m.declaration.training_set for m in models]
+
+
+def _rebuild(home: ShipwayHome, model: str, version: int | None) -> int:
+    from shipway.features.training_sets import rebuild
+    from shipway.models.component import label_rules
+
+    declared = _declared(model)
+    table = declared.declaration.training_set
+    rules = label_rules(declared.declaration)
+    result = rebuild(home, table, rules, version, lambda line: print(f"  {line}", flush=True))
     inputs = ", ".join(f"{t} v{v}" for t, v in result.inputs.versions.items())
-    print(f"training_set v{result.version} from {inputs} ({result.inputs.feature_service})")
+    print(f"{table} v{result.version} from {inputs} ({result.inputs.feature_service})")
     print(f"  recorded digest {result.recorded_digest}")
     print(f"  rebuilt digest  {result.rebuilt_digest} ({result.rows} rows)")
     print("identical" if result.identical else "DIFFERENT: the training set is not reproducible")

@@ -1,8 +1,9 @@
-"""`shipway demo`: the whole loop once, headless, with a timeline.
+"""`shipway demo [--model M]`: the whole loop of one declared model, headless, with a timeline.
 
 Land events → dbt → Feast → training set → model v1 → gate → deploy → normal traffic (the
-drift sensor stays quiet) → drifted events and traffic → the sensor fires → v2 is retrained,
-gated and registered. Every stage prints what it did and how long it took.
+drift sensor stays quiet) → drifted events, fresh features and traffic → the sensor fires →
+v2 is retrained, gated and registered. Every stage prints what it did and how long it took.
+Nothing here knows the model: names, jobs, gates and traffic come from its declaration.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ from dagster import (
 from shipway.data.events import generate_events
 from shipway.errors import ShipwayError
 from shipway.features.store import feature_store
-from shipway.models.declaration import ModelPolicy
+from shipway.models.catalog import DeclaredModel, declaration_files
+from shipway.models.declaration import load_declaration
 from shipway.monitoring.prometheus import PrometheusClient
-from shipway.paths import ShipwayHome
+from shipway.paths import ASSETS_DIR, ShipwayHome
 from shipway.resources import PrometheusResource
-from shipway.serving.traffic import TrafficReport, send_transactions
+from shipway.serving.traffic import TrafficReport, send_rows
 from shipway.stack import Ports, Stack, preflight, running_stack
 
 
@@ -81,35 +83,46 @@ class Timeline:
         self._print(f"  {time.monotonic() - self.began:7.1f}s  total")
 
 
-def run_demo(home: ShipwayHome, config: DemoConfig, keep: bool = False) -> None:
-    from assets.fraud import policy as load_policy
-
-    policy = load_policy()
+def run_demo(
+    home: ShipwayHome,
+    config: DemoConfig,
+    model_name: str,
+    keep: bool = False,
+) -> None:
     ports = Ports.free()
-    # Fail on what can be known before anything is started or deleted.
+    # Fail on what can be known before anything is started or deleted: the declarations'
+    # own shape (their sources are checked when the asset graph loads), ports, binaries.
+    declared = {load_declaration(path).name for path in declaration_files(ASSETS_DIR)}
+    if model_name not in declared:
+        raise ShipwayError(f"no model {model_name!r} is declared; declared: {sorted(declared)}")
     preflight(ports, with_dagster=False)
     if home.root.exists() and not keep:
         shutil.rmtree(home.root)
     home.logs.mkdir(parents=True, exist_ok=True)
     run_log = home.logs / "demo-runs.log"
-    print(f"Shipway demo: {policy.model}, from raw events to a live model and back", flush=True)
+    print(f"Shipway demo: {model_name}, from raw events to a live model and back", flush=True)
     print(f"state in {home.root}; Dagster, dbt, Feast and MLflow output in {run_log}", flush=True)
     timeline = Timeline(os.fdopen(os.dup(sys.stdout.fileno()), "w"))
-    # Loading the asset graph imports Dagster, dbt, Feast and MLflow (~20 s on 2 cores):
-    # overlap it with the services' start-up.
+    # Loading the asset graph imports Dagster, dbt, Feast and MLflow and checks every
+    # declaration (~25 s on 2 cores): overlap it with the services' start-up.
     os.environ.update(home.environment())
     loader = threading.Thread(target=importlib.import_module, args=("assets.definitions",))
     loader.start()
     timeline.say("starting MLflow, Prometheus and the serving controller on 127.0.0.1")
     with (
-        running_stack(home, ports, policy.serving.drift_window) as stack,
+        running_stack(home, ports) as stack,
         _output_to(run_log),
     ):
         loader.join()
+        from assets.definitions import models
+
+        found = {m.name: m for m in models}
+        if model_name not in found:
+            raise ShipwayError(f"no model {model_name!r} is declared; declared: {sorted(found)}")
         timeline.say(f"MLflow      {stack.mlflow_url}")
         timeline.say(f"Prometheus  {stack.prometheus_url}")
-        timeline.say(f"serving     {stack.serving_url}/v2/models/{policy.model}/infer")
-        _loop(stack, config, policy, timeline)
+        timeline.say(f"serving     {stack.serving_url}/v2/models/{model_name}/infer")
+        _loop(stack, config, found[model_name], timeline)
         timeline.say("stopping services")
     timeline.summary()
 
@@ -135,19 +148,20 @@ def _output_to(log_path: Path) -> Iterator[None]:
             os.close(saved[1])
 
 
-def _loop(stack: Stack, config: DemoConfig, policy: ModelPolicy, timeline: Timeline) -> None:
+def _loop(stack: Stack, config: DemoConfig, declared: DeclaredModel, timeline: Timeline) -> None:
     os.environ.update(stack.environment())
     from assets.definitions import defs
 
     instance = DagsterInstance.from_config(str(stack.home.dagster))
-    model = policy.model
+    declaration = declared.declaration
+    model = declaration.name
 
     with timeline.stage(f"land {config.days} days of baseline events from {config.start}"):
         _land(defs, instance, timeline, config, config.start, config.days, "baseline")
     with timeline.stage("build: dbt → Feast → training set → model → gate → deployment"):
-        result = _run_job(defs, instance, timeline, "fraud_model_lifecycle")
-        _report_contract(result, "training_set", timeline)
-        _require_gate_passed(result, "v1", timeline)
+        result = _run_job(defs, instance, timeline, declaration.lifecycle_job, declared)
+        _report_contract(result, declaration.training_set, timeline)
+        _require_gate_passed(result, declaration.gate, "v1", timeline)
     served = stack.serving().status()[model]
     timeline.say(f"serving {model}: weights {served['weights']}")
 
@@ -156,28 +170,33 @@ def _loop(stack: Stack, config: DemoConfig, policy: ModelPolicy, timeline: Timel
     after = config.start + timedelta(days=config.days)
     with timeline.stage(f"send {config.traffic_rows} rows of normal traffic"):
         normal = _traffic(after, "baseline", config)
-        report = _send(stack, store, normal, policy, timeline)
-        _await_window(prometheus, model, report.rows, policy, timeline)
+        report = _send(stack, store, normal, declared, timeline)
+        _await_window(prometheus, model, report.rows, declared, timeline)
     cursor = None
     with timeline.stage("drift sensor tick (expect: quiet)"):
-        outcome, cursor = _tick(defs, instance, stack, cursor, timeline)
+        outcome, cursor = _tick(defs, instance, stack, declaration.drift_sensor, cursor, timeline)
         if not isinstance(outcome, SkipReason):
             raise ShipwayError("drift sensor fired on normal traffic: the demo's premise broke")
 
-    with timeline.stage(f"land {config.drift_days} days of drifted events, send drifted traffic"):
+    with timeline.stage(
+        f"land {config.drift_days} days of drifted events, refresh features, send drifted traffic"
+    ):
         _land(defs, instance, timeline, config, after, config.drift_days, "drift")
+        _run_job(defs, instance, timeline, "refresh_features", declared)
         drifted = _traffic(after + timedelta(days=config.drift_days), "drift", config)
-        report = _send(stack, store, drifted, policy, timeline)
-        _await_drift(prometheus, model, policy, timeline)
+        report = _send(stack, store, drifted, declared, timeline)
+        _await_drift(prometheus, model, declared, timeline)
     with timeline.stage("drift sensor tick (expect: retrain)"):
-        outcome, cursor = _tick(defs, instance, stack, cursor, timeline)
+        outcome, cursor = _tick(defs, instance, stack, declaration.drift_sensor, cursor, timeline)
         if not isinstance(outcome, SensorResult) or not outcome.run_requests:
             raise ShipwayError(f"drift sensor did not fire on drifted traffic: {outcome}")
     request = outcome.run_requests[0]
     with timeline.stage(f"retrain requested by the sensor (run_key {request.run_key})"):
-        result = _run_job(defs, instance, timeline, "fraud_model_retrain", dict(request.tags))
-        _report_contract(result, "training_set", timeline)
-        passed = _require_gate_passed(result, "v2", timeline, strict=False)
+        result = _run_job(
+            defs, instance, timeline, declaration.retrain_job, declared, dict(request.tags)
+        )
+        _report_contract(result, declaration.training_set, timeline)
+        passed = _require_gate_passed(result, declaration.gate, "v2", timeline, strict=False)
     outcome_text = "gated, registered as challenger" if passed else "blocked by its gate"
     timeline.say(f"loop closed: drift → sensor → retrain → {model} v2 {outcome_text}")
 
@@ -239,6 +258,7 @@ def _run_job(
     instance: DagsterInstance,
     timeline: Timeline,
     job_name: str,
+    declared: DeclaredModel | None = None,
     tags: dict[str, str] | None = None,
     run_config: dict[str, Any] | None = None,
 ) -> Any:
@@ -250,11 +270,12 @@ def _run_job(
         took = (stat.end_time or 0) - (stat.start_time or 0)
         status = stat.status.value.lower() if stat.status else "unknown"
         timeline.say(f"  {took:6.1f}s  {stat.step_key}  [{status}]")
+    gated = [f"validation_{g.metric}" for g in declared.declaration.gates] if declared else []
     for event in result.get_asset_materialization_events():
         mat = event.step_materialization_data.materialization
-        if "model_version" in mat.metadata:
+        if "model_version" in mat.metadata and "mlflow_run" in mat.metadata:
             meta = mat.metadata
-            keys = [k for k in ("model_version", "mlflow_run", "validation_roc_auc") if k in meta]
+            keys = [k for k in ("model_version", "mlflow_run", *gated) if k in meta]
             timeline.say(
                 f"  {mat.asset_key.to_user_string()}: "
                 + ", ".join(f"{k}={meta[k].value}" for k in keys)
@@ -270,8 +291,10 @@ def _gate_evaluations(result: Any) -> list[AssetCheckEvaluation]:
     ]
 
 
-def _require_gate_passed(result: Any, label: str, timeline: Timeline, strict: bool = True) -> bool:
-    gates = [e for e in _gate_evaluations(result) if e.check_name == "fraud_model_gate"]
+def _require_gate_passed(
+    result: Any, gate_name: str, label: str, timeline: Timeline, strict: bool = True
+) -> bool:
+    gates = [e for e in _gate_evaluations(result) if e.check_name == gate_name]
     if not gates:
         raise ShipwayError(f"{label}: the run ended before the model gate ran; see the log above")
     gate = gates[-1]
@@ -284,19 +307,14 @@ def _require_gate_passed(result: Any, label: str, timeline: Timeline, strict: bo
 
 
 def _send(
-    stack: Stack, store: object, events: Any, policy: ModelPolicy, timeline: Timeline
+    stack: Stack, store: object, events: Any, declared: DeclaredModel, timeline: Timeline
 ) -> TrafficReport:
     def progress(done: int, total: int) -> None:
         if done == total or done % max(total // 4, 1) == 0:
             timeline.say(f"  {done}/{total} requests")
 
-    report = send_transactions(
-        stack.serving(),
-        store,
-        events,
-        policy.model,
-        policy.training.feature_service,
-        progress=progress,
+    report = send_rows(
+        stack.serving(), store, events, declared.name, declared.service, progress=progress
     )
     timeline.say(
         f"  {report.rows} rows in {report.requests} requests, versions {report.by_version}, "
@@ -307,9 +325,13 @@ def _send(
 
 
 def _await_window(
-    prometheus: PrometheusClient, model: str, rows: int, policy: ModelPolicy, timeline: Timeline
+    prometheus: PrometheusClient,
+    model: str,
+    rows: int,
+    declared: DeclaredModel,
+    timeline: Timeline,
 ) -> None:
-    expected = min(rows, policy.serving.drift_window)
+    expected = min(rows, declared.declaration.serving.drift_window)
     prometheus.wait_for(
         f'shipway_drift_window_samples{{model="{model}"}}',
         lambda samples: any(s.value >= expected for s in samples),
@@ -319,11 +341,12 @@ def _await_window(
 
 
 def _await_drift(
-    prometheus: PrometheusClient, model: str, policy: ModelPolicy, timeline: Timeline
+    prometheus: PrometheusClient, model: str, declared: DeclaredModel, timeline: Timeline
 ) -> None:
+    threshold = declared.declaration.drift.psi_threshold
     samples = prometheus.wait_for(
         f'max by (feature) (shipway_feature_drift_psi{{model="{model}"}})',
-        lambda found: any(s.value > policy.drift.psi_threshold for s in found),
+        lambda found: any(s.value > threshold for s in found),
         timeout=60.0,
     )
     top = sorted(samples, key=lambda s: -s.value)[:3]
@@ -336,10 +359,11 @@ def _tick(
     defs: Definitions,
     instance: DagsterInstance,
     stack: Stack,
+    sensor_name: str,
     cursor: str | None,
     timeline: Timeline,
 ) -> tuple[SensorResult | SkipReason, str | None]:
-    sensor = defs.resolve_sensor_def("fraud_model_drift_sensor")
+    sensor = defs.resolve_sensor_def(sensor_name)
     context = build_sensor_context(
         instance=instance,
         cursor=cursor,

@@ -15,3 +15,7 @@ class ServiceError(ShipwayError):
 
 class BadRequest(ShipwayError):
     """A request to a Shipway endpoint is malformed; the message names the offending field."""
+
+
+class NotFound(BadRequest):
+    """A request names a model or version that is not deployed (HTTP 404)."""

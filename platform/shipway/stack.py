@@ -105,9 +105,7 @@ def preflight(ports: Ports, with_dagster: bool) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(
-    home: ShipwayHome, ports: Ports, drift_window: int, with_dagster: bool = False
-) -> Iterator[Stack]:
+def running_stack(home: ShipwayHome, ports: Ports, with_dagster: bool = False) -> Iterator[Stack]:
     preflight(ports, with_dagster)
     stack = Stack(home, ports)
     home.prepare_dagster()
@@ -117,7 +115,7 @@ def running_stack(
         prometheus = PrometheusServer(home, ports.prometheus, binary=prometheus_binary())
         group.start(prometheus.prepare())
         targets = prometheus.config_dir / "targets"
-        group.start(serving_process(ports.serving, home.logs, drift_window, targets))
+        group.start(serving_process(ports.serving, home.logs, targets))
         write_targets(prometheus.config_dir, "shipway_serving", [f"{LOOPBACK}:{ports.serving}"])
         if with_dagster:
             group.start(dagster_process(stack), wait=False)

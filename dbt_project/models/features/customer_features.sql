@@ -23,7 +23,10 @@ select
     sum(amount_sum) over w7 / sum(txn_count) over w7 as customer_amount_avg_7d,
     sum(amount_sum) over w30 / sum(txn_count) over w30 as customer_amount_avg_30d,
     max(amount_max) over w30 as customer_amount_max_30d,
-    sum(night_count) over w30 / sum(txn_count) over w30 as customer_night_share_30d
+    sum(night_count) over w30 / sum(txn_count) over w30 as customer_night_share_30d,
+    sum(amount_sum) over w7 as customer_amount_sum_7d,
+    sum(amount_sum) over w30 as customer_amount_sum_30d,
+    cast(count(*) over w30 as bigint) as customer_active_days_30d
 from daily
 window
     w7 as (

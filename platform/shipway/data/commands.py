@@ -107,19 +107,23 @@ def readmit(
     return land(home, {"from_file": str(source), "as_of": landed_at, "readmits": batch_id})
 
 
-def status_lines(home: ShipwayHome) -> list[str]:
+def status_lines(home: ShipwayHome, training_sets: list[str]) -> list[str]:
+    """Latest and accepted version of raw events and of each model's training set (each is
+    its own table and dataset)."""
     ledger = Ledger(home)
     lines = []
-    for dataset, table in (("raw_events", "raw_events_batch"), ("training_set", "training_set")):
+    datasets = [("raw_events", "raw_events_batch"), *((t, t) for t in training_sets)]
+    width = max(len(d) for d, _ in datasets)
+    for dataset, table in datasets:
         if not table_exists(home.table(table)):
-            lines.append(f"{dataset:<13} no versions yet")
+            lines.append(f"{dataset:<{width}} no versions yet")
             continue
         latest = table_info(home.table(table)).version
         accepted = ledger.last_accepted(dataset)
         accepted_text = f"accepted v{accepted.version}" if accepted else "nothing accepted yet"
         open_entries = [e for e, again in ledger.quarantine(dataset) if again is None]
         lines.append(
-            f"{dataset:<13} {table} latest v{latest}, {accepted_text}, "
+            f"{dataset:<{width}} {table} latest v{latest}, {accepted_text}, "
             f"{len(open_entries)} in quarantine"
         )
     return lines

@@ -27,7 +27,7 @@ import pyarrow as pa_arrow
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import stats
 
-from shipway.models.declaration import load_reviewed_file
+from shipway.reviewed import load_reviewed_file
 
 GateName = Literal[
     "schema",

@@ -1,9 +1,7 @@
-"""Features: Feast operations and the model's feature vector, shared by training and serving.
+"""Feast operations: the store on the repository, its CLI, point-in-time joins, online lookups.
 
-The model sees request-time features of the transaction (amount, hour, channel, category)
-joined with the customer's and merchant's feature rows from Feast. `model_frame` builds that
-vector from either side (a point-in-time training join or an online lookup), so training and
-serving cannot drift apart.
+Which features a model sees is its feature service's business (`shipway.features.service`);
+this module only runs Feast.
 """
 
 from __future__ import annotations
@@ -12,39 +10,16 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 
-from shipway.data.events import CATEGORIES
 from shipway.errors import ShipwayError
+from shipway.features.service import ServiceSpec, entity_rows, feature_frame
 from shipway.paths import FEATURE_REPO_DIR, ShipwayHome
 
 log = logging.getLogger(__name__)
-
-LABEL = "is_fraud"
-ENTITY_KEYS = ["customer_id", "merchant_id"]
-REQUEST_FEATURES = ["amount", "hour_of_day", "is_night", "is_online", "merchant_category_code"]
-CUSTOMER_FEATURES = [
-    "customer_txn_count_1d",
-    "customer_txn_count_7d",
-    "customer_amount_avg_7d",
-    "customer_amount_avg_30d",
-    "customer_amount_max_30d",
-    "customer_night_share_30d",
-]
-MERCHANT_FEATURES = [
-    "merchant_txn_count_7d",
-    "merchant_amount_avg_7d",
-    "merchant_distinct_customers_7d",
-    "merchant_online_share_7d",
-]
-DERIVED_FEATURES = ["amount_to_customer_avg_30d"]
-MODEL_FEATURES = REQUEST_FEATURES + CUSTOMER_FEATURES + MERCHANT_FEATURES + DERIVED_FEATURES
-
-_CATEGORY_CODE = {c: i for i, c in enumerate(CATEGORIES)}
 
 
 def ensure_delta_extension() -> None:
@@ -111,41 +86,6 @@ def feature_store(home: ShipwayHome):  # type: ignore[no-untyped-def]  # feast i
                 os.environ[key] = value
 
 
-def transaction_features(transactions: pd.DataFrame) -> pd.DataFrame:
-    """Request-time features computed from the transaction itself."""
-    ts = pd.to_datetime(transactions["event_timestamp"], utc=True)
-    unknown = sorted(set(transactions["merchant_category"]) - set(_CATEGORY_CODE))
-    if unknown:
-        raise ShipwayError(
-            f"merchant_category has unknown values {unknown[:5]}; known: {list(CATEGORIES)}"
-        )
-    return pd.DataFrame(
-        {
-            "amount": transactions["amount"].astype(float),
-            "hour_of_day": ts.dt.hour.astype(int),
-            "is_night": (ts.dt.hour < 6).astype(int),
-            "is_online": (transactions["channel"] == "online").astype(int),
-            "merchant_category_code": transactions["merchant_category"].map(_CATEGORY_CODE),
-        },
-        index=transactions.index,
-    )
-
-
-def model_frame(transactions: pd.DataFrame, entity_features: pd.DataFrame) -> pd.DataFrame:
-    """The model's feature vector, columns in MODEL_FEATURES order.
-
-    `entity_features` holds the customer and merchant features aligned row by row with
-    `transactions`; a missing value means no history in the feature window, which is a count
-    of zero (the ratio then compares with the amount itself).
-    """
-    frame = transaction_features(transactions)
-    for name in CUSTOMER_FEATURES + MERCHANT_FEATURES:
-        frame[name] = pd.to_numeric(entity_features[name], errors="coerce").fillna(0.0).to_numpy()
-    avg = frame["customer_amount_avg_30d"].where(frame["customer_amount_avg_30d"] > 0)
-    frame["amount_to_customer_avg_30d"] = (frame["amount"] / avg).fillna(1.0)
-    return frame[MODEL_FEATURES].astype(float)
-
-
 def historical_features(store, entity_df: pd.DataFrame, service: str) -> pd.DataFrame:  # type: ignore[no-untyped-def]
     """Point-in-time join: for each row, the feature values known at its event_timestamp."""
     job = store.get_historical_features(
@@ -155,16 +95,13 @@ def historical_features(store, entity_df: pd.DataFrame, service: str) -> pd.Data
     return joined
 
 
-def online_features(store, rows: pd.DataFrame, service: str) -> pd.DataFrame:  # type: ignore[no-untyped-def]
-    """The latest feature values for each (customer_id, merchant_id) row, from the online store."""
-    entity_rows = [
-        {"customer_id": int(c), "merchant_id": int(m)}
-        for c, m in zip(rows["customer_id"], rows["merchant_id"], strict=True)
-    ]
-    result: Mapping[str, list[object]] = store.get_online_features(
-        features=store.get_feature_service(service), entity_rows=entity_rows
+def online_features(store, rows: pd.DataFrame, spec: ServiceSpec) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    """The feature vector of each row from the online store: join keys and request fields in,
+    the service's features out, in order, with the feature views' defaults for unknown entities."""
+    found = store.get_online_features(
+        features=store.get_feature_service(spec.name), entity_rows=entity_rows(rows, spec)
     ).to_dict()
-    return pd.DataFrame(dict(result), index=rows.index)
+    return feature_frame(pd.DataFrame(dict(found), index=rows.index), spec)
 
 
 def materialize_online(store, start: datetime, end: datetime) -> None:  # type: ignore[no-untyped-def]

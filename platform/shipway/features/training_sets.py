@@ -1,9 +1,12 @@
-"""Point-in-time training sets: built from recorded input versions, rebuilt by time travel.
+"""Point-in-time training sets: built from a model's declaration and recorded input versions,
+rebuilt by time travel.
 
-A training set records the Delta version of every input (raw events and each feature table),
-the feature service and the label rules it was built with. `rebuild` reads those versions
-back, builds the set again in a scratch home with its own Feast registry, and compares content
-digests: equal digests prove the training set is reproducible.
+The rows are the declaration's label table (one row per prediction point), matured and past
+feature warm-up; the features are its feature service's, joined point-in-time by Feast. A
+training set records the Delta version of every input (the label table and each feature
+table), the feature service, its features in order, and the label rules. `rebuild` reads those
+versions back, builds the set again in a scratch home with its own Feast registry, and compares
+content digests: equal digests prove the training set is reproducible.
 """
 
 from __future__ import annotations
@@ -12,34 +15,31 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from shipway.data.lake import TableInfo, overwrite_table, read_table, table_info
 from shipway.errors import ShipwayError
-from shipway.features.store import (
-    ENTITY_KEYS,
-    LABEL,
-    feast_cli,
-    feature_store,
-    historical_features,
-    model_frame,
-)
-from shipway.models.declaration import TrainingPolicy
+from shipway.features.service import ServiceSpec, feature_frame, registry_spec
+from shipway.features.store import feast_cli, feature_store, historical_features
 from shipway.paths import ShipwayHome
 
-TABLE = "training_set"
-INPUT_TABLES = ("raw_events", "customer_features", "merchant_features")
-RAW_COLUMNS = [
-    "transaction_id",
-    *ENTITY_KEYS,
-    "event_timestamp",
-    "merchant_category",
-    "channel",
-    "amount",
-    LABEL,
-    "label_available_at",
-]
+TIMESTAMP = "event_timestamp"
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LabelRules:
+    """What the rows are: the label table and column, and when a label counts as known."""
+
+    table: str
+    column: str
+    keys: tuple[str, ...]
+    """Row identity: the row id (if any), then the entity keys; with the time, a total order."""
+    maturity_days: int
+    feature_warmup_days: int
+    available_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,16 +50,18 @@ class TrainingSetInputs:
     feature_warmup_days: int
 
     @classmethod
-    def current(cls, home: ShipwayHome, training: TrainingPolicy) -> TrainingSetInputs:
+    def current(cls, home: ShipwayHome, rules: LabelRules, spec: ServiceSpec) -> TrainingSetInputs:
+        tables = [rules.table, *spec.tables]
         return cls(
-            {t: table_info(home.table(t)).version for t in INPUT_TABLES},
-            training.feature_service,
-            training.label_maturity_days,
-            training.feature_warmup_days,
+            {t: table_info(home.table(t)).version for t in tables},
+            spec.name,
+            rules.maturity_days,
+            rules.feature_warmup_days,
         )
 
     def lineage(self) -> dict[str, str]:
         return {
+            "input_tables": ",".join(self.versions),
             **{f"{t}_version": str(v) for t, v in self.versions.items()},
             "feature_service": self.feature_service,
             "label_maturity_days": str(self.label_maturity_days),
@@ -68,7 +70,8 @@ class TrainingSetInputs:
 
     @classmethod
     def from_lineage(cls, lineage: dict[str, str], where: str) -> TrainingSetInputs:
-        needed = [f"{t}_version" for t in INPUT_TABLES]
+        tables = lineage.get("input_tables", "").split(",") if lineage.get("input_tables") else []
+        needed = ["input_tables", *[f"{t}_version" for t in tables]]
         needed += ["feature_service", "label_maturity_days", "feature_warmup_days"]
         missing = [k for k in needed if k not in lineage]
         if missing:
@@ -77,62 +80,86 @@ class TrainingSetInputs:
                 "and cannot be rebuilt"
             )
         return cls(
-            {t: int(lineage[f"{t}_version"]) for t in INPUT_TABLES},
+            {t: int(lineage[f"{t}_version"]) for t in tables},
             lineage["feature_service"],
             int(lineage["label_maturity_days"]),
             int(lineage["feature_warmup_days"]),
         )
 
 
-Log = Callable[[str], None]
+def build(
+    home: ShipwayHome, rules: LabelRules, inputs: TrainingSetInputs, log: Log
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Labelled, matured rows joined point-in-time with the feature service.
 
-
-def build(home: ShipwayHome, inputs: TrainingSetInputs, log: Log) -> tuple[pd.DataFrame, dict]:
-    """Labelled, matured transactions joined point-in-time with the feature service.
-
-    Returns the rows and what was derived on the way (label cutoff, excluded events). Feast
-    reads the feature tables of `home` as they are; `inputs` says which versions those are.
+    Returns the rows (keys, time, label, then the service's features in order) and what was
+    derived on the way (label cutoff, excluded rows, features). Feast reads the feature tables
+    of `home` as they are; `inputs` says which versions those are.
     """
-    events = read_table(
-        home.table("raw_events"), version=inputs.versions["raw_events"], columns=RAW_COLUMNS
+    store = feature_store(home)
+    spec = registry_spec(store, inputs.feature_service)
+    wanted = [*rules.keys, TIMESTAMP, *spec.request_fields, rules.column]
+    if rules.available_at:
+        wanted.append(rules.available_at)
+    columns = list(dict.fromkeys(wanted))
+    rows = read_table(
+        home.table(rules.table), version=inputs.versions[rules.table], columns=columns
     )
-    # Labels arrive late: train only on matured events whose label is known at the newest one.
-    cutoff = events["event_timestamp"].max()
+    if rows.empty:
+        raise ShipwayError(f"{rules.table} v{inputs.versions[rules.table]} has no rows to train on")
+    # Labels arrive late: train only on matured rows whose label is known at the newest one.
+    stamps = rows[TIMESTAMP]
+    cutoff = stamps.max()
     matured = cutoff - pd.Timedelta(days=inputs.label_maturity_days)
-    warm = events["event_timestamp"].min() + pd.Timedelta(days=inputs.feature_warmup_days)
-    known = (
-        (events["event_timestamp"] >= warm)
-        & (events["event_timestamp"] <= matured)
-        & (events["label_available_at"] <= cutoff)
-    )
-    labelled = events[known].drop(columns="label_available_at")
+    warm = stamps.min() + pd.Timedelta(days=inputs.feature_warmup_days)
+    known = (stamps >= warm) & (stamps <= matured) & rows[rules.column].notna()
+    if rules.available_at:
+        known &= rows[rules.available_at] <= cutoff
+    labelled = rows[known]
+    if rules.available_at:
+        labelled = labelled.drop(columns=rules.available_at)
     log(
-        f"{len(labelled)} of {len(events)} events are past feature warm-up ({warm}) and "
-        f"labelled by {cutoff}; joining with {inputs.feature_service}"
+        f"{len(labelled)} of {len(rows)} rows of {rules.table} are past feature warm-up "
+        f"({warm}) and labelled by {cutoff}; joining with {inputs.feature_service}"
     )
-    joined = historical_features(feature_store(home), labelled, inputs.feature_service)
-    frame = model_frame(joined, joined)
-    keys = joined[["transaction_id", *ENTITY_KEYS, "event_timestamp", LABEL]]
-    # A total order (time, then id): the join returns rows in no set order, and XGBoost's row
-    # subsampling depends on row order, so the same inputs must give the same rows in sequence.
+    joined = historical_features(store, labelled, inputs.feature_service)
+    frame = feature_frame(joined, spec)
+    keys = joined[[*rules.keys, TIMESTAMP, rules.column]]
+    # A total order (time, then keys): the join returns rows in no set order, and XGBoost's
+    # row subsampling depends on row order, so the same inputs must give the same sequence.
     out = (
-        keys.join(frame)
-        .sort_values(["event_timestamp", "transaction_id"], kind="stable")
-        .reset_index(drop=True)
+        keys.join(frame).sort_values([TIMESTAMP, *rules.keys], kind="stable").reset_index(drop=True)
     )
     derived = {
         "label_cutoff": cutoff.isoformat(),
         "matured_before": matured.isoformat(),
         "warm_from": warm.isoformat(),
-        "unlabelled_events_excluded": len(events) - len(labelled),
+        "unlabelled_rows_excluded": len(rows) - len(labelled),
+        "features": ",".join(spec.feature_names),
     }
     return out, derived
 
 
 def write(
-    home: ShipwayHome, frame: pd.DataFrame, inputs: TrainingSetInputs, retention_days: int
+    home: ShipwayHome,
+    table: str,
+    frame: pd.DataFrame,
+    inputs: TrainingSetInputs,
+    derived: dict[str, Any],
+    retention_days: int,
 ) -> TableInfo:
-    return overwrite_table(home.table(TABLE), frame, inputs.lineage(), retention_days)
+    lineage = {**inputs.lineage(), "features": str(derived["features"])}
+    return overwrite_table(home.table(table), frame, lineage, retention_days)
+
+
+def recorded_features(info: TableInfo) -> list[str]:
+    """The feature vector a training set version was built with, in order."""
+    features = info.commit_metadata.get("features")
+    if not features:
+        raise ShipwayError(
+            f"{Path(info.path).name} v{info.version} records no feature list: rebuild it"
+        )
+    return features.split(",")
 
 
 @dataclass(frozen=True)
@@ -148,22 +175,29 @@ class Rebuild:
         return self.recorded_digest == self.rebuilt_digest
 
 
-def rebuild(home: ShipwayHome, version: int | None, log: Log) -> Rebuild:
+def rebuild(
+    home: ShipwayHome, table: str, rules: LabelRules, version: int | None, log: Log
+) -> Rebuild:
     """Build training set `version` again from its recorded input versions (time travel)."""
-    recorded = table_info(home.table(TABLE), version, digest=True)
-    where = f"training_set v{recorded.version}"
+    recorded = table_info(home.table(table), version, digest=True)
+    where = f"{table} v{recorded.version}"
     inputs = TrainingSetInputs.from_lineage(recorded.commit_metadata, where)
+    recorded_rules = replace(
+        rules,
+        maturity_days=inputs.label_maturity_days,
+        feature_warmup_days=inputs.feature_warmup_days,
+    )
     assert recorded.content_digest is not None
     with tempfile.TemporaryDirectory(prefix="shipway-rebuild-") as scratch_dir:
         scratch = ShipwayHome(Path(scratch_dir))
-        for table, table_version in inputs.versions.items():
-            log(f"reading {table} v{table_version} (time travel)")
-            overwrite_table(scratch.table(table), read_table(home.table(table), table_version))
+        for source, source_version in inputs.versions.items():
+            log(f"reading {source} v{source_version} (time travel)")
+            overwrite_table(scratch.table(source), read_table(home.table(source), source_version))
         log("registering the feature repository in a scratch Feast registry")
         feast_cli(scratch, "apply")
         scratch_inputs = replace(inputs, versions=dict.fromkeys(inputs.versions, 0))
-        frame, _ = build(scratch, scratch_inputs, log)
-        rebuilt = write(scratch, frame, inputs, retention_days=1)
+        frame, derived = build(scratch, recorded_rules, scratch_inputs, log)
+        rebuilt = write(scratch, table, frame, inputs, derived, retention_days=1)
     assert rebuilt.content_digest is not None
     return Rebuild(
         recorded.version, inputs, recorded.content_digest, rebuilt.content_digest, len(frame)

@@ -30,6 +30,10 @@ class GateReport:
     def passed(self) -> bool:
         return all(o.passed for o in self.outcomes)
 
+    @property
+    def verdict(self) -> str:
+        return "passed" if self.passed else "failed"
+
     def summary(self, policy_path: str) -> str:
         if self.passed:
             checks = ", ".join(f"{o.metric}={o.observed:.4f}" for o in self.outcomes)

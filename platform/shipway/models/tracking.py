@@ -11,6 +11,8 @@ from shipway.processes import LOOPBACK, ManagedProcess, ensure_port_free
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# Model version tag holding the gate's verdict: `passed` or `failed`.
+GATE_TAG = "shipway.gate"
 
 
 def mlflow_server_process(home: ShipwayHome, port: int) -> ManagedProcess:

@@ -1,4 +1,9 @@
-"""Training: a time-based split, XGBoost, validation metrics, and the MLflow run + version."""
+"""Training: a time-based split, XGBoost for the declared problem, validation metrics, and
+the MLflow run + registered version.
+
+The feature vector is the one the training set recorded (its feature service's, in order); it
+travels with the model as the MLflow signature and the drift reference's feature order.
+"""
 
 from __future__ import annotations
 
@@ -11,21 +16,25 @@ import mlflow
 import numpy as np
 import pandas as pd
 import xgboost as xgb
+from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, Schema
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
     log_loss,
+    mean_absolute_error,
     precision_recall_curve,
+    r2_score,
     roc_auc_score,
 )
 
 from shipway.errors import ShipwayError
-from shipway.features.store import LABEL, MODEL_FEATURES
-from shipway.models.declaration import ModelPolicy
+from shipway.models.declaration import ModelDeclaration
 from shipway.models.tracking import git_commit, model_version_url, run_url
 from shipway.monitoring.drift import ReferenceProfile, build_reference
 from shipway.serving.bundle import MODEL_FILE, REFERENCE_FILE
+from shipway.serving.protocol import SCORE_OUTPUT
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +43,8 @@ REFERENCE_ARTIFACT = f"drift/{REFERENCE_FILE}"
 
 @dataclass(frozen=True)
 class TrainedModel:
-    model: xgb.XGBClassifier
+    model: xgb.XGBModel
+    features: list[str]
     metrics: dict[str, float]
     reference: ReferenceProfile
     split_at: pd.Timestamp
@@ -52,23 +62,26 @@ class RegisteredModel:
 
 
 def time_split(
-    frame: pd.DataFrame, validation_fraction: float
+    frame: pd.DataFrame, validation_fraction: float, label: str, classification: bool
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
     """Train on the past, validate on the most recent `validation_fraction` of time."""
     ts = pd.to_datetime(frame["event_timestamp"], utc=True)
     ordered = ts.sort_values(ignore_index=True)
+    if ordered.empty:
+        raise ShipwayError("the training set has no rows; land more days of events")
     split_at = pd.Timestamp(ordered.iloc[int(len(ordered) * (1.0 - validation_fraction))])
     train, valid = frame[ts < split_at], frame[ts >= split_at]
     for name, part in (("training", train), ("validation", valid)):
-        if part[LABEL].nunique() < 2:
+        if part.empty or (classification and part[label].nunique() < 2):
             raise ShipwayError(
-                f"the {name} split (split at {split_at}) has only one label value; "
-                "land more days of events before training"
+                f"the {name} split (split at {split_at}) has "
+                + ("no rows" if part.empty else "only one label value")
+                + "; land more days of events before training"
             )
     return train, valid, split_at
 
 
-def evaluate(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     precision, recall, _ = precision_recall_curve(labels, scores)
     at_p50 = recall[precision >= 0.5]
     return {
@@ -81,44 +94,90 @@ def evaluate(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     }
 
 
-def train(training_set: pd.DataFrame, policy: ModelPolicy) -> TrainedModel:
-    train_part, valid_part, split_at = time_split(training_set, policy.training.validation_fraction)
-    # The scikit-learn interface: MLServer's XGBoost runtime loads a classifier saved this
-    # way as a classifier, so it can answer `predict_proba`.
-    model = xgb.XGBClassifier(
-        objective="binary:logistic",
-        tree_method="hist",
-        eval_metric="aucpr",
-        random_state=policy.training.seed,
-        n_jobs=0,
-        **policy.training.params,
+def regression_metrics(
+    labels: np.ndarray, predictions: np.ndarray, baseline: np.ndarray
+) -> dict[str, float]:
+    """Errors of the model and of the naive baseline forecast on the same rows."""
+
+    def rmse(forecast: np.ndarray) -> float:
+        return float(np.sqrt(np.mean((labels - forecast) ** 2)))
+
+    mae, baseline_mae = (float(mean_absolute_error(labels, f)) for f in (predictions, baseline))
+    model_rmse, baseline_rmse = rmse(predictions), rmse(baseline)
+    return {
+        "mae": mae,
+        "rmse": model_rmse,
+        "r2": float(r2_score(labels, predictions)),
+        "baseline_mae": baseline_mae,
+        "baseline_rmse": baseline_rmse,
+        "mae_to_baseline": mae / baseline_mae if baseline_mae > 0 else float("nan"),
+        "rmse_to_baseline": model_rmse / baseline_rmse if baseline_rmse > 0 else float("nan"),
+        "label_mean": float(np.mean(labels)),
+    }
+
+
+def train(
+    training_set: pd.DataFrame, declaration: ModelDeclaration, features: list[str]
+) -> TrainedModel:
+    training, label = declaration.training, declaration.label.column
+    classification = declaration.problem == "binary_classification"
+    train_part, valid_part, split_at = time_split(
+        training_set, training.validation_fraction, label, classification
+    )
+    # The scikit-learn interface: MLServer's XGBoost runtime loads a classifier saved this way
+    # as a classifier (so it answers `predict_proba`) and a regressor as a regressor.
+    common = {"tree_method": "hist", "random_state": training.seed, "n_jobs": 0}
+    model: xgb.XGBModel = (
+        xgb.XGBClassifier(
+            objective="binary:logistic", eval_metric="aucpr", **common, **training.params
+        )
+        if classification
+        else xgb.XGBRegressor(
+            objective="reg:squarederror", eval_metric="rmse", **common, **training.params
+        )
     )
     # Plain matrices, no feature names: MLServer feeds unnamed tensors, and the feature order
-    # travels with the model in its drift reference (and the run's `features` parameter).
-    model.fit(train_part[MODEL_FEATURES].to_numpy(), train_part[LABEL].to_numpy())
-    scores = model.predict_proba(valid_part[MODEL_FEATURES].to_numpy())[:, 1]
-    metrics = evaluate(valid_part[LABEL].to_numpy(), scores)
-    reference = build_reference(train_part, MODEL_FEATURES, policy.serving.reference_bins)
-    return TrainedModel(model, metrics, reference, split_at, len(train_part), len(valid_part))
+    # travels with the model (its signature and drift reference).
+    model.fit(train_part[features].to_numpy(), train_part[label].to_numpy())
+    x_valid, y_valid = valid_part[features].to_numpy(), valid_part[label].to_numpy()
+    if isinstance(model, xgb.XGBClassifier):
+        metrics = classification_metrics(y_valid, model.predict_proba(x_valid)[:, 1])
+    else:
+        baseline = valid_part[str(training.baseline)].to_numpy(dtype=float)
+        metrics = regression_metrics(y_valid, model.predict(x_valid), baseline)
+    reference = build_reference(train_part, features, declaration.serving.reference_bins)
+    return TrainedModel(
+        model, features, metrics, reference, split_at, len(train_part), len(valid_part)
+    )
+
+
+def signature(features: list[str]) -> ModelSignature:
+    """The model's inputs by name and order, as MLflow shows and checks them."""
+    return ModelSignature(
+        inputs=Schema([ColSpec("double", name) for name in features]),
+        outputs=Schema([ColSpec("double", SCORE_OUTPUT)]),
+    )
 
 
 def log_and_register(
     trained: TrainedModel,
-    policy: ModelPolicy,
+    declaration: ModelDeclaration,
     tracking_uri: str,
     lineage: dict[str, str],
 ) -> RegisteredModel:
     """One MLflow run with params, metrics, lineage tags and artifacts; one new model version."""
     mlflow.set_tracking_uri(tracking_uri)
-    experiment = mlflow.set_experiment(policy.model)
+    name = declaration.name
+    experiment = mlflow.set_experiment(name)
     tags = {"shipway.git_commit": git_commit(), **{f"shipway.{k}": v for k, v in lineage.items()}}
     with mlflow.start_run(tags=tags) as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params(
             {
-                **policy.training.params,
-                "feature_service": policy.training.feature_service,
-                "validation_fraction": policy.training.validation_fraction,
-                "features": ",".join(MODEL_FEATURES),
+                **declaration.training.params,
+                "problem": declaration.problem,
+                "feature_service": declaration.feature_service,
+                "validation_fraction": declaration.training.validation_fraction,
+                "features": ",".join(trained.features),
                 "split_at": trained.split_at.isoformat(),
                 "train_rows": trained.train_rows,
                 "validation_rows": trained.validation_rows,
@@ -131,7 +190,8 @@ def log_and_register(
             trained.model,
             name="model",
             model_format=MODEL_FILE.rsplit(".", 1)[1],
-            registered_model_name=policy.model,
+            registered_model_name=name,
+            signature=signature(trained.features),
             tags=tags,
             # Explicit requirements: inferring them imports and probes the environment (slow).
             pip_requirements=[f"xgboost=={xgb.__version__}"],
@@ -139,14 +199,14 @@ def log_and_register(
     version = str(info.registered_model_version)
     client = MlflowClient(tracking_uri)
     for key, value in tags.items():
-        client.set_model_version_tag(policy.model, version, key, value)
-    log.info("registered %s version %s from run %s", policy.model, version, run.info.run_id)
+        client.set_model_version_tag(name, version, key, value)
+    log.info("registered %s version %s from run %s", name, version, run.info.run_id)
     return RegisteredModel(
-        name=policy.model,
+        name=name,
         version=version,
         run_id=run.info.run_id,
         run_url=run_url(tracking_uri, experiment.experiment_id, run.info.run_id),
-        version_url=model_version_url(tracking_uri, policy.model, version),
+        version_url=model_version_url(tracking_uri, name, version),
     )
 
 

@@ -1,7 +1,10 @@
 """A servable model version on disk: what MLServer loads plus the drift reference.
 
 Layout (`<serving>/<model>/<version>/`): `model.ubj` (XGBoost), `model-settings.json`
-(MLServer), `reference.json` (feature order + training distribution).
+(MLServer; its `parameters.extra` carries the version's serving settings from the model's
+declaration: problem type and drift window), `reference.json` (feature order + training
+distribution). Every version carries its own settings, so two models served side by side each
+keep theirs.
 """
 
 from __future__ import annotations
@@ -19,11 +22,21 @@ SETTINGS_FILE = "model-settings.json"
 REFERENCE_FILE = "reference.json"
 
 
+# What MLServer's XGBoost runtime is asked for: class probabilities, or the forecast.
+OUTPUT_OF_PROBLEM = {"binary_classification": "predict_proba", "regression": "predict"}
+
+
 @dataclass(frozen=True)
 class Bundle:
     path: Path
     model: str
     version: str
+    problem: str
+    drift_window: int
+
+    @property
+    def mlserver_output(self) -> str:
+        return OUTPUT_OF_PROBLEM[self.problem]
 
     @property
     def reference(self) -> ReferenceProfile:
@@ -31,7 +44,13 @@ class Bundle:
 
 
 def write_bundle(
-    dest: Path, model: str, version: str, model_file: Path, reference: ReferenceProfile
+    dest: Path,
+    model: str,
+    version: str,
+    model_file: Path,
+    reference: ReferenceProfile,
+    problem: str,
+    drift_window: int,
 ) -> Bundle:
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_file, dest / MODEL_FILE)
@@ -39,10 +58,14 @@ def write_bundle(
     settings = {
         "name": model,
         "implementation": "mlserver_xgboost.XGBoostModel",
-        "parameters": {"uri": f"./{MODEL_FILE}", "version": version},
+        "parameters": {
+            "uri": f"./{MODEL_FILE}",
+            "version": version,
+            "extra": {"problem": problem, "drift_window": drift_window},
+        },
     }
     (dest / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
-    return Bundle(dest, model, version)
+    return Bundle(dest, model, version, problem, drift_window)
 
 
 def read_bundle(path: Path) -> Bundle:
@@ -50,5 +73,21 @@ def read_bundle(path: Path) -> Bundle:
     missing = [f for f in (MODEL_FILE, SETTINGS_FILE, REFERENCE_FILE) if not (path / f).is_file()]
     if missing:
         raise BadRequest(f"bundle {path} is missing {missing}")
-    settings = json.loads((path / SETTINGS_FILE).read_text())
-    return Bundle(path, str(settings["name"]), str(settings["parameters"]["version"]))
+    try:
+        settings = json.loads((path / SETTINGS_FILE).read_text())
+        parameters = settings["parameters"]
+        extra = parameters["extra"]
+        bundle = Bundle(
+            path,
+            str(settings["name"]),
+            str(parameters["version"]),
+            str(extra["problem"]),
+            int(extra["drift_window"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadRequest(f"bundle {path}: {SETTINGS_FILE} is malformed ({exc!r})") from None
+    if bundle.problem not in OUTPUT_OF_PROBLEM:
+        raise BadRequest(
+            f"bundle {path}: problem {bundle.problem!r} is not one of {sorted(OUTPUT_OF_PROBLEM)}"
+        )
+    return bundle

@@ -61,9 +61,7 @@ class ServingClient:
         return str(answer["model_version"]), np.asarray(output["data"])
 
 
-def serving_process(
-    port: int, log_dir: Path, drift_window: int, targets_dir: Path | None
-) -> ManagedProcess:
+def serving_process(port: int, log_dir: Path, targets_dir: Path | None) -> ManagedProcess:
     """The serving controller as its own process (what `shipway serve` runs)."""
     ensure_port_free(port, "serving controller")
     argv = [
@@ -75,8 +73,6 @@ def serving_process(
         str(port),
         "--log-dir",
         str(log_dir),
-        "--drift-window",
-        str(drift_window),
     ]
     if targets_dir is not None:
         argv += ["--targets-dir", str(targets_dir)]

@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from shipway.errors import BadRequest, ShipwayError
+from shipway.errors import BadRequest, NotFound, ShipwayError
 from shipway.monitoring.drift import DriftWindow
 from shipway.serving.bundle import read_bundle
 from shipway.serving.protocol import (
@@ -102,9 +102,8 @@ class _DriftCollector(Collector):
 
 
 class Controller:
-    def __init__(self, log_dir: Path, drift_window: int, targets_dir: Path | None) -> None:
+    def __init__(self, log_dir: Path, targets_dir: Path | None) -> None:
         self.log_dir = log_dir
-        self.drift_window = drift_window
         self.targets_dir = targets_dir
         self.models: dict[str, ServedModel] = {}
         self.rng = random.Random(0)
@@ -179,7 +178,7 @@ class Controller:
                 return
             runtime = await run_in_threadpool(start_mlserver, bundle, self.log_dir)
             served.versions[version] = ServedVersion(
-                runtime, DriftWindow(reference, self.drift_window)
+                runtime, DriftWindow(reference, bundle.drift_window)
             )
             served.weights.setdefault(version, 0)
             self.weight.labels(model, version).set(0)
@@ -208,7 +207,7 @@ class Controller:
     async def undeploy(self, model: str, version: str) -> None:
         served = self._model(model)
         if version not in served.versions:
-            raise BadRequest(f"model {model!r} has no running version {version!r}")
+            raise NotFound(f"model {model!r} has no running version {version!r}")
         if served.weights.get(version, 0) > 0:
             raise BadRequest(
                 f"{model} v{version} still takes {served.weights[version]}% of traffic; "
@@ -223,7 +222,7 @@ class Controller:
 
     def _model(self, model: str) -> ServedModel:
         if model not in self.models:
-            raise BadRequest(f"model {model!r} is not deployed; deployed: {sorted(self.models)}")
+            raise NotFound(f"model {model!r} is not deployed; deployed: {sorted(self.models)}")
         return self.models[model]
 
     async def infer(self, model: str, body: Any) -> dict[str, Any]:
@@ -237,9 +236,12 @@ class Controller:
             self.requests.labels(model, version, "error").inc()
             raise
         try:
-            upstream = await self.http.post(target.runtime.infer_url, json=mlserver_request(rows))
+            output = target.runtime.bundle.mlserver_output
+            upstream = await self.http.post(
+                target.runtime.infer_url, json=mlserver_request(rows, output)
+            )
             upstream.raise_for_status()
-            scores = scores_from_mlserver(upstream.json())
+            scores = scores_from_mlserver(upstream.json(), output)
         except (httpx.HTTPError, KeyError, StopIteration, ValueError) as exc:
             self.requests.labels(model, version, "error").inc()
             raise UpstreamError(f"{model} v{version} failed to answer: {exc}") from exc
@@ -263,8 +265,8 @@ class UpstreamError(ShipwayError):
     """The model server behind the splitter failed."""
 
 
-def create_app(log_dir: Path, drift_window: int, targets_dir: Path | None = None) -> Starlette:
-    controller = Controller(log_dir, drift_window, targets_dir)
+def create_app(log_dir: Path, targets_dir: Path | None = None) -> Starlette:
+    controller = Controller(log_dir, targets_dir)
 
     async def body_of(request: Request) -> Any:
         try:
@@ -309,6 +311,9 @@ def create_app(log_dir: Path, drift_window: int, targets_dir: Path | None = None
     async def bad_request(request: Request, exc: Exception) -> Response:
         return JSONResponse({"error": str(exc)}, status_code=400)
 
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": str(exc)}, status_code=404)
+
     async def upstream_error(request: Request, exc: Exception) -> Response:
         return JSONResponse({"error": str(exc)}, status_code=502)
 
@@ -331,6 +336,7 @@ def create_app(log_dir: Path, drift_window: int, targets_dir: Path | None = None
             Route("/metrics", metrics),
         ],
         exception_handlers={
+            NotFound: not_found,
             BadRequest: bad_request,
             UpstreamError: upstream_error,
             ShipwayError: service_error,

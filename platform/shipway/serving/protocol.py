@@ -57,9 +57,25 @@ def _numbers(tensor: dict[str, Any]) -> np.ndarray:
     return values
 
 
+def _shape(tensor: dict[str, Any]) -> list[int] | None:
+    shape = tensor.get("shape")
+    if shape is None:
+        return None
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+    ):
+        raise BadRequest(
+            f"input {tensor['name']!r}: shape must be a list of non-negative integers, "
+            f"got {shape!r}"
+        )
+    return shape
+
+
 def _column(tensor: dict[str, Any]) -> np.ndarray:
     values = _numbers(tensor)
-    shape = tensor.get("shape")
+    shape = _shape(tensor)
     if shape is not None and int(np.prod(shape)) != values.size:
         raise BadRequest(
             f"input {tensor['name']!r}: shape {shape} does not match {values.size} values"
@@ -69,9 +85,9 @@ def _column(tensor: dict[str, Any]) -> np.ndarray:
 
 def _matrix_input(tensor: dict[str, Any], feature_names: list[str]) -> np.ndarray:
     values = _numbers(tensor)
-    shape = tensor.get("shape")
+    shape = _shape(tensor)
     k = len(feature_names)
-    if not isinstance(shape, list) or len(shape) != 2 or shape[1] != k:
+    if shape is None or len(shape) != 2 or shape[1] != k:
         raise BadRequest(
             f'input "{FEATURES_INPUT}": shape must be [n, {k}] (features {feature_names}), '
             f"got {shape}"
@@ -83,8 +99,9 @@ def _matrix_input(tensor: dict[str, Any], feature_names: list[str]) -> np.ndarra
     return values.reshape(shape[0], k)
 
 
-def mlserver_request(rows: np.ndarray) -> dict[str, Any]:
-    """The request MLServer's XGBoost runtime expects, asking for class probabilities."""
+def mlserver_request(rows: np.ndarray, output: str) -> dict[str, Any]:
+    """The request MLServer's XGBoost runtime expects, asking for `output` (`predict_proba`
+    for a classifier's probabilities, `predict` for a regressor's forecast)."""
     return {
         "inputs": [
             {
@@ -94,15 +111,15 @@ def mlserver_request(rows: np.ndarray) -> dict[str, Any]:
                 "data": rows.astype(np.float32).ravel().tolist(),
             }
         ],
-        "outputs": [{"name": "predict_proba"}],
+        "outputs": [{"name": output}],
     }
 
 
-def scores_from_mlserver(response: dict[str, Any]) -> np.ndarray:
-    """Probability of the positive class from MLServer's `predict_proba` output."""
-    output = next(o for o in response["outputs"] if o["name"] == "predict_proba")
-    proba = np.asarray(output["data"], dtype=float).reshape(output["shape"])
-    return proba[:, 1] if proba.ndim == 2 and proba.shape[1] == 2 else proba.ravel()
+def scores_from_mlserver(response: dict[str, Any], output: str) -> np.ndarray:
+    """One score per row: the positive class's probability, or the forecast."""
+    found = next(o for o in response["outputs"] if o["name"] == output)
+    values = np.asarray(found["data"], dtype=float).reshape(found["shape"])
+    return values[:, 1] if values.ndim == 2 and values.shape[1] == 2 else values.ravel()
 
 
 def infer_response(

@@ -1,5 +1,6 @@
-"""Live traffic as a serving team sends it: look features up in Feast's online store, call
-the model through the splitter."""
+"""Live traffic as a serving team sends it: look the model's feature vector up in Feast (its
+feature service: online features plus on-demand ones from the request), call the model
+through the splitter."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from shipway.features.store import MODEL_FEATURES, model_frame, online_features
+from shipway.features.service import ServiceSpec
+from shipway.features.store import online_features
 from shipway.serving.client import ServingClient
 
 
@@ -25,26 +27,25 @@ class TrafficReport:
     p99_ms: float
 
 
-def send_transactions(
+def send_rows(
     client: ServingClient,
     store: object,
-    transactions: pd.DataFrame,
+    rows: pd.DataFrame,
     model: str,
-    feature_service: str,
+    spec: ServiceSpec,
     batch_size: int = 20,
     progress: Callable[[int, int], None] | None = None,
 ) -> TrafficReport:
-    """Score `transactions` in batches; each batch is one V2 request."""
-    features = online_features(store, transactions, feature_service)
-    rows = model_frame(transactions, features)[MODEL_FEATURES].to_numpy()
+    """Score `rows` (join keys and request fields) in batches; each batch is one V2 request."""
+    vectors = online_features(store, rows, spec).to_numpy()
     versions: Counter[str] = Counter()
     scores: list[float] = []
     latencies: list[float] = []
-    batches = range(0, len(rows), batch_size)
+    batches = range(0, len(vectors), batch_size)
     for i, start in enumerate(batches, 1):
-        batch = rows[start : start + batch_size]
+        batch = vectors[start : start + batch_size]
         began = time.perf_counter()
-        version, batch_scores = client.infer(model, batch, MODEL_FEATURES)
+        version, batch_scores = client.infer(model, batch, spec.feature_names)
         latencies.append(time.perf_counter() - began)
         versions[version] += 1
         scores.extend(float(s) for s in batch_scores)
@@ -52,7 +53,7 @@ def send_transactions(
             progress(i, len(batches))
     return TrafficReport(
         requests=len(latencies),
-        rows=len(rows),
+        rows=len(vectors),
         by_version=dict(versions),
         mean_score=float(np.mean(scores)) if scores else 0.0,
         p50_ms=float(np.percentile(latencies, 50) * 1000) if latencies else 0.0,

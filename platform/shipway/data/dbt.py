@@ -1,4 +1,5 @@
-"""dbt: staging and feature tables, built in DuckDB and published to Delta for Feast."""
+"""dbt as Dagster assets: staging, feature and label tables, built in DuckDB and published to
+Delta for Feast and training sets. Shared by every model; dbt tests become asset checks."""
 
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -21,13 +22,15 @@ dbt_project.prepare_if_dev()
 
 
 class ShipwayDbtTranslator(DagsterDbtTranslator):
-    """dbt names are asset names: `raw_events` the source, `customer_features` the model."""
+    """dbt names are asset names: `raw_events` the source, `customer_features` the model.
+    Feature tables are in the `transform` group, label tables in `labels`."""
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
         return AssetKey(dbt_resource_props["name"])
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str:
-        return "transform"
+        folder = dbt_resource_props.get("fqn", [])[1:2]
+        return "labels" if folder == ["labels"] else "transform"
 
     def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
         tags = dict(super().get_tags(dbt_resource_props))
@@ -43,7 +46,7 @@ class ShipwayDbtTranslator(DagsterDbtTranslator):
         settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
     ),
 )
-def fraud_dbt_models(
+def dbt_models(
     context: AssetExecutionContext, dbt: DbtCliResource, lake: ShipwayHomeResource
 ) -> Iterator[Any]:
     invocation = dbt.cli(["build"], context=context)

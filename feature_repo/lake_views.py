@@ -1,11 +1,16 @@
-"""Feature definitions of the fraud model: entities, feature views over dbt's outputs, and the
-versioned feature service the model is trained and served with."""
+"""Entities and the feature views over the lake's Delta tables, shared by every model.
+
+Each view reads a Delta table that a dbt model publishes; the view, the dbt model, the Delta
+table and the Dagster asset share one name. The `default` tag is the value a feature takes for
+an entity with no row in the view's ttl (no history is a count of zero): training and serving
+fill it the same way, so a missing entity is never a different vector on each side.
+"""
 
 import os
 from datetime import timedelta
 from pathlib import Path
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast import Entity, FeatureView, Field, FileSource, ValueType
 from feast.data_format import DeltaFormat
 from feast.types import Float64, Int64
 
@@ -25,7 +30,7 @@ merchant = Entity(
 )
 
 
-def _delta_source(table: str) -> FileSource:
+def delta_source(table: str) -> FileSource:
     return FileSource(
         name=table,
         path=str(LAKE / table),
@@ -48,10 +53,13 @@ customer_features = FeatureView(
         Field(name="customer_amount_avg_30d", dtype=Float64),
         Field(name="customer_amount_max_30d", dtype=Float64),
         Field(name="customer_night_share_30d", dtype=Float64),
+        Field(name="customer_amount_sum_7d", dtype=Float64),
+        Field(name="customer_amount_sum_30d", dtype=Float64),
+        Field(name="customer_active_days_30d", dtype=Int64),
     ],
-    source=_delta_source("customer_features"),
+    source=delta_source("customer_features"),
     online=True,
-    tags={"dbt_model": "customer_features"},
+    tags={"dbt_model": "customer_features", "default": "0"},
 )
 
 merchant_features = FeatureView(
@@ -64,16 +72,7 @@ merchant_features = FeatureView(
         Field(name="merchant_distinct_customers_7d", dtype=Int64),
         Field(name="merchant_online_share_7d", dtype=Float64),
     ],
-    source=_delta_source("merchant_features"),
+    source=delta_source("merchant_features"),
     online=True,
-    tags={"dbt_model": "merchant_features"},
-)
-
-# Versioned: a model records the feature service it was trained with; changing the features
-# means a new service (fraud_model_v2), so a deployed version never sees different inputs.
-fraud_model_v1 = FeatureService(
-    name="fraud_model_v1",
-    features=[customer_features, merchant_features],
-    tags={"model": "fraud_model", "version": "1"},
-    description="Features of fraud_model, version 1",
+    tags={"dbt_model": "merchant_features", "default": "0"},
 )

@@ -1,0 +1,167 @@
+"""The declared models of a repository, each checked against the sources it names.
+
+A model folder is `assets/<folder>/` with `model.yaml` (the declaration) and
+`contracts/training_set.yaml` (its training set's data contract). Loading checks what the
+declaration's schema cannot: that the feature service exists in `feature_repo/`, that the label
+table is a Delta table Shipway writes (raw events, or a dbt model published to Delta) and has
+the columns the declaration and the feature service need, that the regression baseline is a
+feature, that the training-set contract is the model's, and that no two models share a name.
+Each failure is one line naming the file, the field and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from shipway.data.contracts import load_contract
+from shipway.data.warehouse import delta_outputs
+from shipway.errors import PolicyError
+from shipway.features.service import ServiceSpec, repository
+from shipway.models.declaration import ModelDeclaration, load_declaration
+from shipway.paths import DBT_PROJECT_DIR
+
+DECLARATION_FILE = "model.yaml"
+TRAINING_SET_CONTRACT = Path("contracts") / "training_set.yaml"
+TIMESTAMP = "event_timestamp"
+
+
+@dataclass(frozen=True)
+class DeclaredModel:
+    declaration: ModelDeclaration
+    folder: Path
+    service: ServiceSpec
+
+    @property
+    def name(self) -> str:
+        return self.declaration.name
+
+    @property
+    def path(self) -> Path:
+        return self.folder / DECLARATION_FILE
+
+    @property
+    def training_set_contract(self) -> Path:
+        return self.folder / TRAINING_SET_CONTRACT
+
+
+def source_tables(raw_events_contract: Path, manifest_path: Path) -> dict[str, list[str]]:
+    """Delta tables a label may come from, with their columns: raw events (its contract) and
+    every dbt model published to Delta (its declared columns)."""
+    tables = {"raw_events": list(load_contract(raw_events_contract).columns)}
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise PolicyError(
+            f"dbt manifest {manifest_path} not found: run deploy/setup.sh (it runs dbt parse)"
+        ) from None
+    published = delta_outputs(manifest)
+    for node in manifest["nodes"].values():
+        if node["resource_type"] == "model" and node["name"] in published:
+            tables[published[node["name"]]] = list(node.get("columns", {}))
+    return tables
+
+
+def declaration_files(models_dir: Path) -> list[Path]:
+    return sorted(models_dir.glob(f"*/{DECLARATION_FILE}"))
+
+
+def load_models(
+    models_dir: Path,
+    raw_events_contract: Path,
+    manifest_path: Path = DBT_PROJECT_DIR / "target" / "manifest.json",
+    services: Mapping[str, ServiceSpec] | None = None,
+) -> list[DeclaredModel]:
+    """Every `<models_dir>/*/model.yaml`, validated against the sources, names unique."""
+    services = repository().services if services is None else services
+    tables = source_tables(raw_events_contract, manifest_path)
+    declared: dict[str, tuple[Path, ModelDeclaration]] = {}
+    for path in declaration_files(models_dir):
+        declaration = load_declaration(path)
+        if declaration.name in declared:
+            raise PolicyError(
+                f"model declaration {path}: name: {declaration.name} is already declared in "
+                f"{declared[declaration.name][0]}; give each model its own name (it is the asset "
+                "key, the MLflow model and the served name)"
+            )
+        declared[declaration.name] = (path, declaration)
+    models: list[DeclaredModel] = []
+    for path, declaration in declared.values():
+        model = DeclaredModel(declaration, path.parent, _service(declaration, path, services))
+        _check_sources(model, tables)
+        _check_contract(model)
+        models.append(model)
+    return models
+
+
+def _service(
+    declaration: ModelDeclaration, path: Path, services: Mapping[str, ServiceSpec]
+) -> ServiceSpec:
+    if declaration.feature_service not in services:
+        raise PolicyError(
+            f"model declaration {path}: feature_service: no feature service "
+            f"{declaration.feature_service!r} in feature_repo/ (known: {sorted(services)}); "
+            "define it there or fix the name"
+        )
+    return services[declaration.feature_service]
+
+
+def _check_sources(model: DeclaredModel, tables: Mapping[str, list[str]]) -> None:
+    declaration, service, where = model.declaration, model.service, model.path
+    label = declaration.label
+
+    def fail(field: str, problem: str) -> PolicyError:
+        return PolicyError(f"model declaration {where}: {field}: {problem}")
+
+    if label.table not in tables:
+        raise fail(
+            "label.table",
+            f"{label.table!r} is not a Delta table Shipway writes (known: {sorted(tables)}); "
+            "publish it from a dbt model with meta delta_table, or fix the name",
+        )
+    columns = tables[label.table]
+    wanted = {
+        "label.column": [label.column],
+        "label.available_at": [label.available_at] if label.available_at else [],
+        "label.row_id": [label.row_id] if label.row_id else [],
+        "entity_keys": declaration.entity_keys,
+        "label.table": [TIMESTAMP],
+        "feature_service": list(service.request_fields),
+    }
+    for field, names in wanted.items():
+        missing = [n for n in names if n not in columns]
+        if missing:
+            raise fail(
+                field,
+                f"{label.table} has no column(s) {missing} (its columns: {columns}); "
+                "add them to its dbt model or contract, or fix the declaration",
+            )
+    if sorted(declaration.entity_keys) != sorted(service.join_keys):
+        raise fail(
+            "entity_keys",
+            f"{declaration.entity_keys} but feature service {service.name} joins on "
+            f"{list(service.join_keys)}; declare the service's join keys",
+        )
+    baseline = declaration.training.baseline
+    if baseline is not None and baseline not in service.feature_names:
+        raise fail(
+            "training.baseline",
+            f"{baseline!r} is not a feature of {service.name} ({service.feature_names})",
+        )
+
+
+def _check_contract(model: DeclaredModel) -> None:
+    path = model.training_set_contract
+    if not path.is_file():
+        raise PolicyError(
+            f"model declaration {model.path}: the training set needs a contract at {path}; "
+            "copy one from another model's folder and list this model's columns"
+        )
+    dataset = load_contract(path).dataset
+    if dataset != model.declaration.training_set:
+        raise PolicyError(
+            f"contract {path}: dataset: {dataset!r} but this model's training set is "
+            f"{model.declaration.training_set!r}; name it so"
+        )

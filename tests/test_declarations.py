@@ -1,0 +1,202 @@
+"""Model declarations: the committed models load, checked against the sources they name; a
+malformed or inconsistent declaration fails at load in one line naming the file, the field and
+what to do."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from shipway.errors import PolicyError
+from shipway.models.catalog import load_models
+from shipway.models.declaration import load_declaration
+from shipway.models.gates import evaluate_gates
+from shipway.paths import ASSETS_DIR
+
+RAW_EVENTS_CONTRACT = ASSETS_DIR / "contracts" / "raw_events.yaml"
+FRAUD = ASSETS_DIR / "fraud" / "model.yaml"
+
+
+def test_both_committed_models_load_with_the_vector_of_their_feature_service() -> None:
+    models = {m.name: m for m in load_models(ASSETS_DIR, RAW_EVENTS_CONTRACT)}
+    assert set(models) == {"fraud_model", "customer_spend"}
+    fraud, spend = models["fraud_model"], models["customer_spend"]
+    assert fraud.declaration.problem == "binary_classification"
+    assert spend.declaration.problem == "regression"
+    # Request-time features are Feast's on-demand view, computed from what the caller sends.
+    assert fraud.service.feature_names[:6] == [
+        "amount",
+        "hour_of_day",
+        "is_night",
+        "is_online",
+        "merchant_category_code",
+        "amount_to_customer_avg_30d",
+    ]
+    assert set(fraud.service.request_fields) == {
+        "event_timestamp",
+        "amount",
+        "channel",
+        "merchant_category",
+    }
+    assert len(fraud.service.feature_names) == 16
+    assert spend.service.join_keys == ("customer_id",)
+    assert spend.service.request_fields == ()
+    assert spend.declaration.training.baseline in spend.service.feature_names
+    assert spend.declaration.training_set == "customer_spend_training_set"
+
+
+def _models_copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "assets"
+    shutil.copytree(ASSETS_DIR, copy, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    return copy
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new))
+
+
+Edit = Callable[[Path], None]
+CASES: list[tuple[str, Edit, str]] = [
+    (
+        "fraud",
+        lambda d: _edit(d / "fraud/model.yaml", "min: 0.80", "min: high"),
+        "gates.0.min: Input should be a valid number",
+    ),
+    (
+        "fraud",
+        lambda d: _edit(d / "fraud/model.yaml", "psi_threshold", "psi_treshold"),
+        "drift.psi_treshold: Extra inputs are not permitted",
+    ),
+    (
+        "fraud",
+        lambda d: _edit(d / "fraud/model.yaml", "metric: roc_auc", "metric: mae"),
+        "gates: [0].metric 'mae' is not a binary_classification metric; use one of",
+    ),
+    (
+        "customer_spend",
+        lambda d: _edit(d / "customer_spend/model.yaml", "\ngates:\n", "\ngates: []\nold_gates:\n"),
+        "old_gates: Extra inputs",
+    ),
+    (
+        "customer_spend",
+        lambda d: d.joinpath("customer_spend/model.yaml").write_text(
+            d.joinpath("customer_spend/model.yaml").read_text().split("\ngates:\n")[0]
+            + "\ngates: []\n"
+            + "drift:\n"
+            + d.joinpath("customer_spend/model.yaml").read_text().split("\ndrift:\n")[1]
+        ),
+        "gates: a regression model needs at least one gate; add one on a metric of ['mae'",
+    ),
+    (
+        "customer_spend",
+        lambda d: _edit(
+            d / "customer_spend/model.yaml", "  baseline: customer_amount_sum_7d\n", ""
+        ),
+        "training: a regression model names its naive forecast in training.baseline",
+    ),
+    (
+        "fraud",
+        lambda d: _edit(d / "fraud/model.yaml", "name: fraud_model\n", ""),
+        "name: Field required",
+    ),
+    ("fraud", lambda d: _edit(d / "fraud/model.yaml", "serving:", "serving: [unclosed"), "YAML"),
+    (
+        "fraud",
+        lambda d: _edit(d / "fraud/model.yaml", "fraud_model_v1\n", "fraud_model_v9\n"),
+        "feature_service: no feature service 'fraud_model_v9' in feature_repo/ (known: "
+        "['customer_spend_v1', 'fraud_model_v1']); define it there or fix the name",
+    ),
+    (
+        "fraud",
+        lambda d: _edit(d / "fraud/model.yaml", "column: is_fraud", "column: is_fraudulent"),
+        "label.column: raw_events has no column(s) ['is_fraudulent']",
+    ),
+    (
+        "customer_spend",
+        lambda d: _edit(
+            d / "customer_spend/model.yaml", "table: customer_spend_labels", "table: spend_labels"
+        ),
+        "label.table: 'spend_labels' is not a Delta table Shipway writes",
+    ),
+    (
+        "fraud",
+        lambda d: _edit(
+            d / "fraud/model.yaml", "[customer_id, merchant_id]", "[customer_id, terminal_id]"
+        ),
+        "entity_keys: raw_events has no column(s) ['terminal_id']",
+    ),
+    (
+        "customer_spend",
+        lambda d: _edit(
+            d / "customer_spend/model.yaml", "entity_keys: [customer_id]", "entity_keys: []"
+        ),
+        "entity_keys: List should have at least 1 item",
+    ),
+    (
+        "customer_spend",
+        lambda d: _edit(
+            d / "customer_spend/model.yaml", "name: customer_spend\n", "name: fraud_model\n"
+        ),
+        "name: fraud_model is already declared in",
+    ),
+    (
+        "customer_spend",
+        lambda d: (d / "customer_spend/contracts/training_set.yaml").unlink(),
+        "the training set needs a contract at",
+    ),
+]
+
+
+@pytest.mark.parametrize(("folder", "edit", "message"), CASES)
+def test_a_bad_declaration_fails_at_load_in_one_line_naming_file_and_field(
+    tmp_path: Path, folder: str, edit: Edit, message: str
+) -> None:
+    models_dir = _models_copy(tmp_path)
+    edit(models_dir)
+    with pytest.raises(PolicyError) as raised:
+        load_models(models_dir, RAW_EVENTS_CONTRACT)
+    text = str(raised.value)
+    assert message in text
+    assert str(models_dir / folder) in text
+    assert "\n" not in text
+
+
+def test_a_missing_declaration_file_is_named() -> None:
+    with pytest.raises(PolicyError, match=r"nowhere\.yaml not found"):
+        load_declaration(Path("/nowhere.yaml"))
+
+
+def test_gates_report_observed_against_expected_for_each_failure() -> None:
+    gates = load_declaration(FRAUD).gates
+    report = evaluate_gates("fraud_model", "3", gates, {"roc_auc": 0.61, "pr_auc": 0.9})
+    assert not report.passed
+    summary = report.summary("model.yaml")
+    assert "roc_auc = 0.6100 is below the minimum 0.8" in summary
+    assert "pr_auc" not in summary.split("blocked:")[1].split("(gates")[0]
+
+
+def test_a_nan_metric_fails_its_gate() -> None:
+    gates = load_declaration(FRAUD).gates
+    report = evaluate_gates("fraud_model", "4", gates, {"roc_auc": math.nan, "pr_auc": 0.9})
+    assert not report.passed
+    assert "roc_auc is NaN" in report.summary("model.yaml")
+
+
+def test_a_metric_the_run_did_not_record_fails_its_gate() -> None:
+    gates = load_declaration(FRAUD).gates
+    report = evaluate_gates("fraud_model", "1", gates, {"roc_auc": 0.99})
+    assert not report.passed
+    assert "pr_auc was not recorded" in report.summary("model.yaml")
+
+
+def test_passing_metrics_pass_every_gate() -> None:
+    gates = load_declaration(FRAUD).gates
+    report = evaluate_gates("fraud_model", "1", gates, {"roc_auc": 0.97, "pr_auc": 0.8})
+    assert report.passed
+    assert "passed every gate" in report.summary("model.yaml")
