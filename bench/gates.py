@@ -26,7 +26,7 @@ from shipway.data.contracts import Batch, Reference, evaluate, load_contract
 from shipway.data.events import generate_events
 from shipway.paths import REPO_ROOT
 
-CONTRACT = REPO_ROOT / "assets" / "fraud" / "contracts" / "raw_events.yaml"
+CONTRACT = REPO_ROOT / "assets" / "contracts" / "raw_events.yaml"
 PER_DAY = 20_000
 START = date(2026, 1, 1)
 

@@ -73,6 +73,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=75)
+    parser.add_argument("--model", default="fraud_model", help="a declared model (fraud_model)")
     args = parser.parse_args()
 
     home = ShipwayHome(Path(tempfile.mkdtemp(prefix="shipway-bench-")))
@@ -102,7 +103,7 @@ def main() -> int:
         with MemorySampler() as memory:
             for job_name, run_config in (
                 ("land_raw_events", landing),
-                ("fraud_model_lifecycle", None),
+                (f"{args.model}_lifecycle", None),
             ):
                 result = defs.resolve_job_def(job_name).execute_in_process(
                     instance=instance, run_config=run_config, raise_on_error=False

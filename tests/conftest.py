@@ -1,18 +1,28 @@
-"""Shared fixtures: a small trained model bundle, and servers on free loopback ports."""
+"""Shared fixtures: small trained model bundles, and the platform on free loopback ports."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import xgboost as xgb
+from dagster import (
+    AssetCheckEvaluation,
+    AssetKey,
+    DagsterInstance,
+    Definitions,
+    ExecuteInProcessResult,
+)
 
 from shipway.monitoring.drift import build_reference
 from shipway.paths import ShipwayHome
 from shipway.serving.bundle import Bundle, write_bundle
+from shipway.stack import Ports, Stack, running_stack
 
 TOY_FEATURES = ["amount", "hour_of_day", "customer_txn_count_7d"]
 
@@ -53,3 +63,84 @@ def home(tmp_path: Path) -> ShipwayHome:
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Bundle]]:
     root = tmp_path_factory.mktemp("bundles")
     yield {"1": toy_bundle(root, "1", seed=1), "2": toy_bundle(root, "2", seed=2)}
+
+
+@dataclass(frozen=True)
+class Platform:
+    """Services on loopback, 55 landed days, and every shared asset built (dbt, Feast, online
+    store): what a model's own assets need. Tests add models and versions; none relies on
+    another's."""
+
+    stack: Stack
+    instance: DagsterInstance
+
+    @property
+    def home(self) -> ShipwayHome:
+        return self.stack.home
+
+    def materialize(
+        self, definitions: Definitions, job: str, *assets: str, raise_on_error: bool = False
+    ) -> ExecuteInProcessResult:
+        return definitions.resolve_job_def(job).execute_in_process(
+            instance=self.instance,
+            asset_selection=[AssetKey(a) for a in assets] if assets else None,
+            raise_on_error=raise_on_error,
+        )
+
+
+SHARED_ASSETS = (
+    "stg_transactions",
+    "customer_features",
+    "merchant_features",
+    "customer_spend_labels",
+    "feature_views",
+    "online_store",
+)
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    home = ShipwayHome(tmp_path_factory.mktemp("platform"))
+    saved = dict(os.environ)
+    with running_stack(home, Ports.free()) as stack:
+        os.environ.update(stack.environment())
+        from assets.definitions import defs
+
+        instance = DagsterInstance.from_config(str(home.dagster))
+        config = {
+            "start_date": "2026-09-01",
+            "days": 55,
+            "events_per_day": 400,
+            "as_of": "2026-10-26T01:00:00+00:00",
+        }
+        landed = defs.resolve_job_def("land_raw_events").execute_in_process(
+            instance=instance, run_config={"ops": {"raw_events_batch": {"config": config}}}
+        )
+        assert landed.success
+        built = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, asset_selection=[AssetKey(a) for a in SHARED_ASSETS]
+        )
+        assert built.success
+        yield Platform(stack, instance)
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def check_evaluation(result: ExecuteInProcessResult, check_name: str) -> AssetCheckEvaluation:
+    """A run's evaluation of one asset check."""
+    return next(
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.asset_check_evaluation_data.check_name == check_name
+    )
+
+
+def materialization(result: ExecuteInProcessResult, asset: str) -> dict[str, object]:
+    """The metadata values a run recorded for one asset."""
+    (found,) = [
+        e.step_materialization_data.materialization
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == AssetKey(asset)
+    ]
+    return {key: value.value for key, value in found.metadata.items()}

@@ -61,7 +61,7 @@ def _edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
-Edit = Callable[[Path], None]
+Edit = Callable[[Path], object]
 CASES: list[tuple[str, Edit, str]] = [
     (
         "fraud",

@@ -1,0 +1,83 @@
+"""The README's "Adding a model", followed literally: a folder holding a declaration and a
+training-set contract (tests/fixtures/fraud_lite: YAML only, no Python), put in assets/, gets
+the whole lifecycle: training set, model, gate, deployment, drift sensor, jobs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from shipway.code_location import code_location
+from shipway.data.events import generate_events
+from shipway.features.service import registry_spec
+from shipway.features.store import feature_store, online_features
+from shipway.models.catalog import load_models
+from shipway.paths import ASSETS_DIR
+from tests.conftest import Platform, check_evaluation, materialization
+
+FIXTURE = Path(__file__).parent / "fixtures" / "fraud_lite"
+RAW_EVENTS_CONTRACT = ASSETS_DIR / "contracts" / "raw_events.yaml"
+
+
+def _assets_with_the_new_model(tmp_path: Path) -> Path:
+    assets = tmp_path / "assets"
+    shutil.copytree(ASSETS_DIR, assets, ignore=shutil.ignore_patterns("__pycache__"))
+    # The recipe: a folder under assets/ with model.yaml and contracts/training_set.yaml.
+    shutil.copytree(FIXTURE, assets / "fraud_lite")
+    return assets
+
+
+def test_the_new_model_is_declared_in_yaml_only() -> None:
+    files = sorted(p.relative_to(FIXTURE).as_posix() for p in FIXTURE.rglob("*") if p.is_file())
+    assert files == ["contracts/training_set.yaml", "model.yaml"]
+
+
+def test_a_declared_folder_loads_as_a_model_with_its_whole_lifecycle(tmp_path: Path) -> None:
+    assets = _assets_with_the_new_model(tmp_path)
+    definitions = code_location(load_models(assets, RAW_EVENTS_CONTRACT), RAW_EVENTS_CONTRACT)
+    graph = definitions.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert {"fraud_lite_training_set", "fraud_lite", "fraud_lite_deployment"} <= keys
+    assert {"fraud_model", "customer_spend"} <= keys, "the other models are still there"
+    checks = {k.name for k in graph.asset_check_keys}
+    assert "fraud_lite_gate" in checks
+    assert definitions.resolve_sensor_def("fraud_lite_drift_sensor").minimum_interval_seconds == 20
+    assert definitions.resolve_job_def("fraud_lite_lifecycle") is not None
+
+
+@pytest.mark.integration
+def test_the_new_model_materializes_end_to_end_and_serves(
+    platform: Platform, tmp_path: Path
+) -> None:
+    assets = _assets_with_the_new_model(tmp_path)
+    definitions = code_location(load_models(assets, RAW_EVENTS_CONTRACT), RAW_EVENTS_CONTRACT)
+    result = platform.materialize(
+        definitions,
+        "fraud_lite_lifecycle",
+        "fraud_lite_training_set",
+        "fraud_lite",
+        "fraud_lite_deployment",
+    )
+    gate = check_evaluation(result, "fraud_lite_gate")
+    assert result.success, gate.description
+    assert gate.passed
+    version = str(materialization(result, "fraud_lite")["model_version"])
+    registry = MlflowClient(platform.stack.mlflow_url)
+    assert registry.get_model_version("fraud_lite", version).tags["shipway.gate"] == "passed"
+    assert registry.get_registered_model("fraud_lite").aliases["champion"] == version
+
+    serving = platform.stack.serving()
+    assert serving.status()["fraud_lite"]["weights"] == {version: 100}
+    store = feature_store(platform.home)
+    spec = registry_spec(store, "fraud_model_v1")
+    transactions = generate_events(pd.Timestamp("2026-10-25").date(), 1, seed=7, events_per_day=40)
+    vectors = online_features(store, transactions, spec).to_numpy()
+    answered, scores = serving.infer("fraud_lite", vectors, spec.feature_names)
+    assert answered == version
+    assert len(scores) == 40
+    assert np.all((scores >= 0) & (scores <= 1))
