@@ -42,7 +42,7 @@ def test_a_rule_on_an_undeclared_column_is_refused_in_one_line(tmp_path: Path) -
 
 def test_an_error_limit_below_its_warn_limit_is_refused(tmp_path: Path) -> None:
     path = _variant(tmp_path, "psi: {warn: 0.25, error: 3.0}", "psi: {warn: 0.25, error: 0.1}")
-    with pytest.raises(PolicyError, match=r"shift.psi: Value error, error \(0.1\) must not"):
+    with pytest.raises(PolicyError, match=r"shift.psi: error \(0.1\) must not be below warn"):
         load_contract(path)
 
 

@@ -1,4 +1,5 @@
-"""The README's first command, end to end, on small data: the loop must close."""
+"""The README's first command, end to end, on small data, for each shipped model: the loop
+must close."""
 
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ from shipway.paths import REPO_ROOT
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.parametrize("model", ["fraud_model", "customer_spend"])
 def test_the_demo_closes_the_loop_from_drift_to_a_retrained_gated_version(
-    tmp_path: Path,
+    tmp_path: Path, model: str
 ) -> None:
     result = subprocess.run(
         [
             str(Path(sys.executable).with_name("shipway")),
             "demo",
+            "--model",
+            model,
             "--events-per-day",
             "600",
             "--traffic-rows",
@@ -34,10 +38,11 @@ def test_the_demo_closes_the_loop_from_drift_to_a_retrained_gated_version(
     )
     out = result.stdout
     assert result.returncode == 0, f"{out[-3000:]}\n{result.stderr[-3000:]}"
-    assert "fraud_model v1 passed every gate" in out
-    assert "skip: no drift for fraud_model" in out
-    assert "run requested: drift on fraud_model" in out
-    assert "loop closed: drift → sensor → retrain → fraud_model v2" in out
+    assert f"Shipway demo: {model}," in out
+    assert f"{model} v1 passed every gate" in out
+    assert f"skip: no drift for {model}" in out
+    assert f"run requested: drift on {model}" in out
+    assert f"loop closed: drift → sensor → retrain → {model} v2" in out
     assert "Stage timings:" in out
     leftover = subprocess.run(
         ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True
