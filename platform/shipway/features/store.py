@@ -6,7 +6,6 @@ this module only runs Feast.
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -18,8 +17,6 @@ import pandas as pd
 from shipway.errors import ShipwayError
 from shipway.features.service import ServiceSpec, entity_rows, feature_frame
 from shipway.paths import FEATURE_REPO_DIR, ShipwayHome
-
-log = logging.getLogger(__name__)
 
 
 def ensure_delta_extension() -> None:
