@@ -134,9 +134,6 @@ def feature_frame(joined: pd.DataFrame, spec: ServiceSpec) -> pd.DataFrame:
 
     A feature whose view has no default keeps a missing value missing (XGBoost's own path).
     """
-    # A request field an on-demand view passes through (`amount`) appears twice in a
-    # point-in-time join: the request's column, then the view's output. The output is the feature.
-    joined = joined.loc[:, ~joined.columns.duplicated(keep="last")]
     missing = [name for name in spec.feature_names if name not in joined.columns]
     if missing:
         raise ShipwayError(f"feature service {spec.name} returned no column(s) {missing}")

@@ -84,12 +84,16 @@ def feature_store(home: ShipwayHome):  # type: ignore[no-untyped-def]  # feast i
 
 
 def historical_features(store, entity_df: pd.DataFrame, service: str) -> pd.DataFrame:  # type: ignore[no-untyped-def]
-    """Point-in-time join: for each row, the feature values known at its event_timestamp."""
+    """Point-in-time join: for each row, the feature values known at its event_timestamp.
+
+    One column per name: a request field an on-demand view passes through (`amount`) comes back
+    twice, the entity row's column and then the view's output, and the output is the feature.
+    """
     job = store.get_historical_features(
         entity_df=entity_df, features=store.get_feature_service(service)
     )
     joined: pd.DataFrame = job.to_df()
-    return joined
+    return joined.loc[:, ~joined.columns.duplicated(keep="last")]
 
 
 def online_features(store, rows: pd.DataFrame, spec: ServiceSpec) -> pd.DataFrame:  # type: ignore[no-untyped-def]
