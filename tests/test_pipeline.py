@@ -90,6 +90,7 @@ def test_a_deployment_on_its_own_refuses_a_version_whose_gate_failed(
 
 
 def test_a_passing_gate_deploys_the_version_it_gated_with_its_lineage(platform: Platform) -> None:
+    raw_events_now = table_info(platform.home.table("raw_events")).version
     result = _train_and_deploy(platform, _definitions())
     gate = check_evaluation(result, "fraud_model_gate")
     assert result.success, gate.description
@@ -109,7 +110,7 @@ def test_a_passing_gate_deploys_the_version_it_gated_with_its_lineage(platform: 
     trained_on = int(tags["shipway.training_set_version"])
     recorded = table_info(home.table("fraud_model_training_set"), trained_on, digest=True)
     assert tags["shipway.training_set_digest"] == recorded.content_digest
-    assert tags["shipway.raw_events_version"] == "0"
+    assert tags["shipway.raw_events_version"] == str(raw_events_now)
     assert tags["shipway.feature_service"] == "fraud_model_v1"
     assert {"shipway.customer_features_version", "shipway.merchant_features_version"} <= set(tags)
     assert len(tags["shipway.git_commit"]) >= 40
