@@ -88,14 +88,8 @@ class Platform:
         )
 
 
-SHARED_ASSETS = (
-    "stg_transactions",
-    "customer_features",
-    "merchant_features",
-    "customer_spend_labels",
-    "feature_views",
-    "online_store",
-)
+# Everything models build on after landing: dbt's tables, Feast's registry and online store.
+SHARED_GROUPS = ("transform", "labels", "features")
 
 
 @pytest.fixture(scope="session")
@@ -117,8 +111,14 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
             instance=instance, run_config={"ops": {"raw_events_batch": {"config": config}}}
         )
         assert landed.success
+        graph = defs.resolve_asset_graph()
+        shared = [
+            key
+            for key in graph.get_all_asset_keys()
+            if graph.get(key).is_materializable and graph.get(key).group_name in SHARED_GROUPS
+        ]
         built = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, asset_selection=[AssetKey(a) for a in SHARED_ASSETS]
+            instance=instance, asset_selection=shared
         )
         assert built.success
         yield Platform(stack, instance)

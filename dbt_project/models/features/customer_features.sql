@@ -2,18 +2,6 @@
 -- One row per customer per active day. Windows are calendar days ending with the row's day.
 -- event_timestamp is the end of that day: the features of day d are only known once d
 -- closes, which keeps Feast's point-in-time join free of same-day leakage.
-with daily as (
-    select
-        customer_id,
-        event_date as feature_date,
-        count(*) as txn_count,
-        sum(amount) as amount_sum,
-        max(amount) as amount_max,
-        sum(is_night) as night_count
-    from {{ ref('stg_transactions') }}
-    group by 1, 2
-)
-
 select
     customer_id,
     feature_date,
@@ -27,7 +15,7 @@ select
     sum(amount_sum) over w7 as customer_amount_sum_7d,
     sum(amount_sum) over w30 as customer_amount_sum_30d,
     cast(count(*) over w30 as bigint) as customer_active_days_30d
-from daily
+from {{ ref('customer_daily') }}
 window
     w7 as (
         partition by customer_id order by feature_date

@@ -2,12 +2,6 @@
 -- One row per customer per active day: the spend of the 7 calendar days after that day.
 -- Stamped like the day's feature row (the day's end), so the point-in-time join gives the
 -- features known when the forecast is made; the label is known 7 days later.
-with daily as (
-    select customer_id, event_date as feature_date, sum(amount) as amount_sum
-    from {{ ref('stg_transactions') }}
-    group by 1, 2
-)
-
 select
     customer_id,
     feature_date,
@@ -20,4 +14,4 @@ select
         0
     ) as spend_next_7d,
     cast(feature_date + interval 8 day as timestamp) at time zone 'UTC' as label_available_at
-from daily
+from {{ ref('customer_daily') }}
