@@ -3,14 +3,10 @@ declared in `assets/<folder>/model.yaml`, on the shared raw events (contract in
 `assets/contracts/`), dbt tables and Feast repository."""
 
 import os
-from pathlib import Path
 
 from shipway.code_location import code_location
 from shipway.models.catalog import load_models
-from shipway.paths import ShipwayHome
-
-ASSETS_DIR = Path(__file__).parent
-RAW_EVENTS_CONTRACT = ASSETS_DIR / "contracts" / "raw_events.yaml"
+from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT, ShipwayHome
 
 # Resources, dbt's profile and Feast's feature_store.yaml read their paths from these
 # variables; `shipway up` and the demo set them, plain `dagster dev` gets the defaults.

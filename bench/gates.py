@@ -24,9 +24,9 @@ import pandas as pd
 
 from shipway.data.contracts import Batch, Reference, evaluate, load_contract
 from shipway.data.events import generate_events
-from shipway.paths import REPO_ROOT
+from shipway.paths import RAW_EVENTS_CONTRACT
 
-CONTRACT = REPO_ROOT / "assets" / "contracts" / "raw_events.yaml"
+CONTRACT = RAW_EVENTS_CONTRACT
 PER_DAY = 20_000
 START = date(2026, 1, 1)
 

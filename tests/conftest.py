@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,10 @@ from dagster import (
     ExecuteInProcessResult,
 )
 
+from shipway.code_location import code_location
+from shipway.models.catalog import load_models
 from shipway.monitoring.drift import build_reference
-from shipway.paths import ShipwayHome
+from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT, ShipwayHome
 from shipway.serving.bundle import Bundle, write_bundle
 from shipway.stack import Ports, Stack, running_stack
 
@@ -38,6 +41,18 @@ def toy_frame(rows: int, seed: int, amount_scale: float = 1.0) -> pd.DataFrame:
     )
     frame["is_fraud"] = ((frame["amount"] > 60) & (frame["hour_of_day"] < 6)).astype(int)
     return frame
+
+
+def assets_copy(tmp_path: Path) -> Path:
+    """A copy of `assets/`'s declarations and contracts, for a test to edit or add to."""
+    copy = tmp_path / "assets"
+    shutil.copytree(ASSETS_DIR, copy, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    return copy
+
+
+def definitions_of(models_dir: Path = ASSETS_DIR) -> Definitions:
+    """The code location `assets/definitions.py` would build from `models_dir`."""
+    return code_location(load_models(models_dir, RAW_EVENTS_CONTRACT), RAW_EVENTS_CONTRACT)
 
 
 def toy_bundle(dest: Path, version: str, seed: int) -> Bundle:

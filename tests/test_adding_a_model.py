@@ -12,21 +12,22 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from shipway.code_location import code_location
 from shipway.data.events import generate_events
 from shipway.features.service import registry_spec
 from shipway.features.store import feature_store, online_features
-from shipway.models.catalog import load_models
-from shipway.paths import ASSETS_DIR
-from tests.conftest import Platform, check_evaluation, materialization
+from tests.conftest import (
+    Platform,
+    assets_copy,
+    check_evaluation,
+    definitions_of,
+    materialization,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "fraud_lite"
-RAW_EVENTS_CONTRACT = ASSETS_DIR / "contracts" / "raw_events.yaml"
 
 
 def _assets_with_the_new_model(tmp_path: Path) -> Path:
-    assets = tmp_path / "assets"
-    shutil.copytree(ASSETS_DIR, assets, ignore=shutil.ignore_patterns("__pycache__"))
+    assets = assets_copy(tmp_path)
     # The recipe: a folder under assets/ with model.yaml and contracts/training_set.yaml.
     shutil.copytree(FIXTURE, assets / "fraud_lite")
     return assets
@@ -39,7 +40,7 @@ def test_the_new_model_is_declared_in_yaml_only() -> None:
 
 def test_a_declared_folder_loads_as_a_model_with_its_whole_lifecycle(tmp_path: Path) -> None:
     assets = _assets_with_the_new_model(tmp_path)
-    definitions = code_location(load_models(assets, RAW_EVENTS_CONTRACT), RAW_EVENTS_CONTRACT)
+    definitions = definitions_of(assets)
     graph = definitions.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert {"fraud_lite_training_set", "fraud_lite", "fraud_lite_deployment"} <= keys
@@ -55,7 +56,7 @@ def test_the_new_model_materializes_end_to_end_and_serves(
     platform: Platform, tmp_path: Path
 ) -> None:
     assets = _assets_with_the_new_model(tmp_path)
-    definitions = code_location(load_models(assets, RAW_EVENTS_CONTRACT), RAW_EVENTS_CONTRACT)
+    definitions = definitions_of(assets)
     result = platform.materialize(
         definitions,
         "fraud_lite_lifecycle",

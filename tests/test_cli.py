@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -13,7 +12,8 @@ import pytest
 
 import shipway.demo
 from shipway.cli import main
-from shipway.paths import ASSETS_DIR, REPO_ROOT
+from shipway.paths import REPO_ROOT
+from tests.conftest import assets_copy
 
 SHIPWAY = str(Path(sys.executable).with_name("shipway"))
 
@@ -64,8 +64,7 @@ def test_a_port_in_use_is_named_and_nothing_starts(tmp_path: Path) -> None:
 def test_a_malformed_declaration_stops_the_demo_before_anything_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    models = tmp_path / "assets"
-    shutil.copytree(ASSETS_DIR, models, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    models = assets_copy(tmp_path)
     declaration = models / "fraud" / "model.yaml"
     declaration.write_text(
         declaration.read_text().replace("psi_threshold: 0.25", "psi_threshold: -1")

@@ -11,9 +11,9 @@ import pytest
 from shipway.data.contracts import Batch, evaluate, load_contract, single_column_auc
 from shipway.data.events import generate_events
 from shipway.errors import PolicyError
-from shipway.paths import ASSETS_DIR
+from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT
 
-RAW = ASSETS_DIR / "contracts" / "raw_events.yaml"
+RAW = RAW_EVENTS_CONTRACT
 
 
 def _variant(tmp_path: Path, old: str, new: str) -> Path:

@@ -9,21 +9,17 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from shipway.code_location import code_location
 from shipway.data.lake import read_table
 from shipway.features.service import registry_spec
 from shipway.features.store import feature_store, online_features
-from shipway.models.catalog import load_models
-from shipway.paths import ASSETS_DIR
-from tests.conftest import Platform, check_evaluation, materialization
+from tests.conftest import Platform, check_evaluation, definitions_of, materialization
 
 pytestmark = pytest.mark.integration
 MODEL = "customer_spend"
-RAW_EVENTS_CONTRACT = ASSETS_DIR / "contracts" / "raw_events.yaml"
 
 
 def test_customer_spend_beats_its_naive_baseline_and_serves_forecasts(platform: Platform) -> None:
-    definitions = code_location(load_models(ASSETS_DIR, RAW_EVENTS_CONTRACT), RAW_EVENTS_CONTRACT)
+    definitions = definitions_of()
     result = platform.materialize(
         definitions,
         "customer_spend_lifecycle",

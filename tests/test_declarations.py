@@ -5,7 +5,6 @@ what to do."""
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,9 +14,9 @@ from shipway.errors import PolicyError
 from shipway.models.catalog import load_models
 from shipway.models.declaration import load_declaration
 from shipway.models.gates import evaluate_gates
-from shipway.paths import ASSETS_DIR
+from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT
+from tests.conftest import assets_copy
 
-RAW_EVENTS_CONTRACT = ASSETS_DIR / "contracts" / "raw_events.yaml"
 FRAUD = ASSETS_DIR / "fraud" / "model.yaml"
 
 
@@ -47,12 +46,6 @@ def test_both_committed_models_load_with_the_vector_of_their_feature_service() -
     assert spend.service.request_fields == ()
     assert spend.declaration.training.baseline in spend.service.feature_names
     assert spend.declaration.training_set == "customer_spend_training_set"
-
-
-def _models_copy(tmp_path: Path) -> Path:
-    copy = tmp_path / "assets"
-    shutil.copytree(ASSETS_DIR, copy, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
-    return copy
 
 
 def _edit(path: Path, old: str, new: str) -> None:
@@ -157,7 +150,7 @@ CASES: list[tuple[str, Edit, str]] = [
 def test_a_bad_declaration_fails_at_load_in_one_line_naming_file_and_field(
     tmp_path: Path, folder: str, edit: Edit, message: str
 ) -> None:
-    models_dir = _models_copy(tmp_path)
+    models_dir = assets_copy(tmp_path)
     edit(models_dir)
     with pytest.raises(PolicyError) as raised:
         load_models(models_dir, RAW_EVENTS_CONTRACT)

@@ -5,7 +5,6 @@ leaking one is rejected. Each test makes the versions it checks; none relies on 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +16,28 @@ from mlflow.tracking import MlflowClient
 
 import shipway.models.component
 from shipway.cli import main
-from shipway.code_location import code_location
 from shipway.data.admission import Ledger
 from shipway.data.commands import land
 from shipway.data.lake import table_info
 from shipway.features import training_sets
-from shipway.models.catalog import load_models
-from shipway.paths import ASSETS_DIR
-from tests.conftest import Platform, check_evaluation, materialization
+from tests.conftest import (
+    Platform,
+    assets_copy,
+    check_evaluation,
+    definitions_of,
+    materialization,
+)
 
 pytestmark = pytest.mark.integration
 MODEL = "fraud_model"
-RAW_EVENTS_CONTRACT = ASSETS_DIR / "contracts" / "raw_events.yaml"
-
-
-def _definitions(models_dir: Path = ASSETS_DIR) -> Any:
-    return code_location(load_models(models_dir, RAW_EVENTS_CONTRACT), RAW_EVENTS_CONTRACT)
 
 
 def _strict_definitions(tmp_path: Path) -> Any:
     """The code location after a reviewer raised fraud_model's ROC-AUC gate out of reach."""
-    models = tmp_path / "assets"
-    shutil.copytree(ASSETS_DIR, models, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    models = assets_copy(tmp_path)
     declaration = models / "fraud" / "model.yaml"
     declaration.write_text(declaration.read_text().replace("min: 0.80", "min: 0.9999"))
-    return _definitions(models)
+    return definitions_of(models)
 
 
 def _train_and_deploy(platform: Platform, definitions: Any) -> Any:
@@ -81,7 +77,9 @@ def test_a_deployment_on_its_own_refuses_a_version_whose_gate_failed(
     blocked = platform.materialize(_strict_definitions(tmp_path), "fraud_model_lifecycle", MODEL)
     version = str(materialization(blocked, MODEL)["model_version"])
     before = platform.stack.serving().status().get(MODEL, {})
-    alone = platform.materialize(_definitions(), "fraud_model_lifecycle", "fraud_model_deployment")
+    alone = platform.materialize(
+        definitions_of(), "fraud_model_lifecycle", "fraud_model_deployment"
+    )
     assert not alone.success
     failure = next(e for e in alone.all_events if e.event_type_value == "STEP_FAILURE")
     error = failure.event_specific_data.error.to_string()  # type: ignore[union-attr]
@@ -91,7 +89,7 @@ def test_a_deployment_on_its_own_refuses_a_version_whose_gate_failed(
 
 def test_a_passing_gate_deploys_the_version_it_gated_with_its_lineage(platform: Platform) -> None:
     raw_events_now = table_info(platform.home.table("raw_events")).version
-    result = _train_and_deploy(platform, _definitions())
+    result = _train_and_deploy(platform, definitions_of())
     gate = check_evaluation(result, "fraud_model_gate")
     assert result.success, gate.description
     version = str(materialization(result, MODEL)["model_version"])
@@ -131,7 +129,7 @@ def test_a_past_training_set_is_rebuilt_identically_by_time_travel(
 ) -> None:
     home = platform.home
     built_result = platform.materialize(
-        _definitions(), "fraud_model_lifecycle", "fraud_model_training_set"
+        definitions_of(), "fraud_model_lifecycle", "fraud_model_training_set"
     )
     built = int(str(materialization(built_result, "fraud_model_training_set")["delta_version"]))
     raw_events_then = table_info(home.table("raw_events")).version
@@ -158,7 +156,7 @@ def test_a_past_training_set_is_rebuilt_identically_by_time_travel(
 def test_a_leaking_training_set_is_rejected_and_the_model_keeps_the_accepted_one(
     platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    definitions = _definitions()
+    definitions = definitions_of()
     platform.materialize(definitions, "fraud_model_lifecycle", "fraud_model_training_set")
     accepted = Ledger(platform.home).require_accepted("fraud_model_training_set")
 

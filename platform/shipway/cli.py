@@ -10,13 +10,9 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from shipway.errors import ShipwayError
 from shipway.paths import DBT_PROJECT_DIR, ShipwayHome
-
-if TYPE_CHECKING:
-    from shipway.models.catalog import DeclaredModel
 
 DEFAULT_MODEL = "fraud_model"
 EPILOG = """examples:
@@ -216,15 +212,6 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _declared(name: str) -> DeclaredModel:
-    from assets.definitions import models
-
-    found = {m.name: m for m in models}
-    if name not in found:
-        raise ShipwayError(f"no model {name!r} is declared; declared: {sorted(found)}")
-    return found[name]
-
-
 def _training_sets() -> list[str]:
     from assets.definitions import models
 
@@ -232,13 +219,15 @@ def _training_sets() -> list[str]:
 
 
 def _rebuild(home: ShipwayHome, model: str, version: int | None) -> int:
+    from assets.definitions import models
     from shipway.features.training_sets import rebuild
-    from shipway.models.component import label_rules
+    from shipway.models.catalog import declared_model
 
-    declared = _declared(model)
+    declared = declared_model(models, model)
     table = declared.declaration.training_set
-    rules = label_rules(declared.declaration)
-    result = rebuild(home, table, rules, version, lambda line: print(f"  {line}", flush=True))
+    result = rebuild(
+        home, table, declared.label_rules, version, lambda line: print(f"  {line}", flush=True)
+    )
     inputs = ", ".join(f"{t} v{v}" for t, v in result.inputs.versions.items())
     print(f"{table} v{result.version} from {inputs} ({result.inputs.feature_service})")
     print(f"  recorded digest {result.recorded_digest}")

@@ -34,7 +34,12 @@ from dagster import (
 from shipway.data.events import generate_events
 from shipway.errors import ShipwayError
 from shipway.features.store import feature_store
-from shipway.models.catalog import DeclaredModel, declaration_files
+from shipway.models.catalog import (
+    DeclaredModel,
+    declaration_files,
+    declared_model,
+    require_declared,
+)
 from shipway.models.declaration import load_declaration
 from shipway.monitoring.prometheus import PrometheusClient
 from shipway.paths import ASSETS_DIR, ShipwayHome
@@ -92,9 +97,9 @@ def run_demo(
     ports = Ports.free()
     # Fail on what can be known before anything is started or deleted: the declarations'
     # own shape (their sources are checked when the asset graph loads), ports, binaries.
-    declared = {load_declaration(path).name for path in declaration_files(ASSETS_DIR)}
-    if model_name not in declared:
-        raise ShipwayError(f"no model {model_name!r} is declared; declared: {sorted(declared)}")
+    require_declared(
+        model_name, {load_declaration(path).name for path in declaration_files(ASSETS_DIR)}
+    )
     preflight(ports, with_dagster=False)
     if home.root.exists() and not keep:
         shutil.rmtree(home.root)
@@ -116,13 +121,11 @@ def run_demo(
         loader.join()
         from assets.definitions import models
 
-        found = {m.name: m for m in models}
-        if model_name not in found:
-            raise ShipwayError(f"no model {model_name!r} is declared; declared: {sorted(found)}")
+        declared = declared_model(models, model_name)
         timeline.say(f"MLflow      {stack.mlflow_url}")
         timeline.say(f"Prometheus  {stack.prometheus_url}")
         timeline.say(f"serving     {stack.serving_url}/v2/models/{model_name}/infer")
-        _loop(stack, config, found[model_name], timeline)
+        _loop(stack, config, declared, timeline)
         timeline.say("stopping services")
     timeline.summary()
 

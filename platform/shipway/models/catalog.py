@@ -12,14 +12,15 @@ Each failure is one line naming the file, the field and what to do.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from shipway.data.contracts import load_contract
 from shipway.data.warehouse import delta_outputs
-from shipway.errors import PolicyError
+from shipway.errors import PolicyError, ShipwayError
 from shipway.features.service import ServiceSpec, repository
+from shipway.features.training_sets import LabelRules
 from shipway.models.declaration import ModelDeclaration, load_declaration
 from shipway.paths import DBT_PROJECT_DIR
 
@@ -45,6 +46,33 @@ class DeclaredModel:
     @property
     def training_set_contract(self) -> Path:
         return self.folder / TRAINING_SET_CONTRACT
+
+    @property
+    def label_rules(self) -> LabelRules:
+        """What the training set's rows are, for `shipway.features.training_sets`."""
+        label = self.declaration.label
+        keys = [label.row_id] if label.row_id else []
+        keys += [k for k in self.declaration.entity_keys if k not in keys]
+        return LabelRules(
+            table=label.table,
+            column=label.column,
+            keys=tuple(keys),
+            maturity_days=label.maturity_days,
+            feature_warmup_days=self.declaration.training.feature_warmup_days,
+            available_at=label.available_at,
+        )
+
+
+def require_declared(name: str, declared: Collection[str]) -> None:
+    """Fail in one line when `name` is not one of the declared models."""
+    if name not in declared:
+        raise ShipwayError(f"no model {name!r} is declared; declared: {sorted(declared)}")
+
+
+def declared_model(models: list[DeclaredModel], name: str) -> DeclaredModel:
+    by_name = {m.name: m for m in models}
+    require_declared(name, by_name)
+    return by_name[name]
 
 
 def source_tables(raw_events_contract: Path, manifest_path: Path) -> dict[str, list[str]]:

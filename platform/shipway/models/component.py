@@ -49,14 +49,12 @@ from shipway.data.lake import content_digest, read_table, table_info
 from shipway.errors import ShipwayError
 from shipway.features.assets import FEATURE_VIEWS, ONLINE_STORE
 from shipway.features.training_sets import (
-    LabelRules,
     TrainingSetInputs,
     build,
     recorded_features,
     write,
 )
 from shipway.models.catalog import DeclaredModel
-from shipway.models.declaration import ModelDeclaration
 from shipway.models.gates import evaluate_gates
 from shipway.models.tracking import CHALLENGER, CHAMPION, GATE_TAG
 from shipway.models.training import download_model, log_and_register, train
@@ -72,20 +70,6 @@ from shipway.resources import (
 from shipway.serving.bundle import write_bundle
 
 LANDING = ("raw_events_batch", "raw_events")
-
-
-def label_rules(declaration: ModelDeclaration) -> LabelRules:
-    label = declaration.label
-    keys = [label.row_id] if label.row_id else []
-    keys += [k for k in declaration.entity_keys if k not in keys]
-    return LabelRules(
-        table=label.table,
-        column=label.column,
-        keys=tuple(keys),
-        maturity_days=label.maturity_days,
-        feature_warmup_days=declaration.training.feature_warmup_days,
-        available_at=label.available_at,
-    )
 
 
 def version_in_run(instance: DagsterInstance, run_id: str, model: str) -> str | None:
@@ -135,7 +119,7 @@ class ShipwayModel(Component):
 def model_definitions(model: DeclaredModel) -> Definitions:
     declaration = model.declaration
     name = declaration.name
-    rules = label_rules(declaration)
+    rules = model.label_rules
     training_set_contract = model.training_set_contract
     retention_days = load_contract(training_set_contract).retention_days
     where = f"Declared in {model.path}"
