@@ -69,7 +69,7 @@ def test_the_new_model_materializes_end_to_end_and_serves(
     assert gate.passed
     version = str(materialization(result, "fraud_lite")["model_version"])
     registry = MlflowClient(platform.stack.mlflow_url)
-    assert registry.get_model_version("fraud_lite", version).tags["shipway.gate"] == "passed"
+    assert registry.get_model_version("fraud_lite", version).tags["shipway.release"] == "promoted"
     assert registry.get_registered_model("fraud_lite").aliases["champion"] == version
 
     serving = platform.stack.serving()

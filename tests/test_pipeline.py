@@ -61,13 +61,14 @@ def test_a_failing_gate_blocks_the_deployment_and_says_why(
     assert not gate.passed
     assert gate.metadata["model_version"].value == version
     message = gate.description or ""
-    assert f"fraud_model v{version} blocked: roc_auc = " in message
-    assert "is below the minimum 0.9999" in message
+    assert f"fraud_model v{version} blocked " in message
+    assert "[absolute] roc_auc: observed 0." in message
+    assert "expected >= 0.9999" in message
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert AssetKey("fraud_model_deployment") not in materialized
     assert platform.stack.serving().status().get(MODEL, {}).get("versions", {}) == before
     registry = MlflowClient(platform.stack.mlflow_url)
-    assert registry.get_model_version(MODEL, version).tags["shipway.gate"] == "failed"
+    assert registry.get_model_version(MODEL, version).tags["shipway.release"] == "blocked"
     assert registry.get_registered_model(MODEL).aliases.get("champion") != version
 
 
@@ -83,7 +84,7 @@ def test_a_deployment_on_its_own_refuses_a_version_whose_gate_failed(
     assert not alone.success
     failure = next(e for e in alone.all_events if e.event_type_value == "STEP_FAILURE")
     error = failure.event_specific_data.error.to_string()  # type: ignore[union-attr]
-    assert f"fraud_model v{version} did not pass its gate (shipway.gate=failed)" in error
+    assert f"fraud_model v{version} is not released (shipway.release=blocked)" in error
     assert platform.stack.serving().status().get(MODEL, {}) == before
 
 

@@ -24,6 +24,11 @@ EPILOG = """examples:
   shipway data quarantine      batches a data contract rejected, and why
   shipway data readmit raw_events@v3 --from fixed.parquet
                                land a fixed batch in place of a rejected one
+  shipway models pending       releases waiting for a named approver
+  shipway models approve fraud_model 4 --reason "reviewed the slice table"
+                               approve one (identity: $SHIPWAY_IDENTITY or the OS user)
+  shipway models lineage fraud_model 4
+                               commit -> data -> features -> parameters -> gate -> approval
 state lives in $SHIPWAY_HOME (default: .shipway/ in the repository)"""
 
 
@@ -108,6 +113,39 @@ def main(argv: list[str] | None = None) -> int:
     )
     rebuild.add_argument("--version", type=int, help="its version (default: latest)")
 
+    models = sub.add_parser(
+        "models",
+        help="releases: pending approvals, approve/reject, audit history, lineage, reproduce",
+        description="Every gate verdict, approval, rejection and reproduction is appended to "
+        "the release audit (Delta table release_audit in $SHIPWAY_HOME). Talks to the MLflow "
+        "server at $MLFLOW_TRACKING_URI (default http://127.0.0.1:5000, as `shipway up`).",
+    )
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    pending = models_sub.add_parser("pending", help="versions whose release awaits approval")
+    pending.add_argument("model", nargs="?", help="only this model")
+    for action, text in (
+        ("approve", "approve a release awaiting approval; its release sensor deploys it"),
+        ("reject", "reject a release awaiting approval (final)"),
+    ):
+        decision = models_sub.add_parser(action, help=text)
+        decision.add_argument("model")
+        decision.add_argument("version")
+        decision.add_argument("--reason", required=True, help="why, for the audit trail")
+    history = models_sub.add_parser("history", help="the model's audit trail, oldest first")
+    history.add_argument("model")
+    lineage = models_sub.add_parser(
+        "lineage", help="commit, data versions, features, parameters, gate report, approval"
+    )
+    lineage.add_argument("model")
+    lineage.add_argument("version")
+    reproduce = models_sub.add_parser(
+        "reproduce",
+        help="retrain a version from its recorded training set (time travel) with the "
+        "repository as it is now, and compare the artifact hash",
+    )
+    reproduce.add_argument("model")
+    reproduce.add_argument("version")
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -122,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "data":
             return _data(args)
+        if args.command == "models":
+            return _models(args)
         return _doctor()
     except ShipwayError as exc:
         print(f"shipway {args.command}: {exc}", file=sys.stderr)
@@ -212,6 +252,38 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    from shipway.release import commands
+
+    home = ShipwayHome.from_env()
+    uri = commands.tracking_uri()
+    action = args.models_command
+    if action == "pending":
+        print("\n".join(commands.pending_lines(home, args.model)))
+    elif action in ("approve", "reject"):
+        print(
+            commands.decide(home, uri, args.model, args.version, action == "approve", args.reason)
+        )
+    elif action == "history":
+        print("\n".join(commands.history_lines(home, args.model)))
+    elif action == "lineage":
+        print("\n".join(commands.lineage_lines(home, uri, args.model, args.version)))
+    else:
+        result, lines = commands.reproduce_version(
+            home, uri, _declared(args.model), args.version, lambda line: print(f"  {line}")
+        )
+        print("\n".join(lines))
+        return 0 if result.result.identical else 1
+    return 0
+
+
+def _declared(model: str):  # type: ignore[no-untyped-def]  # imports the code location lazily
+    from assets.definitions import models
+    from shipway.models.catalog import declared_model
+
+    return declared_model(models, model)
+
+
 def _training_sets() -> list[str]:
     from assets.definitions import models
 
@@ -219,11 +291,9 @@ def _training_sets() -> list[str]:
 
 
 def _rebuild(home: ShipwayHome, model: str, version: int | None) -> int:
-    from assets.definitions import models
     from shipway.features.training_sets import rebuild
-    from shipway.models.catalog import declared_model
 
-    declared = declared_model(models, model)
+    declared = _declared(model)
     table = declared.declaration.training_set
     result = rebuild(
         home, table, declared.label_rules, version, lambda line: print(f"  {line}", flush=True)

@@ -172,6 +172,13 @@ def _check_sources(model: DeclaredModel, tables: Mapping[str, list[str]]) -> Non
             f"{declaration.entity_keys} but feature service {service.name} joins on "
             f"{list(service.join_keys)}; declare the service's join keys",
         )
+    for i, rule in enumerate(declaration.release.slices):
+        if rule.column not in columns and rule.column not in service.feature_names:
+            raise fail(
+                f"release.slices.{i}.column",
+                f"{rule.column!r} is neither a column of {label.table} nor a feature of "
+                f"{service.name}; slice by one of {sorted({*columns, *service.feature_names})}",
+            )
     baseline = declaration.training.baseline
     if baseline is not None and baseline not in service.feature_names:
         raise fail(

@@ -14,6 +14,7 @@ The component wires platform functions into Dagster objects; the logic lives in
 """
 
 import time
+from collections.abc import Iterator
 
 from dagster import (
     AssetCheckExecutionContext,
@@ -55,12 +56,14 @@ from shipway.features.training_sets import (
     write,
 )
 from shipway.models.catalog import DeclaredModel
-from shipway.models.gates import evaluate_gates
-from shipway.models.tracking import CHALLENGER, CHAMPION, GATE_TAG
+from shipway.models.tracking import CHAMPION, RELEASE_TAG, registered_run_url
 from shipway.models.training import download_model, log_and_register, train
 from shipway.monitoring.drift import ReferenceProfile
 from shipway.monitoring.retraining import decide
 from shipway.paths import ShipwayHome
+from shipway.release.audit import APPROVED, RELEASABLE, Audit
+from shipway.release.gate import release_gate
+from shipway.release.report import AWAITING_APPROVAL, PROMOTED
 from shipway.resources import (
     MlflowResource,
     PrometheusResource,
@@ -70,6 +73,8 @@ from shipway.resources import (
 from shipway.serving.bundle import write_bundle
 
 LANDING = ("raw_events_batch", "raw_events")
+# Run tag naming the version a release run deploys (set by the release sensor).
+VERSION_TAG = "shipway/model_version"
 
 
 def version_in_run(instance: DagsterInstance, run_id: str, model: str) -> str | None:
@@ -225,44 +230,42 @@ def model_definitions(model: DeclaredModel) -> Definitions:
         asset=trained_model,
         name=declaration.gate,
         blocking=True,
-        description=f"Validation metrics of the version this run trained against the gates in "
-        f"{model.path}; a failure stops the deployment.",
+        description=f"Release gate of the version this run trained: against the champion on the "
+        f"same unseen rows (paired bootstrap), absolute thresholds, slices, latency, size, "
+        f"calibration and reproducibility, then the approval tier; all from {model.path}. A "
+        "blocked version is never deployed; one awaiting approval waits (warning) until "
+        "`shipway models approve`.",
     )
-    def gate(context: AssetCheckExecutionContext, mlflow: MlflowResource) -> AssetCheckResult:
+    def gate(
+        context: AssetCheckExecutionContext, lake: ShipwayHomeResource, mlflow: MlflowResource
+    ) -> AssetCheckResult:
         run_id = context.op_execution_context.run_id
         version = _version_for(context.instance, run_id, name, context.log)
-        client = MlflowClient(mlflow.tracking_uri)
-        mlflow_run = client.get_model_version(name, version).run_id
-        if mlflow_run is None:
-            raise ShipwayError(f"{name} v{version} has no MLflow run to read metrics from")
-        metrics = client.get_run(mlflow_run).data.metrics
-        report = evaluate_gates(name, version, declaration.gates, metrics)
+        report = release_gate(
+            lake.home, model, mlflow.tracking_uri, version, run_id, context.log.info
+        )
         summary = report.summary(str(model.path))
-        client.set_model_version_tag(name, version, GATE_TAG, report.verdict)
-        if report.passed:
-            client.set_registered_model_alias(name, CHALLENGER, version)
+        if report.verdict == PROMOTED:
             context.log.info(summary)
         else:
-            client.set_model_version_tag(name, version, f"{GATE_TAG}_failures", summary)
-            context.log.error(summary)
+            context.log.warning(summary)
         return AssetCheckResult(
-            passed=report.passed,
-            severity=AssetCheckSeverity.ERROR,
+            passed=report.verdict == PROMOTED,
+            # Awaiting a person is not a failure: a warning, which does not block the run; the
+            # deployment then waits for the approval recorded in the audit table.
+            severity=AssetCheckSeverity.WARN
+            if report.verdict == AWAITING_APPROVAL
+            else AssetCheckSeverity.ERROR,
             description=summary,
             metadata={
                 "model_version": version,
-                **{
-                    o.metric: MetadataValue.json(
-                        {
-                            # NaN is no JSON number; a NaN metric shows as null (and fails).
-                            "observed": None if o.observed != o.observed else o.observed,
-                            "min": o.min,
-                            "max": o.max,
-                            "passed": o.passed,
-                        }
-                    )
-                    for o in report.outcomes
-                },
+                "verdict": report.verdict,
+                "champion": report.champion or "none",
+                "evaluation_rows": report.rows,
+                "report": MetadataValue.md(report.markdown()),
+                "mlflow_report": MetadataValue.url(
+                    f"{registered_run_url(mlflow.tracking_uri, name, version)}"
+                ),
             },
         )
 
@@ -271,6 +274,7 @@ def model_definitions(model: DeclaredModel) -> Definitions:
         group_name=name,
         kinds={"seldon", "mlserver"},
         deps=[trained_model],
+        output_required=False,
         description=f"The {name} version that passed its gate, served by MLServer (Open "
         "Inference Protocol v2) behind Shipway's traffic splitter. The first gated version "
         "becomes the `champion` with 100% of traffic; later ones are deployed at 0% until a "
@@ -281,15 +285,30 @@ def model_definitions(model: DeclaredModel) -> Definitions:
         lake: ShipwayHomeResource,
         mlflow: MlflowResource,
         serving: ServingResource,
-    ) -> MaterializeResult:
-        version = _version_for(context.instance, context.run_id, name, context.log)
-        registry = MlflowClient(mlflow.tracking_uri)
-        verdict = registry.get_model_version(name, version).tags.get(GATE_TAG)
-        if verdict != "passed":
-            raise ShipwayError(
-                f"{name} v{version} did not pass its gate ({GATE_TAG}={verdict or 'never run'}); "
-                f"nothing was deployed. Materialize {name} to train and gate a new version"
+    ) -> Iterator[MaterializeResult]:
+        version = context.run.tags.get(VERSION_TAG) or _version_for(
+            context.instance, context.run_id, name, context.log
+        )
+        state = Audit(lake.home).state(name, version)
+        if state is not None and state.state == AWAITING_APPROVAL:
+            context.log.warning(
+                "%s v%s awaits approval (%s); nothing deployed. `shipway models approve %s %s "
+                "--reason ...` records it, and %s deploys it",
+                name,
+                version,
+                "; ".join(state.details.get("approval_reasons", [])),
+                name,
+                version,
+                declaration.release_sensor,
             )
+            return
+        if state is None or state.state not in RELEASABLE:
+            raise ShipwayError(
+                f"{name} v{version} is not released ({RELEASE_TAG}="
+                f"{state.state if state else 'never gated'}); nothing was deployed. Materialize "
+                f"{name} to train and gate a new version"
+            )
+        registry = MlflowClient(mlflow.tracking_uri)
         bundle_dir = lake.home.serving / name / version
         model_file, reference_file = download_model(
             mlflow.tracking_uri, name, version, bundle_dir / "src"
@@ -318,9 +337,10 @@ def model_definitions(model: DeclaredModel) -> Definitions:
         else:
             status = client.status()[name]
             context.log.info("%s v%s deployed at 0%% beside champion v%s", name, version, champion)
-        return MaterializeResult(
+        yield MaterializeResult(
             metadata={
                 "model_version": version,
+                "release": f"{state.state} by {state.actor}",
                 "champion": champion,
                 "traffic_weights": MetadataValue.json(status["weights"]),
                 "endpoint": MetadataValue.url(f"{client.url}/v2/models/{name}/infer"),
@@ -374,9 +394,44 @@ def model_definitions(model: DeclaredModel) -> Definitions:
             cursor=decision.cursor,
         )
 
+    release = define_asset_job(
+        declaration.release_job,
+        selection=AssetSelection.assets(deployment),
+        description=f"Deploy an approved {name} version (run tag {VERSION_TAG}); requested by "
+        f"{declaration.release_sensor}.",
+    )
+
+    @sensor(
+        name=declaration.release_sensor,
+        job=release,
+        minimum_interval_seconds=30,
+        description=f"Watches the release audit for {name} versions a person approved, and "
+        "deploys each once. Lists the releases still awaiting approval.",
+    )
+    def release_sensor(
+        context: SensorEvaluationContext, lake: ShipwayHomeResource
+    ) -> SensorResult | SkipReason:
+        audit = Audit(lake.home)
+        approved = [e for e in audit.entries(name) if e.event == "approval" and e.state == APPROVED]
+        seen = int(context.cursor or 0)
+        fresh = approved[seen:]
+        if not fresh:
+            waiting = ", ".join(f"v{e.version}" for e in audit.pending(name)) or "none"
+            return SkipReason(f"no new approval of {name}; awaiting approval: {waiting}")
+        return SensorResult(
+            run_requests=[
+                RunRequest(
+                    run_key=f"{name}-v{e.version}-approved",
+                    tags={VERSION_TAG: e.version, "shipway/approved_by": e.actor},
+                )
+                for e in fresh
+            ],
+            cursor=str(len(approved)),
+        )
+
     return Definitions(
         assets=[training_set, trained_model, deployment],
         asset_checks=[training_set_checks, gate],
-        jobs=[retrain, lifecycle],
-        sensors=[drift_sensor],
+        jobs=[retrain, lifecycle, release],
+        sensors=[drift_sensor, release_sensor],
     )

@@ -14,8 +14,16 @@ import math
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from shipway.release.statistics import BOOTSTRAPPABLE
 from shipway.reviewed import load_reviewed_file
 
 Problem = Literal["binary_classification", "regression"]
@@ -55,12 +63,48 @@ class TrainingPolicy(_Strict):
     """Regression: the feature that is the naive forecast (e.g. trailing spend) gates compare to."""
 
 
+class ChangeRule(_Strict):
+    """How the challenger must compare with the champion on one metric, decided on the
+    confidence interval of the paired difference (challenger - champion, same rows)."""
+
+    non_inferiority_margin: float | None = Field(default=None, ge=0.0)
+    """May be worse by at most this much: passes when the whole interval is above -margin."""
+    required_improvement: float | None = Field(default=None, ge=0.0)
+    """Must be better by more than this: passes when the whole interval is above it."""
+    relative: bool = False
+    """Margins as a fraction of the champion's value instead of metric units."""
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> ChangeRule:
+        given = [self.non_inferiority_margin, self.required_improvement]
+        if sum(v is not None for v in given) != 1:
+            raise ValueError("give exactly one of non_inferiority_margin or required_improvement")
+        return self
+
+    def threshold(self, champion: float) -> float:
+        """The lowest improvement (in the metric's better direction) that passes."""
+        margin = (
+            -self.non_inferiority_margin
+            if self.non_inferiority_margin is not None
+            else float(self.required_improvement or 0.0)
+        )
+        return margin * abs(champion) if self.relative else margin
+
+    def describe(self) -> str:
+        unit = " (relative)" if self.relative else ""
+        if self.non_inferiority_margin is not None:
+            return f"not worse than the champion by more than {self.non_inferiority_margin}{unit}"
+        return f"better than the champion by more than {self.required_improvement}{unit}"
+
+
 class MetricGate(_Strict):
-    """One absolute threshold on a validation metric; `min` and/or `max` must be given."""
+    """A metric's absolute threshold (`min` and/or `max`) on the evaluation rows, and its change
+    rule against the champion (`versus_champion`) on the same rows."""
 
     metric: str
     min: float | None = None
     max: float | None = None
+    versus_champion: ChangeRule | None = None
     why: str = ""
 
     def check(self, observed: float) -> str | None:
@@ -72,6 +116,58 @@ class MetricGate(_Strict):
         if self.max is not None and observed > self.max:
             return f"{self.metric} = {observed:.4f} is above the maximum {self.max}"
         return None
+
+
+SliceMetric = Literal["roc_auc", "pr_auc", "brier", "mae", "rmse", "r2"]
+
+
+class SliceRule(_Strict):
+    """Metrics per value (or bin) of one column: a column of the label table (e.g. channel) or
+    a feature of the service, cut at `bins` if numeric."""
+
+    column: str
+    bins: list[float] | None = Field(default=None, min_length=2)
+    metric: SliceMetric
+    max_regression: float | None = Field(default=None, ge=0.0)
+    """No slice may be worse than the champion on it by more than this (metric units)."""
+    max_gap: float | None = Field(default=None, ge=0.0)
+    """The challenger's best and worst slice may differ by at most this (fairness)."""
+    min_rows: int = Field(default=100, ge=1)
+    min_positives: int = Field(default=5, ge=0)
+    """Classification: a smaller slice is reported but not judged."""
+
+
+class OperationalLimits(_Strict):
+    max_latency_p99_ms: float = Field(gt=0.0)
+    """Single-row predict of the model file, in-process, 99th percentile."""
+    max_model_mb: float = Field(gt=0.0)
+    max_calibration_error: float | None = Field(default=None, gt=0.0)
+    """Classification: expected calibration error (10 equal-width score bins)."""
+
+
+ChangeKind = Literal["first_version", "feature_service", "features", "parameters", "problem"]
+
+
+class ApprovalPolicy(_Strict):
+    high_risk: bool = False
+    """Every release of a high-risk model needs a named approver."""
+    needs_approval: list[ChangeKind] = ["feature_service", "features", "parameters", "problem"]
+    """Changes against the champion that need a named approver; the rest (a retrain of the
+    same setup on newer data) is promoted to rollout once the gates pass."""
+
+
+class ReleasePolicy(_Strict):
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    bootstrap_samples: int = Field(default=1000, ge=100)
+    min_rows: int = Field(ge=1)
+    """Fewer evaluation rows than this: `insufficient_evidence`, never a pass."""
+    min_positives: int = Field(default=0, ge=0)
+    """Classification: fewer positive labels than this in the evaluation rows, likewise."""
+    slices: list[SliceRule] = []
+    operational: OperationalLimits
+    reproducible: bool = True
+    """Retrain from the recorded lineage at the gate and require the same artifact hash."""
+    approval: ApprovalPolicy = ApprovalPolicy()
 
 
 class DriftPolicy(_Strict):
@@ -98,6 +194,7 @@ class ModelDeclaration(_Strict):
     label: LabelDeclaration
     training: TrainingPolicy
     gates: list[MetricGate]
+    release: ReleasePolicy
     drift: DriftPolicy
     serving: ServingPolicy
 
@@ -120,9 +217,34 @@ class ModelDeclaration(_Strict):
                     f"[{i}].metric {gate.metric!r} is not a {problem} metric; "
                     f"use one of {list(known)}"
                 )
-            if gate.min is None and gate.max is None:
-                raise ValueError(f"[{i}] ({gate.metric}) needs a min or a max")
+            if gate.min is None and gate.max is None and gate.versus_champion is None:
+                raise ValueError(f"[{i}] ({gate.metric}) needs a min, a max or versus_champion")
+            if gate.versus_champion is not None and gate.metric not in BOOTSTRAPPABLE:
+                raise ValueError(
+                    f"[{i}].versus_champion: {gate.metric} has no paired interval; compare on "
+                    f"one of {sorted(BOOTSTRAPPABLE & set(known))}"
+                )
         return gates
+
+    @field_validator("release")
+    @classmethod
+    def _release_fits_the_problem(
+        cls, release: ReleasePolicy, info: ValidationInfo
+    ) -> ReleasePolicy:
+        problem = info.data.get("problem")
+        if problem is None:
+            return release
+        for i, rule in enumerate(release.slices):
+            if rule.metric not in METRICS[problem]:
+                raise ValueError(
+                    f"slices[{i}].metric {rule.metric!r} is not a {problem} metric; "
+                    f"use one of {[m for m in METRICS[problem] if m in BOOTSTRAPPABLE]}"
+                )
+        if problem == "regression" and release.operational.max_calibration_error is not None:
+            raise ValueError(
+                "operational.max_calibration_error: calibration is gated for classifiers only"
+            )
+        return release
 
     @field_validator("training")
     @classmethod
@@ -156,6 +278,14 @@ class ModelDeclaration(_Strict):
     @property
     def retrain_job(self) -> str:
         return f"{self.name}_retrain"
+
+    @property
+    def release_job(self) -> str:
+        return f"{self.name}_release"
+
+    @property
+    def release_sensor(self) -> str:
+        return f"{self.name}_release_sensor"
 
     @property
     def lifecycle_job(self) -> str:

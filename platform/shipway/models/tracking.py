@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,9 @@ from shipway.processes import LOOPBACK, ManagedProcess, ensure_port_free
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-# Model version tag holding the gate's verdict: `passed` or `failed`.
-GATE_TAG = "shipway.gate"
+# Model version tag mirroring the release state in the audit table: promoted, blocked,
+# awaiting_approval, insufficient_evidence, approved or rejected.
+RELEASE_TAG = "shipway.release"
 
 
 def mlflow_server_process(home: ShipwayHome, port: int) -> ManagedProcess:
@@ -61,8 +63,24 @@ def git_commit() -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
+def lock_hash() -> str:
+    """sha256 of uv.lock: the locked environment a run was trained in."""
+    lock = REPO_ROOT / "uv.lock"
+    return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else "unknown"
+
+
 def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def registered_run_url(tracking_uri: str, model: str, version: str) -> str:
+    """The MLflow run page of a registered version (its artifacts hold the release report)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    run_id = client.get_model_version(model, version).run_id or ""
+    experiment = client.get_run(run_id).info.experiment_id if run_id else "0"
+    return run_url(tracking_uri, experiment, run_id)
 
 
 def model_version_url(tracking_uri: str, model: str, version: str) -> str:

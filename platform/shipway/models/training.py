@@ -31,7 +31,7 @@ from sklearn.metrics import (
 
 from shipway.errors import ShipwayError
 from shipway.models.declaration import ModelDeclaration
-from shipway.models.tracking import git_commit, model_version_url, run_url
+from shipway.models.tracking import git_commit, lock_hash, model_version_url, run_url
 from shipway.monitoring.drift import ReferenceProfile, build_reference
 from shipway.serving.bundle import MODEL_FILE, REFERENCE_FILE
 from shipway.serving.protocol import SCORE_OUTPUT
@@ -169,13 +169,18 @@ def log_and_register(
     mlflow.set_tracking_uri(tracking_uri)
     name = declaration.name
     experiment = mlflow.set_experiment(name)
-    tags = {"shipway.git_commit": git_commit(), **{f"shipway.{k}": v for k, v in lineage.items()}}
+    tags = {
+        "shipway.git_commit": git_commit(),
+        "shipway.lock_sha256": lock_hash(),
+        **{f"shipway.{k}": v for k, v in lineage.items()},
+    }
     with mlflow.start_run(tags=tags) as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params(
             {
                 **declaration.training.params,
                 "problem": declaration.problem,
                 "feature_service": declaration.feature_service,
+                "seed": declaration.training.seed,
                 "validation_fraction": declaration.training.validation_fraction,
                 "features": ",".join(trained.features),
                 "split_at": trained.split_at.isoformat(),

@@ -1,0 +1,148 @@
+"""What `shipway models ...` prints: pending releases, approvals, history, lineage, reproduce."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from shipway.errors import NotFound
+from shipway.models.catalog import DeclaredModel
+from shipway.models.tracking import RELEASE_TAG
+from shipway.paths import ShipwayHome
+from shipway.release.audit import APPROVED, Audit, AuditEntry
+from shipway.release.evaluation import Candidate, candidate
+from shipway.release.reproduce import Reproduction, reproduce
+
+DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
+
+
+def tracking_uri() -> str:
+    """The MLflow server `shipway up` starts, unless $MLFLOW_TRACKING_URI names another."""
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
+def _entry_line(e: AuditEntry) -> str:
+    who = f" by {e.actor}" if e.actor else ""
+    run = f" dagster run {e.dagster_run_id[:8]}" if e.dagster_run_id else ""
+    text = f"{e.at:%Y-%m-%d %H:%M:%S} {e.model} v{e.version} {e.event}: {e.state}{who}{run}"
+    return f"{text}\n    {e.reason}" if e.reason else text
+
+
+def pending_lines(home: ShipwayHome, model: str | None) -> list[str]:
+    waiting = Audit(home).pending(model)
+    if not waiting:
+        return ["no release is awaiting approval"]
+    return [
+        f"{e.model} v{e.version} awaiting approval since {e.at:%Y-%m-%d %H:%M:%S} UTC: "
+        + "; ".join(e.details.get("approval_reasons", []))
+        + f"\n    shipway models approve {e.model} {e.version} --reason ..."
+        for e in waiting
+    ]
+
+
+def decide(
+    home: ShipwayHome, uri: str, model: str, version: str, approve: bool, reason: str
+) -> str:
+    entry = Audit(home).decide(model, version, approve, reason)
+    MlflowClient(uri).set_model_version_tag(model, version, RELEASE_TAG, entry.state)
+    follow = f"; {model}_release_sensor deploys it" if entry.state == APPROVED else "; it is final"
+    return (
+        f"{model} v{version} {entry.state} by {entry.actor} at "
+        f"{entry.at:%Y-%m-%d %H:%M:%S} UTC: {entry.reason}{follow}"
+    )
+
+
+def history_lines(home: ShipwayHome, model: str) -> list[str]:
+    entries = Audit(home).entries(model)
+    return [_entry_line(e) for e in entries] or [f"no audit entries for {model} yet"]
+
+
+def _candidate(uri: str, model: str, version: str, dest: Path) -> Candidate:
+    try:
+        return candidate(uri, model, version, dest)
+    except MlflowException as exc:
+        raise NotFound(f"{model} v{version} is not a registered version in {uri}") from exc
+
+
+def lineage_lines(home: ShipwayHome, uri: str, model: str, version: str) -> list[str]:
+    """The chain commit -> data versions -> feature service -> parameters -> gate -> approval."""
+    with tempfile.TemporaryDirectory() as tmp:
+        found = _candidate(uri, model, version, Path(tmp))
+    tags = found.tags
+    data = ", ".join(
+        f"{t} v{tags.get(f'shipway.{t}_version', '?')}"
+        for t in tags.get("shipway.input_tables", "").split(",")
+        if t
+    )
+    training = ", ".join(f"{k}={v}" for k, v in sorted(found.training_params.items()))
+    lines = [
+        f"{model} v{version} (MLflow run {found.run_id})",
+        f"  code commit      {tags.get('shipway.git_commit', 'unrecorded')}",
+        f"  lock file        uv.lock sha256 {tags.get('shipway.lock_sha256', 'unrecorded')}",
+        f"  data             {data} -> {model}_training_set "
+        f"v{found.training_set_version} (digest {tags.get('shipway.training_set_digest', '?')})",
+        f"  feature service  {found.feature_service} ({len(found.features)} features)",
+        f"  parameters       {training}",
+    ]
+    audit = Audit(home).entries(model, version)
+    gates = [e for e in audit if e.event == "gate"]
+    approvals = [e for e in audit if e.event == "approval"]
+    reproductions = [e for e in audit if e.event == "reproduce"]
+    for label, entries in (("gate report", gates), ("approval", approvals)):
+        if not entries:
+            what = "none yet" if label == "gate report" else "none recorded"
+            lines.append(f"  {label:<16} {what}")
+        for e in entries:
+            lines.append(f"  {label:<16} {e.state} by {e.actor} at {e.at:%Y-%m-%d %H:%M:%S}")
+            lines.append(f"  {'':<16} {e.reason}")
+    if gates and gates[-1].state == "promoted" and not approvals:
+        lines.append(f"  {'':<16} (no approval needed: its tier auto-promotes)")
+    for e in reproductions:
+        lines.append(f"  reproduced       {e.state} at {e.at:%Y-%m-%d %H:%M:%S}: {e.reason}")
+    lines.append(
+        f"  artifact         sha256 {tags.get('shipway.artifact_sha256', 'not gated yet')}"
+    )
+    return lines
+
+
+def reproduce_version(
+    home: ShipwayHome,
+    uri: str,
+    declared: DeclaredModel,
+    version: str,
+    log: Callable[[str], None],
+) -> tuple[Reproduction, list[str]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        found = _candidate(uri, declared.name, version, Path(tmp))
+        result = reproduce(home, declared, found, log)
+    outcome = result.result
+    verdict = "reproduced" if outcome.identical else "not_reproducible"
+    lines = [
+        f"{declared.name} v{version} from {result.training_set} v{result.training_set_version}",
+        f"  registered artifact sha256 {outcome.registered_sha256}",
+        f"  retrained artifact  sha256 {outcome.rebuilt_sha256}",
+        *[f"  differs: {d}" for d in outcome.differences],
+        "identical: reproducible from the recorded lineage"
+        if outcome.identical
+        else "DIFFERENT: not reproducible"
+        + ("" if outcome.differences else " (same lineage: training is not deterministic)"),
+    ]
+    Audit(home).append(
+        AuditEntry(
+            model=declared.name,
+            version=version,
+            event="reproduce",
+            state=verdict,
+            actor="shipway models reproduce",
+            reason="; ".join(outcome.differences) or "same lineage",
+            mlflow_run_id=found.run_id,
+            data_versions={"training_set": f"{result.training_set} v{result.training_set_version}"},
+            details={"registered": outcome.registered_sha256, "rebuilt": outcome.rebuilt_sha256},
+        )
+    )
+    return result, lines

@@ -1,0 +1,311 @@
+"""The release gate on real MLflow, real Delta and the platform's small data.
+
+customer_spend is the subject: its evaluation rows (about 1,800 customer-days) give the paired
+bootstrap enough power on this data, where fraud_model has a dozen fraud cases. Each test works
+on its own copy of the model (its own registered name and training-set table), so none depends
+on another's champion. Versions are trained with the platform's own `train` and
+`log_and_register`; where a test tampers with the training rows (shuffled labels, one corrupted
+slice), the model was not trained from its declaration, so those tests switch reproducibility
+off in their policy copy and say so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from dagster import AssetKey, build_sensor_context
+from mlflow.tracking import MlflowClient
+
+from shipway.cli import main
+from shipway.data.admission import Ledger
+from shipway.data.lake import content_digest, overwrite_table, read_table, table_info
+from shipway.features.training_sets import recorded_features
+from shipway.models.catalog import DeclaredModel, declared_model, load_models
+from shipway.models.declaration import ApprovalPolicy
+from shipway.models.training import log_and_register, train
+from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT
+from shipway.release.audit import Audit
+from shipway.release.commands import reproduce_version
+from shipway.release.gate import release_gate
+from shipway.release.report import ReleaseReport
+from shipway.resources import ShipwayHomeResource
+from tests.conftest import Platform, assets_copy, check_evaluation, definitions_of, materialization
+
+pytestmark = pytest.mark.integration
+SPEND = "customer_spend"
+
+
+@pytest.fixture(scope="module")
+def spend(platform: Platform) -> DeclaredModel:
+    """customer_spend's training set, built on the platform (accepted by its contract)."""
+    built = platform.materialize(
+        definitions_of(), "customer_spend_lifecycle", f"{SPEND}_training_set"
+    )
+    assert built.success
+    return declared_model(load_models(ASSETS_DIR, RAW_EVENTS_CONTRACT), SPEND)
+
+
+def _copy(platform: Platform, spend: DeclaredModel, **release: Any) -> DeclaredModel:
+    """The model under a fresh name, its training set copied with its lineage."""
+    declaration = spend.declaration
+    name = f"spend_{uuid.uuid4().hex[:8]}"
+    policy = declaration.release.model_copy(update=release)
+    copy = declaration.model_copy(update={"name": name, "release": policy})
+    home = platform.home
+    accepted = Ledger(home).require_accepted(declaration.training_set)
+    info = table_info(home.table(declaration.training_set), accepted.version)
+    overwrite_table(
+        home.table(copy.training_set),
+        read_table(home.table(declaration.training_set), version=info.version),
+        {k: v for k, v in info.commit_metadata.items()},
+    )
+    return dataclasses.replace(spend, declaration=copy)
+
+
+def _register(
+    platform: Platform,
+    model: DeclaredModel,
+    params: dict[str, Any] | None = None,
+    tamper: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+) -> str:
+    declaration = model.declaration
+    if params:
+        training = declaration.training.model_copy(
+            update={"params": {**declaration.training.params, **params}}
+        )
+        declaration = declaration.model_copy(update={"training": training})
+    info = table_info(platform.home.table(declaration.training_set))
+    frame = read_table(platform.home.table(declaration.training_set), version=info.version)
+    lineage = {
+        "training_set_version": str(info.version),
+        "training_set_digest": content_digest(frame),
+        **info.commit_metadata,
+    }
+    trained = train(tamper(frame) if tamper else frame, declaration, recorded_features(info))
+    return log_and_register(trained, declaration, platform.stack.mlflow_url, lineage).version
+
+
+def _champion(platform: Platform, model: DeclaredModel, version: str) -> None:
+    MlflowClient(platform.stack.mlflow_url).set_registered_model_alias(
+        model.name, "champion", version
+    )
+
+
+def _gate(platform: Platform, model: DeclaredModel, version: str) -> ReleaseReport:
+    return release_gate(platform.home, model, platform.stack.mlflow_url, version, "test", print)
+
+
+WEAK = {"n_estimators": 4, "max_depth": 1}
+
+
+def test_a_clearly_better_challenger_passes_with_its_report_in_mlflow(
+    platform: Platform, spend: DeclaredModel
+) -> None:
+    model = _copy(platform, spend, approval=ApprovalPolicy(needs_approval=[]))
+    _champion(platform, model, _register(platform, model, WEAK))
+    version = _register(platform, model)
+    report = _gate(platform, model, version)
+    assert report.verdict == "promoted", report.summary("policy")
+    (mae,) = [i for i in report.intervals if i.metric == "mae_to_baseline"]
+    assert mae.improvement[1] > 0  # the whole interval is an improvement
+    registry = MlflowClient(platform.stack.mlflow_url)
+    assert registry.get_model_version(model.name, version).tags["shipway.release"] == "promoted"
+    run_id = registry.get_model_version(model.name, version).run_id
+    assert run_id is not None
+    logged = {a.path for a in registry.list_artifacts(run_id, "release")}
+    assert logged == {"release/curves.png", "release/report.md", "release/report.json"}
+    (entry,) = Audit(platform.home).entries(model.name, version)
+    assert (entry.event, entry.state, entry.dagster_run_id) == ("gate", "promoted", "test")
+    assert entry.data_versions["training_set"] == f"{model.name}_training_set v0"
+
+
+def test_a_challenger_passing_every_absolute_gate_but_significantly_worse_is_blocked(
+    platform: Platform, spend: DeclaredModel
+) -> None:
+    model = _copy(platform, spend)
+    _champion(platform, model, _register(platform, model))
+    weak = dataclasses.replace(
+        model,
+        declaration=model.declaration.model_copy(
+            update={
+                "training": model.declaration.training.model_copy(
+                    update={"params": {**model.declaration.training.params, **WEAK}}
+                )
+            }
+        ),
+    )
+    report = _gate(platform, weak, _register(platform, weak))
+    assert report.verdict == "blocked"
+    assert all(o.passed for o in report.outcomes if o.kind == "absolute")
+    assert {o.kind for o in report.failures} == {"versus_champion"}
+    assert "mae_to_baseline vs champion: observed improvement -0." in report.summary("policy")
+
+
+def test_a_model_trained_on_shuffled_labels_is_blocked(
+    platform: Platform, spend: DeclaredModel
+) -> None:
+    # Trained on tampered rows: not reproducible from its declaration by design.
+    model = _copy(platform, spend, reproducible=False)
+    _champion(platform, model, _register(platform, model))
+    label = model.declaration.label.column
+
+    def shuffle(frame: pd.DataFrame) -> pd.DataFrame:
+        rng = np.random.default_rng(0)
+        return frame.assign(**{label: rng.permutation(frame[label].to_numpy())})
+
+    report = _gate(platform, model, _register(platform, model, tamper=shuffle))
+    assert report.verdict == "blocked"
+    # customer_spend's absolute gates alone would let it through (the label mean beats "same as
+    # last week"); the paired comparison with the champion is what stops it.
+    failed = {o.rule for o in report.failures}
+    assert "mae_to_baseline vs champion" in failed
+
+
+def test_a_challenger_worse_on_one_slice_only_is_blocked_by_the_slice_rule(
+    platform: Platform, spend: DeclaredModel
+) -> None:
+    gates = [
+        g.model_copy(
+            update={
+                "versus_champion": g.versus_champion.model_copy(
+                    update={"non_inferiority_margin": 0.1}
+                )
+            }
+        )
+        if g.versus_champion
+        else g
+        for g in spend.declaration.gates
+    ]
+    lenient = dataclasses.replace(
+        spend, declaration=spend.declaration.model_copy(update={"gates": gates})
+    )
+    # Trained on tampered rows: not reproducible from its declaration by design.
+    model = _copy(platform, lenient, reproducible=False)
+    _champion(platform, model, _register(platform, model))
+    label = model.declaration.label.column
+
+    def corrupt_quiet_customers(frame: pd.DataFrame) -> pd.DataFrame:
+        quiet = frame["customer_active_days_30d"] < 5
+        frame = frame.copy()
+        rng = np.random.default_rng(1)
+        frame.loc[quiet, label] = rng.permutation(frame.loc[quiet, label].to_numpy())
+        return frame
+
+    report = _gate(platform, model, _register(platform, model, tamper=corrupt_quiet_customers))
+    assert report.verdict == "blocked", report.summary("policy")
+    (failure,) = report.failures
+    assert failure.kind == "slice"
+    assert failure.rule == "mae on customer_active_days_30d=[0.0, 5.0) vs champion"
+    assert "worse by at most 5.0" in failure.line()
+
+
+def test_the_reproduce_command_finds_a_changed_parameter(
+    platform: Platform, spend: DeclaredModel
+) -> None:
+    model = _copy(platform, spend)
+    version = _register(platform, model)
+    same, lines = reproduce_version(platform.home, platform.stack.mlflow_url, model, version, print)
+    assert same.result.identical, lines
+    params = {**model.declaration.training.params, "max_depth": 6}
+    changed = dataclasses.replace(
+        model,
+        declaration=model.declaration.model_copy(
+            update={"training": model.declaration.training.model_copy(update={"params": params})}
+        ),
+    )
+    other, lines = reproduce_version(
+        platform.home, platform.stack.mlflow_url, changed, version, print
+    )
+    assert not other.result.identical
+    assert other.result.differences == [
+        "parameter max_depth: recorded 4, declared now 6 (customer_spend/model.yaml)"
+    ]
+    assert lines[-1] == "DIFFERENT: not reproducible"
+    states = [e.state for e in Audit(platform.home).entries(model.name, version)]
+    assert states == ["reproduced", "not_reproducible"]
+
+
+def _renamed(tmp_path: Path, name: str, params: str | None = None) -> Any:
+    """A copy of the assets where customer_spend is declared as `name` (its own registry
+    entry, training set and deployment), optionally with other parameters."""
+    models = assets_copy(tmp_path)
+    folder = models / "customer_spend"
+    declaration = folder / "model.yaml"
+    text = declaration.read_text().replace("name: customer_spend\n", f"name: {name}\n")
+    if params:
+        text = text.replace("    max_depth: 4\n", params)
+    declaration.write_text(text)
+    contract = folder / "contracts" / "training_set.yaml"
+    contract.write_text(
+        contract.read_text().replace("customer_spend_training_set", f"{name}_training_set")
+    )
+    return definitions_of(models)
+
+
+def test_a_release_needing_approval_waits_until_approved_and_a_rejection_is_final(
+    platform: Platform, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = f"spend_{uuid.uuid4().hex[:8]}"
+    lifecycle = f"{name}_lifecycle"
+    assets = (f"{name}_training_set", name, f"{name}_deployment")
+    first = platform.materialize(_renamed(tmp_path / "a", name), lifecycle, *assets)
+    assert first.success
+    champion = str(materialization(first, name)["model_version"])
+    deeper = _renamed(tmp_path / "b", name, "    max_depth: 5\n")
+    waiting = platform.materialize(deeper, lifecycle, name, f"{name}_deployment")
+    assert waiting.success  # awaiting a person is not a failed run
+    version = str(materialization(waiting, name)["model_version"])
+    gate = check_evaluation(waiting, f"{name}_gate")
+    assert gate.metadata["verdict"].value == "awaiting_approval", gate.description
+    assert gate.severity.value == "WARN"
+    assert "parameters changed" in (gate.description or "")
+    materialized = {e.asset_key for e in waiting.get_asset_materialization_events()}
+    assert AssetKey(f"{name}_deployment") not in materialized
+    served = platform.stack.serving().status()[name]
+    assert version not in served["versions"]
+
+    assert main(["models", "pending", name]) == 0
+    assert f"{name} v{version} awaiting approval" in capsys.readouterr().out
+    sensor = deeper.resolve_sensor_def(f"{name}_release_sensor")
+    assert main(["models", "approve", name, version, "--reason", "deeper trees reviewed"]) == 0
+    assert f"{name} v{version} approved by" in capsys.readouterr().out
+    lake = ShipwayHomeResource(path=str(platform.home.root))
+    with build_sensor_context(instance=platform.instance, resources={"lake": lake}) as context:
+        result = sensor(context)
+    (request,) = result.run_requests
+    assert request.tags["shipway/model_version"] == version
+    released = deeper.resolve_job_def(f"{name}_release").execute_in_process(
+        instance=platform.instance, tags=request.tags
+    )
+    assert released.success
+    assert materialization(released, f"{name}_deployment")["model_version"] == version
+    assert version in platform.stack.serving().status()[name]["versions"]
+    assert champion in platform.stack.serving().status()[name]["versions"]
+
+    shallower = _renamed(tmp_path / "c", name, "    max_depth: 3\n")
+    third = platform.materialize(shallower, lifecycle, name, f"{name}_deployment")
+    rejected = str(materialization(third, name)["model_version"])
+    assert main(["models", "reject", name, rejected, "--reason", "not worth the risk"]) == 0
+    assert main(["models", "approve", name, rejected, "--reason", "second thoughts"]) == 2
+    assert "is not awaiting approval: it is rejected" in capsys.readouterr().err
+    alone = shallower.resolve_job_def(f"{name}_release").execute_in_process(
+        instance=platform.instance, tags={"shipway/model_version": rejected}, raise_on_error=False
+    )
+    assert not alone.success
+    assert rejected not in platform.stack.serving().status()[name]["versions"]
+
+    assert main(["models", "history", name]) == 0
+    history = capsys.readouterr().out
+    for state in ("promoted", "awaiting_approval", "approved", "rejected"):
+        assert f": {state} by" in history
+    assert main(["models", "lineage", name, version]) == 0
+    lineage = capsys.readouterr().out
+    assert "approval         approved by" in lineage
+    assert "parameters       " in lineage and "max_depth=5" in lineage
