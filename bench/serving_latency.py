@@ -1,22 +1,33 @@
-"""Serving latency at a fixed request rate: Shipway's splitter vs MLServer direct vs
-`mlflow models serve`, on the same XGBoost model (single-row V2 / MLflow requests).
+"""Serving, three ways in one run on the same XGBoost model: Shipway's front door (Envoy →
+MLServer with Shipway's runtime), the same MLServer direct, and `mlflow models serve`.
 
-    .venv/bin/python bench/serving_latency.py --rate 50 --requests 1000
+    .venv/bin/python bench/serving_latency.py                      # 50 req/s, 2000 requests
+    .venv/bin/python bench/serving_latency.py --rate 100 --seconds 15
 
-Prints p50 / p99 / mean latency per target. Requests are paced (open loop at `--rate`); a
-request that cannot keep up is sent late, not skipped, and its latency counts from its send.
+Latency: single-row requests paced at `--rate` (open loop; a late request is sent late, not
+skipped), the three targets interleaved request by request so they share the machine's state;
+p50 / p99 / mean per target. Throughput: `--connections` concurrent connections for
+`--seconds` per target, requests per second, with `wrk` when it is on PATH (Debian's `wrk`: the
+client then costs little CPU), else an aiohttp client (which then is part of what is measured).
+The front door and "direct" hit the same MLServer process, so their difference is the proxy.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import httpx
 import mlflow.xgboost
 import numpy as np
@@ -24,10 +35,10 @@ import pandas as pd
 import xgboost as xgb
 
 from shipway.monitoring.drift import build_reference
-from shipway.processes import LOOPBACK, ManagedProcess, free_port
+from shipway.processes import LOOPBACK, ManagedProcess, free_port, free_ports
 from shipway.serving.bundle import write_bundle
-from shipway.serving.client import ServingClient, serving_process
-from shipway.serving.protocol import features_request, mlserver_request
+from shipway.serving.dataplane import DataPlane, Route
+from shipway.serving.protocol import features_request
 from shipway.serving.runtime import start_mlserver
 
 FEATURES = [f"f{i}" for i in range(16)]
@@ -43,33 +54,83 @@ def train(dest: Path) -> tuple[xgb.XGBClassifier, pd.DataFrame]:
     return model, frame
 
 
-def paced(send: Callable[[np.ndarray], None], rows: np.ndarray, rate: float) -> np.ndarray:
-    latencies = []
+Target = tuple[str, str, Callable[[np.ndarray], dict[str, object]]]
+
+
+def paced(
+    http: httpx.Client, targets: list[Target], rows: np.ndarray, rate: float
+) -> dict[str, np.ndarray]:
+    latencies: dict[str, list[float]] = {name: [] for name, _, _ in targets}
     interval = 1.0 / rate
     start = time.perf_counter()
     for i, row in enumerate(rows):
-        due = start + i * interval
-        wait = due - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)
+        for j, (name, url, body) in enumerate(targets):
+            due = start + (i * len(targets) + j) * interval
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            began = time.perf_counter()
+            http.post(url, json=body(row[None, :])).raise_for_status()
+            latencies[name].append(time.perf_counter() - began)
+    return {name: np.asarray(values) * 1000 for name, values in latencies.items()}
+
+
+def saturate_wrk(url: str, body: dict[str, object], seconds: int, connections: int) -> float:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            'wrk.method = "POST"\n'
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = {json.dumps(json.dumps(body))}\n"
+        )
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", script.name, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    Path(script.name).unlink()
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} failed requests under load")
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert found, out
+    return float(found.group(1))
+
+
+async def _saturate_aiohttp(
+    url: str, body: dict[str, object], seconds: int, connections: int
+) -> float:
+    done = 0
+    stop = time.perf_counter() + seconds
+    payload = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < stop:
+                async with session.post(url, data=payload, headers=headers) as response:
+                    await response.read()
+                    response.raise_for_status()
+                done += 1
+
         began = time.perf_counter()
-        send(row[None, :])
-        latencies.append(time.perf_counter() - began)
-    return np.asarray(latencies) * 1000
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        return done / (time.perf_counter() - began)
 
 
-def report(name: str, ms: np.ndarray) -> None:
-    print(
-        f"{name:<28} p50 {np.percentile(ms, 50):6.2f} ms   p99 {np.percentile(ms, 99):6.2f} ms"
-        f"   mean {ms.mean():6.2f} ms   n={len(ms)}",
-        flush=True,
-    )
+def saturate(url: str, body: dict[str, object], seconds: int, connections: int) -> float:
+    if shutil.which("wrk"):
+        return saturate_wrk(url, body, seconds, connections)
+    return asyncio.run(_saturate_aiohttp(url, body, seconds, connections))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=50.0, help="requests per second (50)")
-    parser.add_argument("--requests", type=int, default=1000, help="requests per target (1000)")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per target (2000)")
+    parser.add_argument("--seconds", type=int, default=10, help="saturation seconds (10)")
+    parser.add_argument("--connections", type=int, default=16, help="saturation clients (16)")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="shipway-bench-"))
@@ -86,22 +147,21 @@ def main() -> int:
     )
     print(
         f"model: 150 trees, depth 5, {len(FEATURES)} features; {args.requests} single-row "
-        f"requests per target at {args.rate:.0f} req/s",
+        f"requests per target at {args.rate:.0f} req/s overall; saturation: "
+        f"{args.connections} connections x {args.seconds}s "
+        f"({'wrk' if shutil.which('wrk') else 'aiohttp client'})",
         flush=True,
     )
 
-    http = httpx.Client(timeout=30.0)
     processes: list[ManagedProcess] = []
     try:
-        port = free_port()
-        splitter = serving_process(port, root / "logs", None)
-        splitter.start()
-        processes.append(splitter)
-        client = ServingClient(f"http://{LOOPBACK}:{port}")
-        client.deploy("bench_model", "1", bundle.path)
-        client.set_traffic("bench_model", {"1": 100})
-        direct = start_mlserver(bundle, root / "logs", own_group=True)
-        processes.append(direct.process)
+        server = start_mlserver(bundle, root / "logs", own_group=True)
+        processes.append(server.process)
+        front, stats = free_ports(2)
+        dataplane = DataPlane(root / "dataplane", front, stats)
+        processes.append(dataplane.process(root / "logs").start())
+        dataplane.publish([Route("bench_model", {"1": server.http_port}, {"1": 100})])
+        time.sleep(1.0)
 
         mlflow_dir = root / "mlflow_model"
         mlflow.xgboost.save_model(
@@ -131,31 +191,32 @@ def main() -> int:
             # mlflow execs `uvicorn` by name: the environment's bin must be on PATH.
             env={"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
         )
-        mlflow_serve.start()
-        processes.append(mlflow_serve)
+        processes.append(mlflow_serve.start())
 
-        def via_splitter(row: np.ndarray) -> None:
-            http.post(
-                f"{client.url}/v2/models/bench_model/infer", json=features_request(row, FEATURES)
-            ).raise_for_status()
+        def oip(row: np.ndarray) -> dict[str, object]:
+            return features_request(row, FEATURES)
 
-        def via_mlserver(row: np.ndarray) -> None:
-            http.post(
-                direct.infer_url, json=mlserver_request(row, bundle.mlserver_output)
-            ).raise_for_status()
+        def mlflow_body(row: np.ndarray) -> dict[str, object]:
+            return {"dataframe_split": {"columns": list(range(row.shape[1])), "data": row.tolist()}}
 
-        def via_mlflow(row: np.ndarray) -> None:
-            body = {"dataframe_split": {"columns": list(range(row.shape[1])), "data": row.tolist()}}
-            http.post(f"http://{LOOPBACK}:{mlflow_port}/invocations", json=body).raise_for_status()
-
-        for name, send in (
-            ("shipway splitter -> MLServer", via_splitter),
-            ("MLServer direct", via_mlserver),
-            ("mlflow models serve", via_mlflow),
-        ):
-            for row in rows[:20]:
-                send(row[None, :])
-            report(name, paced(send, rows, args.rate))
+        infer = "/v2/models/bench_model/infer"
+        targets: list[Target] = [
+            ("front door (Envoy -> MLServer)", f"{dataplane.url}{infer}", oip),
+            ("MLServer direct", f"http://{LOOPBACK}:{server.http_port}{infer}", oip),
+            ("mlflow models serve", f"http://{LOOPBACK}:{mlflow_port}/invocations", mlflow_body),
+        ]
+        with httpx.Client(timeout=30.0) as http:
+            paced(http, targets, rows[:50], args.rate)  # warm-up
+            results = paced(http, targets, rows, args.rate)
+        print(f"{'target':<32} {'p50 ms':>7} {'p99 ms':>7} {'mean ms':>8} {'req/s sat.':>11}")
+        for name, url, body in targets:
+            ms = results[name]
+            throughput = saturate(url, body(rows[:1]), args.seconds, args.connections)
+            print(
+                f"{name:<32} {np.percentile(ms, 50):7.2f} {np.percentile(ms, 99):7.2f} "
+                f"{ms.mean():8.2f} {throughput:11.0f}",
+                flush=True,
+            )
     finally:
         for process in reversed(processes):
             process.stop()

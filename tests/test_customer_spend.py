@@ -3,7 +3,6 @@ table, feature service, gates and serving settings, through the same platform.""
 
 from __future__ import annotations
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -54,6 +53,5 @@ def test_customer_spend_beats_its_naive_baseline_and_serves_forecasts(platform: 
     regressor.load_model(platform.home.serving / MODEL / version / "model.ubj")
     np.testing.assert_allclose(forecast, regressor.predict(vectors), rtol=1e-4)
     # Its own serving settings: a drift window of 500 rows, whatever other models use.
-    assert serving.status()[MODEL]["versions"][version]["drift_window_samples"] == 500
-    metrics = httpx.get(f"{serving.url}/metrics").text
+    metrics = serving.version_metrics(MODEL, version)
     assert f'shipway_drift_window_samples{{model="{MODEL}",version="{version}"}} 500.0' in metrics

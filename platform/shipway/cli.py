@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     demo = sub.add_parser(
         "demo",
-        help="run the whole loop once: train v1, deploy, drift, sensor, retrain v2",
+        help="run the whole loop once: train v1, deploy, drift, sensor, retrain v2, roll it out",
         description="Runs headless on embedded defaults and exits 0 once the loop has closed. "
         "Starts from a clean $SHIPWAY_HOME unless --keep is given.",
     )
@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--events-per-day", type=int, default=2000, help="events per day (2000)")
     demo.add_argument("--traffic-rows", type=int, default=1200, help="rows per traffic phase")
     demo.add_argument("--keep", action="store_true", help="keep existing state in $SHIPWAY_HOME")
+    demo.add_argument(
+        "--bad-challenger",
+        action="store_true",
+        help="serve v2 with injected errors and latency, and watch its rollout roll it back",
+    )
 
     up = sub.add_parser(
         "up",
@@ -66,12 +71,21 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--dagster-port", type=int, default=3000)
     up.add_argument("--mlflow-port", type=int, default=5000)
     up.add_argument("--prometheus-port", type=int, default=9090)
-    up.add_argument("--serving-port", type=int, default=8000)
+    up.add_argument(
+        "--serving-port", type=int, default=8000, help="the data plane's front door (Envoy)"
+    )
+    up.add_argument("--serving-stats-port", type=int, default=8001, help="Envoy's /metrics")
+    up.add_argument("--control-port", type=int, default=8100, help="the serving control plane")
 
     serve = sub.add_parser(
-        "serve", help="run the serving controller and traffic splitter (started by `up`)"
+        "serve",
+        help="run the serving control plane (started by `up`); needs $SHIPWAY_SERVING_TOKEN",
     )
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=8100)
+    serve.add_argument("--root", type=Path, required=True, help="serving home: bundles, state")
+    serve.add_argument(
+        "--dataplane-dir", type=Path, required=True, help="where Envoy reads its xDS files"
+    )
     serve.add_argument("--log-dir", type=Path, required=True)
     serve.add_argument("--targets-dir", type=Path, help="Prometheus file_sd folder to update")
 
@@ -146,6 +160,28 @@ def main(argv: list[str] | None = None) -> int:
     reproduce.add_argument("model")
     reproduce.add_argument("version")
 
+    rollout = sub.add_parser(
+        "rollout",
+        help="a model's rollout: status, pause, resume, promote now, abort (roll back now)",
+        description="The rollout sensor (<model>_rollout_sensor) moves a released version "
+        "through shadow and canary steps on Prometheus' analysis. These commands act through "
+        "the same controller, under the same lock, and append to the release audit. They find "
+        "serving through $SHIPWAY_CONTROL_URL / $SHIPWAY_SERVING_TOKEN or the endpoint file "
+        "`shipway up` writes in $SHIPWAY_HOME.",
+    )
+    rollout_sub = rollout.add_subparsers(dest="rollout_command", required=True, metavar="ACTION")
+    rollout_status = rollout_sub.add_parser("status", help="phase, weights, latest decisions")
+    rollout_status.add_argument("model")
+    for action, text in (
+        ("pause", "stop at the current step (traffic stays as it is)"),
+        ("resume", "continue a paused rollout"),
+        ("promote", "make the challenger the champion now, skipping the remaining steps"),
+        ("abort", "roll back now: the champion takes all traffic, the challenger stops"),
+    ):
+        acting = rollout_sub.add_parser(action, help=text)
+        acting.add_argument("model")
+        acting.add_argument("--reason", required=True, help="why, for the audit trail")
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -162,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             return _data(args)
         if args.command == "models":
             return _models(args)
+        if args.command == "rollout":
+            return _rollout(args)
         return _doctor()
     except ShipwayError as exc:
         print(f"shipway {args.command}: {exc}", file=sys.stderr)
@@ -179,6 +217,7 @@ def _demo(args: argparse.Namespace) -> int:
         drift_days=args.drift_days,
         events_per_day=args.events_per_day,
         traffic_rows=args.traffic_rows,
+        bad_challenger=args.bad_challenger,
     )
     run_demo(ShipwayHome.from_env(), config, args.model, keep=args.keep)
     return 0
@@ -187,7 +226,14 @@ def _demo(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from shipway.stack import Ports, running_stack
 
-    ports = Ports(args.mlflow_port, args.prometheus_port, args.serving_port, args.dagster_port)
+    ports = Ports(
+        args.mlflow_port,
+        args.prometheus_port,
+        args.serving_port,
+        args.dagster_port,
+        args.control_port,
+        args.serving_stats_port,
+    )
     home = ShipwayHome.from_env()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -198,7 +244,9 @@ def _up(args: argparse.Namespace) -> int:
             f"  Dagster UI  {stack.dagster_url}\n"
             f"  MLflow      {stack.mlflow_url}\n"
             f"  Prometheus  {stack.prometheus_url}\n"
-            f"  serving     {stack.serving_url}/v2/models/<model>/infer\n"
+            f"  serving     {stack.serving_url}/v2/models/<model>/infer (Envoy)\n"
+            f"  control     {stack.control_url}/admin/models "
+            "(changes need $SHIPWAY_SERVING_TOKEN)\n"
             f"  state in {home.root}, logs in {home.logs}\n"
             "Ctrl-C stops everything.",
             flush=True,
@@ -214,8 +262,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     from shipway.processes import LOOPBACK
     from shipway.serving.controller import create_app
+    from shipway.serving.dataplane import DataPlane
 
-    app = create_app(args.log_dir, args.targets_dir)
+    app = create_app(args.root, DataPlane(args.dataplane_dir), args.log_dir, args.targets_dir)
     uvicorn.run(app, host=LOOPBACK, port=args.port, log_level="warning")
     return 0
 
@@ -274,6 +323,18 @@ def _models(args: argparse.Namespace) -> int:
         )
         print("\n".join(lines))
         return 0 if result.result.identical else 1
+    return 0
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    from shipway.rollout import commands
+
+    home = ShipwayHome.from_env()
+    declared = _declared(args.model)
+    if args.rollout_command != "status":
+        state = commands.command(home, declared, args.rollout_command, args.reason)
+        print(f"{args.model} v{state.challenger}: {state.decisions[-1]['reason']}")
+    print("\n".join(commands.status_lines(home, declared)))
     return 0
 
 

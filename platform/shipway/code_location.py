@@ -65,7 +65,11 @@ def resources() -> dict[str, object]:
             project_dir=dbt_project, dbt_executable=str(Path(sys.executable).with_name("dbt"))
         ),
         "mlflow": MlflowResource(tracking_uri=EnvVar("MLFLOW_TRACKING_URI")),
-        "serving": ServingResource(url=EnvVar("SHIPWAY_SERVING_URL")),
+        "serving": ServingResource(
+            control_url=EnvVar("SHIPWAY_CONTROL_URL"),
+            url=EnvVar("SHIPWAY_SERVING_URL"),
+            token=EnvVar("SHIPWAY_SERVING_TOKEN"),
+        ),
         "prometheus": PrometheusResource(url=EnvVar("SHIPWAY_PROMETHEUS_URL")),
     }
 

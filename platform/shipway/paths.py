@@ -15,6 +15,7 @@ DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 FEATURE_REPO_DIR = REPO_ROOT / "feature_repo"
 DEPLOY_DIR = REPO_ROOT / "deploy"
 ASSETS_DIR = REPO_ROOT / "assets"
+PLATFORM_DIR = REPO_ROOT / "platform"
 # The raw-events contract every model's data passes, shared by all of them.
 RAW_EVENTS_CONTRACT = ASSETS_DIR / "contracts" / "raw_events.yaml"
 

@@ -144,6 +144,11 @@ class ManagedProcess:
             f"(log: {self.log_path})"
         )
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, f"{self.name} was not started"
+        return self._proc.pid
+
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

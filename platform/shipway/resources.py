@@ -30,12 +30,15 @@ class MlflowResource(ConfigurableResource):
 
 
 class ServingResource(ConfigurableResource):
-    """The serving control plane: Shipway's local controller here, Seldon Core on Kubernetes."""
+    """Serving: the control plane (Shipway's here, Seldon Core on Kubernetes), its token, and
+    the data plane's front door."""
 
+    control_url: str
     url: str
+    token: str
 
     def client(self) -> ServingClient:
-        return ServingClient(self.url)
+        return ServingClient(self.control_url, self.url, self.token)
 
 
 class PrometheusResource(ConfigurableResource):

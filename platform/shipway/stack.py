@@ -1,4 +1,5 @@
-"""The local platform: MLflow, Prometheus and serving (and Dagster for `shipway up`).
+"""The local platform: MLflow, Prometheus, serving's two planes (Envoy and the control plane)
+and, for `shipway up`, Dagster.
 
 All on 127.0.0.1. Binaries and ports are checked before anything starts, and a failure at any
 step stops what was already started, so a failed start leaves nothing running.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +28,15 @@ from shipway.processes import (
     free_ports,
     require_binary,
 )
-from shipway.serving.client import ServingClient, serving_process
+from shipway.serving.client import (
+    CONTROL_ENV,
+    SERVING_ENV,
+    TOKEN_ENV,
+    ServingClient,
+    control_plane_process,
+    write_endpoint,
+)
+from shipway.serving.dataplane import DataPlane, envoy_binary
 from shipway.serving.runtime import mlserver_binary
 
 
@@ -36,18 +46,32 @@ class Ports:
     prometheus: int = 9090
     serving: int = 8000
     dagster: int = 3000
+    control: int = 8100
+    serving_stats: int = 8001
 
     @classmethod
     def free(cls) -> Ports:
-        """Four different free ports (tests, the demo, benchmarks)."""
-        return cls(*free_ports(4))
+        """Six different free ports (tests, the demo, benchmarks)."""
+        return cls(*free_ports(6))
+
+
+def serving_token() -> str:
+    """The token changes to serving need: $SHIPWAY_SERVING_TOKEN, or a fresh one per start."""
+    return os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(24)
 
 
 @dataclass
 class Stack:
     home: ShipwayHome
     ports: Ports
+    token: str = field(default_factory=serving_token)
     group: ServiceGroup = field(default_factory=ServiceGroup)
+
+    @property
+    def dataplane(self) -> DataPlane:
+        return DataPlane(
+            self.home.serving / ".dataplane", self.ports.serving, self.ports.serving_stats
+        )
 
     @property
     def mlflow_url(self) -> str:
@@ -62,6 +86,10 @@ class Stack:
         return f"http://{LOOPBACK}:{self.ports.serving}"
 
     @property
+    def control_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.control}"
+
+    @property
     def dagster_url(self) -> str:
         return f"http://{LOOPBACK}:{self.ports.dagster}"
 
@@ -70,13 +98,15 @@ class Stack:
         return {
             **self.home.environment(),
             "MLFLOW_TRACKING_URI": self.mlflow_url,
-            "SHIPWAY_SERVING_URL": self.serving_url,
+            SERVING_ENV: self.serving_url,
+            CONTROL_ENV: self.control_url,
+            TOKEN_ENV: self.token,
             "SHIPWAY_PROMETHEUS_URL": self.prometheus_url,
             "DAGSTER_HOME": str(self.home.dagster),
         }
 
     def serving(self) -> ServingClient:
-        return ServingClient(self.serving_url)
+        return ServingClient(self.control_url, self.serving_url, self.token)
 
 
 def prometheus_binary() -> str:
@@ -89,8 +119,14 @@ def preflight(ports: Ports, with_dagster: bool) -> None:
     """Everything that can be known to fail before starting anything."""
     prometheus_binary()
     mlserver_binary()
-    checks = [("MLflow server", ports.mlflow), ("Prometheus", ports.prometheus)]
-    checks.append(("serving controller", ports.serving))
+    envoy_binary()
+    checks = [
+        ("MLflow server", ports.mlflow),
+        ("Prometheus", ports.prometheus),
+        ("Envoy front door", ports.serving),
+        ("Envoy stats", ports.serving_stats),
+        ("serving control plane", ports.control),
+    ]
     if with_dagster:
         checks.append(("Dagster webserver", ports.dagster))
     taken: dict[int, str] = {}
@@ -105,18 +141,28 @@ def preflight(ports: Ports, with_dagster: bool) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(home: ShipwayHome, ports: Ports, with_dagster: bool = False) -> Iterator[Stack]:
+def running_stack(
+    home: ShipwayHome, ports: Ports, with_dagster: bool = False, with_mlflow: bool = True
+) -> Iterator[Stack]:
+    """The platform on loopback; without MLflow it is serving and its metrics alone."""
     preflight(ports, with_dagster)
     stack = Stack(home, ports)
     home.prepare_dagster()
     with stack.group as group:
         # MLflow is the slowest to come up (~20 s on 2 cores): launch it first, wait last.
-        group.start(mlflow_server_process(home, ports.mlflow), wait=False)
+        if with_mlflow:
+            group.start(mlflow_server_process(home, ports.mlflow), wait=False)
         prometheus = PrometheusServer(home, ports.prometheus, binary=prometheus_binary())
         group.start(prometheus.prepare())
         targets = prometheus.config_dir / "targets"
-        group.start(serving_process(ports.serving, home.logs, targets))
-        write_targets(prometheus.config_dir, "shipway_serving", [f"{LOOPBACK}:{ports.serving}"])
+        dataplane = stack.dataplane
+        group.start(dataplane.process(home.logs), wait=False)
+        control = control_plane_process(home.serving, dataplane, home.logs, targets, ports.control)
+        control.env[TOKEN_ENV] = stack.token
+        group.start(control)
+        write_endpoint(home.serving, stack.control_url, stack.serving_url, stack.token)
+        write_targets(prometheus.config_dir, "shipway_serving", [f"{LOOPBACK}:{ports.control}"])
+        write_targets(prometheus.config_dir, "envoy", [dataplane.metrics_target])
         if with_dagster:
             group.start(dagster_process(stack), wait=False)
         group.wait_ready()

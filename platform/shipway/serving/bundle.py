@@ -1,10 +1,11 @@
 """A servable model version on disk: what MLServer loads plus the drift reference.
 
 Layout (`<serving>/<model>/<version>/`): `model.ubj` (XGBoost), `model-settings.json`
-(MLServer; its `parameters.extra` carries the version's serving settings from the model's
-declaration: problem type and drift window), `reference.json` (feature order + training
-distribution). Every version carries its own settings, so two models served side by side each
-keep theirs.
+(MLServer: Shipway's runtime, the feature inputs and the `score` output as the version's Open
+Inference Protocol metadata, and in `parameters.extra` the version's serving settings from the
+model's declaration: problem type, drift window, an optional injected fault), `reference.json`
+(feature order + training distribution). Every version carries its own settings, so two models
+served side by side each keep theirs.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from pathlib import Path
 
 from shipway.errors import BadRequest
 from shipway.monitoring.drift import ReferenceProfile
+from shipway.serving.protocol import SCORE_OUTPUT
 
 MODEL_FILE = "model.ubj"
 SETTINGS_FILE = "model-settings.json"
 REFERENCE_FILE = "reference.json"
 
 
-# What MLServer's XGBoost runtime is asked for: class probabilities, or the forecast.
-OUTPUT_OF_PROBLEM = {"binary_classification": "predict_proba", "regression": "predict"}
+PROBLEMS = ("binary_classification", "regression")
+RUNTIME = "shipway.serving.mlserver_runtime.ShipwayModel"
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,7 @@ class Bundle:
     version: str
     problem: str
     drift_window: int
-
-    @property
-    def mlserver_output(self) -> str:
-        return OUTPUT_OF_PROBLEM[self.problem]
+    fault: dict[str, float] | None = None
 
     @property
     def reference(self) -> ReferenceProfile:
@@ -51,21 +50,31 @@ def write_bundle(
     reference: ReferenceProfile,
     problem: str,
     drift_window: int,
+    fault: dict[str, float] | None = None,
 ) -> Bundle:
+    """`fault` ({"error_ratio": 0.3, "latency_ms": 50}) makes a deliberately bad version."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_file, dest / MODEL_FILE)
     reference.save(dest / REFERENCE_FILE)
+    extra: dict[str, object] = {
+        "problem": problem,
+        "drift_window": drift_window,
+        "reference": REFERENCE_FILE,
+    }
+    if fault:
+        extra["fault"] = fault
     settings = {
         "name": model,
-        "implementation": "mlserver_xgboost.XGBoostModel",
-        "parameters": {
-            "uri": f"./{MODEL_FILE}",
-            "version": version,
-            "extra": {"problem": problem, "drift_window": drift_window},
-        },
+        "implementation": RUNTIME,
+        "platform": "xgboost",
+        "inputs": [
+            {"name": name, "datatype": "FP64", "shape": [-1]} for name in reference.feature_names
+        ],
+        "outputs": [{"name": SCORE_OUTPUT, "datatype": "FP64", "shape": [-1]}],
+        "parameters": {"uri": f"./{MODEL_FILE}", "version": version, "extra": extra},
     }
     (dest / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
-    return Bundle(dest, model, version, problem, drift_window)
+    return Bundle(dest, model, version, problem, drift_window, fault)
 
 
 def read_bundle(path: Path) -> Bundle:
@@ -83,11 +92,10 @@ def read_bundle(path: Path) -> Bundle:
             str(parameters["version"]),
             str(extra["problem"]),
             int(extra["drift_window"]),
+            extra.get("fault"),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise BadRequest(f"bundle {path}: {SETTINGS_FILE} is malformed ({exc!r})") from None
-    if bundle.problem not in OUTPUT_OF_PROBLEM:
-        raise BadRequest(
-            f"bundle {path}: problem {bundle.problem!r} is not one of {sorted(OUTPUT_OF_PROBLEM)}"
-        )
+    if bundle.problem not in PROBLEMS:
+        raise BadRequest(f"bundle {path}: problem {bundle.problem!r} is not one of {PROBLEMS}")
     return bundle

@@ -1,7 +1,10 @@
-"""Client of the serving controller: what assets, the demo and tests use to deploy and call."""
+"""Client of serving: changes go to the control plane (with the serving token), requests go
+through the data plane's front door, as a serving team's would."""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,19 +14,31 @@ import numpy as np
 
 from shipway.errors import ServiceError, ShipwayError
 from shipway.processes import LOOPBACK, ManagedProcess, ensure_port_free
+from shipway.serving.dataplane import DataPlane
 from shipway.serving.protocol import SCORE_OUTPUT, features_request
+
+CONTROL_ENV = "SHIPWAY_CONTROL_URL"
+SERVING_ENV = "SHIPWAY_SERVING_URL"
+TOKEN_ENV = "SHIPWAY_SERVING_TOKEN"
 
 
 class ServingClient:
-    def __init__(self, url: str, timeout: float = 120.0) -> None:
+    def __init__(self, control_url: str, url: str, token: str, timeout: float = 120.0) -> None:
+        self.control_url = control_url.rstrip("/")
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self._control = httpx.Client(
+            base_url=self.control_url,
+            timeout=timeout,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        self._data = httpx.Client(base_url=self.url, timeout=timeout)
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
+        http = self._data if path.startswith("/v2/") else self._control
         try:
-            response = self._http.request(method, path, json=body)
+            response = http.request(method, path, json=body)
         except httpx.HTTPError as exc:
-            raise ServiceError(f"serving controller at {self.url} unreachable: {exc}") from None
+            raise ServiceError(f"serving at {http.base_url} unreachable: {exc}") from None
         if response.status_code >= 400:
             try:
                 message = response.json()["error"]
@@ -39,9 +54,11 @@ class ServingClient:
         )
         return result
 
-    def set_traffic(self, model: str, weights: dict[str, int]) -> dict[str, Any]:
+    def set_traffic(
+        self, model: str, weights: dict[str, int], shadow: str | None = None
+    ) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
-            "PUT", f"/admin/models/{model}/traffic", {"weights": weights}
+            "PUT", f"/admin/models/{model}/traffic", {"weights": weights, "shadow": shadow}
         )
         return result
 
@@ -52,6 +69,27 @@ class ServingClient:
         result: dict[str, Any] = self._call("GET", "/admin/models")
         return result
 
+    @classmethod
+    def for_home(cls, home_serving: Path) -> ServingClient:
+        """Serving as `shipway up` left it for people: $SHIPWAY_CONTROL_URL,
+        $SHIPWAY_SERVING_URL and $SHIPWAY_SERVING_TOKEN, else the owner-only endpoint file."""
+        env = {k: os.environ.get(k) for k in (CONTROL_ENV, SERVING_ENV, TOKEN_ENV)}
+        if all(env.values()):
+            return cls(str(env[CONTROL_ENV]), str(env[SERVING_ENV]), str(env[TOKEN_ENV]))
+        path = endpoint_file(home_serving)
+        if not path.exists():
+            raise ServiceError(
+                f"serving is not running for this home ({path} is missing): start `shipway up`,"
+                f" or set {CONTROL_ENV}, {SERVING_ENV} and {TOKEN_ENV}"
+            )
+        saved = json.loads(path.read_text())
+        return cls(saved["control_url"], saved["url"], saved["token"])
+
+    def version_metrics(self, model: str, version: str) -> str:
+        """The Prometheus text a version's model server exports (drift, scores, MLServer's)."""
+        port = self.status()[model]["versions"][version]["metrics_port"]
+        return httpx.get(f"http://{LOOPBACK}:{port}/metrics", timeout=10.0).text
+
     def infer(self, model: str, rows: np.ndarray, feature_names: list[str]) -> tuple[str, Any]:
         """Scores for `rows` and the version that answered."""
         answer = self._call(
@@ -61,9 +99,26 @@ class ServingClient:
         return str(answer["model_version"]), np.asarray(output["data"])
 
 
-def serving_process(port: int, log_dir: Path, targets_dir: Path | None) -> ManagedProcess:
-    """The serving controller as its own process (what `shipway serve` runs)."""
-    ensure_port_free(port, "serving controller")
+def endpoint_file(home_serving: Path) -> Path:
+    return home_serving / ".control" / "endpoint.json"
+
+
+def write_endpoint(home_serving: Path, control_url: str, url: str, token: str) -> Path:
+    """Where `shipway rollout` finds serving: readable by the owner only (it holds the token)."""
+    path = endpoint_file(home_serving)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        json.dump({"control_url": control_url, "url": url, "token": token}, out)
+    tmp.replace(path)
+    return path
+
+
+def control_plane_process(
+    root: Path, dataplane: DataPlane, log_dir: Path, targets_dir: Path | None, port: int
+) -> ManagedProcess:
+    """The serving control plane as its own process (what `shipway serve` runs)."""
+    ensure_port_free(port, "serving control plane")
     argv = [
         sys.executable,
         "-m",
@@ -71,14 +126,18 @@ def serving_process(port: int, log_dir: Path, targets_dir: Path | None) -> Manag
         "serve",
         "--port",
         str(port),
+        "--root",
+        str(root),
+        "--dataplane-dir",
+        str(dataplane.config_dir),
         "--log-dir",
         str(log_dir),
     ]
     if targets_dir is not None:
         argv += ["--targets-dir", str(targets_dir)]
     return ManagedProcess(
-        name="serving controller",
+        name="serving control plane",
         argv=argv,
-        log_path=log_dir / "serving-controller.log",
+        log_path=log_dir / "serving-control-plane.log",
         ready_url=f"http://{LOOPBACK}:{port}/health",
     )

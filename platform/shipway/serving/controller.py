@@ -1,64 +1,102 @@
-"""The local serving control plane and traffic splitter: the embedded stand-in for Seldon Core.
+"""The serving control plane: the embedded stand-in for Seldon Core's scheduler.
 
 On Kubernetes, Seldon Core runs one `Model` per version and an `Experiment` splits traffic
-between them by weight. Here one process does both jobs on 127.0.0.1:
+between them. Here this process does that job on 127.0.0.1, and never touches a request:
 
-- control plane (`/admin/...`): start a version's MLServer from a bundle, set traffic weights,
-  stop a version; state changes only after the new state is known to be good;
-- data plane (`/v2/models/{model}/infer`): validate the V2 request against the model's
-  features, pick a version by weight, forward to its MLServer, answer with the score;
-- observability (`/metrics`): per-version request counts, errors, latency histogram, score
-  histogram and per-feature PSI of the live window against the training reference.
+- it starts one MLServer per version (Shipway's runtime, from a bundle under the serving home),
+  restarts one that crashes, and stops one that is undeployed;
+- it tells the data plane (Envoy, `shipway.serving.dataplane`) which versions exist, their
+  weights and the shadow, and waits until Envoy runs that configuration;
+- it persists what is served (`.control/state.json`, written atomically) and reconciles on
+  start: a model server still running from before (a control plane killed with -9) is adopted,
+  one that is gone is started again, so a restart serves what was served;
+- every change needs `Authorization: Bearer $SHIPWAY_SERVING_TOKEN`; reading status does not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
-import random
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route as Endpoint
 
-from shipway.errors import BadRequest, NotFound, ShipwayError
-from shipway.monitoring.drift import DriftWindow
-from shipway.serving.bundle import read_bundle
-from shipway.serving.protocol import (
-    infer_response,
-    mlserver_request,
-    parse_infer_request,
-    scores_from_mlserver,
-)
-from shipway.serving.runtime import VersionRuntime, start_mlserver
+from shipway.errors import BadRequest, NotFound, ServiceError, ShipwayError
+from shipway.rollout.state import RolloutStore
+from shipway.serving.bundle import Bundle, read_bundle
+from shipway.serving.client import TOKEN_ENV
+from shipway.serving.dataplane import DataPlane, Route
+from shipway.serving.runtime import start_mlserver, version_ready_url
 
 log = logging.getLogger(__name__)
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
+MAX_ADMIN_BODY = 64 * 1024
+SUPERVISE_SECONDS = 1.0
+APPLY_TIMEOUT = 10.0
+
+
+class Stoppable(Protocol):
+    def running(self) -> bool: ...
+
+    def stop(self, timeout: float = 15.0) -> None: ...
+
+
+class AdoptedProcess:
+    """A model server started by an earlier control plane that is still serving."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def running(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if not self.running():
+                    return
+                time.sleep(0.1)
 
 
 @dataclass
 class ServedVersion:
-    runtime: VersionRuntime
-    drift: DriftWindow
+    bundle: Bundle
+    http_port: int
+    metrics_port: int
+    pid: int
+    process: Stoppable
 
-    @property
-    def feature_names(self) -> list[str]:
-        return self.drift.profile.feature_names
+    def record(self) -> dict[str, Any]:
+        return {
+            "bundle": str(self.bundle.path),
+            "http_port": self.http_port,
+            "metrics_port": self.metrics_port,
+            "pid": self.pid,
+        }
 
 
 @dataclass
@@ -66,145 +104,282 @@ class ServedModel:
     name: str
     versions: dict[str, ServedVersion] = field(default_factory=dict)
     weights: dict[str, int] = field(default_factory=dict)
+    shadow: str | None = None
 
-    def pick(self, rng: random.Random) -> str:
-        live = [(v, w) for v, w in self.weights.items() if w > 0]
-        if not live:
-            raise BadRequest(f"model {self.name!r} has no version with traffic weight > 0")
-        versions, weights = zip(*live, strict=True)
-        return rng.choices(versions, weights=weights)[0]
+    def route(self) -> Route:
+        return Route(
+            self.name,
+            {v: s.http_port for v, s in self.versions.items()},
+            dict(self.weights),
+            self.shadow,
+        )
 
 
-class _DriftCollector(Collector):
-    def __init__(self, models: dict[str, ServedModel]) -> None:
-        self.models = models
+@dataclass(frozen=True)
+class SavedState:
+    """What `.control/state.json` holds: enough to serve the same again after a restart."""
+
+    models: dict[str, dict[str, Any]]
+
+    @classmethod
+    def load(cls, path: Path) -> SavedState:
+        if not path.exists():
+            return cls({})
+        try:
+            return cls(json.loads(path.read_text())["models"])
+        except (ValueError, KeyError) as exc:
+            raise ServiceError(
+                f"serving state {path} is unreadable ({exc!r}); move it away"
+            ) from None
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1, sort_keys=True))
+        tmp.replace(path)
+
+
+def _is_our_mlserver(pid: int, bundle: Path) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(b"mlserver" in part for part in cmdline) and str(bundle).encode() in cmdline
+
+
+class _RolloutCollector(Collector):
+    """Each model's rollout, read from its state file at scrape: phase, step, failed checks and
+    the last analysed values (so a dashboard shows what the controller decided on)."""
+
+    def __init__(self, store: RolloutStore) -> None:
+        self.store = store
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        psi = GaugeMetricFamily(
-            "shipway_feature_drift_psi",
-            "PSI of the live window against the training reference, per feature",
-            labels=["model", "version", "feature"],
+        phase = GaugeMetricFamily(
+            "shipway_rollout_phase",
+            "1 for the phase each model's latest rollout is in",
+            labels=["model", "version", "champion", "phase"],
         )
-        samples = GaugeMetricFamily(
-            "shipway_drift_window_samples",
-            "Rows in the live drift window",
+        failed = GaugeMetricFamily(
+            "shipway_rollout_failed_checks",
+            "Failed analysis intervals in a row",
             labels=["model", "version"],
         )
-        for model in list(self.models.values()):
-            for version, served in list(model.versions.items()):
-                samples.add_metric([model.name, version], served.drift.samples)
-                if served.drift.samples == 0:
-                    continue
-                for feature, value in served.drift.psi_by_feature().items():
-                    psi.add_metric([model.name, version, feature], value)
-        yield psi
-        yield samples
+        analysis = GaugeMetricFamily(
+            "shipway_rollout_analysis",
+            "Values of the latest analysed interval",
+            labels=["model", "version", "value"],
+        )
+        for state in self.store.all():
+            labels = [state.model, state.challenger]
+            phase.add_metric([*labels, state.champion or "", state.phase], 1)
+            failed.add_metric(labels, state.failed)
+            last = next((d for d in reversed(state.decisions) if d.get("analysis")), None)
+            for key, value in (last or {}).get("analysis", {}).items():
+                if value is not None:
+                    analysis.add_metric([*labels, key], float(value))
+        yield phase
+        yield failed
+        yield analysis
 
 
-class Controller:
-    def __init__(self, log_dir: Path, targets_dir: Path | None) -> None:
+class ControlPlane:
+    def __init__(
+        self, root: Path, dataplane: DataPlane, log_dir: Path, targets_dir: Path | None
+    ) -> None:
+        self.root = root.resolve()
+        self.dataplane = dataplane
         self.log_dir = log_dir
         self.targets_dir = targets_dir
+        self.state_path = self.root / ".control" / "state.json"
         self.models: dict[str, ServedModel] = {}
-        self.rng = random.Random(0)
         self.lock = asyncio.Lock()
-        self.http = httpx.AsyncClient(timeout=30.0)
         self.registry = CollectorRegistry()
-        labels = ["model", "version"]
-        self.requests = Counter(
-            "shipway_requests",
-            "Inference requests by outcome",
-            [*labels, "outcome"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "shipway_request_duration_seconds",
-            "Inference request latency seen by the splitter",
-            labels,
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.scores = Histogram(
-            "shipway_prediction_score",
-            "Distribution of predicted scores",
-            labels,
-            buckets=SCORE_BUCKETS,
-            registry=self.registry,
-        )
         self.weight = Gauge(
-            "shipway_traffic_weight", "Traffic weight in percent", labels, registry=self.registry
+            "shipway_traffic_weight",
+            "Traffic weight in percent (shadow versions: 0, see shipway_shadow)",
+            ["model", "version"],
+            registry=self.registry,
         )
-        self.registry.register(_DriftCollector(self.models))
+        self.shadow = Gauge(
+            "shipway_shadow",
+            "1 for the version that receives mirrored traffic",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.restarts = Gauge(
+            "shipway_model_server_restarts",
+            "Model servers the control plane restarted after they stopped",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.registry.register(_RolloutCollector(RolloutStore(self.root)))
+
+    # --- state -----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         return {
             name: {
                 "weights": model.weights,
+                "shadow": model.shadow,
                 "versions": {
-                    v: {
-                        "bundle": str(s.runtime.bundle.path),
-                        "infer_url": s.runtime.infer_url,
-                        "metrics": s.runtime.metrics_target,
-                        "drift_window_samples": s.drift.samples,
-                    }
+                    v: {**s.record(), "running": s.process.running()}
                     for v, s in model.versions.items()
                 },
             }
             for name, model in self.models.items()
         }
 
+    async def reconcile(self) -> None:
+        """Serve what the saved state says: adopt live model servers, start missing ones."""
+        saved = SavedState.load(self.state_path)
+        for name, entry in saved.models.items():
+            model = self.models.setdefault(name, ServedModel(name))
+            for version, record in entry["versions"].items():
+                try:
+                    model.versions[version] = await run_in_threadpool(
+                        self._revive, name, version, record
+                    )
+                except ShipwayError as exc:
+                    log.error("cannot serve %s v%s again: %s", name, version, exc)
+            model.weights = {v: int(w) for v, w in entry["weights"].items() if v in model.versions}
+            shadow = entry.get("shadow")
+            model.shadow = shadow if shadow in model.versions else None
+        await self._commit()
+        log.info("reconciled serving state: %s", {n: m.weights for n, m in self.models.items()})
+
+    def _revive(self, model: str, version: str, record: dict[str, Any]) -> ServedVersion:
+        bundle = read_bundle(Path(record["bundle"]))
+        pid = int(record.get("pid", 0))
+        if pid and _is_our_mlserver(pid, bundle.path):
+            with contextlib.suppress(httpx.HTTPError):
+                url = version_ready_url(bundle, int(record["http_port"]))
+                if httpx.get(url, timeout=2.0).status_code == 200:
+                    log.info("adopted %s v%s (pid %s)", model, version, pid)
+                    return ServedVersion(
+                        bundle,
+                        int(record["http_port"]),
+                        int(record["metrics_port"]),
+                        pid,
+                        AdoptedProcess(pid),
+                    )
+            AdoptedProcess(pid).stop()
+        return self._start(bundle)
+
+    def _start(self, bundle: Bundle) -> ServedVersion:
+        runtime = start_mlserver(bundle, self.log_dir)
+        return ServedVersion(
+            bundle, runtime.http_port, runtime.metrics_port, runtime.process.pid, runtime.process
+        )
+
+    async def _commit(self) -> bool:
+        """Persist, tell the data plane, wait until it runs this configuration."""
+        SavedState(
+            {
+                name: {
+                    "versions": {v: s.record() for v, s in m.versions.items()},
+                    "weights": m.weights,
+                    "shadow": m.shadow,
+                }
+                for name, m in self.models.items()
+            }
+        ).save(self.state_path)
+        generation = self.dataplane.publish([m.route() for m in self.models.values()])
+        self._write_targets()
+        self.weight.clear()
+        self.shadow.clear()
+        for name, m in self.models.items():
+            for v in m.versions:
+                self.weight.labels(name, v).set(m.weights.get(v, 0))
+                self.shadow.labels(name, v).set(1 if m.shadow == v else 0)
+        return await self._applied(generation)
+
+    async def _applied(self, generation: str) -> bool:
+        deadline = time.monotonic() + APPLY_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                if await run_in_threadpool(self.dataplane.applied) == (generation, generation):
+                    return True
+            except Exception as exc:
+                log.debug("data plane not answering: %s", exc)
+            await asyncio.sleep(0.05)
+        log.warning(
+            "the data plane has not applied configuration %s after %.0fs; it will when it runs "
+            "again (files in %s)",
+            generation,
+            APPLY_TIMEOUT,
+            self.dataplane.config_dir,
+        )
+        return False
+
     def _write_targets(self) -> None:
         if self.targets_dir is None:
             return
         targets = [
-            s.runtime.metrics_target for m in self.models.values() for s in m.versions.values()
+            f"127.0.0.1:{s.metrics_port}" for m in self.models.values() for s in m.versions.values()
         ]
         self.targets_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.targets_dir / ".mlserver.json.tmp"
         tmp.write_text(json.dumps([{"targets": targets, "labels": {}}]))
         tmp.replace(self.targets_dir / "mlserver.json")
 
-    async def deploy(self, model: str, version: str, bundle_path: Path) -> None:
-        bundle = read_bundle(bundle_path)
+    # --- changes ---------------------------------------------------------------------------
+
+    def _bundle_under_root(self, path: Path) -> Bundle:
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.root):
+            raise BadRequest(
+                f"bundle {path} is outside the serving home {self.root}; "
+                "bundles are served only from there"
+            )
+        return read_bundle(resolved)
+
+    async def deploy(self, model: str, version: str, bundle_path: Path) -> bool:
+        bundle = self._bundle_under_root(bundle_path)
         if (bundle.model, bundle.version) != (model, version):
             raise BadRequest(
                 f"bundle {bundle_path} holds {bundle.model} v{bundle.version}, "
                 f"not {model} v{version}"
             )
-        reference = bundle.reference
         async with self.lock:
             served = self.models.setdefault(model, ServedModel(model))
             if version in served.versions:
-                return
-            runtime = await run_in_threadpool(start_mlserver, bundle, self.log_dir)
-            served.versions[version] = ServedVersion(
-                runtime, DriftWindow(reference, bundle.drift_window)
-            )
+                return True
+            served.versions[version] = await run_in_threadpool(self._start, bundle)
             served.weights.setdefault(version, 0)
-            self.weight.labels(model, version).set(0)
-            self._write_targets()
-        log.info("deployed %s v%s from %s", model, version, bundle_path)
+            applied = await self._commit()
+        log.info("deployed %s v%s from %s", model, version, bundle.path)
+        return applied
 
-    async def set_traffic(self, model: str, weights: dict[str, int]) -> None:
+    async def set_traffic(
+        self, model: str, weights: dict[str, Any], shadow: str | None = None
+    ) -> bool:
         served = self._model(model)
-        unknown = sorted(set(weights) - set(served.versions))
+        unknown = sorted(({*weights} | ({shadow} if shadow else set())) - set(served.versions))
         if unknown:
             raise BadRequest(
                 f"model {model!r} has no running version(s) {unknown}; "
                 f"running: {sorted(served.versions)}"
             )
-        bad = {v: w for v, w in weights.items() if not isinstance(w, int) or w < 0}
+        bad = {
+            v: w
+            for v, w in weights.items()
+            if not isinstance(w, int) or isinstance(w, bool) or w < 0
+        }
         if bad:
             raise BadRequest(f"weights must be non-negative integers, got {bad}")
         if sum(weights.values()) != 100:
             raise BadRequest(f"weights must add up to 100, got {sum(weights.values())}")
+        if shadow is not None and weights.get(shadow, 0) > 0:
+            raise BadRequest(f"v{shadow} cannot be the shadow and take {weights[shadow]}% too")
         async with self.lock:
-            served.weights = {v: weights.get(v, 0) for v in served.versions}
-            for v, w in served.weights.items():
-                self.weight.labels(model, v).set(w)
-        log.info("traffic for %s: %s", model, served.weights)
+            served.weights = {v: int(weights.get(v, 0)) for v in served.versions}
+            served.shadow = shadow
+            applied = await self._commit()
+        log.info("traffic for %s: %s, shadow %s", model, served.weights, shadow)
+        return applied
 
-    async def undeploy(self, model: str, version: str) -> None:
+    async def undeploy(self, model: str, version: str) -> bool:
         served = self._model(model)
         if version not in served.versions:
             raise NotFound(f"model {model!r} has no running version {version!r}")
@@ -216,132 +391,157 @@ class Controller:
         async with self.lock:
             stopped = served.versions.pop(version)
             served.weights.pop(version, None)
-            self.weight.remove(model, version)
-            await run_in_threadpool(stopped.runtime.process.stop)
-            self._write_targets()
+            if served.shadow == version:
+                served.shadow = None
+            applied = await self._commit()
+            # Routes no longer name it: what it still answers drains, then it stops.
+            await run_in_threadpool(stopped.process.stop)
+        return applied
 
     def _model(self, model: str) -> ServedModel:
         if model not in self.models:
             raise NotFound(f"model {model!r} is not deployed; deployed: {sorted(self.models)}")
         return self.models[model]
 
-    async def infer(self, model: str, body: Any) -> dict[str, Any]:
-        served = self._model(model)
-        version = served.pick(self.rng)
-        target = served.versions[version]
-        started = time.perf_counter()
-        try:
-            rows = parse_infer_request(body, target.feature_names)
-        except BadRequest:
-            self.requests.labels(model, version, "error").inc()
-            raise
-        try:
-            output = target.runtime.bundle.mlserver_output
-            upstream = await self.http.post(
-                target.runtime.infer_url, json=mlserver_request(rows, output)
-            )
-            upstream.raise_for_status()
-            scores = scores_from_mlserver(upstream.json(), output)
-        except (httpx.HTTPError, KeyError, StopIteration, ValueError) as exc:
-            self.requests.labels(model, version, "error").inc()
-            raise UpstreamError(f"{model} v{version} failed to answer: {exc}") from exc
-        self.latency.labels(model, version).observe(time.perf_counter() - started)
-        self.requests.labels(model, version, "success").inc()
-        score_hist = self.scores.labels(model, version)
-        for score in scores:
-            score_hist.observe(float(score))
-        target.drift.add(rows)
-        request_id = body.get("id") if isinstance(body, dict) else None
-        return infer_response(model, version, scores, request_id)
+    # --- supervision -----------------------------------------------------------------------
+
+    async def supervise(self) -> None:
+        """Start again a model server that stopped without being asked to."""
+        while True:
+            await asyncio.sleep(SUPERVISE_SECONDS)
+            for name, model in list(self.models.items()):
+                for version, served in list(model.versions.items()):
+                    if served.process.running():
+                        continue
+                    log.error("%s v%s stopped; starting it again", name, version)
+                    async with self.lock:
+                        if model.versions.get(version) is not served:
+                            continue
+                        try:
+                            model.versions[version] = await run_in_threadpool(
+                                self._start, served.bundle
+                            )
+                        except ShipwayError as exc:
+                            log.error("%s v%s did not start again: %s", name, version, exc)
+                            continue
+                        self.restarts.labels(name, version).inc()
+                        await self._commit()
 
     async def shutdown(self) -> None:
-        await self.http.aclose()
         for model in self.models.values():
             for served in model.versions.values():
-                await run_in_threadpool(served.runtime.process.stop)
+                await run_in_threadpool(served.process.stop)
 
 
-class UpstreamError(ShipwayError):
-    """The model server behind the splitter failed."""
+def create_app(
+    root: Path, dataplane: DataPlane, log_dir: Path, targets_dir: Path | None = None
+) -> Starlette:
+    token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        raise ServiceError(
+            f"{TOKEN_ENV} is not set: the control plane changes what is served and needs a "
+            "token (`shipway up` makes one; or export one)"
+        )
+    plane = ControlPlane(root, dataplane, log_dir, targets_dir)
 
-
-def create_app(log_dir: Path, targets_dir: Path | None = None) -> Starlette:
-    controller = Controller(log_dir, targets_dir)
+    def authorize(request: Request) -> None:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise Unauthorized(
+                f"changing what is served needs 'Authorization: Bearer ${TOKEN_ENV}'"
+            )
 
     async def body_of(request: Request) -> Any:
+        authorize(request)
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > MAX_ADMIN_BODY:
+            raise TooLarge(f"request body of {declared} bytes exceeds {MAX_ADMIN_BODY}")
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_ADMIN_BODY:
+                raise TooLarge(f"request body exceeds {MAX_ADMIN_BODY} bytes")
         try:
-            return await request.json()
+            return json.loads(raw or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise BadRequest("request body is not valid JSON") from None
 
-    async def infer(request: Request) -> Response:
-        body = await body_of(request)
-        return JSONResponse(await controller.infer(request.path_params["model"], body))
+    def answer(model: str, applied: bool) -> Response:
+        return JSONResponse({**plane.status().get(model, {}), "applied": applied})
 
     async def deploy(request: Request) -> Response:
         body = await body_of(request)
         if not isinstance(body, dict) or not isinstance(body.get("bundle"), str):
             raise BadRequest('body must be {"bundle": "<path to a bundle folder>"}')
         p = request.path_params
-        await controller.deploy(p["model"], p["version"], Path(body["bundle"]))
-        return JSONResponse(controller.status()[p["model"]])
+        applied = await plane.deploy(p["model"], p["version"], Path(body["bundle"]))
+        return answer(p["model"], applied)
 
     async def traffic(request: Request) -> Response:
         body = await body_of(request)
         if not isinstance(body, dict) or not isinstance(body.get("weights"), dict):
-            raise BadRequest('body must be {"weights": {"<version>": <percent>, ...}}')
+            raise BadRequest(
+                'body must be {"weights": {"<version>": <percent>, ...}, "shadow": "<version>"}'
+            )
+        shadow = body.get("shadow")
+        if shadow is not None and not isinstance(shadow, str):
+            raise BadRequest(f'"shadow" must be a version string or null, got {shadow!r}')
         model = request.path_params["model"]
-        await controller.set_traffic(model, body["weights"])
-        return JSONResponse(controller.status()[model])
+        return answer(model, await plane.set_traffic(model, body["weights"], shadow))
 
     async def undeploy(request: Request) -> Response:
+        await body_of(request)
         p = request.path_params
-        await controller.undeploy(p["model"], p["version"])
-        return JSONResponse(controller.status().get(p["model"], {}))
+        return answer(p["model"], await plane.undeploy(p["model"], p["version"]))
 
     async def status(request: Request) -> Response:
-        return JSONResponse(controller.status())
+        return JSONResponse(plane.status())
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def metrics(request: Request) -> Response:
-        return Response(generate_latest(controller.registry), media_type="text/plain")
+        return Response(generate_latest(plane.registry), media_type="text/plain")
 
-    async def bad_request(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+    def error(status: int) -> Any:
+        async def handler(request: Request, exc: Exception) -> Response:
+            return JSONResponse({"error": str(exc)}, status_code=status)
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"error": str(exc)}, status_code=404)
-
-    async def upstream_error(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"error": str(exc)}, status_code=502)
-
-    async def service_error(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"error": str(exc)}, status_code=503)
+        return handler
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await plane.reconcile()
+        supervisor = asyncio.create_task(plane.supervise())
         yield
-        await controller.shutdown()
+        supervisor.cancel()
+        await plane.shutdown()
 
     app = Starlette(
         routes=[
-            Route("/v2/models/{model}/infer", infer, methods=["POST"]),
-            Route("/admin/models", status, methods=["GET"]),
-            Route("/admin/models/{model}/versions/{version}", deploy, methods=["PUT"]),
-            Route("/admin/models/{model}/versions/{version}", undeploy, methods=["DELETE"]),
-            Route("/admin/models/{model}/traffic", traffic, methods=["PUT"]),
-            Route("/health", health),
-            Route("/metrics", metrics),
+            Endpoint("/admin/models", status, methods=["GET"]),
+            Endpoint("/admin/models/{model}/versions/{version}", deploy, methods=["PUT"]),
+            Endpoint("/admin/models/{model}/versions/{version}", undeploy, methods=["DELETE"]),
+            Endpoint("/admin/models/{model}/traffic", traffic, methods=["PUT"]),
+            Endpoint("/health", health),
+            Endpoint("/metrics", metrics),
         ],
         exception_handlers={
-            NotFound: not_found,
-            BadRequest: bad_request,
-            UpstreamError: upstream_error,
-            ShipwayError: service_error,
+            Unauthorized: error(401),
+            TooLarge: error(413),
+            NotFound: error(404),
+            BadRequest: error(400),
+            ShipwayError: error(503),
         },
         lifespan=lifespan,
     )
-    app.state.controller = controller
+    app.state.plane = plane
     return app
+
+
+class Unauthorized(ShipwayError):
+    """A change to what is served came without the serving token."""
+
+
+class TooLarge(BadRequest):
+    """A request body over the limit."""

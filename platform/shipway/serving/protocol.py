@@ -18,6 +18,8 @@ from shipway.errors import BadRequest
 
 FEATURES_INPUT = "features"
 SCORE_OUTPUT = "score"
+# Buckets of the `shipway_prediction_score` histogram.
+SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 
 
 def parse_infer_request(body: Any, feature_names: list[str]) -> np.ndarray:
@@ -97,47 +99,6 @@ def _matrix_input(tensor: dict[str, Any], feature_names: list[str]) -> np.ndarra
             f'input "{FEATURES_INPUT}": shape {shape} does not match {values.size} values'
         )
     return values.reshape(shape[0], k)
-
-
-def mlserver_request(rows: np.ndarray, output: str) -> dict[str, Any]:
-    """The request MLServer's XGBoost runtime expects, asking for `output` (`predict_proba`
-    for a classifier's probabilities, `predict` for a regressor's forecast)."""
-    return {
-        "inputs": [
-            {
-                "name": "predict",
-                "shape": list(rows.shape),
-                "datatype": "FP32",
-                "data": rows.astype(np.float32).ravel().tolist(),
-            }
-        ],
-        "outputs": [{"name": output}],
-    }
-
-
-def scores_from_mlserver(response: dict[str, Any], output: str) -> np.ndarray:
-    """One score per row: the positive class's probability, or the forecast."""
-    found = next(o for o in response["outputs"] if o["name"] == output)
-    values = np.asarray(found["data"], dtype=float).reshape(found["shape"])
-    return values[:, 1] if values.ndim == 2 and values.shape[1] == 2 else values.ravel()
-
-
-def infer_response(
-    model: str, version: str, scores: np.ndarray, request_id: str | None
-) -> dict[str, Any]:
-    return {
-        "model_name": model,
-        "model_version": version,
-        "id": request_id,
-        "outputs": [
-            {
-                "name": SCORE_OUTPUT,
-                "shape": [len(scores)],
-                "datatype": "FP64",
-                "data": [float(s) for s in scores],
-            }
-        ],
-    }
 
 
 def features_request(rows: np.ndarray, feature_names: list[str]) -> dict[str, Any]:

