@@ -1,6 +1,6 @@
 """The README's "Adding a model", followed literally: a folder holding a declaration and a
 training-set contract (tests/fixtures/fraud_lite: YAML only, no Python), put in assets/, gets
-the whole lifecycle: training set, model, gate, deployment, drift sensor, jobs."""
+the whole lifecycle: training set, model, gate, deployment, drift and rollout sensors, jobs."""
 
 from __future__ import annotations
 
@@ -48,6 +48,9 @@ def test_a_declared_folder_loads_as_a_model_with_its_whole_lifecycle(tmp_path: P
     checks = {k.name for k in graph.asset_check_keys}
     assert "fraud_lite_gate" in checks
     assert definitions.resolve_sensor_def("fraud_lite_drift_sensor").minimum_interval_seconds == 20
+    # Its own rollout policy (canary 25 → 100 every 30 s) in its own sensor.
+    rollout = definitions.resolve_sensor_def("fraud_lite_rollout_sensor")
+    assert rollout.minimum_interval_seconds == 15
     assert definitions.resolve_job_def("fraud_lite_lifecycle") is not None
 
 

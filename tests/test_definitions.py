@@ -14,6 +14,7 @@ from dagster import AssetKey, Definitions
 
 from assets.definitions import defs, models
 from shipway.data.contracts import GATES
+from shipway.models.catalog import declared_model
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.json"
 
@@ -41,7 +42,10 @@ def snapshot(definitions: Definitions) -> dict[str, Any]:
         if not job.name.startswith("__")
     }
     sensors = {
-        s.name: {"job": s.job_name, "minimum_interval_seconds": s.minimum_interval_seconds}
+        s.name: {
+            "job": s.job_name if s.has_jobs else None,
+            "minimum_interval_seconds": s.minimum_interval_seconds,
+        }
         for s in definitions.sensors or []
     }
     return {"assets": assets, "checks": checks, "jobs": jobs, "sensors": sensors}
@@ -69,8 +73,13 @@ def test_every_declared_model_gets_the_whole_lifecycle_under_its_own_name(name: 
     assert sensor.job_name == f"{name}_retrain"
     retrain = defs.resolve_job_def(f"{name}_retrain")
     selected = {k.to_user_string() for k in retrain.asset_layer.selected_asset_keys}
-    assert {f"{name}_training_set", name, "feature_views"} <= selected
-    assert not {"raw_events", "raw_events_batch", f"{name}_deployment"} & selected
+    # A retrain goes through the gate into the rollout: the deployment starts it.
+    assert {f"{name}_training_set", name, "feature_views", f"{name}_deployment"} <= selected
+    assert not {"raw_events", "raw_events_batch"} & selected
+    rollout = defs.resolve_sensor_def(f"{name}_rollout_sensor")
+    assert rollout.minimum_interval_seconds == max(
+        5, declared_model(models, name).declaration.rollout.interval_seconds // 2
+    )
     lifecycle = defs.resolve_job_def(f"{name}_lifecycle")
     selected = {k.to_user_string() for k in lifecycle.asset_layer.selected_asset_keys}
     assert {f"{name}_deployment", "online_store"} <= selected

@@ -1,19 +1,24 @@
-"""`shipway demo [--model M]`: the whole loop of one declared model, headless, with a timeline.
+"""`shipway demo [--model M] [--bad-challenger]`: one declared model's whole loop, headless.
 
 Land events → dbt → Feast → training set → model v1 → gate → deploy → normal traffic (the
 drift sensor stays quiet) → drifted events, fresh features and traffic → the sensor fires →
-v2 is retrained, gated and registered. Every stage prints what it did and how long it took.
-Nothing here knows the model: names, jobs, gates and traffic come from its declaration.
+v2 is retrained, gated, registered and rolled out under live traffic by its rollout sensor
+(shadow → canary steps → promoted), each step with its analysis values. `--bad-challenger`
+serves v2 with injected errors and latency: the rollout rolls it back. Every stage prints what
+it did and how long it took. Nothing here knows the model: names, jobs, gates, rollout policy
+and traffic come from its declaration.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +26,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+import httpx
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckSeverity,
@@ -33,19 +39,30 @@ from dagster import (
 
 from shipway.data.events import generate_events
 from shipway.errors import ShipwayError
-from shipway.features.store import feature_store
+from shipway.features.store import feature_store, online_features
 from shipway.models.catalog import (
     DeclaredModel,
     declaration_files,
     declared_model,
     require_declared,
 )
+from shipway.models.component import FAULT_TAG
 from shipway.models.declaration import load_declaration
 from shipway.monitoring.prometheus import PrometheusClient
 from shipway.paths import ASSETS_DIR, ShipwayHome
-from shipway.resources import PrometheusResource
+from shipway.resources import (
+    MlflowResource,
+    PrometheusResource,
+    ServingResource,
+    ShipwayHomeResource,
+)
+from shipway.rollout.state import PROMOTED, RolloutState, RolloutStore
+from shipway.serving.protocol import features_request
 from shipway.serving.traffic import TrafficReport, send_rows
 from shipway.stack import Ports, Stack, preflight, running_stack
+
+# What --bad-challenger injects into v2: a third of requests fail, every answer is slow.
+BAD_CHALLENGER = {"error_ratio": 0.3, "latency_ms": 80.0}
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,9 @@ class DemoConfig:
     events_per_day: int = 2000
     traffic_rows: int = 1200
     seed: int = 7
+    bad_challenger: bool = False
+    rollout_rate: float = 25.0
+    """Requests per second sent while v2 rolls out."""
 
 
 class Timeline:
@@ -194,14 +214,82 @@ def _loop(stack: Stack, config: DemoConfig, declared: DeclaredModel, timeline: T
         if not isinstance(outcome, SensorResult) or not outcome.run_requests:
             raise ShipwayError(f"drift sensor did not fire on drifted traffic: {outcome}")
     request = outcome.run_requests[0]
+    tags = dict(request.tags)
+    if config.bad_challenger:
+        tags[FAULT_TAG] = json.dumps(BAD_CHALLENGER)
     with timeline.stage(f"retrain requested by the sensor (run_key {request.run_key})"):
-        result = _run_job(
-            defs, instance, timeline, declaration.retrain_job, declared, dict(request.tags)
-        )
+        result = _run_job(defs, instance, timeline, declaration.retrain_job, declared, tags)
         _report_contract(result, declaration.training_set, timeline)
         passed = _require_gate_passed(result, declaration.gate, "v2", timeline, strict=False)
-    outcome_text = "gated, registered as challenger" if passed else "blocked by its gate"
-    timeline.say(f"loop closed: drift → sensor → retrain → {model} v2 {outcome_text}")
+    rollout = RolloutStore(stack.home.serving).load(model)
+    if not passed or rollout is None or rollout.challenger == "1":
+        outcome_text = "blocked by its gate" if not passed else "registered, awaiting approval"
+        timeline.say(f"loop closed: drift → sensor → retrain → {model} v2 {outcome_text}")
+        return
+    if config.bad_challenger:
+        timeline.say(f"  --bad-challenger: v2 serves with injected faults {BAD_CHALLENGER}")
+    policy = declaration.rollout
+    with timeline.stage(
+        f"roll out v2: {policy.strategy}, steps {policy.steps}, {policy.interval_seconds}s "
+        f"intervals, under {config.rollout_rate:.0f} req/s of live traffic"
+    ):
+        final = _drive_rollout(defs, instance, stack, store, drifted, declared, config, timeline)
+    if final.phase == PROMOTED:
+        timeline.say(
+            f"loop closed: drift → sensor → retrain → gates → rollout → {model} v2 is champion"
+        )
+    else:
+        timeline.say(
+            f"loop closed: drift → sensor → retrain → gates → rollout → v2 rolled back, "
+            f"v{final.champion} serves: {final.reason}"
+        )
+
+
+def _drive_rollout(
+    defs: Definitions,
+    instance: DagsterInstance,
+    stack: Stack,
+    store: object,
+    events: Any,
+    declared: DeclaredModel,
+    config: DemoConfig,
+    timeline: Timeline,
+) -> RolloutState:
+    """Live traffic in the background; the rollout sensor ticked until promotion or rollback."""
+    declaration = declared.declaration
+    vectors = online_features(store, events, declared.service).to_numpy()
+    stop = threading.Event()
+    seen: Counter[str] = Counter()
+
+    def send() -> None:
+        url = f"{stack.serving_url}/v2/models/{declaration.name}/infer"
+        with httpx.Client(timeout=10.0) as http:
+            i = 0
+            while not stop.is_set():
+                rows = vectors[i % len(vectors) : i % len(vectors) + 5]
+                i += 5
+                answer = http.post(url, json=features_request(rows, declared.service.feature_names))
+                seen[answer.json().get("model_version", str(answer.status_code))] += 1
+                time.sleep(1.0 / config.rollout_rate)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    rollouts = RolloutStore(stack.home.serving)
+    deadline = time.monotonic() + 20 * declaration.rollout.interval_seconds
+    try:
+        while time.monotonic() < deadline:
+            _tick(defs, instance, stack, declaration.rollout_sensor, None, timeline, quiet=True)
+            state = rollouts.load(declaration.name)
+            if state is not None and state.finished:
+                timeline.say(f"  answers by version during the rollout: {dict(seen)}")
+                return state
+            time.sleep(max(1.0, declaration.rollout.interval_seconds / 4))
+    finally:
+        stop.set()
+        sender.join()
+    raise ShipwayError(
+        f"the rollout did not finish in {20 * declaration.rollout.interval_seconds}s"
+    )
 
 
 def _traffic(day: date, scenario: str, config: DemoConfig) -> Any:
@@ -365,19 +453,35 @@ def _tick(
     sensor_name: str,
     cursor: str | None,
     timeline: Timeline,
+    quiet: bool = False,
 ) -> tuple[SensorResult | SkipReason, str | None]:
     sensor = defs.resolve_sensor_def(sensor_name)
     context = build_sensor_context(
         instance=instance,
         cursor=cursor,
-        resources={"prometheus": PrometheusResource(url=stack.prometheus_url)},
+        resources={
+            "prometheus": PrometheusResource(url=stack.prometheus_url),
+            "lake": ShipwayHomeResource(path=str(stack.home.root)),
+            "mlflow": MlflowResource(tracking_uri=stack.mlflow_url),
+            "serving": ServingResource(
+                control_url=stack.control_url, url=stack.serving_url, token=stack.token
+            ),
+        },
     )
     outcome = sensor(context)
     if isinstance(outcome, SkipReason):
-        timeline.say(f"  skip: {outcome.skip_message}")
+        if not quiet:
+            timeline.say(f"  skip: {outcome.skip_message}")
         return outcome, cursor
     if isinstance(outcome, SensorResult):
         for request in outcome.run_requests or []:
             timeline.say(f"  run requested: {request.tags.get('shipway/reason')}")
+        for event in outcome.asset_events or []:
+            meta = {k: v.value for k, v in event.metadata.items()}
+            timeline.say(
+                f"  {meta.get('action')}: {meta.get('reason')} → weights "
+                f"{meta.get('traffic_weights')}"
+                + (f", shadow v{meta['shadow']}" if meta.get("shadow") else "")
+            )
         return outcome, outcome.cursor or cursor
     raise ShipwayError(f"unexpected sensor outcome {outcome!r}")

@@ -20,13 +20,22 @@ from shipway.data.admission import Ledger, reference_from
 from shipway.data.contract_checks import contract_checks
 from shipway.data.contracts import Contract, Reference, load_contract
 from shipway.data.events import SCENARIOS, generate_events
-from shipway.data.lake import TableInfo, land_days, overwrite_table, read_table
+from shipway.data.lake import TableInfo, land_days, overwrite_table, read_table, table_exists
 from shipway.errors import ShipwayError
 from shipway.paths import ShipwayHome
 from shipway.resources import ShipwayHomeResource
 
 BATCH_TABLE = "raw_events_batch"
 RAW_EVENTS = "raw_events"
+
+
+def newest_event(home: ShipwayHome) -> datetime | None:
+    """When the newest published raw event happened (None before the first landing)."""
+    path = home.table(RAW_EVENTS)
+    if not table_exists(path):
+        return None
+    stamps = read_table(path, columns=["event_timestamp"])["event_timestamp"]
+    return None if stamps.empty else pd.Timestamp(stamps.max()).to_pydatetime()
 
 
 class LandingConfig(Config):

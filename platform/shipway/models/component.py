@@ -13,8 +13,10 @@ The component wires platform functions into Dagster objects; the logic lives in
 `shipway.monitoring.retraining`, testable without Dagster.
 """
 
+import json
 import time
 from collections.abc import Iterator
+from datetime import datetime
 
 from dagster import (
     AssetCheckExecutionContext,
@@ -44,6 +46,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from shipway.data.admission import Ledger, reference_from
+from shipway.data.assets import newest_event
 from shipway.data.contract_checks import contract_checks
 from shipway.data.contracts import Contract, Reference, load_contract
 from shipway.data.lake import content_digest, read_table, table_info
@@ -59,7 +62,7 @@ from shipway.models.catalog import DeclaredModel
 from shipway.models.tracking import CHAMPION, RELEASE_TAG, registered_run_url
 from shipway.models.training import download_model, log_and_register, train
 from shipway.monitoring.drift import ReferenceProfile
-from shipway.monitoring.retraining import decide
+from shipway.monitoring.retraining import decide, waiting_for_labels
 from shipway.paths import ShipwayHome
 from shipway.release.audit import APPROVED, RELEASABLE, Audit
 from shipway.release.gate import release_gate
@@ -70,11 +73,16 @@ from shipway.resources import (
     ServingResource,
     ShipwayHomeResource,
 )
+from shipway.rollout.sensor import begin, rollout_sensor
+from shipway.rollout.state import RolloutStore
 from shipway.serving.bundle import write_bundle
 
 LANDING = ("raw_events_batch", "raw_events")
 # Run tag naming the version a release run deploys (set by the release sensor).
 VERSION_TAG = "shipway/model_version"
+# Run tag for rehearsing a rollback (chaos testing): the version is served with these injected
+# faults, e.g. {"error_ratio": 0.3, "latency_ms": 80}; its bundle records them.
+FAULT_TAG = "shipway/inject_fault"
 
 
 def version_in_run(instance: DagsterInstance, run_id: str, model: str) -> str | None:
@@ -109,6 +117,30 @@ def _version_for(instance: DagsterInstance, run_id: str, model: str, log: Dagste
     version = latest_model_version(instance, model)
     log.info("%s was not trained in this run: taking its latest version v%s", model, version)
     return version
+
+
+def _fault(tag: str | None) -> dict[str, float] | None:
+    if not tag:
+        return None
+    try:
+        fault = {str(k): float(v) for k, v in json.loads(tag).items()}
+    except (ValueError, AttributeError, TypeError):
+        raise ShipwayError(
+            f'run tag {FAULT_TAG} must be JSON like {{"error_ratio": 0.3, "latency_ms": 80}}, '
+            f"got {tag!r}"
+        ) from None
+    unknown = set(fault) - {"error_ratio", "latency_ms"}
+    if unknown:
+        raise ShipwayError(f"run tag {FAULT_TAG}: unknown fault(s) {sorted(unknown)}")
+    return fault
+
+
+def _label_cutoff(instance: DagsterInstance, training_set: str) -> datetime | None:
+    """The newest event the latest training set saw (its materialization's `label_cutoff`)."""
+    event = instance.get_latest_materialization_event(AssetKey(training_set))
+    materialization = event.asset_materialization if event else None
+    value = materialization.metadata.get("label_cutoff") if materialization else None
+    return datetime.fromisoformat(str(value.value)) if value is not None else None
 
 
 class ShipwayModel(Component):
@@ -276,9 +308,10 @@ def model_definitions(model: DeclaredModel) -> Definitions:
         deps=[trained_model],
         output_required=False,
         description=f"The {name} version that passed its gate, served by MLServer (Open "
-        "Inference Protocol v2) behind Shipway's traffic splitter. The first gated version "
-        "becomes the `champion` with 100% of traffic; later ones are deployed at 0% until a "
-        f"canary moves them. Serving settings: {model.path}",
+        "Inference Protocol v2) behind Envoy, the data plane. The first released version "
+        "becomes the `champion` with 100% of traffic; a later one starts its rollout (shadow, "
+        f"canary steps) that {declaration.rollout_sensor} drives to promotion or rollback. "
+        f"Policy: {model.path}",
     )
     def deployment(
         context: AssetExecutionContext,
@@ -321,7 +354,16 @@ def model_definitions(model: DeclaredModel) -> Definitions:
             ReferenceProfile.load(reference_file),
             declaration.problem,
             declaration.serving.drift_window,
+            fault=_fault(context.run.tags.get(FAULT_TAG)),
         )
+        if bundle.fault:
+            context.log.warning(
+                "%s v%s is served with injected faults %s (run tag %s)",
+                name,
+                version,
+                bundle.fault,
+                FAULT_TAG,
+            )
         client = serving.client()
         client.deploy(name, version, bundle.path)
         try:
@@ -329,35 +371,48 @@ def model_definitions(model: DeclaredModel) -> Definitions:
         except MlflowException:
             champion = None
         running = client.status().get(name, {}).get("versions", {})
-        if champion is None or champion == version or champion not in running:
-            status = client.set_traffic(name, {version: 100})
+        if champion == version or champion not in running:
+            champion = None
+        rollout = begin(lake.home, declaration, client, version, champion, context.run_id)
+        weights, shadow = rollout.traffic(declaration.rollout)
+        if champion is None:
             registry.set_registered_model_alias(name, CHAMPION, version)
             context.log.info("%s v%s is the champion with 100%% of traffic", name, version)
-            champion = version
         else:
-            status = client.status()[name]
-            context.log.info("%s v%s deployed at 0%% beside champion v%s", name, version, champion)
+            policy = declaration.rollout
+            context.log.info(
+                "%s v%s deployed beside champion v%s: %s rollout started at %s; %s moves it "
+                "through %s%% every %ss",
+                name,
+                version,
+                champion,
+                policy.strategy,
+                rollout.phase,
+                declaration.rollout_sensor,
+                policy.steps,
+                policy.interval_seconds,
+            )
         yield MaterializeResult(
             metadata={
                 "model_version": version,
                 "release": f"{state.state} by {state.actor}",
-                "champion": champion,
-                "traffic_weights": MetadataValue.json(status["weights"]),
+                "champion": champion or version,
+                "rollout": rollout.phase,
+                "traffic_weights": MetadataValue.json(weights),
+                "shadow": shadow or "",
                 "endpoint": MetadataValue.url(f"{client.url}/v2/models/{name}/infer"),
                 "bundle": str(bundle.path),
             }
         )
 
     landing = AssetSelection.assets(*LANDING)
-    # Everything the model is built from, except landing (ingestion, not training) and the
-    # deployment (a new version ships through its own rollout).
+    # Everything the model is built from, except landing (ingestion, not training), and its
+    # deployment: a version the gate releases starts its rollout in the same run.
     retrain = define_asset_job(
         declaration.retrain_job,
-        selection=AssetSelection.assets(trained_model).upstream()
-        - landing.upstream()
-        - AssetSelection.assets(deployment),
-        description=f"Rebuild features and the training set, retrain, gate and register {name}. "
-        f"Requested by {declaration.drift_sensor}.",
+        selection=AssetSelection.assets(deployment).upstream() - landing.upstream(),
+        description=f"Rebuild features and the training set, retrain, gate, register {name} "
+        f"and start the released version's rollout. Requested by {declaration.drift_sensor}.",
     )
     lifecycle = define_asset_job(
         declaration.lifecycle_job,
@@ -378,11 +433,26 @@ def model_definitions(model: DeclaredModel) -> Definitions:
         f"a retrain when a feature passes the drift threshold in {model.path}.",
     )
     def drift_sensor(
-        context: SensorEvaluationContext, prometheus: PrometheusResource
+        context: SensorEvaluationContext,
+        prometheus: PrometheusResource,
+        lake: ShipwayHomeResource,
     ) -> SensorResult | SkipReason:
+        rollout = RolloutStore(lake.home.serving).load(name)
+        if rollout is not None and not rollout.finished:
+            return SkipReason(
+                f"{name} v{rollout.challenger} is rolling out ({rollout.phase}); drift is "
+                "judged again once it is promoted or rolled back"
+            )
         decision = decide(prometheus.client(), name, drift, context.cursor, time.time())
         if not decision.retrain:
             return SkipReason(decision.reason)
+        waiting = waiting_for_labels(
+            _label_cutoff(context.instance, declaration.training_set),
+            newest_event(lake.home),
+            declaration.label.maturity_days,
+        )
+        if waiting is not None:
+            return SkipReason(f"drift seen ({decision.reason}); {waiting}")
         context.log.info(decision.reason)
         return SensorResult(
             run_requests=[
@@ -433,5 +503,5 @@ def model_definitions(model: DeclaredModel) -> Definitions:
         assets=[training_set, trained_model, deployment],
         asset_checks=[training_set_checks, gate],
         jobs=[retrain, lifecycle, release],
-        sensors=[drift_sensor, release_sensor],
+        sensors=[drift_sensor, release_sensor, rollout_sensor(declaration, deployment.key)],
     )

@@ -2,7 +2,8 @@
 
 One reviewed file per model, `assets/<folder>/model.yaml`: the problem, entity keys, the label
 (which table it comes from, when it is known), the Feast feature service it trains and serves
-with, training parameters, metric gates, the drift policy and serving settings. Policy is data:
+with, training parameters, metric gates, the release policy, the drift policy, serving settings
+and the rollout policy. Policy is data:
 this module validates the file's shape, so a typo fails at load time with the file, the field
 and what was expected, instead of silently weakening a gate. Whether the names it uses exist
 (feature service, tables, columns) is checked against the sources in `shipway.models.catalog`.
@@ -183,6 +184,55 @@ class ServingPolicy(_Strict):
     reference_bins: int = Field(ge=4, le=50)
 
 
+Strategy = Literal["canary", "shadow_then_canary", "blue_green"]
+
+
+class RolloutChecks(_Strict):
+    """What each analysis interval checks of the challenger (Flagger's metrics)."""
+
+    min_success_rate: float = Field(default=0.99, gt=0.0, le=1.0)
+    """Share of the challenger's requests answered without a server error (5xx)."""
+    max_latency_p99_ratio: float = Field(default=1.5, gt=1.0)
+    """Challenger's p99 over the champion's, both measured by the data plane."""
+    latency_floor_ms: float = Field(default=10.0, ge=0.0)
+    """A challenger p99 under this passes the ratio: at a few ms, histogram buckets are noise."""
+    max_latency_p99_ms: float | None = Field(default=None, gt=0.0)
+    """An absolute p99 ceiling too, where the champion is itself slow."""
+    max_score_divergence: float | None = Field(default=0.1, gt=0.0)
+    """|mean score (challenger) - mean score (champion)| over the interval."""
+
+
+class RolloutPolicy(_Strict):
+    """How a released version reaches 100%: Flagger's analysis loop, as data."""
+
+    strategy: Strategy = "shadow_then_canary"
+    steps: list[int] = Field(default=[10, 50, 100], min_length=1)
+    """Challenger's traffic weight per step (percent); the last is 100."""
+    interval_seconds: int = Field(default=60, ge=5)
+    """Length of one analysis interval (Flagger: `interval`, minimum 10 s there)."""
+    min_requests: int = Field(default=50, ge=1)
+    """Requests the challenger must answer in an interval for its checks to count."""
+    failed_checks: int = Field(default=1, ge=1)
+    """Failed intervals, in a row, that roll back (Flagger: `threshold`)."""
+    no_data: Literal["hold", "fail"] = "hold"
+    """Too few requests in an interval: wait at this step (hold), or count a failed check."""
+    max_hold_intervals: int = Field(default=10, ge=1)
+    """Held intervals after which no-data counts as failed after all: a rollout never stalls."""
+    shadow_intervals: int = Field(default=1, ge=1)
+    grace_seconds: int = Field(default=60, ge=0)
+    """After promotion the old champion keeps running this long (instant revert), then stops."""
+    checks: RolloutChecks = RolloutChecks()
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_rise_to_100(cls, steps: list[int]) -> list[int]:
+        if any(not 0 < s <= 100 for s in steps) or steps != sorted(set(steps)):
+            raise ValueError(f"steps must rise strictly within 1..100, got {steps}")
+        if steps[-1] != 100:
+            raise ValueError(f"the last step must be 100 (full traffic), got {steps[-1]}")
+        return steps
+
+
 class ModelDeclaration(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     """The model's one name: asset key, MLflow registered model, Prometheus label, served name."""
@@ -197,6 +247,7 @@ class ModelDeclaration(_Strict):
     release: ReleasePolicy
     drift: DriftPolicy
     serving: ServingPolicy
+    rollout: RolloutPolicy = RolloutPolicy()
 
     @field_validator("gates")
     @classmethod
@@ -286,6 +337,10 @@ class ModelDeclaration(_Strict):
     @property
     def release_sensor(self) -> str:
         return f"{self.name}_release_sensor"
+
+    @property
+    def rollout_sensor(self) -> str:
+        return f"{self.name}_rollout_sensor"
 
     @property
     def lifecycle_job(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from shipway.models.declaration import DriftPolicy
 from shipway.monitoring.prometheus import PrometheusClient
@@ -75,4 +76,21 @@ def decide(
         run_key=f"{model}-drift-{versions}-{bucket}",
         cursor=json.dumps({"last_fired": now}),
         drifted=top,
+    )
+
+
+def waiting_for_labels(
+    label_cutoff: datetime | None, newest_event: datetime | None, maturity_days: int
+) -> str | None:
+    """Why a retrain now would learn nothing new, or None when it would.
+
+    The last training set took every label matured by its `label_cutoff` (the newest event it
+    saw, less the maturity). Unless events after that cutoff have landed, rebuilding it gives
+    the same rows, so retraining gives the same model (or the one just rolled back)."""
+    if label_cutoff is None or newest_event is None or newest_event > label_cutoff:
+        return None
+    return (
+        f"waiting for labels until events after {label_cutoff:%Y-%m-%d %H:%M} land: the last "
+        f"training set already has every label matured by then (labels mature {maturity_days} "
+        f"days after their event; newest landed event {newest_event:%Y-%m-%d %H:%M})"
     )

@@ -1,0 +1,140 @@
+"""One analysis interval of a rollout: what Prometheus saw of the challenger and the champion.
+
+Requests, server errors and latency are the data plane's (Envoy's per-version cluster
+statistics); scores are the model servers' own. Each query covers the interval just ended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from shipway.models.declaration import RolloutChecks
+from shipway.monitoring.prometheus import PrometheusClient
+
+
+@dataclass(frozen=True)
+class Analysis:
+    requests: float
+    success_rate: float | None
+    latency_p99_ms: float | None
+    champion_latency_p99_ms: float | None
+    score_mean: float | None
+    champion_score_mean: float | None
+
+    def as_dict(self) -> dict[str, float | None]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    observed: float | None
+    limit: float
+    passed: bool
+
+    def line(self) -> str:
+        seen = "no data" if self.observed is None else f"{self.observed:.4g}"
+        return f"{self.name} {seen} (limit {self.limit:g}) {'ok' if self.passed else 'FAILED'}"
+
+
+def _one(prometheus: PrometheusClient, promql: str) -> float | None:
+    samples = prometheus.query(promql)
+    if not samples:
+        return None
+    value = samples[0].value
+    return None if value != value else value  # NaN: no requests in the window
+
+
+def analyse(
+    prometheus: PrometheusClient,
+    model: str,
+    challenger: str,
+    champion: str | None,
+    window_seconds: int,
+) -> Analysis:
+    w = f"{max(window_seconds, 10)}s"
+
+    def of(version: str) -> str:
+        return f'model="{model}",version="{version}"'
+
+    c = of(challenger)
+    requests = _one(prometheus, f"sum(increase(envoy_cluster_upstream_rq_total{{{c}}}[{w}]))")
+    errors = _one(
+        prometheus,
+        f'sum(increase(envoy_cluster_upstream_rq_xx{{{c},envoy_response_code_class="5"}}[{w}]))',
+    )
+
+    def p99(version: str) -> float | None:
+        return _one(
+            prometheus,
+            "histogram_quantile(0.99, sum by (le) "
+            f"(rate(envoy_cluster_upstream_rq_time_bucket{{{of(version)}}}[{w}])))",
+        )
+
+    def mean_score(version: str) -> float | None:
+        return _one(
+            prometheus,
+            f"sum(increase(shipway_prediction_score_sum{{{of(version)}}}[{w}])) / "
+            f"sum(increase(shipway_prediction_score_count{{{of(version)}}}[{w}]))",
+        )
+
+    total = requests or 0.0
+    return Analysis(
+        requests=total,
+        success_rate=(1.0 - (errors or 0.0) / total) if total > 0 else None,
+        latency_p99_ms=p99(challenger),
+        champion_latency_p99_ms=p99(champion) if champion else None,
+        score_mean=mean_score(challenger),
+        champion_score_mean=mean_score(champion) if champion else None,
+    )
+
+
+def checks(analysis: Analysis, policy: RolloutChecks) -> list[Check]:
+    """Each check of the policy on one interval; one with no data does not pass."""
+    a = analysis
+    found = [
+        Check(
+            "success_rate",
+            a.success_rate,
+            policy.min_success_rate,
+            a.success_rate is not None and a.success_rate >= policy.min_success_rate,
+        )
+    ]
+    ratio = (
+        a.latency_p99_ms / a.champion_latency_p99_ms
+        if a.latency_p99_ms is not None and a.champion_latency_p99_ms
+        else None
+    )
+    if a.champion_latency_p99_ms is not None:
+        found.append(
+            Check(
+                "latency_p99_ratio",
+                ratio,
+                policy.max_latency_p99_ratio,
+                ratio is not None
+                and (
+                    ratio <= policy.max_latency_p99_ratio
+                    or (a.latency_p99_ms or 0.0) <= policy.latency_floor_ms
+                ),
+            )
+        )
+    if policy.max_latency_p99_ms is not None:
+        found.append(
+            Check(
+                "latency_p99_ms",
+                a.latency_p99_ms,
+                policy.max_latency_p99_ms,
+                a.latency_p99_ms is not None and a.latency_p99_ms <= policy.max_latency_p99_ms,
+            )
+        )
+    if policy.max_score_divergence is not None and a.champion_score_mean is not None:
+        divergence = abs(a.score_mean - a.champion_score_mean) if a.score_mean is not None else None
+        found.append(
+            Check(
+                "score_divergence",
+                divergence,
+                policy.max_score_divergence,
+                divergence is not None and divergence <= policy.max_score_divergence,
+            )
+        )
+    return found

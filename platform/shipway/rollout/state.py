@@ -1,0 +1,108 @@
+"""A rollout's state on disk: one JSON file per model, replaced atomically under a lock.
+
+The file is the rollout's truth. The serving weights are derived from it (`RolloutState.traffic`)
+and re-applied by the controller whenever they differ, so a crash between writing the state and
+setting the weights (kill -9 of any process) resumes at the state's step, never between steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shipway.models.declaration import RolloutPolicy
+
+SHADOW = "shadow"
+CANARY = "canary"
+PROMOTED = "promoted"
+ROLLED_BACK = "rolled_back"
+FINISHED = (PROMOTED, ROLLED_BACK)
+
+
+@dataclass
+class RolloutState:
+    model: str
+    challenger: str
+    champion: str | None
+    phase: str
+    """shadow | canary | promoted | rolled_back"""
+    step: int
+    """Index into the policy's steps while in canary; -1 in shadow."""
+    step_started: float
+    started: float
+    failed: int = 0
+    """Failed checks in a row at this point."""
+    held: int = 0
+    """Intervals in a row without enough data."""
+    shadow_passed: int = 0
+    paused: bool = False
+    retire_at: float | None = None
+    """Promoted: when the old champion stops (it keeps running for an instant revert)."""
+    retired: bool = False
+    reason: str = ""
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in FINISHED
+
+    def weight(self, policy: RolloutPolicy) -> int:
+        """The challenger's share of traffic at this point."""
+        if self.phase == CANARY:
+            return policy.steps[self.step]
+        return 100 if self.phase == PROMOTED else 0
+
+    def traffic(self, policy: RolloutPolicy) -> tuple[dict[str, int], str | None]:
+        """The serving weights (and shadow) this state means."""
+        if self.champion is None or self.phase == PROMOTED:
+            return {self.challenger: 100}, None
+        if self.phase == ROLLED_BACK:
+            return {self.champion: 100}, None
+        weight = self.weight(policy)
+        weights = {self.champion: 100 - weight, self.challenger: weight}
+        return weights, self.challenger if self.phase == SHADOW else None
+
+
+class RolloutStore:
+    """`<serving home>/.rollouts/<model>.json`: the current (or last) rollout of each model."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / ".rollouts"
+
+    def path(self, model: str) -> Path:
+        return self.root / f"{model}.json"
+
+    def load(self, model: str) -> RolloutState | None:
+        path = self.path(model)
+        if not path.exists():
+            return None
+        return RolloutState(**json.loads(path.read_text()))
+
+    def all(self) -> list[RolloutState]:
+        if not self.root.exists():
+            return []
+        return [RolloutState(**json.loads(p.read_text())) for p in sorted(self.root.glob("*.json"))]
+
+    def save(self, state: RolloutState) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.path(state.model)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(asdict(state), indent=1))
+        tmp.replace(path)
+
+    @contextlib.contextmanager
+    def locked(self, model: str) -> Iterator[None]:
+        """One writer per model at a time: the sensor's tick, a person's `shipway rollout`."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / f".{model}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)

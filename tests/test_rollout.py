@@ -1,0 +1,220 @@
+"""Rollouts on the real data plane: Envoy, MLServer per version, Prometheus scraping both, the
+control plane, and the rollout controller the sensor runs, under constant client load.
+
+The MLflow `champion` alias is recorded by a stand-in here (the toy models are not registered);
+the Dagster path with MLflow is followed in tests/test_demo_e2e.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from shipway.models.declaration import RolloutChecks, RolloutPolicy
+from shipway.monitoring.prometheus import PrometheusClient
+from shipway.paths import ShipwayHome
+from shipway.rollout.analysis import Analysis, analyse
+from shipway.rollout.controller import Controller, Decision, start
+from shipway.rollout.state import PROMOTED, ROLLED_BACK, RolloutState, RolloutStore
+from shipway.serving.bundle import Bundle, write_bundle
+from shipway.serving.protocol import features_request
+from shipway.stack import Ports, Stack, running_stack
+from tests.conftest import TOY_FEATURES, toy_frame
+
+pytestmark = pytest.mark.integration
+
+INTERVAL = 10
+POLICY = RolloutPolicy(
+    strategy="shadow_then_canary",
+    steps=[10, 50, 100],
+    interval_seconds=INTERVAL,
+    min_requests=10,
+    failed_checks=1,
+    no_data="hold",
+    grace_seconds=5,
+    checks=RolloutChecks(max_score_divergence=0.2),
+)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    home = ShipwayHome(tmp_path_factory.mktemp("rollout"))
+    with running_stack(home, Ports.free(), with_mlflow=False) as running:
+        yield running
+
+
+@dataclass
+class Load:
+    """Constant client load on the front door: every answer counted by version and status."""
+
+    url: str
+    body: dict[str, object]
+    rate: float = 40.0
+    answers: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10.0) as http:
+            while not self._stop.is_set():
+                try:
+                    response = http.post(self.url, json=self.body)
+                    if response.status_code == 200:
+                        self.answers[response.json()["model_version"]] += 1
+                    else:
+                        self.failures.append(f"{response.status_code} {response.text[:100]}")
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                time.sleep(1.0 / self.rate)
+
+    def __enter__(self) -> Load:
+        self._thread = threading.Thread(target=self.run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _bundles(stack: Stack, bundles: dict[str, Bundle], model: str, fault: dict[str, float]) -> None:
+    """v1 (champion) and v2 (challenger, with `fault` injected) of `model` in the serving home."""
+    for version, source in (("1", bundles["1"]), ("2", bundles["2"])):
+        write_bundle(
+            stack.home.serving / model / version,
+            model,
+            version,
+            source.path / "model.ubj",
+            source.reference,
+            "binary_classification",
+            400,
+            fault=fault if version == "2" else None,
+        )
+
+
+def _rollout(
+    stack: Stack,
+    bundles: dict[str, Bundle],
+    model: str,
+    policy: RolloutPolicy,
+    fault: dict[str, float] | None = None,
+    load: bool = True,
+) -> tuple[RolloutState, list[Decision], list[str], Counter[str], list[str]]:
+    _bundles(stack, bundles, model, fault or {})
+    serving = stack.serving()
+    for version in ("1", "2"):
+        serving.deploy(model, version, stack.home.serving / model / version)
+    serving.set_traffic(model, {"1": 100})
+    champions: list[str] = []
+    prometheus = PrometheusClient(stack.prometheus_url)
+
+    def analysis(state: RolloutState, seconds: int) -> Analysis:
+        return analyse(prometheus, model, state.challenger, state.champion, seconds)
+
+    store = RolloutStore(stack.home.serving)
+    controller = Controller(
+        model, policy, store, serving, champions.append, lambda s, d: None, analysis
+    )
+    state = start(model, "2", "1", policy, time.time())
+    store.save(state)
+    serving.set_traffic(model, *state.traffic(policy))
+    decisions: list[Decision] = []
+    body = features_request(toy_frame(10, seed=3)[TOY_FEATURES].to_numpy(), TOY_FEATURES)
+    load_run = Load(f"{stack.serving_url}/v2/models/{model}/infer", body, rate=40 if load else 0.5)
+    with load_run:
+        deadline = time.monotonic() + 12 * INTERVAL
+        while time.monotonic() < deadline:
+            found, decision = controller.tick(time.time())
+            assert found is not None
+            state = found
+            if decision.action not in ("wait", "done"):
+                decisions.append(decision)
+            if state.finished and (state.phase != PROMOTED or state.retired):
+                break
+            time.sleep(1.0)
+    return state, decisions, champions, load_run.answers, load_run.failures
+
+
+def test_a_good_challenger_is_promoted_through_every_step_with_no_failed_request(
+    stack: Stack, bundles: dict[str, Bundle]
+) -> None:
+    state, decisions, champions, answers, failures = _rollout(stack, bundles, "toy_good", POLICY)
+    actions = [d.action for d in decisions if d.action != "hold"]
+    assert actions == ["advance", "advance", "advance", "promote", "retire"]
+    weights = [d["weight"] for d in state.decisions if d["action"] != "hold"]
+    assert weights == [10, 50, 100, 100, 100]
+    assert state.phase == PROMOTED and champions[-1] == "2"
+    assert failures == [], f"{len(failures)} client-visible failures: {failures[:3]}"
+    assert answers["1"] > 0 and answers["2"] > 0
+    served = stack.serving().status()["toy_good"]
+    assert served["weights"] == {"2": 100} and sorted(served["versions"]) == ["2"]
+    analysed = decisions[0].analysis
+    assert analysed is not None and analysed.requests >= POLICY.min_requests
+    assert analysed.success_rate == 1.0
+    metrics = httpx.get(f"{stack.control_url}/metrics").text
+    assert (
+        'shipway_rollout_phase{champion="1",model="toy_good",phase="promoted",version="2"} 1.0'
+        in metrics
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "fault", "named"),
+    [
+        ("toy_5xx", {"error_ratio": 0.5}, "success_rate"),
+        ("toy_slow", {"latency_ms": 80.0}, "latency_p99_ratio"),
+    ],
+)
+def test_a_faulty_challenger_is_rolled_back_at_the_first_analysis_and_callers_never_see_it(
+    stack: Stack, bundles: dict[str, Bundle], model: str, fault: dict[str, float], named: str
+) -> None:
+    state, decisions, _, answers, failures = _rollout(stack, bundles, model, POLICY, fault)
+    assert state.phase == ROLLED_BACK
+    assert [d.action for d in decisions] == ["rollback"], "within the first interval"
+    assert f"{named} " in state.reason and "FAILED" in state.reason
+    # The fault showed in shadow: mirrored requests only, so no caller saw an error.
+    assert failures == [] and set(answers) == {"1"}
+    served = stack.serving().status()[model]
+    assert served["weights"] == {"1": 100} and sorted(served["versions"]) == ["1"]
+
+
+def test_no_data_ends_as_the_policy_says(stack: Stack, bundles: dict[str, Bundle]) -> None:
+    canary = POLICY.model_copy(update={"strategy": "canary", "no_data": "fail"})
+    state, decisions, _, _, _ = _rollout(stack, bundles, "toy_quiet", canary, load=False)
+    assert state.phase == ROLLED_BACK
+    assert [d.action for d in decisions] == ["rollback"]
+    assert "no data" in state.reason and "< min_requests 10" in state.reason
+
+
+def test_a_controller_that_died_between_deciding_and_applying_is_repaired_on_its_next_tick(
+    stack: Stack, bundles: dict[str, Bundle]
+) -> None:
+    model = "toy_crash"
+    _bundles(stack, bundles, model, {})
+    serving = stack.serving()
+    for version in ("1", "2"):
+        serving.deploy(model, version, stack.home.serving / model / version)
+    serving.set_traffic(model, {"1": 90, "2": 10})
+    # The decision to go to 50% was saved, then the process was killed before applying it.
+    store = RolloutStore(stack.home.serving)
+    state = start(model, "2", "1", POLICY.model_copy(update={"strategy": "canary"}), time.time())
+    state.step = 1
+    store.save(state)
+    controller = Controller(
+        model,
+        POLICY.model_copy(update={"strategy": "canary"}),
+        store,
+        serving,
+        lambda v: None,
+        lambda s, d: None,
+        lambda s, n: pytest.fail("no analysis before a full interval"),
+    )
+    _, decision = controller.tick(time.time())
+    assert decision.action == "wait"
+    assert serving.status()[model]["weights"] == {"1": 50, "2": 50}

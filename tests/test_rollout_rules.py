@@ -1,0 +1,152 @@
+"""The rollout's decisions, rule by rule, on constructed analyses (no servers)."""
+
+from __future__ import annotations
+
+import pytest
+
+from shipway.models.declaration import RolloutChecks, RolloutPolicy
+from shipway.rollout.analysis import Analysis
+from shipway.rollout.controller import (
+    ADVANCE,
+    DONE,
+    FAIL,
+    HOLD,
+    PAUSED,
+    PROMOTE,
+    RETIRE,
+    ROLLBACK,
+    WAIT,
+    apply,
+    decide,
+    start,
+)
+from shipway.rollout.state import RolloutState
+
+POLICY = RolloutPolicy(interval_seconds=10, min_requests=50, grace_seconds=30)
+GOOD = Analysis(
+    requests=200,
+    success_rate=1.0,
+    latency_p99_ms=4.0,
+    champion_latency_p99_ms=3.5,
+    score_mean=0.11,
+    champion_score_mean=0.1,
+)
+
+
+def run(
+    state: RolloutState, policy: RolloutPolicy, analyses: list[Analysis], t: float = 0.0
+) -> tuple[RolloutState, list[str], float]:
+    """One decision per interval, each on the next analysis."""
+    actions = []
+    for analysis in analyses:
+        t += policy.interval_seconds
+        decision = decide(state, policy, analysis, t)
+        state = apply(state, decision, policy, t)
+        actions.append(decision.action)
+    return state, actions, t
+
+
+def test_a_good_challenger_goes_shadow_10_50_100_and_is_promoted() -> None:
+    state = start("m", "2", "1", POLICY, now=0.0)
+    assert state.traffic(POLICY) == ({"1": 100, "2": 0}, "2")
+    seen = []
+    t = 0.0
+    for _ in range(4):
+        t += POLICY.interval_seconds
+        decision = decide(state, POLICY, GOOD, t)
+        state = apply(state, decision, POLICY, t)
+        seen.append((decision.action, state.traffic(POLICY)))
+    assert seen == [
+        (ADVANCE, ({"1": 90, "2": 10}, None)),
+        (ADVANCE, ({"1": 50, "2": 50}, None)),
+        (ADVANCE, ({"1": 0, "2": 100}, None)),
+        (PROMOTE, ({"2": 100}, None)),
+    ]
+    assert state.retire_at == t + POLICY.grace_seconds
+    assert decide(state, POLICY, None, t + 1).action == DONE
+    assert decide(state, POLICY, None, t + POLICY.grace_seconds).action == RETIRE
+
+
+def test_nothing_is_decided_before_a_full_interval() -> None:
+    state = start("m", "2", "1", POLICY, now=100.0)
+    decision = decide(state, POLICY, GOOD, 105.0)
+    assert decision.action == WAIT
+    assert "5s left" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ({"success_rate": 0.8}, "success_rate 0.8 (limit 0.99) FAILED"),
+        ({"latency_p99_ms": 60.0}, "latency_p99_ratio 17.14 (limit 1.5) FAILED"),
+        ({"score_mean": 0.6}, "score_divergence 0.5 (limit 0.1) FAILED"),
+    ],
+)
+def test_a_failing_check_rolls_back_at_the_first_interval_and_names_the_check(
+    bad: dict[str, float], named: str
+) -> None:
+    state = start("m", "2", "1", POLICY, now=0.0)
+    state, actions, _ = run(state, POLICY, [GOOD, _with(**bad)])
+    assert actions == [ADVANCE, ROLLBACK]
+    assert named in state.reason
+    assert state.traffic(POLICY) == ({"1": 100}, None)
+
+
+def test_a_threshold_of_two_tolerates_one_failed_interval() -> None:
+    policy = POLICY.model_copy(update={"failed_checks": 2})
+    state = start("m", "2", "1", policy, now=0.0)
+    state, actions, _ = run(state, policy, [GOOD, _with(success_rate=0.5), GOOD])
+    assert actions == [ADVANCE, FAIL, ADVANCE]
+    state, actions, _ = run(
+        start("m", "2", "1", policy, 0.0), policy, [_with(success_rate=0.5)] * 2
+    )
+    assert actions == [FAIL, ROLLBACK]
+
+
+def test_no_data_holds_under_hold_then_fails_and_fails_at_once_under_fail() -> None:
+    quiet = _with(requests=3)
+    hold = POLICY.model_copy(update={"no_data": "hold", "max_hold_intervals": 3})
+    state, actions, _ = run(start("m", "2", "1", hold, 0.0), hold, [quiet] * 3)
+    assert actions == [HOLD, HOLD, ROLLBACK]
+    assert "no data (3 requests < min_requests 50)" in state.reason
+    fail = POLICY.model_copy(update={"no_data": "fail"})
+    state, actions, _ = run(start("m", "2", "1", fail, 0.0), fail, [quiet])
+    assert actions == [ROLLBACK]
+
+
+def test_a_paused_rollout_stays_where_it_is() -> None:
+    state = start("m", "2", "1", POLICY, now=0.0)
+    state.paused = True
+    assert decide(state, POLICY, GOOD, 1000.0).action == PAUSED
+
+
+def test_blue_green_switches_from_shadow_to_all_traffic() -> None:
+    policy = POLICY.model_copy(update={"strategy": "blue_green"})
+    state, actions, _ = run(start("m", "2", "1", policy, 0.0), policy, [GOOD, GOOD])
+    assert actions == [ADVANCE, PROMOTE]
+    assert state.traffic(policy) == ({"2": 100}, None)
+
+
+def test_the_first_version_is_champion_at_once() -> None:
+    state = start("m", "1", None, POLICY, now=0.0)
+    assert state.traffic(POLICY) == ({"1": 100}, None)
+    assert decide(state, POLICY, None, 1.0).action == DONE
+
+
+def test_latency_under_the_floor_is_not_judged_relatively() -> None:
+    fast = _with(latency_p99_ms=4.9, champion_latency_p99_ms=1.0)
+    policy = POLICY.model_copy(update={"checks": RolloutChecks(latency_floor_ms=5.0)})
+    _, actions, _ = run(start("m", "2", "1", policy, 0.0), policy, [fast])
+    assert actions == [ADVANCE]
+
+
+def test_steps_must_rise_to_100() -> None:
+    with pytest.raises(ValueError, match="the last step must be 100"):
+        RolloutPolicy(steps=[10, 50])
+    with pytest.raises(ValueError, match="rise strictly"):
+        RolloutPolicy(steps=[50, 10, 100])
+
+
+def _with(**changes: float) -> Analysis:
+    values = {**GOOD.as_dict(), **changes}
+    return Analysis(**values)  # type: ignore[arg-type]
