@@ -50,7 +50,17 @@ def test_free_ports_are_all_different() -> None:
 
 def test_two_services_on_one_port_are_refused_before_anything_starts() -> None:
     port = free_ports(1)[0]
+    others = free_ports(3)
     with pytest.raises(
-        ServiceError, match=f"MLflow server and serving controller are both given port {port}"
+        ServiceError, match=f"MLflow server and Envoy front door are both given port {port}"
     ):
-        preflight(Ports(mlflow=port, prometheus=free_ports(1)[0], serving=port), False)
+        preflight(
+            Ports(
+                mlflow=port,
+                prometheus=others[0],
+                serving=port,
+                control=others[1],
+                serving_stats=others[2],
+            ),
+            False,
+        )

@@ -36,7 +36,8 @@ def _wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float) -> st
 
 
 def test_up_serves_every_component_and_ctrl_c_stops_them_all(tmp_path: Path) -> None:
-    ports = dict(zip(("dagster", "mlflow", "prometheus", "serving"), free_ports(4), strict=True))
+    names = ("dagster", "mlflow", "prometheus", "serving", "serving-stats", "control")
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("shipway")), "up"]
         + [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))],
@@ -53,7 +54,9 @@ def test_up_serves_every_component_and_ctrl_c_stops_them_all(tmp_path: Path) -> 
             assert f"http://127.0.0.1:{port}" in banner, name
         assert httpx.get(f"http://127.0.0.1:{ports['mlflow']}/health").status_code == 200
         assert httpx.get(f"http://127.0.0.1:{ports['prometheus']}/-/ready").status_code == 200
-        assert httpx.get(f"http://127.0.0.1:{ports['serving']}/health").status_code == 200
+        front_door = f"http://127.0.0.1:{ports['serving']}"
+        assert httpx.get(f"{front_door}/v2/health/live").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{ports['control']}/health").status_code == 200
         nodes = _lineage(ports["dagster"])
         assert nodes["fraud_model_deployment"] == ("fraud_model", {"fraud_model"})
         assert nodes["fraud_model"] == ("fraud_model", {"fraud_model_training_set"})

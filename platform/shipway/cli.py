@@ -29,6 +29,10 @@ EPILOG = """examples:
                                approve one (identity: $SHIPWAY_IDENTITY or the OS user)
   shipway models lineage fraud_model 4
                                commit -> data -> features -> parameters -> gate -> approval
+  shipway rollout status fraud_model
+                               phase, intended vs served weights, latest decisions
+  shipway render seldon fraud_model
+                               Seldon Core v2 Model + Experiment for what is served now
 state lives in $SHIPWAY_HOME (default: .shipway/ in the repository)"""
 
 
@@ -182,6 +186,28 @@ def main(argv: list[str] | None = None) -> int:
         acting.add_argument("model")
         acting.add_argument("--reason", required=True, help="why, for the audit trail")
 
+    render = sub.add_parser(
+        "render",
+        help="write deployment manifests for a cluster: Seldon Core v2 Model and Experiment",
+        description="Renders what the model serves now (its rollout's current point: weights, "
+        "and the mirror in shadow) as Seldon Core v2 manifests, checked against "
+        "deploy/seldon/schemas/. Upload each version's bundle ($SHIPWAY_HOME/serving/<model>/"
+        "<version>/) to the storage URI, then `kubectl apply -f` the folder.",
+    )
+    render_sub = render.add_subparsers(dest="render_target", required=True, metavar="TARGET")
+    render_seldon = render_sub.add_parser("seldon", help="Seldon Core v2 Model + Experiment")
+    render_seldon.add_argument("model")
+    render_seldon.add_argument(
+        "--out", type=Path, help="folder to write (default: deploy/seldon/<model>/)"
+    )
+    render_seldon.add_argument(
+        "--storage",
+        default=os.environ.get("SHIPWAY_SELDON_STORAGE", "s3://shipway-models/{model}/{version}"),
+        help="storage URI template of a version's bundle, with {model} and {version} "
+        "(default $SHIPWAY_SELDON_STORAGE or s3://shipway-models/{model}/{version})",
+    )
+    render_seldon.add_argument("--namespace", default="default", help="Kubernetes namespace")
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -200,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             return _models(args)
         if args.command == "rollout":
             return _rollout(args)
+        if args.command == "render":
+            return _render(args)
         return _doctor()
     except ShipwayError as exc:
         print(f"shipway {args.command}: {exc}", file=sys.stderr)
@@ -245,6 +273,7 @@ def _up(args: argparse.Namespace) -> int:
             f"  MLflow      {stack.mlflow_url}\n"
             f"  Prometheus  {stack.prometheus_url}\n"
             f"  serving     {stack.serving_url}/v2/models/<model>/infer (Envoy)\n"
+            f"  Envoy stats http://{stack.dataplane.metrics_target}/stats/prometheus\n"
             f"  control     {stack.control_url}/admin/models "
             "(changes need $SHIPWAY_SERVING_TOKEN)\n"
             f"  state in {home.root}, logs in {home.logs}\n"
@@ -335,6 +364,20 @@ def _rollout(args: argparse.Namespace) -> int:
         state = commands.command(home, declared, args.rollout_command, args.reason)
         print(f"{args.model} v{state.challenger}: {state.decisions[-1]['reason']}")
     print("\n".join(commands.status_lines(home, declared)))
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from shipway.paths import DEPLOY_DIR
+    from shipway.rollout import commands
+
+    out = args.out or DEPLOY_DIR / "seldon" / args.model
+    written = commands.render_seldon(
+        ShipwayHome.from_env(), _declared(args.model), out, args.storage, args.namespace
+    )
+    for path in written:
+        print(f"wrote {path}")
+    print(f"apply with: kubectl apply -n {args.namespace} -f {out}")
     return 0
 
 
