@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from shipway.monitoring.prometheus import (
     PrometheusServer,
     write_targets,
 )
-from shipway.monitoring.retraining import decide
+from shipway.monitoring.retraining import decide, waiting_for_labels
 from shipway.paths import ShipwayHome
 from shipway.processes import free_port
 
@@ -187,3 +188,14 @@ def test_a_missing_binary_names_the_setup_step(tmp_path: Path) -> None:
     with pytest.raises(ServiceError, match=r"run deploy/setup\.sh"):
         server.start()
     assert server.process is None
+
+
+def test_drift_waits_for_labels_when_nothing_landed_after_the_last_training_set() -> None:
+    cutoff = datetime(2026, 11, 14, tzinfo=UTC)
+    waiting = waiting_for_labels(cutoff, cutoff, maturity_days=7)
+    assert waiting is not None
+    assert "waiting for labels until events after 2026-11-14 00:00 land" in waiting
+    assert "labels mature 7 days after their event" in waiting
+    later = waiting_for_labels(cutoff, cutoff + timedelta(hours=1), maturity_days=7)
+    assert later is None, "a landing after the cutoff brings new matured labels"
+    assert waiting_for_labels(None, cutoff, 7) is None, "never trained: nothing to wait for"

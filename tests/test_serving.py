@@ -402,6 +402,24 @@ def test_after_kill_9_of_the_control_plane_traffic_flows_and_a_new_one_adopts_th
     assert all(s["running"] for s in after.values())
 
 
+def test_after_kill_9_of_the_data_plane_a_new_envoy_serves_the_same_weights(
+    serving: Serving, deployed: ServingClient
+) -> None:
+    deployed.set_traffic("toy_model", {"1": 30, "2": 70})
+    try:
+        os.kill(serving.envoy.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while serving.envoy.running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        serving.envoy = serving.dataplane.process(serving.root / "logs").start()
+        rows = toy_frame(1, seed=18)[TOY_FEATURES].to_numpy()
+        seen = Counter(deployed.infer("toy_model", rows, TOY_FEATURES)[0] for _ in range(200))
+        # 200 draws at p=0.7: v2's share lies in [0.58, 0.82] with probability > 0.999.
+        assert 0.58 <= seen["2"] / 200 <= 0.82, seen
+    finally:
+        deployed.set_traffic("toy_model", {"1": 100})
+
+
 def test_a_crashed_model_server_is_started_again(serving: Serving, deployed: ServingClient) -> None:
     crashed = deployed.status()["toy_model"]["versions"]["2"]["pid"]
     os.kill(crashed, signal.SIGKILL)

@@ -1,4 +1,5 @@
-"""Serving: model bundles, MLServer per version, the control plane and traffic splitter, and
-the client (and traffic generator) that assets, the demo and tests call it with.
-May import `shipway.monitoring.drift` (the live drift window) and `shipway.features`.
+"""Serving: model bundles, Shipway's MLServer runtime, the Envoy data plane, the control plane,
+and the client (and traffic generator) that assets, the demo and tests call it with.
+May import `shipway.monitoring.drift` (the live drift window), `shipway.features`, and
+`shipway.rollout.state` (the control plane exports each rollout's state as metrics).
 """

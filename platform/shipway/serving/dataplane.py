@@ -229,7 +229,11 @@ class DataPlane:
         return clusters, routes
 
     def process(self, log_dir: Path) -> ManagedProcess:
+        """Envoy on the files as they are: a restarted one serves what the last one did. A
+        socket left by an Envoy killed with -9 is removed (the front door's port being free,
+        checked before, says no Envoy runs on it)."""
         bootstrap = self.write_bootstrap()
+        self.admin_socket.unlink(missing_ok=True)
         return ManagedProcess(
             name="Envoy data plane",
             argv=[
