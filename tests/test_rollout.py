@@ -146,7 +146,9 @@ def test_a_good_challenger_is_promoted_through_every_step_with_no_failed_request
 ) -> None:
     state, decisions, champions, answers, failures = _rollout(stack, bundles, "toy_good", POLICY)
     actions = [d.action for d in decisions if d.action != "hold"]
-    assert actions == ["advance", "advance", "advance", "promote", "retire"]
+    assert actions == ["advance", "advance", "advance", "promote", "retire"], [
+        d.reason for d in decisions
+    ]
     weights = [d["weight"] for d in state.decisions if d["action"] != "hold"]
     assert weights == [10, 50, 100, 100, 100]
     assert state.phase == PROMOTED and champions[-1] == "2"

@@ -7,6 +7,7 @@ are configured here, at the edge, from the environment `shipway up`, the demo an
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -69,6 +70,13 @@ def resources() -> dict[str, object]:
             control_url=EnvVar("SHIPWAY_CONTROL_URL"),
             url=EnvVar("SHIPWAY_SERVING_URL"),
             token=EnvVar("SHIPWAY_SERVING_TOKEN"),
+            # Optional: Seldon Core on a cluster instead of the embedded control plane.
+            seldon_api_url=os.environ.get("SHIPWAY_SELDON_API_URL", ""),
+            seldon_token=os.environ.get("SHIPWAY_SELDON_TOKEN", ""),
+            seldon_namespace=os.environ.get("SHIPWAY_SELDON_NAMESPACE", "default"),
+            seldon_storage=os.environ.get(
+                "SHIPWAY_SELDON_STORAGE", "s3://shipway-models/{model}/{version}"
+            ),
         ),
         "prometheus": PrometheusResource(url=EnvVar("SHIPWAY_PROMETHEUS_URL")),
     }

@@ -13,6 +13,7 @@ from dagster import ConfigurableResource
 from shipway.monitoring.prometheus import PrometheusClient
 from shipway.paths import ShipwayHome
 from shipway.serving.client import ServingClient
+from shipway.serving.seldon import SeldonServing
 
 
 class ShipwayHomeResource(ConfigurableResource):
@@ -30,14 +31,24 @@ class MlflowResource(ConfigurableResource):
 
 
 class ServingResource(ConfigurableResource):
-    """Serving: the control plane (Shipway's here, Seldon Core on Kubernetes), its token, and
-    the data plane's front door."""
+    """Serving: Shipway's control plane, its token and the data plane's front door; or, with
+    `seldon_api_url` set, Seldon Core v2 on that Kubernetes API (a `Model` per version, an
+    `Experiment` per model), driven by the same deployment and rollout code."""
 
     control_url: str
     url: str
     token: str
+    seldon_api_url: str = ""
+    seldon_token: str = ""
+    seldon_namespace: str = "default"
+    seldon_storage: str = "s3://shipway-models/{model}/{version}"
+    """Where each version's bundle is uploaded for Seldon to load ({model}, {version})."""
 
-    def client(self) -> ServingClient:
+    def client(self) -> ServingClient | SeldonServing:
+        if self.seldon_api_url:
+            return SeldonServing(
+                self.seldon_api_url, self.seldon_token, self.seldon_namespace, self.seldon_storage
+            )
         return ServingClient(self.control_url, self.url, self.token)
 
 

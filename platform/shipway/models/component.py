@@ -400,7 +400,7 @@ def model_definitions(model: DeclaredModel) -> Definitions:
                 "rollout": rollout.phase,
                 "traffic_weights": MetadataValue.json(weights),
                 "shadow": shadow or "",
-                "endpoint": MetadataValue.url(f"{client.url}/v2/models/{name}/infer"),
+                "endpoint": MetadataValue.url(client.endpoint(name)),
                 "bundle": str(bundle.path),
             }
         )

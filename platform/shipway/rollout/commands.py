@@ -1,4 +1,5 @@
-"""`shipway rollout status|pause|resume|promote|abort <model>`: the rollout, for people.
+"""`shipway rollout status|pause|resume|promote|abort <model>`: the rollout, for people;
+`shipway render seldon <model>`: the same point of it as Seldon Core manifests.
 
 Changes go through the same controller the sensor runs (same lock, same audit trail), so a
 person and the sensor never act on a rollout at once; each records who acted and why.
@@ -8,8 +9,9 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
-from shipway.errors import ServiceError
+from shipway.errors import ServiceError, ShipwayError
 from shipway.models.catalog import DeclaredModel
 from shipway.paths import ShipwayHome
 from shipway.release.audit import Audit, AuditEntry, identity
@@ -17,7 +19,9 @@ from shipway.release.commands import tracking_uri
 from shipway.rollout.controller import PAUSE, PROMOTE, RESUME, ROLLBACK, Controller, Decision
 from shipway.rollout.sensor import champion_setter
 from shipway.rollout.state import RolloutState, RolloutStore
+from shipway.serving import seldon
 from shipway.serving.client import ServingClient
+from shipway.serving.controller import SavedState
 
 COMMANDS = {"pause": PAUSE, "resume": RESUME, "promote": PROMOTE, "abort": ROLLBACK}
 
@@ -81,3 +85,27 @@ def command(home: ShipwayHome, declared: DeclaredModel, action: str, reason: str
         record,
     )
     return controller.command(COMMANDS[action], f"{action} by {who}: {reason}", time.time())
+
+
+def served_point(home: ShipwayHome, declared: DeclaredModel) -> tuple[dict[str, int], str | None]:
+    """What the model serves now: its rollout state's point, else what serving saved."""
+    name, policy = declared.declaration.name, declared.declaration.rollout
+    state = RolloutStore(home.serving).load(name)
+    if state is not None:
+        return state.traffic(policy)
+    saved = SavedState.load(home.serving / ".control" / "state.json").models.get(name)
+    if not saved or not saved.get("weights"):
+        raise ShipwayError(
+            f"{name} serves nothing in {home.serving}: deploy a version first "
+            f"(materialize {declared.declaration.deployment})"
+        )
+    return dict(saved["weights"]), saved.get("shadow")
+
+
+def render_seldon(
+    home: ShipwayHome, declared: DeclaredModel, out_dir: Path, storage: str, namespace: str
+) -> list[Path]:
+    """Seldon Core v2 `Model`s and the `Experiment` for the model's current point."""
+    weights, shadow = served_point(home, declared)
+    objects = seldon.manifests(declared.declaration.name, weights, shadow, storage, namespace)
+    return seldon.write_manifests(objects, out_dir)

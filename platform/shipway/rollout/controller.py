@@ -198,7 +198,8 @@ def apply(
 
 
 class Serving(Protocol):
-    """What the controller needs of serving (`ServingClient` has it)."""
+    """What the controller needs of serving: `ServingClient` (the embedded control plane) and
+    `SeldonServing` (Seldon Core on Kubernetes) have it."""
 
     def status(self) -> dict[str, Any]: ...
 

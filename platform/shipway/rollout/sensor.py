@@ -32,9 +32,8 @@ from shipway.resources import (
     ShipwayHomeResource,
 )
 from shipway.rollout.analysis import Analysis, analyse
-from shipway.rollout.controller import Controller, Decision, start
+from shipway.rollout.controller import Controller, Decision, Serving, start
 from shipway.rollout.state import RolloutState, RolloutStore
-from shipway.serving.client import ServingClient
 
 ROLLOUT_ACTOR = "rollout controller"
 
@@ -79,7 +78,7 @@ def champion_setter(tracking_uri: str, model: str) -> Callable[[str], None]:
 def begin(
     home: ShipwayHome,
     declaration: ModelDeclaration,
-    client: ServingClient,
+    client: Serving,
     challenger: str,
     champion: str | None,
     dagster_run_id: str,

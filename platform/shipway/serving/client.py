@@ -65,6 +65,10 @@ class ServingClient:
     def undeploy(self, model: str, version: str) -> None:
         self._call("DELETE", f"/admin/models/{model}/versions/{version}")
 
+    def endpoint(self, model: str) -> str:
+        """Where callers score `model`: the front door's infer URL."""
+        return f"{self.url}/v2/models/{model}/infer"
+
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/admin/models")
         return result
