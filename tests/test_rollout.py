@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from shipway.cli import main
 from shipway.models.declaration import RolloutChecks, RolloutPolicy
 from shipway.monitoring.prometheus import PrometheusClient
 from shipway.paths import ShipwayHome
@@ -222,3 +223,46 @@ def test_a_controller_that_died_between_deciding_and_applying_is_repaired_on_its
     _, decision = controller.tick(time.time())
     assert decision.action == "wait"
     assert serving.status()[model]["weights"] == {"1": 50, "2": 50}
+
+
+def test_people_pause_resume_and_abort_a_rollout_with_the_cli_and_each_act_is_audited(
+    stack: Stack,
+    bundles: dict[str, Bundle],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The CLI acts on a declared model: fraud_model's name and rollout policy, toy bundles.
+    model = "fraud_model"
+    _bundles(stack, bundles, model, {})
+    serving = stack.serving()
+    for version in ("1", "2"):
+        serving.deploy(model, version, stack.home.serving / model / version)
+    policy = RolloutPolicy(strategy="canary", steps=[10, 50, 100], interval_seconds=600)
+    state = start(model, "2", "1", policy, time.time())
+    RolloutStore(stack.home.serving).save(state)
+    serving.set_traffic(model, *state.traffic(policy))
+    monkeypatch.setenv("SHIPWAY_HOME", str(stack.home.root))
+    monkeypatch.setenv("SHIPWAY_IDENTITY", "alice@example.com")
+    for key, value in stack.environment().items():
+        monkeypatch.setenv(key, value)
+
+    assert main(["rollout", "pause", model, "--reason", "investigating latency"]) == 0
+    out = capsys.readouterr().out
+    assert "pause by alice@example.com: investigating latency" in out and "(paused)" in out
+    assert RolloutStore(stack.home.serving).load(model).paused  # type: ignore[union-attr]
+    assert main(["rollout", "resume", model, "--reason", "ok"]) == 0
+    assert "(paused)" not in capsys.readouterr().out
+    assert main(["rollout", "abort", model, "--reason", "bad slice"]) == 0
+    out = capsys.readouterr().out
+    assert "rolled_back" in out and "served traffic:   {'1': 100}" in out
+    assert sorted(serving.status()[model]["versions"]) == ["1"], "the challenger is stopped"
+
+    assert main(["rollout", "abort", model, "--reason", "again"]) == 2
+    assert "rollout is over (rolled_back); nothing to change" in capsys.readouterr().err
+    assert main(["rollout", "status", "no_such_model"]) == 2
+    assert "no_such_model" in capsys.readouterr().err
+
+    assert main(["models", "history", model]) == 0
+    history = capsys.readouterr().out
+    for action in ("pause", "resume", "rollback"):
+        assert f"{model} v2 rollout: {action} by alice@example.com" in history, history
