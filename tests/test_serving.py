@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 
 from shipway.errors import ShipwayError
@@ -22,6 +23,7 @@ from shipway.processes import ManagedProcess, free_ports
 from shipway.serving.bundle import Bundle, write_bundle
 from shipway.serving.client import TOKEN_ENV, ServingClient, control_plane_process
 from shipway.serving.dataplane import DataPlane
+from shipway.serving.prediction_log import read_predictions
 from shipway.serving.protocol import features_request
 from tests.conftest import TOY_FEATURES, toy_frame
 
@@ -42,9 +44,18 @@ class Serving:
     def client(self) -> ServingClient:
         return ServingClient(f"http://127.0.0.1:{self.control_port}", self.dataplane.url, TOKEN)
 
+    @property
+    def lake(self) -> Path:
+        return self.root / "lake"
+
     def start_control(self) -> None:
         self.control = control_plane_process(
-            self.root, self.dataplane, self.root / "logs", self.root / "targets", self.control_port
+            self.root,
+            self.dataplane,
+            self.root / "logs",
+            self.root / "targets",
+            self.control_port,
+            lake=self.lake,
         )
         self.control.env[TOKEN_ENV] = TOKEN
         self.control.start()
@@ -373,6 +384,82 @@ def test_a_stock_open_inference_protocol_client_checks_reads_metadata_and_infers
     np.testing.assert_allclose(one, expected)
     np.testing.assert_allclose(two, expected)
     assert not client.is_model_ready("no_such_model")
+
+
+def _logged(serving: Serving, prefix: str, rows: int, timeout: float = 30.0) -> pd.DataFrame:
+    """The logged rows whose key starts with `prefix`, once there are `rows` of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = read_predictions(serving.lake, "toy_model")
+        mine = found[found["row_key"].fillna("").str.startswith(prefix)]
+        if len(mine) >= rows or time.monotonic() > deadline:
+            return mine.reset_index(drop=True)
+        time.sleep(0.5)
+
+
+def test_every_scored_row_is_logged_with_its_key_and_vector_and_mirrored_rows_are_marked(
+    serving: Serving, deployed: ServingClient
+) -> None:
+    rows = toy_frame(30, seed=21)[TOY_FEATURES].to_numpy()
+    keys = [f"log-a-{i:02d}" for i in range(30)]
+    deployed.set_traffic("toy_model", {"1": 100}, shadow="2")
+    try:
+        scores = [
+            deployed.infer("toy_model", rows[i : i + 10], TOY_FEATURES, keys[i : i + 10])[1]
+            for i in range(0, 30, 10)
+        ]
+        logged = _logged(serving, "log-a-", rows=60)
+    finally:
+        deployed.set_traffic("toy_model", {"1": 100})
+    served = logged[logged["served"]].sort_values("row_key")
+    mirrored = logged[~logged["served"]].sort_values("row_key")
+    assert set(served["version"]) == {"1"} and set(mirrored["version"]) == {"2"}
+    assert served["row_key"].tolist() == keys and mirrored["row_key"].tolist() == keys
+    np.testing.assert_allclose(np.vstack(list(served["vector"])), rows)
+    np.testing.assert_allclose(served["score"].to_numpy(), np.concatenate(scores))
+    assert served["request_id"].nunique() == 3, "one id per request, the data plane's"
+    assert set(served["day"]) == {time.strftime("%Y-%m-%d", time.gmtime())}
+    metrics = httpx.get(f"{deployed.control_url}/metrics").text
+    assert 'shipway_prediction_log_rows_total{model="toy_model"}' in metrics
+
+
+def test_a_graceful_stop_logs_every_answered_row(serving: Serving, deployed: ServingClient) -> None:
+    rows = toy_frame(50, seed=22)[TOY_FEATURES].to_numpy()
+    keys = [f"log-b-{i:02d}" for i in range(50)]
+    for i in range(0, 50, 5):
+        deployed.infer("toy_model", rows[i : i + 5], TOY_FEATURES, keys[i : i + 5])
+    serving.control.stop()
+    try:
+        # No waiting: what the stopped servers had queued was written before the stop ended.
+        assert len(_logged(serving, "log-b-", rows=50, timeout=0)) == 50
+    finally:
+        serving.start_control()
+
+
+def test_kill_9_of_a_model_server_loses_at_most_its_last_half_second_of_rows(
+    serving: Serving, deployed: ServingClient
+) -> None:
+    rows = toy_frame(1, seed=23)[TOY_FEATURES].to_numpy()
+    answered: list[tuple[float, str]] = []
+    began = time.monotonic()
+    while time.monotonic() - began < 2.0:
+        key = f"log-c-{len(answered):04d}"
+        deployed.infer("toy_model", rows, TOY_FEATURES, [key])
+        answered.append((time.monotonic(), key))
+    pid = deployed.status()["toy_model"]["versions"]["1"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    old_enough = {k for t, k in answered if killed - t > 1.0}
+    logged = set(_logged(serving, "log-c-", rows=len(answered), timeout=15)["row_key"])
+    lost = len(answered) - len(logged)
+    assert old_enough <= logged, "rows answered over a second before the kill are logged"
+    assert lost <= sum(1 for t, _ in answered if killed - t <= 1.0), lost
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        now = deployed.status()["toy_model"]["versions"]["1"]
+        if now["pid"] != pid and now["running"]:
+            break
+        time.sleep(0.5)
 
 
 def test_a_restarted_control_plane_serves_what_was_served(

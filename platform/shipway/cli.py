@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--log-dir", type=Path, required=True)
     serve.add_argument("--targets-dir", type=Path, help="Prometheus file_sd folder to update")
+    serve.add_argument(
+        "--lake-dir", type=Path, help="write each model's prediction log to Delta tables here"
+    )
 
     sub.add_parser("doctor", help="check binaries, environments, the dbt manifest")
 
@@ -293,7 +296,9 @@ def _serve(args: argparse.Namespace) -> int:
     from shipway.serving.controller import create_app
     from shipway.serving.dataplane import DataPlane
 
-    app = create_app(args.root, DataPlane(args.dataplane_dir), args.log_dir, args.targets_dir)
+    app = create_app(
+        args.root, DataPlane(args.dataplane_dir), args.log_dir, args.targets_dir, args.lake_dir
+    )
     uvicorn.run(app, host=LOOPBACK, port=args.port, log_level="warning")
     return 0
 

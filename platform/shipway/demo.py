@@ -405,7 +405,13 @@ def _send(
             timeline.say(f"  {done}/{total} requests")
 
     report = send_rows(
-        stack.serving(), store, events, declared.name, declared.service, progress=progress
+        stack.serving(),
+        store,
+        events,
+        declared.name,
+        declared.service,
+        progress=progress,
+        row_keys=declared.prediction_keys(events),
     )
     timeline.say(
         f"  {report.rows} rows in {report.requests} requests, versions {report.by_version}, "

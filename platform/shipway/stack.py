@@ -157,7 +157,9 @@ def running_stack(
         targets = prometheus.config_dir / "targets"
         dataplane = stack.dataplane
         group.start(dataplane.process(home.logs), wait=False)
-        control = control_plane_process(home.serving, dataplane, home.logs, targets, ports.control)
+        control = control_plane_process(
+            home.serving, dataplane, home.logs, targets, ports.control, lake=home.lake
+        )
         control.env[TOKEN_ENV] = stack.token
         group.start(control)
         write_endpoint(home.serving, stack.control_url, stack.serving_url, stack.token)

@@ -16,6 +16,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from shipway.data.contracts import load_contract
 from shipway.data.warehouse import delta_outputs
 from shipway.errors import PolicyError, ShipwayError
@@ -46,6 +48,22 @@ class DeclaredModel:
     @property
     def training_set_contract(self) -> Path:
         return self.folder / TRAINING_SET_CONTRACT
+
+    def prediction_keys(self, frame: pd.DataFrame) -> list[str] | None:
+        """Which prediction point each row is, as its label row will say it: the label's
+        `row_id` where the model declares one, else its entity keys and `event_timestamp`.
+        None when `frame` lacks those columns (its predictions cannot be joined to labels)."""
+        label = self.declaration.label
+        if label.row_id is not None:
+            return frame[label.row_id].astype(str).tolist() if label.row_id in frame else None
+        keys = self.declaration.entity_keys
+        if not all(k in frame for k in [*keys, "event_timestamp"]):
+            return None
+        stamp = pd.to_datetime(frame["event_timestamp"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%S")
+        joined = stamp.radd("at=")
+        for key in reversed(keys):
+            joined = f"{key}=" + frame[key].astype(str) + "|" + joined
+        return joined.tolist()
 
     @property
     def label_rules(self) -> LabelRules:

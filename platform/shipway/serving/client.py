@@ -94,10 +94,17 @@ class ServingClient:
         port = self.status()[model]["versions"][version]["metrics_port"]
         return httpx.get(f"http://{LOOPBACK}:{port}/metrics", timeout=10.0).text
 
-    def infer(self, model: str, rows: np.ndarray, feature_names: list[str]) -> tuple[str, Any]:
-        """Scores for `rows` and the version that answered."""
+    def infer(
+        self,
+        model: str,
+        rows: np.ndarray,
+        feature_names: list[str],
+        row_keys: list[str] | None = None,
+    ) -> tuple[str, Any]:
+        """Scores for `rows` and the version that answered; `row_keys` (one per row) let the
+        prediction log be joined with labels later."""
         answer = self._call(
-            "POST", f"/v2/models/{model}/infer", features_request(rows, feature_names)
+            "POST", f"/v2/models/{model}/infer", features_request(rows, feature_names, row_keys)
         )
         output = next(o for o in answer["outputs"] if o["name"] == SCORE_OUTPUT)
         return str(answer["model_version"]), np.asarray(output["data"])
@@ -119,7 +126,12 @@ def write_endpoint(home_serving: Path, control_url: str, url: str, token: str) -
 
 
 def control_plane_process(
-    root: Path, dataplane: DataPlane, log_dir: Path, targets_dir: Path | None, port: int
+    root: Path,
+    dataplane: DataPlane,
+    log_dir: Path,
+    targets_dir: Path | None,
+    port: int,
+    lake: Path | None = None,
 ) -> ManagedProcess:
     """The serving control plane as its own process (what `shipway serve` runs)."""
     ensure_port_free(port, "serving control plane")
@@ -139,6 +151,8 @@ def control_plane_process(
     ]
     if targets_dir is not None:
         argv += ["--targets-dir", str(targets_dir)]
+    if lake is not None:
+        argv += ["--lake-dir", str(lake)]
     return ManagedProcess(
         name="serving control plane",
         argv=argv,

@@ -10,6 +10,8 @@ between them. Here this process does that job on 127.0.0.1, and never touches a 
 - it persists what is served (`.control/state.json`, written atomically) and reconciles on
   start: a model server still running from before (a control plane killed with -9) is adopted,
   one that is gone is started again, so a restart serves what was served;
+- given the lake, it moves the model servers' prediction spool into each model's prediction
+  log (`shipway.serving.prediction_log`) every few seconds, and once more after stopping them;
 - every change needs `Authorization: Bearer $SHIPWAY_SERVING_TOKEN`; reading status does not.
 """
 
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
@@ -43,12 +45,14 @@ from shipway.rollout.state import RolloutStore
 from shipway.serving.bundle import Bundle, read_bundle
 from shipway.serving.client import TOKEN_ENV
 from shipway.serving.dataplane import DataPlane, Route
+from shipway.serving.prediction_log import ingest
 from shipway.serving.runtime import start_mlserver, version_ready_url
 
 log = logging.getLogger(__name__)
 
 MAX_ADMIN_BODY = 64 * 1024
 SUPERVISE_SECONDS = 1.0
+INGEST_SECONDS = 5.0
 APPLY_TIMEOUT = 10.0
 
 
@@ -185,9 +189,17 @@ class _RolloutCollector(Collector):
 
 class ControlPlane:
     def __init__(
-        self, root: Path, dataplane: DataPlane, log_dir: Path, targets_dir: Path | None
+        self,
+        root: Path,
+        dataplane: DataPlane,
+        log_dir: Path,
+        targets_dir: Path | None,
+        lake: Path | None = None,
     ) -> None:
         self.root = root.resolve()
+        self.lake = lake
+        self.spool = self.root / ".predictions" if lake is not None else None
+        self.rollouts = RolloutStore(self.root)
         self.dataplane = dataplane
         self.log_dir = log_dir
         self.targets_dir = targets_dir
@@ -213,7 +225,19 @@ class ControlPlane:
             ["model", "version"],
             registry=self.registry,
         )
-        self.registry.register(_RolloutCollector(RolloutStore(self.root)))
+        self.logged = Counter(
+            "shipway_prediction_log_rows",
+            "Scored rows written to the model's prediction log",
+            ["model"],
+            registry=self.registry,
+        )
+        self.last_logged = Gauge(
+            "shipway_prediction_log_last_write_timestamp_seconds",
+            "When rows were last written to the model's prediction log",
+            ["model"],
+            registry=self.registry,
+        )
+        self.registry.register(_RolloutCollector(self.rollouts))
 
     # --- state -----------------------------------------------------------------------------
 
@@ -267,7 +291,7 @@ class ControlPlane:
         return self._start(bundle)
 
     def _start(self, bundle: Bundle) -> ServedVersion:
-        runtime = start_mlserver(bundle, self.log_dir)
+        runtime = start_mlserver(bundle, self.log_dir, spool_dir=self.spool)
         return ServedVersion(
             bundle, runtime.http_port, runtime.metrics_port, runtime.process.pid, runtime.process
         )
@@ -431,10 +455,46 @@ class ControlPlane:
         for model in self.models.values():
             for served in model.versions.values():
                 await run_in_threadpool(served.process.stop)
+        # Stopped gracefully, the model servers wrote what they had queued: log it all.
+        await run_in_threadpool(self.ingest)
+
+    # --- prediction log --------------------------------------------------------------------
+
+    def _rollout_of(self, model: str, version: str) -> str:
+        state = self.rollouts.load(model)
+        served = self.models.get(model)
+        if state is None or state.finished or served is None:
+            return ""
+        if served.shadow == version:
+            return f"{state.phase}: v{version} mirrored"
+        return f"{state.phase}: v{version} at {served.weights.get(version, 0)}%"
+
+    def ingest(self) -> dict[str, int]:
+        if self.spool is None or self.lake is None:
+            return {}
+        try:
+            written = ingest(self.spool, self.lake, self._rollout_of)
+        except Exception:  # the loop must outlive a failed pass: the spool keeps the rows
+            log.exception("prediction log: ingest failed; rows stay spooled for the next pass")
+            return {}
+        now = time.time()
+        for model, rows in written.items():
+            self.logged.labels(model).inc(rows)
+            self.last_logged.labels(model).set(now)
+        return written
+
+    async def log_predictions(self) -> None:
+        while True:
+            await asyncio.sleep(INGEST_SECONDS)
+            await run_in_threadpool(self.ingest)
 
 
 def create_app(
-    root: Path, dataplane: DataPlane, log_dir: Path, targets_dir: Path | None = None
+    root: Path,
+    dataplane: DataPlane,
+    log_dir: Path,
+    targets_dir: Path | None = None,
+    lake: Path | None = None,
 ) -> Starlette:
     token = os.environ.get(TOKEN_ENV, "")
     if not token:
@@ -442,7 +502,7 @@ def create_app(
             f"{TOKEN_ENV} is not set: the control plane changes what is served and needs a "
             "token (`shipway up` makes one; or export one)"
         )
-    plane = ControlPlane(root, dataplane, log_dir, targets_dir)
+    plane = ControlPlane(root, dataplane, log_dir, targets_dir, lake)
 
     def authorize(request: Request) -> None:
         given = request.headers.get("authorization", "")
@@ -512,9 +572,10 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await plane.reconcile()
-        supervisor = asyncio.create_task(plane.supervise())
+        tasks = [asyncio.create_task(t) for t in (plane.supervise(), plane.log_predictions())]
         yield
-        supervisor.cancel()
+        for task in tasks:
+            task.cancel()
         await plane.shutdown()
 
     app = Starlette(

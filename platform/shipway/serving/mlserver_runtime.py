@@ -11,7 +11,10 @@ runtime:
 - one output, `score`: the positive class's probability, or the forecast;
 - taps off the hot path: a request only queues its rows and scores; binning them into the drift
   window and the score histogram happens when Prometheus scrapes (`shipway_feature_drift_psi`,
-  `shipway_drift_window_samples`, `shipway_prediction_score`);
+  `shipway_drift_window_samples`, `shipway_prediction_score`), and a thread writes them to the
+  prediction spool (`shipway.serving.prediction_spool`) with the request id, the `row_keys`
+  parameter and whether the request was mirrored (Envoy adds `-shadow` to a mirrored
+  request's host name);
 - an optional injected fault (`parameters.extra.fault`: error ratio and added latency), which is
   how the demo and the tests make a bad challenger.
 """
@@ -19,7 +22,10 @@ runtime:
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import time
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +43,13 @@ from prometheus_client.registry import Collector
 
 from shipway.errors import BadRequest
 from shipway.monitoring.drift import DriftWindow, ReferenceProfile
-from shipway.serving.protocol import SCORE_BUCKETS, SCORE_OUTPUT, parse_infer_request
+from shipway.serving.prediction_spool import SPOOL_ENV, PredictionSpool, Scored
+from shipway.serving.protocol import (
+    SCORE_BUCKETS,
+    SCORE_OUTPUT,
+    parse_infer_request,
+    parse_row_keys,
+)
 
 # Rows waiting to be binned: bounded, so a scrape that never comes cannot grow memory.
 _PENDING_BATCHES = 10_000
@@ -92,6 +104,11 @@ class _Taps(Collector):
         yield scores
 
 
+def _mirrored(host: str) -> bool:
+    """Envoy marks a mirrored request by its host: `127.0.0.1-shadow:8000`."""
+    return host.rsplit(":", 1)[0].endswith("-shadow")
+
+
 class ShipwayModel(MLModel):
     """`implementation` of every Shipway bundle's `model-settings.json`."""
 
@@ -105,6 +122,12 @@ class ShipwayModel(MLModel):
         self._features = reference.feature_names
         self._taps = _Taps(self.name, str(self.version), reference, int(extra["drift_window"]))
         REGISTRY.register(self._taps)
+        spool = os.environ.get(SPOOL_ENV)
+        self._spool = (
+            PredictionSpool(Path(spool), self.name, str(self.version), self._features)
+            if spool
+            else None
+        )
         fault = extra.get("fault") or {}
         self._error_ratio = float(fault.get("error_ratio", 0.0))
         self._added_latency = float(fault.get("latency_ms", 0.0)) / 1000
@@ -113,6 +136,8 @@ class ShipwayModel(MLModel):
 
     async def unload(self) -> bool:
         REGISTRY.unregister(self._taps)
+        if self._spool is not None:
+            self._spool.close()
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
@@ -121,8 +146,10 @@ class ShipwayModel(MLModel):
                 {"name": i.name, "shape": i.shape, "data": i.data.root} for i in payload.inputs
             ]
         }
+        parameters = payload.parameters.model_dump() if payload.parameters else {}
         try:
             rows = parse_infer_request(body, self._features)
+            row_keys = parse_row_keys(parameters, len(rows))
         except BadRequest as exc:
             raise InferenceError(str(exc)) from None
         if self._added_latency:
@@ -131,6 +158,18 @@ class ShipwayModel(MLModel):
             raise MLServerError("injected fault (bundle parameters.extra.fault)", 500)
         scores = np.asarray(self._booster.inplace_predict(rows), dtype=float).ravel()
         self._taps.pending.append((rows, scores))
+        if self._spool is not None:
+            headers = parameters.get("headers") or {}
+            self._spool.add(
+                Scored(
+                    request_id=payload.id or headers.get("x-request-id") or uuid.uuid4().hex,
+                    at=time.time(),
+                    served=not _mirrored(str(headers.get("host", ""))),
+                    rows=rows,
+                    scores=scores,
+                    row_keys=row_keys,
+                )
+            )
         return InferenceResponse(
             model_name=self.name,
             model_version=self.version,

@@ -6,6 +6,11 @@ Two request shapes are accepted, both standard V2:
 - one input named `features` of shape [n, k], columns in the model's feature order.
 
 Anything else is answered with a `BadRequest` naming the input and what was expected.
+
+A request may carry, as the standard's request `parameters`, `row_keys`: one string per row
+saying which prediction point it is (the label's `row_id`, or the entity keys and time: see
+`DeclaredModel.prediction_keys`). The prediction log records it, so labels that land later
+can be joined to what was predicted.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import numpy as np
 from shipway.errors import BadRequest
 
 FEATURES_INPUT = "features"
+ROW_KEYS_PARAMETER = "row_keys"
 SCORE_OUTPUT = "score"
 # Buckets of the `shipway_prediction_score` histogram.
 SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
@@ -101,9 +107,26 @@ def _matrix_input(tensor: dict[str, Any], feature_names: list[str]) -> np.ndarra
     return values.reshape(shape[0], k)
 
 
-def features_request(rows: np.ndarray, feature_names: list[str]) -> dict[str, Any]:
-    """A V2 request with one input per feature: what clients of the splitter send."""
-    return {
+def parse_row_keys(parameters: Any, rows: int) -> list[str] | None:
+    """The request's `row_keys` parameter: None when absent, else one string per row."""
+    if not isinstance(parameters, dict) or parameters.get(ROW_KEYS_PARAMETER) is None:
+        return None
+    keys = parameters[ROW_KEYS_PARAMETER]
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise BadRequest(f'parameters "{ROW_KEYS_PARAMETER}" must be a list of strings')
+    if len(keys) != rows:
+        raise BadRequest(
+            f'parameters "{ROW_KEYS_PARAMETER}" has {len(keys)} keys for {rows} rows; give one '
+            "per row"
+        )
+    return keys
+
+
+def features_request(
+    rows: np.ndarray, feature_names: list[str], row_keys: list[str] | None = None
+) -> dict[str, Any]:
+    """A V2 request with one input per feature: what clients of the front door send."""
+    request: dict[str, Any] = {
         "inputs": [
             {
                 "name": name,
@@ -114,3 +137,6 @@ def features_request(rows: np.ndarray, feature_names: list[str]) -> dict[str, An
             for i, name in enumerate(feature_names)
         ]
     }
+    if row_keys is not None:
+        request["parameters"] = {ROW_KEYS_PARAMETER: row_keys}
+    return request

@@ -14,6 +14,7 @@ from pathlib import Path
 from shipway.paths import DEPLOY_DIR, PLATFORM_DIR
 from shipway.processes import LOOPBACK, ManagedProcess, free_ports, require_binary
 from shipway.serving.bundle import Bundle
+from shipway.serving.prediction_spool import SPOOL_ENV
 
 DEFAULT_MLSERVER = DEPLOY_DIR / "serving" / ".venv" / "bin" / "mlserver"
 
@@ -49,8 +50,11 @@ def version_ready_url(bundle: Bundle, http_port: int) -> str:
     return f"http://{LOOPBACK}:{http_port}/v2/models/{b.model}/versions/{b.version}/ready"
 
 
-def start_mlserver(bundle: Bundle, log_dir: Path, own_group: bool = False) -> VersionRuntime:
-    """Start MLServer on free loopback ports and wait until the version is ready."""
+def start_mlserver(
+    bundle: Bundle, log_dir: Path, own_group: bool = False, spool_dir: Path | None = None
+) -> VersionRuntime:
+    """Start MLServer on free loopback ports and wait until the version is ready; with
+    `spool_dir`, every scored row goes to the prediction spool there."""
     http_port, grpc_port, metrics_port = free_ports(3)
     metrics_dir = bundle.path / ".metrics"
     metrics_dir.mkdir(exist_ok=True)
@@ -67,6 +71,8 @@ def start_mlserver(bundle: Bundle, log_dir: Path, own_group: bool = False) -> Ve
         # uses come from the source tree; nothing else of the platform is imported there.
         "PYTHONPATH": str(PLATFORM_DIR),
     }
+    if spool_dir is not None:
+        env[SPOOL_ENV] = str(spool_dir)
     ready = version_ready_url(bundle, http_port)
     process = ManagedProcess(
         name=f"mlserver {bundle.model} v{bundle.version}",

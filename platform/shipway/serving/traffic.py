@@ -35,8 +35,10 @@ def send_rows(
     spec: ServiceSpec,
     batch_size: int = 20,
     progress: Callable[[int, int], None] | None = None,
+    row_keys: list[str] | None = None,
 ) -> TrafficReport:
-    """Score `rows` (join keys and request fields) in batches; each batch is one V2 request."""
+    """Score `rows` (join keys and request fields) in batches; each batch is one V2 request,
+    with its rows' `row_keys` when given (`DeclaredModel.prediction_keys`)."""
     vectors = online_features(store, rows, spec).to_numpy()
     versions: Counter[str] = Counter()
     scores: list[float] = []
@@ -45,7 +47,8 @@ def send_rows(
     for i, start in enumerate(batches, 1):
         batch = vectors[start : start + batch_size]
         began = time.perf_counter()
-        version, batch_scores = client.infer(model, batch, spec.feature_names)
+        keys = row_keys[start : start + batch_size] if row_keys is not None else None
+        version, batch_scores = client.infer(model, batch, spec.feature_names, keys)
         latencies.append(time.perf_counter() - began)
         versions[version] += 1
         scores.extend(float(s) for s in batch_scores)

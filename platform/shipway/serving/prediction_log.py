@@ -1,0 +1,181 @@
+"""The prediction log: every row a model version scored, in the Delta table
+`<model>_predictions`, partitioned by day (UTC).
+
+Columns: `request_id`, `model`, `version`, `served` (false: a mirrored shadow request),
+`rollout` (where the version stood when its rows were logged, e.g. `canary: v2 at 10%`,
+`shadow: v2 mirrored`; empty outside a rollout), `at` (UTC), `day`, `row_key` (which
+prediction point: `DeclaredModel.prediction_keys`), `features` and `vector` (the exact
+feature vector scored), `score`, and `batch` (the spool file it came from).
+
+`ingest` moves the model servers' spool files (`shipway.serving.prediction_spool`) into the
+tables: under a per-model lock, each file is claimed by renaming it, every claimed file is
+appended in one commit, and only then deleted. A file left claimed by a pass that died is
+appended again only if its batch is not in the table yet, so a crash anywhere neither loses a
+committed row nor writes one twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable, write_deltalake
+
+from shipway.data.lake import table_exists
+from shipway.serving.prediction_spool import SUFFIX, read_spool_file
+
+log = logging.getLogger(__name__)
+
+CLAIMED = ".ingesting"
+REJECTED = ".rejected"
+SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("model", pa.string()),
+        ("version", pa.string()),
+        ("served", pa.bool_()),
+        ("rollout", pa.string()),
+        ("at", pa.timestamp("us", tz="UTC")),
+        ("day", pa.string()),
+        ("row_key", pa.string()),
+        ("features", pa.list_(pa.string())),
+        ("vector", pa.list_(pa.float64())),
+        ("score", pa.float64()),
+        ("batch", pa.string()),
+    ]
+)
+
+
+def table_name(model: str) -> str:
+    return f"{model}_predictions"
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    with (folder / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _frame(path: Path, batch: str, rollout: str) -> pa.Table:
+    spool = read_spool_file(path)
+    n = len(spool["score"])
+    at = pd.to_datetime(pd.Series(spool["at"], dtype=float), unit="s", utc=True).dt.floor("us")
+    return pa.table(
+        {
+            "request_id": spool["request_id"],
+            "model": [spool["model"]] * n,
+            "version": [spool["version"]] * n,
+            "served": spool["served"],
+            "rollout": [rollout] * n,
+            "at": at,
+            "day": at.dt.strftime("%Y-%m-%d"),
+            "row_key": spool["row_key"],
+            "features": [spool["features"]] * n,
+            "vector": spool["vector"],
+            "score": spool["score"],
+            "batch": [batch] * n,
+        },
+        schema=SCHEMA,
+    )
+
+
+def _committed_batches(path: Path, batches: list[str]) -> set[str]:
+    if not batches or not table_exists(path):
+        return set()
+    found = (
+        DeltaTable(str(path))
+        .to_pyarrow_dataset()
+        .to_table(columns=["batch"], filter=pc.field("batch").isin(batches))
+    )
+    return set(found.column("batch").to_pylist())
+
+
+def ingest(
+    spool_root: Path, lake: Path, rollout_of: Callable[[str, str], str] = lambda m, v: ""
+) -> dict[str, int]:
+    """Move every spooled file into its model's table; rows written per model.
+    `rollout_of(model, version)` says where the version stands in a rollout now."""
+    written: dict[str, int] = {}
+    if not spool_root.exists():
+        return written
+    for folder in sorted(p for p in spool_root.iterdir() if p.is_dir()):
+        model = folder.name
+        with _locked(folder):
+            leftover = sorted(folder.glob(f"*{CLAIMED}"))
+            claimed = []
+            for path in sorted(folder.glob(f"*{SUFFIX}")):
+                target = path.with_name(path.name + CLAIMED)
+                with contextlib.suppress(FileNotFoundError):
+                    path.rename(target)
+                    claimed.append(target)
+            table = lake / table_name(model)
+            done = _committed_batches(table, [_batch(p) for p in leftover])
+            for path in leftover:
+                if _batch(path) in done:
+                    log.info("%s: batch %s was committed before; not written again", model, path)
+                    path.unlink()
+            pending = [p for p in [*leftover, *claimed] if p.exists()]
+            if not pending:
+                continue
+            parts, taken = [], []
+            for path in pending:
+                version = path.name.split("-", 1)[0]
+                try:
+                    parts.append(_frame(path, _batch(path), rollout_of(model, version)))
+                    taken.append(path)
+                except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+                    # Kept, never deleted, and out of the way of the files after it.
+                    aside = path.with_name(_batch(path) + REJECTED)
+                    path.rename(aside)
+                    log.error(
+                        "%s: spool file %s is unreadable (%s); kept as %s", model, path, exc, aside
+                    )
+            if not parts:
+                continue
+            rows = pa.concat_tables(parts)
+            write_deltalake(str(table), rows, mode="append", partition_by=["day"])
+            for path in taken:
+                path.unlink()
+            written[model] = rows.num_rows
+    return written
+
+
+def _batch(path: Path) -> str:
+    return path.name.removesuffix(CLAIMED).removesuffix(SUFFIX)
+
+
+def read_predictions(lake: Path, model: str, since: datetime | None = None) -> pd.DataFrame:
+    """The model's logged rows (all, or from `since` on), oldest first."""
+    path = lake / table_name(model)
+    if not table_exists(path):
+        return SCHEMA.empty_table().to_pandas()
+    dataset = DeltaTable(str(path)).to_pyarrow_dataset()
+    predicate = None
+    if since is not None:
+        predicate = pc.field("day") >= since.strftime("%Y-%m-%d")
+    frame = dataset.to_table(filter=predicate).to_pandas()
+    if since is not None:
+        frame = frame[frame["at"] >= pd.Timestamp(since)]
+    return frame.sort_values(["at", "request_id"], kind="stable").reset_index(drop=True)
+
+
+def apply_retention(lake: Path, model: str, days: int, now: datetime | None = None) -> int:
+    """Delete the days older than `days`; rows deleted. Old table versions keep them until a
+    vacuum, under the table's own retention."""
+    path = lake / table_name(model)
+    if not table_exists(path):
+        return 0
+    cutoff = ((now or datetime.now(UTC)) - timedelta(days=days)).strftime("%Y-%m-%d")
+    metrics = DeltaTable(str(path)).delete(f"day < '{cutoff}'")
+    return int(metrics.get("num_deleted_rows", 0) or 0)

@@ -1,0 +1,140 @@
+"""The prediction spool: scored rows on their way from a model server to the prediction log.
+
+A request only appends its rows to an in-memory queue. A thread writes what has queued to one
+file every `flush_seconds` (or sooner past `flush_rows`), written whole under a temporary name
+and renamed, so a reader never sees half a file. `shipway.monitoring.prediction_log` moves
+the files into the model's Delta table and deletes them.
+
+What a `kill -9` of the model server can lose is what had queued since the last flush: at
+most `flush_seconds` of traffic. A graceful stop (SIGINT/SIGTERM, the process exiting) writes
+the rest. Runs inside MLServer too, so it needs nothing but numpy and the standard library.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import json
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SPOOL_ENV = "SHIPWAY_PREDICTION_SPOOL"
+SUFFIX = ".json"
+# Queued requests kept while the disk does not take them; past this the oldest are dropped
+# (and counted) rather than growing the server's memory.
+MAX_QUEUED = 100_000
+
+
+@dataclass(frozen=True)
+class Scored:
+    request_id: str
+    at: float
+    served: bool
+    """False for a mirrored (shadow) request, whose answer no caller saw."""
+    rows: np.ndarray
+    scores: np.ndarray
+    row_keys: list[str] | None
+
+
+class PredictionSpool:
+    def __init__(
+        self,
+        folder: Path,
+        model: str,
+        version: str,
+        features: list[str],
+        flush_seconds: float = 0.5,
+        flush_rows: int = 5000,
+    ) -> None:
+        self.folder = folder / model
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.model, self.version, self.features = model, version, features
+        self.flush_seconds, self.flush_rows = flush_seconds, flush_rows
+        self.queue: deque[Scored] = deque()
+        self.queued_rows = 0
+        self.written_rows = 0
+        self.dropped_rows = 0
+        self._sequence = itertools.count()
+        self._flushing = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="prediction-spool", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def add(self, scored: Scored) -> None:
+        """Called on the request path: an append, nothing more."""
+        if len(self.queue) >= MAX_QUEUED:
+            self.dropped_rows += len(self.queue.popleft().scores)
+        self.queue.append(scored)
+        self.queued_rows += len(scored.scores)
+        if self.queued_rows >= self.flush_rows:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> Path | None:
+        """Write what has queued to one spool file; None when nothing had."""
+        with self._flushing:
+            taken: list[Scored] = []
+            while self.queue:
+                taken.append(self.queue.popleft())
+            self.queued_rows = 0
+            if not taken:
+                return None
+            name = f"{self.version}-{time.time_ns()}-{os.getpid()}-{next(self._sequence)}"
+            path = self.folder / f"{name}{SUFFIX}"
+            tmp = self.folder / f".{name}.tmp"
+            tmp.write_text(json.dumps(_columns(self, taken)))
+            tmp.replace(path)
+            self.written_rows += sum(len(s.scores) for s in taken)
+            return path
+
+    def close(self) -> None:
+        self._closed.set()
+        self._wake.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=10)
+        self.flush()
+
+
+def _columns(spool: PredictionSpool, taken: list[Scored]) -> dict[str, Any]:
+    """One spool file: column lists, one entry per scored row."""
+    request_id: list[str] = []
+    at: list[float] = []
+    served: list[bool] = []
+    row_key: list[str | None] = []
+    for s in taken:
+        n = len(s.scores)
+        request_id += [s.request_id] * n
+        at += [s.at] * n
+        served += [s.served] * n
+        keys: list[str | None] = [None] * n if s.row_keys is None else list(s.row_keys)
+        row_key += keys
+    return {
+        "model": spool.model,
+        "version": spool.version,
+        "features": spool.features,
+        "request_id": request_id,
+        "at": at,
+        "served": served,
+        "row_key": row_key,
+        "vector": np.concatenate([s.rows for s in taken]).tolist(),
+        "score": np.concatenate([s.scores for s in taken]).tolist(),
+    }
+
+
+def read_spool_file(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded

@@ -1,0 +1,149 @@
+"""The prediction log without servers: the spool's files, their move into Delta exactly once,
+retention, and the keys that join a prediction to its label."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from deltalake import DeltaTable
+
+from assets.definitions import models
+from shipway.errors import BadRequest
+from shipway.models.catalog import declared_model
+from shipway.serving.prediction_log import (
+    CLAIMED,
+    apply_retention,
+    ingest,
+    read_predictions,
+    table_name,
+)
+from shipway.serving.prediction_spool import PredictionSpool, Scored
+from shipway.serving.protocol import parse_row_keys
+
+FEATURES = ["amount", "hour"]
+
+
+def _spool(root: Path, version: str = "1") -> PredictionSpool:
+    return PredictionSpool(root, "toy_model", version, FEATURES, flush_seconds=3600)
+
+
+def _scored(request_id: str, rows: int, at: float, keys: bool = True) -> Scored:
+    matrix = np.arange(rows * 2, dtype=float).reshape(rows, 2)
+    return Scored(
+        request_id=request_id,
+        at=at,
+        served=True,
+        rows=matrix,
+        scores=matrix[:, 0] / 100,
+        row_keys=[f"{request_id}-{i}" for i in range(rows)] if keys else None,
+    )
+
+
+def test_spooled_rows_land_in_the_days_they_were_scored_with_vector_score_and_key(
+    tmp_path: Path,
+) -> None:
+    spool = _spool(tmp_path / "spool")
+    spool.add(_scored("a", 3, datetime(2026, 11, 30, 23, 59, tzinfo=UTC).timestamp()))
+    spool.add(_scored("b", 2, datetime(2026, 12, 1, 0, 1, tzinfo=UTC).timestamp(), keys=False))
+    spool.close()
+    written = ingest(tmp_path / "spool", tmp_path / "lake", lambda m, v: f"canary: v{v} at 10%")
+    assert written == {"toy_model": 5}
+    logged = read_predictions(tmp_path / "lake", "toy_model")
+    assert logged["request_id"].tolist() == ["a"] * 3 + ["b"] * 2
+    assert logged["day"].tolist() == ["2026-11-30"] * 3 + ["2026-12-01"] * 2
+    assert logged["row_key"].tolist()[:3] == ["a-0", "a-1", "a-2"]
+    assert logged["row_key"].isna().tolist()[3:] == [True, True]
+    assert [list(v) for v in logged["vector"]][:2] == [[0.0, 1.0], [2.0, 3.0]]
+    assert logged["score"].tolist()[1] == pytest.approx(0.02)
+    assert set(logged["rollout"]) == {"canary: v1 at 10%"}
+    assert list(logged["features"][0]) == FEATURES
+    partitions = DeltaTable(str(tmp_path / "lake" / table_name("toy_model"))).metadata()
+    assert partitions.partition_columns == ["day"]
+    assert list((tmp_path / "spool" / "toy_model").glob("*.json")) == [], "files are moved"
+
+
+def test_a_pass_that_died_after_its_commit_writes_nothing_twice_and_one_before_it_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    spool = _spool(tmp_path / "spool")
+    spool.add(_scored("first", 4, 1_764_547_200.0))
+    first = spool.flush()
+    spool.add(_scored("second", 3, 1_764_547_260.0))
+    second = spool.flush()
+    spool.close()
+    assert first is not None and second is not None
+    kept = tmp_path / "kept.json"
+    shutil.copy(first, kept)
+    # A pass committed `first`, then died before deleting its claimed copy...
+    second.rename(tmp_path / "aside.json")
+    ingest(tmp_path / "spool", tmp_path / "lake")
+    shutil.copy(kept, first.with_name(first.name + CLAIMED))
+    # ... and another pass died having claimed `second`, before committing it.
+    (tmp_path / "aside.json").rename(second.with_name(second.name + CLAIMED))
+    assert ingest(tmp_path / "spool", tmp_path / "lake") == {"toy_model": 3}
+    logged = read_predictions(tmp_path / "lake", "toy_model")
+    assert logged["request_id"].value_counts().to_dict() == {"first": 4, "second": 3}
+    assert list((tmp_path / "spool" / "toy_model").iterdir()) == [
+        tmp_path / "spool" / "toy_model" / ".lock"
+    ]
+
+
+def test_retention_deletes_the_days_older_than_the_policy(tmp_path: Path) -> None:
+    spool = _spool(tmp_path / "spool")
+    for day in (1, 20, 28):
+        spool.add(_scored(f"d{day}", 2, datetime(2026, 11, day, 12, tzinfo=UTC).timestamp()))
+    spool.close()
+    ingest(tmp_path / "spool", tmp_path / "lake")
+    deleted = apply_retention(
+        tmp_path / "lake", "toy_model", days=15, now=datetime(2026, 12, 1, tzinfo=UTC)
+    )
+    assert deleted == 2
+    kept = read_predictions(tmp_path / "lake", "toy_model")
+    assert sorted(set(kept["day"])) == ["2026-11-20", "2026-11-28"]
+    since = read_predictions(
+        tmp_path / "lake", "toy_model", since=datetime(2026, 11, 25, tzinfo=UTC)
+    )
+    assert set(since["request_id"]) == {"d28"}
+
+
+def test_row_keys_must_be_one_string_per_row() -> None:
+    assert parse_row_keys({}, 2) is None
+    assert parse_row_keys({"row_keys": ["a", "b"]}, 2) == ["a", "b"]
+    with pytest.raises(BadRequest, match='"row_keys" has 1 keys for 2 rows'):
+        parse_row_keys({"row_keys": ["a"]}, 2)
+    with pytest.raises(BadRequest, match='"row_keys" must be a list of strings'):
+        parse_row_keys({"row_keys": [1, 2]}, 2)
+
+
+def test_prediction_keys_are_the_label_row_id_or_the_entity_keys_and_time() -> None:
+    fraud, spend = declared_model(models, "fraud_model"), declared_model(models, "customer_spend")
+    frame = pd.DataFrame(
+        {
+            "transaction_id": ["t1", "t2"],
+            "customer_id": [7, 8],
+            "event_timestamp": pd.to_datetime(["2026-11-30 10:00:05", "2026-11-30 11:00:00"]),
+        }
+    )
+    assert fraud.prediction_keys(frame) == ["t1", "t2"]
+    assert spend.prediction_keys(frame) == [
+        "customer_id=7|at=2026-11-30T10:00:05",
+        "customer_id=8|at=2026-11-30T11:00:00",
+    ]
+    assert spend.prediction_keys(frame[["customer_id"]]) is None
+
+
+def test_an_unreadable_spool_file_is_kept_aside_and_the_others_are_logged(tmp_path: Path) -> None:
+    spool = _spool(tmp_path / "spool")
+    spool.add(_scored("good", 2, 1_764_547_200.123456789))
+    spool.close()
+    folder = tmp_path / "spool" / "toy_model"
+    (folder / "1-0-0-0.json").write_text('{"model": "toy_model", "score": [0.5]}')
+    assert ingest(tmp_path / "spool", tmp_path / "lake") == {"toy_model": 2}
+    assert [p.name for p in folder.glob("*.rejected")] == ["1-0-0-0.rejected"]
+    logged = read_predictions(tmp_path / "lake", "toy_model")
+    assert logged["at"][0] == pd.Timestamp("2025-12-01 00:00:00.123456", tz="UTC")
