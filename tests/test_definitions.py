@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import AssetKey, Definitions
+from dagster import AssetKey, Definitions, ScheduleDefinition
 
 from assets.definitions import defs, models
 from shipway.data.contracts import GATES
@@ -48,7 +48,18 @@ def snapshot(definitions: Definitions) -> dict[str, Any]:
         }
         for s in definitions.sensors or []
     }
-    return {"assets": assets, "checks": checks, "jobs": jobs, "sensors": sensors}
+    schedules = {
+        s.name: {"job": s.job_name, "cron": s.cron_schedule, "timezone": s.execution_timezone}
+        for s in definitions.schedules or []
+        if isinstance(s, ScheduleDefinition)
+    }
+    return {
+        "assets": assets,
+        "checks": checks,
+        "jobs": jobs,
+        "sensors": sensors,
+        "schedules": schedules,
+    }
 
 
 def test_the_definitions_match_the_reviewed_snapshot() -> None:

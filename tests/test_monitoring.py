@@ -1,5 +1,5 @@
 """A real Prometheus on 127.0.0.1: config, rules, scraping, PromQL errors, and the retraining
-decision the drift sensor makes from it."""
+decisions the drift and quality sensors make from it."""
 
 from __future__ import annotations
 
@@ -12,19 +12,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from shipway.errors import ServiceError
-from shipway.models.declaration import DriftPolicy
+from shipway.models.declaration import DriftPolicy, MonitoringPolicy, QualityRule, RolloutPolicy
 from shipway.monitoring.prometheus import (
     PROMETHEUS_CONFIG_DIR,
     PrometheusClient,
     PrometheusServer,
     write_targets,
 )
-from shipway.monitoring.retraining import decide, waiting_for_labels
+from shipway.monitoring.retraining import decide, decide_quality, waiting_for_labels
 from shipway.paths import ShipwayHome
 from shipway.processes import free_port
+from shipway.resources import PrometheusResource, ShipwayHomeResource
+from shipway.rollout.controller import start
+from shipway.rollout.state import RolloutStore
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -63,6 +67,12 @@ def exporter() -> Iterator[tuple[int, dict[str, Gauge]]]:
         ),
         "samples": Gauge(
             "shipway_drift_window_samples", "n", ["model", "version"], registry=registry
+        ),
+        "quality": Gauge(
+            "shipway_live_quality", "q", ["model", "version", "metric"], registry=registry
+        ),
+        "labelled": Gauge(
+            "shipway_live_labelled_predictions", "n", ["model", "version"], registry=registry
         ),
     }
     port = free_port()
@@ -199,3 +209,98 @@ def test_drift_waits_for_labels_when_nothing_landed_after_the_last_training_set(
     later = waiting_for_labels(cutoff, cutoff + timedelta(hours=1), maturity_days=7)
     assert later is None, "a landing after the cutoff brings new matured labels"
     assert waiting_for_labels(None, cutoff, 7) is None, "never trained: nothing to wait for"
+
+
+QUALITY = MonitoringPolicy(
+    min_labelled=300,
+    quality=[QualityRule(metric="roc_auc", min=0.8), QualityRule(metric="brier", max=0.1)],
+    cooldown_minutes=60,
+)
+
+
+def _quality(
+    client: PrometheusClient, gauges: dict[str, Gauge], version: str, labelled: int, roc: float
+) -> None:
+    """Export a version's live quality and wait until Prometheus has scraped it."""
+    gauges["labelled"].labels("fraud_model", version).set(labelled)
+    gauges["quality"].labels("fraud_model", version, "roc_auc").set(roc)
+    gauges["quality"].labels("fraud_model", version, "brier").set(0.03)
+    client.wait_for(
+        'shipway_live_quality{metric="roc_auc"}',
+        lambda found: any(
+            s.labels["version"] == version and abs(s.value - roc) < 1e-9 for s in found
+        ),
+        timeout=30,
+    )
+    client.wait_for(
+        "shipway_live_labelled_predictions",
+        lambda found: any(s.labels["version"] == version and s.value == labelled for s in found),
+        timeout=30,
+    )
+
+
+@pytest.fixture
+def quality_prometheus(
+    prometheus: PrometheusServer, exporter: tuple[int, dict[str, Gauge]]
+) -> tuple[PrometheusClient, dict[str, Gauge]]:
+    """Each test exports the versions it reads (so tests do not see each other's)."""
+    return PrometheusClient(prometheus.url), exporter[1]
+
+
+def test_a_live_quality_drop_of_the_champion_requests_one_retrain_per_cooldown(
+    quality_prometheus: tuple[PrometheusClient, dict[str, Gauge]],
+) -> None:
+    client, gauges = quality_prometheus
+    _quality(client, gauges, "3", labelled=500, roc=0.91)
+    calm = decide_quality(client, "fraud_model", QUALITY, "3", None, 1_000.0)
+    assert not calm.retrain and "within policy: brier=0.0300, roc_auc=0.9100" in calm.reason
+    _quality(client, gauges, "3", labelled=500, roc=0.62)
+    # Another version's numbers do not count: only the champion's.
+    _quality(client, gauges, "4", labelled=500, roc=0.99)
+    drop = decide_quality(client, "fraud_model", QUALITY, "3", None, 1_000.0)
+    assert drop.retrain and drop.run_key == "fraud_model-quality-v3-0"
+    assert drop.reason == "live quality of fraud_model v3 below policy: roc_auc 0.6200 < min 0.8"
+    again = decide_quality(client, "fraud_model", QUALITY, "3", drop.cursor, 1_600.0)
+    assert not again.retrain and "in cooldown" in again.reason
+
+
+def test_live_quality_on_too_few_labels_waits_for_them(
+    quality_prometheus: tuple[PrometheusClient, dict[str, Gauge]],
+) -> None:
+    client, gauges = quality_prometheus
+    _quality(client, gauges, "5", labelled=120, roc=0.5)
+    decision = decide_quality(client, "fraud_model", QUALITY, "5", None, 1_000.0)
+    assert not decision.retrain
+    assert decision.reason == (
+        "waiting for labels: v5 has 120 labelled predictions in its window < 300 required"
+    )
+
+
+def test_the_quality_sensor_requests_a_retrain_unless_a_rollout_is_under_way(
+    quality_prometheus: tuple[PrometheusClient, dict[str, Gauge]], tmp_path: Path
+) -> None:
+    from assets.definitions import defs
+
+    client, gauges = quality_prometheus
+    _quality(client, gauges, "6", labelled=900, roc=0.55)
+    home = ShipwayHome(tmp_path)
+    store = RolloutStore(home.serving)
+    store.save(start("fraud_model", "6", None, RolloutPolicy(), 0.0))
+    sensor = defs.resolve_sensor_def("fraud_model_quality_sensor")
+    resources = {
+        "prometheus": PrometheusResource(url=client.url),
+        "lake": ShipwayHomeResource(path=str(home.root)),
+    }
+    with build_sensor_context(instance=DagsterInstance.ephemeral(), resources=resources) as ctx:
+        result = sensor(ctx)
+    assert isinstance(result, SensorResult) and result.run_requests
+    (request,) = result.run_requests
+    assert request.job_name in (None, "fraud_model_retrain")
+    assert request.tags["shipway/trigger"] == "quality"
+    assert "roc_auc 0.5500 < min 0.8" in request.tags["shipway/reason"]
+
+    store.save(start("fraud_model", "7", "6", RolloutPolicy(), 0.0))
+    with build_sensor_context(instance=DagsterInstance.ephemeral(), resources=resources) as ctx:
+        skipped = sensor(ctx)
+    assert isinstance(skipped, SkipReason)
+    assert "fraud_model v7 is rolling out (shadow)" in str(skipped.skip_message)

@@ -61,6 +61,7 @@ from shipway.features.training_sets import (
 from shipway.models.catalog import DeclaredModel
 from shipway.models.tracking import CHAMPION, RELEASE_TAG, registered_run_url
 from shipway.models.training import download_model, log_and_register, train
+from shipway.monitoring.assets import monitoring_definitions
 from shipway.monitoring.drift import ReferenceProfile
 from shipway.monitoring.retraining import decide, waiting_for_labels
 from shipway.paths import ShipwayHome
@@ -425,6 +426,17 @@ def model_definitions(model: DeclaredModel) -> Definitions:
     )
     drift = declaration.drift
 
+    def retrain_blocked(context: SensorEvaluationContext, home: ShipwayHome) -> str | None:
+        """A retrain now would change nothing, or act on a version still rolling out."""
+        rollout = RolloutStore(home.serving).load(name)
+        if rollout is not None and not rollout.finished:
+            return f"{name} v{rollout.challenger} is rolling out ({rollout.phase})"
+        return waiting_for_labels(
+            _label_cutoff(context.instance, declaration.training_set),
+            newest_event(home),
+            declaration.label.maturity_days,
+        )
+
     @sensor(
         name=declaration.drift_sensor,
         job=retrain,
@@ -446,11 +458,7 @@ def model_definitions(model: DeclaredModel) -> Definitions:
         decision = decide(prometheus.client(), name, drift, context.cursor, time.time())
         if not decision.retrain:
             return SkipReason(decision.reason)
-        waiting = waiting_for_labels(
-            _label_cutoff(context.instance, declaration.training_set),
-            newest_event(lake.home),
-            declaration.label.maturity_days,
-        )
+        waiting = retrain_blocked(context, lake.home)
         if waiting is not None:
             return SkipReason(f"drift seen ({decision.reason}); {waiting}")
         context.log.info(decision.reason)
@@ -499,9 +507,12 @@ def model_definitions(model: DeclaredModel) -> Definitions:
             cursor=str(len(approved)),
         )
 
-    return Definitions(
-        assets=[training_set, trained_model, deployment],
-        asset_checks=[training_set_checks, gate],
-        jobs=[retrain, lifecycle, release],
-        sensors=[drift_sensor, release_sensor, rollout_sensor(declaration, deployment.key)],
+    return Definitions.merge(
+        Definitions(
+            assets=[training_set, trained_model, deployment],
+            asset_checks=[training_set_checks, gate],
+            jobs=[retrain, lifecycle, release],
+            sensors=[drift_sensor, release_sensor, rollout_sensor(declaration, deployment.key)],
+        ),
+        monitoring_definitions(model, deployment.key, retrain, retrain_blocked),
     )

@@ -2,8 +2,9 @@
 
 One reviewed file per model, `assets/<folder>/model.yaml`: the problem, entity keys, the label
 (which table it comes from, when it is known), the Feast feature service it trains and serves
-with, training parameters, metric gates, the release policy, the drift policy, serving settings
-and the rollout policy. Policy is data:
+with, training parameters, metric gates, the release policy, the drift policy, serving settings,
+the rollout policy and the monitoring policy (live quality, retraining cadence, retention of the
+prediction log). Policy is data:
 this module validates the file's shape, so a typo fails at load time with the file, the field
 and what was expected, instead of silently weakening a gate. Whether the names it uses exist
 (feature service, tables, columns) is checked against the sources in `shipway.models.catalog`.
@@ -35,6 +36,11 @@ METRICS: dict[str, tuple[str, ...]] = {
     "regression": ("mae", "rmse", "r2", "mae_to_baseline", "rmse_to_baseline"),
 }
 BASELINE_METRICS = ("mae_to_baseline", "rmse_to_baseline")
+# What live quality can be: the prediction log holds scores, not the naive baseline.
+LIVE_METRICS: dict[str, tuple[str, ...]] = {
+    "binary_classification": ("roc_auc", "pr_auc", "log_loss", "brier"),
+    "regression": ("mae", "rmse", "r2"),
+}
 
 
 class _Strict(BaseModel):
@@ -233,6 +239,44 @@ class RolloutPolicy(_Strict):
         return steps
 
 
+class QualityRule(_Strict):
+    """A limit on live quality: the prediction log joined with labels as they land."""
+
+    metric: str
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _has_a_limit(self) -> QualityRule:
+        if self.min is None and self.max is None:
+            raise ValueError(f"{self.metric}: give a min or a max")
+        return self
+
+
+class MonitoringPolicy(_Strict):
+    """What `<model>_live_quality`, `<model>_quality_sensor` and the retrain schedule do."""
+
+    window_days: int = Field(default=7, ge=1)
+    """Live quality per version is judged over the predictions of the last this many days."""
+    min_labelled: int = Field(default=200, ge=1)
+    """Labelled predictions a version needs in the window before its quality is judged."""
+    quality: list[QualityRule] = []
+    """Live quality under these limits requests a retrain."""
+    cooldown_minutes: float = Field(default=60.0, ge=0.0)
+    """At most one quality-requested retrain per this many minutes."""
+    retrain_schedule: str | None = None
+    """A cron schedule (UTC) for retraining on a cadence, e.g. `0 3 * * 1`; none: only on
+    drift and quality."""
+    prediction_log_retention_days: int = Field(default=90, ge=1)
+
+    @field_validator("retrain_schedule")
+    @classmethod
+    def _a_cron(cls, schedule: str | None) -> str | None:
+        if schedule is not None and len(schedule.split()) != 5:
+            raise ValueError(f"{schedule!r} is not a 5-field cron schedule, e.g. '0 3 * * 1'")
+        return schedule
+
+
 class ModelDeclaration(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     """The model's one name: asset key, MLflow registered model, Prometheus label, served name."""
@@ -248,6 +292,7 @@ class ModelDeclaration(_Strict):
     drift: DriftPolicy
     serving: ServingPolicy
     rollout: RolloutPolicy = RolloutPolicy()
+    monitoring: MonitoringPolicy = MonitoringPolicy()
 
     @field_validator("gates")
     @classmethod
@@ -297,6 +342,22 @@ class ModelDeclaration(_Strict):
             )
         return release
 
+    @field_validator("monitoring")
+    @classmethod
+    def _live_metrics_fit_the_problem(
+        cls, monitoring: MonitoringPolicy, info: ValidationInfo
+    ) -> MonitoringPolicy:
+        problem = info.data.get("problem")
+        if problem is None:
+            return monitoring
+        for i, rule in enumerate(monitoring.quality):
+            if rule.metric not in LIVE_METRICS[problem]:
+                raise ValueError(
+                    f"quality[{i}].metric {rule.metric!r} is not a live {problem} metric; use "
+                    f"one of {list(LIVE_METRICS[problem])}"
+                )
+        return monitoring
+
     @field_validator("training")
     @classmethod
     def _regression_has_a_baseline(
@@ -345,6 +406,18 @@ class ModelDeclaration(_Strict):
     @property
     def lifecycle_job(self) -> str:
         return f"{self.name}_lifecycle"
+
+    @property
+    def live_quality(self) -> str:
+        return f"{self.name}_live_quality"
+
+    @property
+    def quality_sensor(self) -> str:
+        return f"{self.name}_quality_sensor"
+
+    @property
+    def retrain_schedule(self) -> str:
+        return f"{self.name}_retrain_schedule"
 
 
 def load_declaration(path: Path) -> ModelDeclaration:

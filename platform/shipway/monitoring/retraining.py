@@ -1,4 +1,5 @@
-"""The retraining decision: live drift in Prometheus against the model's drift policy.
+"""The retraining decisions: live drift, and live quality, in Prometheus against the model's
+policies.
 
 Pure logic over a Prometheus client, so the Dagster sensor stays a thin adapter and the
 decision is tested against a real Prometheus without Dagster.
@@ -10,12 +11,12 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from shipway.models.declaration import DriftPolicy
+from shipway.models.declaration import DriftPolicy, MonitoringPolicy
 from shipway.monitoring.prometheus import PrometheusClient
 
 
 @dataclass(frozen=True)
-class DriftDecision:
+class RetrainDecision:
     retrain: bool
     reason: str
     run_key: str | None = None
@@ -36,18 +37,18 @@ def decide(
     policy: DriftPolicy,
     cursor: str | None,
     now: float,
-) -> DriftDecision:
+) -> RetrainDecision:
     """Retrain when any feature's PSI on a full enough window passes the policy threshold."""
     last_fired = float(json.loads(cursor)["last_fired"]) if cursor else None
     cooldown = policy.cooldown_minutes * 60.0
     if last_fired is not None and now - last_fired < cooldown:
         left = cooldown - (now - last_fired)
-        return DriftDecision(False, f"in cooldown after the last retrain: {left:.0f}s left")
+        return RetrainDecision(False, f"in cooldown after the last retrain: {left:.0f}s left")
     psi_query, samples_query = drift_queries(model)
     samples = {s.labels.get("version", "?"): s.value for s in client.query(samples_query)}
     ready = {v for v, n in samples.items() if n >= policy.min_window_samples}
     if not ready:
-        return DriftDecision(
+        return RetrainDecision(
             False,
             f"not enough live traffic for {model}: window samples {samples or 'none'} "
             f"< {policy.min_window_samples} required",
@@ -60,7 +61,7 @@ def decide(
     drifted = {k: v for k, v in psi.items() if v > policy.psi_threshold}
     if not drifted:
         worst = max(psi.items(), key=lambda kv: kv[1], default=("none", 0.0))
-        return DriftDecision(
+        return RetrainDecision(
             False,
             f"no drift for {model}: max PSI {worst[1]:.3f} ({worst[0]}) "
             f"<= threshold {policy.psi_threshold}",
@@ -69,13 +70,77 @@ def decide(
     # One run per drifting version per cooldown window, even if the cursor was lost.
     bucket = int(now // max(cooldown, 1.0))
     top = dict(sorted(drifted.items(), key=lambda kv: -kv[1])[:5])
-    return DriftDecision(
+    return RetrainDecision(
         True,
         f"drift on {model}: {len(drifted)} feature(s) over PSI {policy.psi_threshold}: "
         + ", ".join(f"{k}={v:.3f}" for k, v in top.items()),
         run_key=f"{model}-drift-{versions}-{bucket}",
         cursor=json.dumps({"last_fired": now}),
         drifted=top,
+    )
+
+
+def quality_queries(model: str) -> tuple[str, str]:
+    return (
+        f'shipway_live_quality{{model="{model}"}}',
+        f'shipway_live_labelled_predictions{{model="{model}"}}',
+    )
+
+
+def decide_quality(
+    client: PrometheusClient,
+    model: str,
+    policy: MonitoringPolicy,
+    champion: str | None,
+    cursor: str | None,
+    now: float,
+) -> RetrainDecision:
+    """Retrain when the champion's live quality, on enough labelled predictions, breaks a
+    limit of the policy."""
+    if not policy.quality:
+        return RetrainDecision(False, f"{model} declares no live quality limits")
+    if champion is None:
+        return RetrainDecision(False, f"{model} has no champion to judge")
+    last_fired = float(json.loads(cursor)["last_fired"]) if cursor else None
+    cooldown = policy.cooldown_minutes * 60.0
+    if last_fired is not None and now - last_fired < cooldown:
+        left = cooldown - (now - last_fired)
+        return RetrainDecision(False, f"in cooldown after the last retrain: {left:.0f}s left")
+    quality_query, labelled_query = quality_queries(model)
+    labelled = {
+        s.labels.get("version"): s.value
+        for s in client.query(labelled_query)
+        if s.labels.get("version") == champion
+    }
+    if labelled.get(champion, 0.0) < policy.min_labelled:
+        return RetrainDecision(
+            False,
+            f"waiting for labels: v{champion} has {labelled.get(champion, 0):.0f} labelled "
+            f"predictions in its window < {policy.min_labelled} required",
+        )
+    observed = {
+        s.labels.get("metric", ""): s.value
+        for s in client.query(quality_query)
+        if s.labels.get("version") == champion
+    }
+    breaches = []
+    for rule in policy.quality:
+        value = observed.get(rule.metric)
+        if value is None:
+            continue
+        if rule.min is not None and value < rule.min:
+            breaches.append(f"{rule.metric} {value:.4f} < min {rule.min}")
+        if rule.max is not None and value > rule.max:
+            breaches.append(f"{rule.metric} {value:.4f} > max {rule.max}")
+    seen = ", ".join(f"{m}={v:.4f}" for m, v in sorted(observed.items()))
+    if not breaches:
+        return RetrainDecision(False, f"v{champion} live quality within policy: {seen}")
+    bucket = int(now // max(cooldown, 1.0))
+    return RetrainDecision(
+        True,
+        f"live quality of {model} v{champion} below policy: " + "; ".join(breaches),
+        run_key=f"{model}-quality-v{champion}-{bucket}",
+        cursor=json.dumps({"last_fired": now}),
     )
 
 

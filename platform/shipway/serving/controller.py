@@ -41,6 +41,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as Endpoint
 
 from shipway.errors import BadRequest, NotFound, ServiceError, ShipwayError
+from shipway.monitoring.quality import QualityReport
 from shipway.rollout.state import RolloutStore
 from shipway.serving.bundle import Bundle, read_bundle
 from shipway.serving.client import TOKEN_ENV
@@ -187,6 +188,45 @@ class _RolloutCollector(Collector):
         yield analysis
 
 
+class _QualityCollector(Collector):
+    """Each model's live quality, as `<model>_live_quality` last computed it (read at scrape
+    from `.quality/<model>.json`): the judged window's metrics, labelled rows and coverage."""
+
+    def __init__(self, root: Path) -> None:
+        self.folder = root / ".quality"
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        names = ["model", "version"]
+        quality = GaugeMetricFamily(
+            "shipway_live_quality",
+            "Live quality per version over the policy's window (labels as they landed)",
+            labels=[*names, "metric"],
+        )
+        labelled = GaugeMetricFamily(
+            "shipway_live_labelled_predictions",
+            "Predictions in the window whose label has landed",
+            labels=names,
+        )
+        coverage = GaugeMetricFamily(
+            "shipway_label_coverage", "Share of the window's predictions labelled", labels=names
+        )
+        for path in sorted(self.folder.glob("*.json")) if self.folder.exists() else []:
+            try:
+                report = QualityReport.load(path)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("live quality report %s is unreadable: %s", path, exc)
+                continue
+            for q in report.window:
+                labels = [report.model, q.version]
+                labelled.add_metric(labels, q.labelled)
+                coverage.add_metric(labels, q.coverage)
+                for metric, value in q.metrics.items():
+                    quality.add_metric([*labels, metric], value)
+        yield quality
+        yield labelled
+        yield coverage
+
+
 class ControlPlane:
     def __init__(
         self,
@@ -238,6 +278,7 @@ class ControlPlane:
             registry=self.registry,
         )
         self.registry.register(_RolloutCollector(self.rollouts))
+        self.registry.register(_QualityCollector(self.root))
 
     # --- state -----------------------------------------------------------------------------
 

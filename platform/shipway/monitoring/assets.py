@@ -1,0 +1,232 @@
+"""Each model's live monitoring in Dagster: `<model>_live_quality`, `<model>_quality_sensor`
+and, when the policy names a cadence, `<model>_retrain_schedule`.
+
+`<model>_live_quality` joins the prediction log with the model's label table as of the lake's
+newest event, applies the log's retention, writes the report where the serving control plane
+exports it to Prometheus (`shipway_live_quality`, `shipway_live_labelled_predictions`,
+`shipway_label_coverage`), and shows it as metadata: the table per version and day, the
+judged window's values as numbers (Dagster plots them across materializations), and a figure.
+(No `from __future__ import annotations`: Dagster reads these hints.)
+"""
+
+import base64
+import io
+import time
+from collections.abc import Callable
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    AssetSelection,
+    DefaultScheduleStatus,
+    Definitions,
+    MaterializeResult,
+    MetadataValue,
+    RunRequest,
+    ScheduleDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    asset,
+    define_asset_job,
+    sensor,
+)
+
+# Not exported by dagster, but what `define_asset_job` returns and schedules take.
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
+
+from shipway.data.lake import read_table, table_exists
+from shipway.errors import ShipwayError
+from shipway.models.catalog import DeclaredModel
+from shipway.monitoring.quality import QualityReport, live_quality
+from shipway.monitoring.retraining import decide_quality
+from shipway.paths import ShipwayHome
+from shipway.resources import PrometheusResource, ShipwayHomeResource
+from shipway.rollout.state import PROMOTED, RolloutStore
+from shipway.serving.prediction_log import apply_retention, read_predictions, table_name
+
+RetrainBlocked = Callable[[SensorEvaluationContext, ShipwayHome], str | None]
+"""Why a retrain now would be wrong (a rollout under way, no new labels), or None."""
+
+
+def labels_of(home: ShipwayHome, declared: DeclaredModel) -> pd.DataFrame:
+    """The label table as `row_key`, `label`, `available_at`, `event_timestamp`."""
+    declaration = declared.declaration
+    label = declaration.label
+    path = home.table(label.table)
+    if not table_exists(path):
+        raise ShipwayError(
+            f"label table {label.table} does not exist yet: land events and build it first"
+        )
+    keys = [label.row_id] if label.row_id else [*declaration.entity_keys]
+    columns = list(dict.fromkeys([*keys, "event_timestamp", label.column]))
+    if label.available_at:
+        columns.append(label.available_at)
+    frame = read_table(path, columns=columns)
+    row_keys = declared.prediction_keys(frame)
+    assert row_keys is not None, "the catalog checked the label table's key columns"
+    available = (
+        pd.to_datetime(frame[label.available_at], utc=True)
+        if label.available_at
+        else pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns, UTC]")
+    )
+    return pd.DataFrame(
+        {
+            "row_key": row_keys,
+            "label": frame[label.column].astype(float).to_numpy(),
+            "available_at": available.to_numpy(),
+            "event_timestamp": pd.to_datetime(frame["event_timestamp"], utc=True).to_numpy(),
+        }
+    )
+
+
+def _figure(report: QualityReport, metric: str) -> str:
+    """Daily live `metric` and label coverage per version, as a markdown image."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    for version in sorted({q.version for q in report.daily}):
+        days = [q for q in report.daily if q.version == version]
+        x = [pd.Timestamp(q.day) for q in days]
+        top.plot(x, [q.metrics.get(metric, float("nan")) for q in days], marker="o")
+        bottom.plot(x, [q.coverage for q in days], marker=".", label=f"v{version}")
+    top.set_ylabel(f"live {metric}")
+    bottom.set_ylabel("label coverage")
+    bottom.legend(loc="best")
+    fig.autofmt_xdate()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return f"![live {metric} by day](data:image/png;base64,{encoded})"
+
+
+def live_quality_asset(declared: DeclaredModel, deployment: AssetKey) -> AssetsDefinition:
+    declaration = declared.declaration
+    name, policy = declaration.name, declaration.monitoring
+    headline = "roc_auc" if declaration.problem == "binary_classification" else "mae"
+
+    @asset(
+        name=declaration.live_quality,
+        group_name=name,
+        deps=[AssetKey(declaration.label.table), deployment],
+        description=f"Live quality of every served {name} version: its prediction log "
+        f"({table_name(name)}) joined with {declaration.label.table} as labels land, per "
+        f"version and day, judged over {policy.window_days} days with at least "
+        f"{policy.min_labelled} labels. Exported to Prometheus for {declaration.quality_sensor}.",
+    )
+    def live_quality_of(
+        context: AssetExecutionContext, lake: ShipwayHomeResource
+    ) -> MaterializeResult:
+        home = lake.home
+        deleted = apply_retention(home.lake, name, policy.prediction_log_retention_days)
+        predictions = read_predictions(home.lake, name)
+        labels = labels_of(home, declared)
+        as_of = pd.Timestamp(labels["event_timestamp"].max()).to_pydatetime()
+        report = live_quality(name, declaration.problem, predictions, labels, as_of, policy)
+        report.save(home.serving / ".quality" / f"{name}.json")
+        breaches = report.breaches(policy)
+        for breach in breaches:
+            context.log.warning("%s: %s", name, breach.line())
+        metadata: dict[str, Any] = {
+            "as_of": report.as_of,
+            "window_start": report.window_start,
+            "predictions": len(predictions),
+            "retention_deleted_rows": deleted,
+            "report": MetadataValue.md(report.markdown()),
+            "breaches": "; ".join(b.line() for b in breaches) or "none",
+        }
+        for quality in report.window:
+            metadata[f"v{quality.version}_label_coverage"] = quality.coverage
+            metadata[f"v{quality.version}_labelled"] = quality.labelled
+            for metric, value in quality.metrics.items():
+                metadata[f"v{quality.version}_{metric}"] = value
+        if report.daily:
+            metadata["figure"] = MetadataValue.md(_figure(report, headline))
+        return MaterializeResult(metadata=metadata)
+
+    return live_quality_of
+
+
+def serving_champion(home: ShipwayHome, model: str) -> str | None:
+    """The version serving all traffic, or the champion of a rollout under way (the rollout
+    state is the serving truth; MLflow's `champion` alias follows it)."""
+    state = RolloutStore(home.serving).load(model)
+    if state is None:
+        return None
+    if state.phase == PROMOTED:
+        return state.challenger
+    return state.champion
+
+
+def monitoring_definitions(
+    declared: DeclaredModel,
+    deployment: AssetKey,
+    retrain: UnresolvedAssetJobDefinition,
+    blocked: RetrainBlocked,
+) -> Definitions:
+    declaration = declared.declaration
+    name, policy = declaration.name, declaration.monitoring
+    quality = live_quality_asset(declared, deployment)
+    refresh = define_asset_job(
+        f"{name}_monitoring",
+        selection=AssetSelection.assets(quality.key),
+        description=f"Recompute {name}'s live quality from its prediction log and labels.",
+    )
+
+    @sensor(
+        name=declaration.quality_sensor,
+        job=retrain,
+        minimum_interval_seconds=60,
+        description=f"Queries Prometheus for {name}'s live quality (from {quality.key.path[-1]}); "
+        f"requests a retrain when the champion breaks its monitoring.quality limits.",
+    )
+    def quality_sensor(
+        context: SensorEvaluationContext,
+        prometheus: PrometheusResource,
+        lake: ShipwayHomeResource,
+    ) -> SensorResult | SkipReason:
+        why_not = blocked(context, lake.home)
+        champion = serving_champion(lake.home, name)
+        decision = decide_quality(
+            prometheus.client(), name, policy, champion, context.cursor, time.time()
+        )
+        if not decision.retrain:
+            return SkipReason(decision.reason)
+        if why_not is not None:
+            return SkipReason(f"{decision.reason}; {why_not}")
+        context.log.info(decision.reason)
+        return SensorResult(
+            run_requests=[
+                RunRequest(
+                    run_key=decision.run_key,
+                    tags={"shipway/trigger": "quality", "shipway/reason": decision.reason[:200]},
+                )
+            ],
+            cursor=decision.cursor,
+        )
+
+    schedules = []
+    if policy.retrain_schedule is not None:
+        schedules.append(
+            ScheduleDefinition(
+                name=declaration.retrain_schedule,
+                cron_schedule=policy.retrain_schedule,
+                job=retrain,
+                execution_timezone="UTC",
+                default_status=DefaultScheduleStatus.STOPPED,
+                tags={"shipway/trigger": "schedule"},
+                description=f"Retrains {name} on its declared cadence "
+                f"({policy.retrain_schedule}, UTC).",
+            )
+        )
+    return Definitions(
+        assets=[quality], jobs=[refresh], sensors=[quality_sensor], schedules=schedules
+    )

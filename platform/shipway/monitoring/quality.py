@@ -1,0 +1,163 @@
+"""Live quality: what each version predicted, judged on the labels as they land.
+
+The prediction log says what a version scored and which prediction point each row was
+(`row_key`); the label table says, once a label has landed, the truth and when it became
+known (`available_at`). Joined as of the lake's clock (its newest event), they give per
+version and day how many predictions are labelled (coverage) and the metrics the model's
+problem has; a version's live quality is that over the last `window_days` of its predictions,
+judged only with `min_labelled` labelled rows (and both classes, for a classifier).
+
+Metrics are the release gates' own (`shipway.release.statistics`), so a live ROC-AUC and a
+gated ROC-AUC are the same number on the same rows. Pure: frames in, a report out.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from shipway.models.declaration import LIVE_METRICS, MonitoringPolicy, QualityRule
+from shipway.release.statistics import (
+    expected_calibration_error,
+    metric_functions,
+    point_values,
+)
+
+
+@dataclass(frozen=True)
+class Quality:
+    """One version over one stretch of predictions (a day, or the judged window)."""
+
+    version: str
+    predictions: int
+    labelled: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    day: str = ""
+
+    @property
+    def coverage(self) -> float:
+        return self.labelled / self.predictions if self.predictions else 0.0
+
+
+@dataclass(frozen=True)
+class Breach:
+    version: str
+    rule: QualityRule
+    observed: float
+
+    def line(self) -> str:
+        limit = f">= {self.rule.min}" if self.rule.min is not None else f"<= {self.rule.max}"
+        return f"v{self.version} live {self.rule.metric} {self.observed:.4f}, policy {limit}"
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    model: str
+    as_of: str
+    """The lake's clock: labels known by then count."""
+    window_start: str
+    window: list[Quality]
+    """Per version, over the judged window; metrics only where there is enough evidence."""
+    daily: list[Quality]
+
+    def breaches(self, policy: MonitoringPolicy, version: str | None = None) -> list[Breach]:
+        found = []
+        for quality in self.window:
+            if version is not None and quality.version != version:
+                continue
+            for rule in policy.quality:
+                observed = quality.metrics.get(rule.metric)
+                if observed is None:
+                    continue
+                if (rule.min is not None and observed < rule.min) or (
+                    rule.max is not None and observed > rule.max
+                ):
+                    found.append(Breach(quality.version, rule, observed))
+        return found
+
+    def markdown(self) -> str:
+        metrics = sorted({m for q in self.window + self.daily for m in q.metrics})
+        header = "| version | day | predictions | labelled | coverage | " + " | ".join(metrics)
+        lines = [header + " |", "|" + " --- |" * (5 + len(metrics))]
+        for q in [*self.window, *self.daily]:
+            values = " | ".join(f"{q.metrics[m]:.4f}" if m in q.metrics else "-" for m in metrics)
+            day = q.day or f"window from {self.window_start}"
+            lines.append(
+                f"| v{q.version} | {day} | {q.predictions} | {q.labelled} | "
+                f"{q.coverage:.1%} | {values} |"
+            )
+        return "\n".join(lines)
+
+    def save(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> QualityReport:
+        raw = json.loads(path.read_text())
+        return cls(
+            model=raw["model"],
+            as_of=raw["as_of"],
+            window_start=raw["window_start"],
+            window=[Quality(**q) for q in raw["window"]],
+            daily=[Quality(**q) for q in raw["daily"]],
+        )
+
+
+def _metrics(problem: str, labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    if problem == "binary_classification" and len(np.unique(labels)) < 2:
+        return {}
+    values = point_values(metric_functions(problem, labels, scores, None), len(labels))
+    found = {m: v for m, v in values.items() if m in LIVE_METRICS[problem] and np.isfinite(v)}
+    if problem == "binary_classification":
+        found["calibration_error"] = float(expected_calibration_error(labels, scores))
+    return found
+
+
+def _quality(
+    frame: pd.DataFrame, version: str, problem: str, min_labelled: int, day: str = ""
+) -> Quality:
+    known = frame[frame["label"].notna()]
+    metrics = (
+        _metrics(problem, known["label"].to_numpy(float), known["score"].to_numpy(float))
+        if len(known) >= min_labelled
+        else {}
+    )
+    return Quality(version, len(frame), len(known), metrics, day)
+
+
+def live_quality(
+    model: str,
+    problem: str,
+    predictions: pd.DataFrame,
+    labels: pd.DataFrame,
+    as_of: datetime,
+    policy: MonitoringPolicy,
+) -> QualityReport:
+    """`predictions`: the prediction log's `version`, `day`, `at`, `row_key`, `score`;
+    `labels`: `row_key`, `label`, `available_at` (None: known as soon as it landed)."""
+    known = labels[labels["available_at"].isna() | (labels["available_at"] <= as_of)]
+    known = known.drop_duplicates("row_key", keep="last")[["row_key", "label"]]
+    joined = predictions.merge(known, on="row_key", how="left")
+    start = as_of - timedelta(days=policy.window_days)
+    window_start = start.strftime("%Y-%m-%d")
+    recent = joined[joined["at"] >= pd.Timestamp(start)]
+    window = [
+        _quality(rows, str(version), problem, policy.min_labelled)
+        for version, rows in sorted(recent.groupby("version"), key=lambda kv: str(kv[0]))
+    ]
+    daily = [
+        _quality(rows, str(version), problem, min(policy.min_labelled, 50), str(day))
+        for (version, day), rows in sorted(
+            joined.groupby(["version", "day"]), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))
+        )
+    ]
+    return QualityReport(model, as_of.isoformat(), window_start, window, daily)

@@ -1,0 +1,159 @@
+"""Live quality: the prediction log joined with labels as they land, computed by the
+`<model>_live_quality` asset on real Delta tables, and exported by serving's control plane."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from dagster import AssetKey, materialize
+from deltalake import write_deltalake
+from prometheus_client import CollectorRegistry, generate_latest
+
+from assets.definitions import models
+from shipway.models.catalog import declared_model
+from shipway.models.declaration import MonitoringPolicy, QualityRule
+from shipway.monitoring.assets import live_quality_asset
+from shipway.monitoring.quality import QualityReport, live_quality
+from shipway.paths import ShipwayHome
+from shipway.release.statistics import metric_functions, point_values
+from shipway.resources import ShipwayHomeResource
+from shipway.serving.controller import _QualityCollector
+from shipway.serving.prediction_log import ingest, read_predictions
+from shipway.serving.prediction_spool import PredictionSpool, Scored
+from tests.conftest import materialization
+
+START = datetime(2026, 10, 1, tzinfo=UTC)
+POLICY = MonitoringPolicy(
+    window_days=14, min_labelled=100, quality=[QualityRule(metric="roc_auc", min=0.8)]
+)
+
+
+def _world(rows: int, seed: int, skill: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Predictions over 4 days and their labels, known 3 days after each event. `skill`: how
+    much the score follows the label (1: well, 0: not at all)."""
+    rng = np.random.default_rng(seed)
+    at = pd.Series([START + timedelta(hours=float(h)) for h in rng.uniform(0, 96, rows)])
+    label = (rng.random(rows) < 0.2).astype(float)
+    score = np.clip(skill * label * 0.3 + rng.random(rows) * 0.7, 0, 1)
+    keys = [f"t{i}" for i in range(rows)]
+    predictions = pd.DataFrame(
+        {
+            "version": "1",
+            "at": pd.to_datetime(at, utc=True),
+            "day": pd.to_datetime(at, utc=True).dt.strftime("%Y-%m-%d"),
+            "row_key": keys,
+            "score": score,
+        }
+    )
+    labels = pd.DataFrame(
+        {
+            "row_key": keys,
+            "label": label,
+            "available_at": pd.to_datetime(at, utc=True) + timedelta(days=3),
+        }
+    )
+    return predictions, labels
+
+
+def test_labels_landing_late_move_live_quality() -> None:
+    predictions, labels = _world(800, seed=1, skill=1.0)
+    early = live_quality(
+        "m", "binary_classification", predictions, labels, START + timedelta(days=4), POLICY
+    )
+    later = live_quality(
+        "m", "binary_classification", predictions, labels, START + timedelta(days=8), POLICY
+    )
+    (first,), (second,) = early.window, later.window
+    # Four days in, only the first day's labels have landed.
+    assert 0.15 < first.coverage < 0.35 and second.coverage == 1.0
+    assert second.labelled == 800 and "roc_auc" in second.metrics
+    truth = labels["label"].to_numpy()
+    expected = point_values(
+        metric_functions("binary_classification", truth, predictions["score"].to_numpy(), None),
+        800,
+    )
+    assert second.metrics["roc_auc"] == pytest.approx(expected["roc_auc"])
+    assert [q.day for q in later.daily] == ["2026-10-01", "2026-10-02", "2026-10-03", "2026-10-04"]
+
+
+def test_too_few_labels_judge_nothing_and_a_poor_version_breaks_its_limit() -> None:
+    few = _world(60, seed=2, skill=1.0)
+    report = live_quality("m", "binary_classification", *few, START + timedelta(days=10), POLICY)
+    assert report.window[0].labelled == 60 and report.window[0].metrics == {}
+    assert report.breaches(POLICY) == []
+    poor = live_quality(
+        "m", "binary_classification", *_world(800, 3, 0.0), START + timedelta(days=8), POLICY
+    )
+    (breach,) = poor.breaches(POLICY)
+    assert breach.version == "1" and breach.observed < 0.6
+    assert breach.line() == f"v1 live roc_auc {breach.observed:.4f}, policy >= 0.8"
+
+
+def _landed_labels(home: ShipwayHome, labels: pd.DataFrame) -> None:
+    """A raw_events-shaped label table: what fraud_model's declaration reads."""
+    frame = pd.DataFrame(
+        {
+            "transaction_id": labels["row_key"],
+            "customer_id": 1,
+            "merchant_id": 1,
+            "event_timestamp": labels["available_at"] - timedelta(days=3),
+            "is_fraud": labels["label"].astype(int),
+            "label_available_at": labels["available_at"],
+        }
+    )
+    write_deltalake(str(home.table("raw_events")), frame, mode="overwrite")
+
+
+def test_the_live_quality_asset_reports_exports_and_plots_from_real_tables(
+    tmp_path: Path,
+) -> None:
+    home = ShipwayHome(tmp_path)
+    predictions, labels = _world(2000, seed=4, skill=1.0)
+    spool = PredictionSpool(home.serving / ".predictions", "fraud_model", "1", ["amount"])
+    stamps = (predictions["at"].astype("int64") / 1e9).tolist()
+    for key, at, score in zip(predictions["row_key"], stamps, predictions["score"], strict=True):
+        spool.add(Scored(key, at, True, np.array([[1.0]]), np.array([score]), [key]))
+    spool.close()
+    ingest(home.serving / ".predictions", home.lake)
+    _landed_labels(home, labels)
+    # As of the newest landed event (day 4), labels known 3 days late cover about day 1 only.
+    asset = live_quality_asset(
+        declared_model(models, "fraud_model"), AssetKey("fraud_model_deployment")
+    )
+    result = materialize(
+        [asset], resources={"lake": ShipwayHomeResource(path=str(home.root))}, selection=[asset]
+    )
+    assert result.success
+    values = materialization(result, "fraud_model_live_quality")
+    coverage, roc = values["v1_label_coverage"], values["v1_roc_auc"]
+    assert values["predictions"] == 2000
+    assert isinstance(coverage, float) and 0.15 < coverage < 0.35
+    assert isinstance(roc, float) and roc > 0.8
+    assert "| v1 | 2026-10-01 |" in str(values["report"])
+    assert str(values["figure"]).startswith("![live roc_auc by day](data:image/png;base64,")
+    report = QualityReport.load(home.serving / ".quality" / "fraud_model.json")
+    assert report.window[0].labelled == values["v1_labelled"]
+
+    registry = CollectorRegistry()
+    registry.register(_QualityCollector(home.serving))
+    exported = generate_latest(registry).decode()
+    assert f'shipway_live_quality{{metric="roc_auc",model="fraud_model",version="1"}} {roc}' in (
+        exported
+    )
+    assert 'shipway_live_labelled_predictions{model="fraud_model",version="1"}' in exported
+    assert len(read_predictions(home.lake, "fraud_model")) == 2000, "retention kept recent rows"
+
+
+def test_live_quality_limits_are_checked_against_the_problem() -> None:
+    fraud = declared_model(models, "fraud_model").declaration
+    assert [r.metric for r in fraud.monitoring.quality] == ["roc_auc", "pr_auc"]
+    with pytest.raises(ValueError, match=r"quality\[0\]\.metric 'mae' is not a live"):
+        fraud.model_validate(
+            {**fraud.model_dump(), "monitoring": {"quality": [{"metric": "mae", "max": 1.0}]}}
+        )
+    with pytest.raises(ValueError, match="is not a 5-field cron schedule"):
+        MonitoringPolicy(retrain_schedule="weekly")
