@@ -16,7 +16,9 @@ from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_cont
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from shipway.errors import ServiceError
+from shipway.models.catalog import declared_model
 from shipway.models.declaration import DriftPolicy, MonitoringPolicy, QualityRule, RolloutPolicy
+from shipway.monitoring import alerts
 from shipway.monitoring.prometheus import (
     PROMETHEUS_CONFIG_DIR,
     PrometheusClient,
@@ -24,7 +26,7 @@ from shipway.monitoring.prometheus import (
     write_targets,
 )
 from shipway.monitoring.retraining import decide, decide_quality, waiting_for_labels
-from shipway.paths import ShipwayHome
+from shipway.paths import REPO_ROOT, ShipwayHome
 from shipway.processes import free_port
 from shipway.resources import PrometheusResource, ShipwayHomeResource
 from shipway.rollout.controller import start
@@ -45,6 +47,49 @@ def test_the_recording_and_alert_rules_pass_their_unit_tests() -> None:
         "test", "rules", str(PROMETHEUS_CONFIG_DIR / "tests" / "shipway_rules_test.yml")
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", ["fraud_model", "customer_spend"])
+def test_each_model_s_alert_rules_are_generated_from_its_declaration_and_pass_their_tests(
+    name: str,
+) -> None:
+    from assets.definitions import models
+
+    declared = declared_model(models, name)
+    rendered = alerts.render(declared.declaration, str(declared.path.relative_to(REPO_ROOT)))
+    for relative, text in rendered.items():
+        committed = (PROMETHEUS_CONFIG_DIR / relative).read_text()
+        assert committed == text, f"{relative} is stale: run `shipway render alerts`"
+    checked = _promtool("check", "rules", str(PROMETHEUS_CONFIG_DIR / "rules" / f"{name}.yml"))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = _promtool(
+        "test", "rules", str(PROMETHEUS_CONFIG_DIR / "tests" / f"{name}_rules_test.yml")
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    names = {r["alert"] for r in alerts.rules(declared.declaration)["groups"][0]["rules"]}
+    assert names == {
+        "ShipwayFeatureDrift",
+        "ShipwayErrorRate",
+        "ShipwayLatencyP99",
+        "ShipwayLiveQuality",
+        "ShipwayNoTraffic",
+        "ShipwayPredictionLogStale",
+    }
+
+
+def test_a_policy_change_is_a_rule_change_and_no_threshold_is_global() -> None:
+    import yaml
+
+    from assets.definitions import models
+
+    declaration = declared_model(models, "fraud_model").declaration
+    stricter = declaration.model_copy(
+        update={"drift": declaration.drift.model_copy(update={"psi_threshold": 0.1})}
+    )
+    (drift, *_) = alerts.rules(stricter)["groups"][0]["rules"]
+    assert drift["expr"] == 'shipway:feature_drift_psi:max{model="fraud_model"} > 0.1'
+    shared = yaml.safe_load((PROMETHEUS_CONFIG_DIR / "rules" / "shipway.yml").read_text())
+    assert all("alert" not in r for g in shared["groups"] for r in g["rules"])
 
 
 def test_rule_names_follow_prometheus_naming() -> None:

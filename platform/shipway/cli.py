@@ -33,6 +33,7 @@ EPILOG = """examples:
                                phase, intended vs served weights, latest decisions
   shipway render seldon fraud_model
                                Seldon Core v2 Model + Experiment for what is served now
+  shipway render alerts        Prometheus alert rules + tests from every model.yaml
 state lives in $SHIPWAY_HOME (default: .shipway/ in the repository)"""
 
 
@@ -210,6 +211,16 @@ def main(argv: list[str] | None = None) -> int:
         "(default $SHIPWAY_SELDON_STORAGE or s3://shipway-models/{model}/{version})",
     )
     render_seldon.add_argument("--namespace", default="default", help="Kubernetes namespace")
+    render_alerts = render_sub.add_parser(
+        "alerts",
+        help="Prometheus alert rules and their promtool tests, from each model's declaration",
+        description="Writes deploy/prometheus/rules/<model>.yml and "
+        "deploy/prometheus/tests/<model>_rules_test.yml for every declared model (or --model): "
+        "drift, error rate, latency, live quality, missing traffic, a stale prediction log, "
+        "each with the limit its model.yaml declares. Commit them: a test checks they are "
+        "current.",
+    )
+    render_alerts.add_argument("--model", help="one declared model (default: all)")
 
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -376,6 +387,9 @@ def _render(args: argparse.Namespace) -> int:
     from shipway.paths import DEPLOY_DIR
     from shipway.rollout import commands
 
+    if args.render_target == "alerts":
+        return _render_alerts(args.model)
+
     out = args.out or DEPLOY_DIR / "seldon" / args.model
     written = commands.render_seldon(
         ShipwayHome.from_env(), _declared(args.model), out, args.storage, args.namespace
@@ -383,6 +397,21 @@ def _render(args: argparse.Namespace) -> int:
     for path in written:
         print(f"wrote {path}")
     print(f"apply with: kubectl apply -n {args.namespace} -f {out}")
+    return 0
+
+
+def _render_alerts(model: str | None) -> int:
+    from assets.definitions import models
+    from shipway.monitoring import alerts
+    from shipway.monitoring.prometheus import PROMETHEUS_CONFIG_DIR
+    from shipway.paths import REPO_ROOT
+
+    chosen = [_declared(model)] if model else models
+    for declared in chosen:
+        source = declared.path.relative_to(REPO_ROOT)
+        for path in alerts.write(declared.declaration, str(source), PROMETHEUS_CONFIG_DIR):
+            print(f"wrote {path.relative_to(REPO_ROOT)}")
+    print("check with: promtool test rules deploy/prometheus/tests/*_rules_test.yml")
     return 0
 
 

@@ -253,6 +253,19 @@ class QualityRule(_Strict):
         return self
 
 
+class AlertPolicy(_Strict):
+    """Limits of the model's Prometheus alerts (`shipway render alerts`). Drift, errors and
+    live quality alert on the drift, rollout and quality policies' own limits."""
+
+    latency_p99_ms: float = Field(default=100.0, gt=0.0)
+    """Serving p99 (the data plane's view) above this for `for_minutes` alerts."""
+    no_traffic_minutes: int = Field(default=10, ge=1)
+    """No request for this long alerts (a caller stopped, or routing broke)."""
+    prediction_log_stale_minutes: int = Field(default=10, ge=1)
+    """Nothing written to the prediction log for this long while traffic flows alerts."""
+    for_minutes: int = Field(default=2, ge=0)
+
+
 class MonitoringPolicy(_Strict):
     """What `<model>_live_quality`, `<model>_quality_sensor` and the retrain schedule do."""
 
@@ -268,6 +281,7 @@ class MonitoringPolicy(_Strict):
     """A cron schedule (UTC) for retraining on a cadence, e.g. `0 3 * * 1`; none: only on
     drift and quality."""
     prediction_log_retention_days: int = Field(default=90, ge=1)
+    alerts: AlertPolicy = AlertPolicy()
 
     @field_validator("retrain_schedule")
     @classmethod

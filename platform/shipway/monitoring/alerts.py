@@ -1,0 +1,306 @@
+"""Prometheus alerting rules per model, generated from its declaration, with a `promtool
+test rules` case for each.
+
+`deploy/prometheus/rules/shipway.yml` holds only recording rules, the same for every model;
+every threshold lives in a model's `model.yaml` and reaches Prometheus through the files
+written here (`deploy/prometheus/rules/<model>.yml` and
+`deploy/prometheus/tests/<model>_rules_test.yml`, by `shipway render alerts`). A test renders
+them again and compares, so a policy change shows in review as a rule change, and runs promtool
+on every case.
+
+| alert | fires when | limit from |
+| --- | --- | --- |
+| `ShipwayFeatureDrift` | a version's worst feature PSI passes it | `drift.psi_threshold` |
+| `ShipwayErrorRate` | a version's 5xx share passes 1 - min success | `rollout.checks` |
+| `ShipwayLatencyP99` | a version's p99 passes it | `monitoring.alerts` |
+| `ShipwayLiveQuality` | live quality, on enough labels, breaks it | `monitoring.quality` |
+| `ShipwayNoTraffic` | no request for a while | `monitoring.alerts` |
+| `ShipwayPredictionLogStale` | traffic, but no prediction logged | `monitoring.alerts` |
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shipway.models.declaration import ModelDeclaration, QualityRule
+
+RULES_DIR = Path("rules")
+TESTS_DIR = Path("tests")
+HEADER = "# Generated from {source} by `shipway render alerts`: edit the declaration, not this.\n"
+
+
+def _alert(
+    name: str,
+    expr: str,
+    minutes: int,
+    summary: str,
+    severity: str,
+    extra: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": f"{minutes}m",
+        "labels": {"severity": severity, **(extra or {})},
+        "annotations": {"summary": summary},
+    }
+
+
+def rules(declaration: ModelDeclaration) -> dict[str, Any]:
+    m = declaration.name
+    sel = f'model="{m}"'
+    alerts = declaration.monitoring.alerts
+    wait = alerts.for_minutes
+    who = "{{ $labels.model }} v{{ $labels.version }}"
+    value = '{{ $value | printf "%.3g" }}'
+    max_errors = round(1.0 - declaration.rollout.checks.min_success_rate, 6)
+    found = [
+        _alert(
+            "ShipwayFeatureDrift",
+            f"shipway:feature_drift_psi:max{{{sel}}} > {declaration.drift.psi_threshold}",
+            wait,
+            f"{who}: feature drift PSI {value} > {declaration.drift.psi_threshold}",
+            "warning",
+        ),
+        _alert(
+            "ShipwayErrorRate",
+            f"shipway:request_error_ratio:rate1m{{{sel}}} > {max_errors}",
+            wait,
+            f"{who}: {value} of requests fail with 5xx (limit {max_errors})",
+            "critical",
+        ),
+        _alert(
+            "ShipwayLatencyP99",
+            f"shipway:request_duration_seconds:p99_1m{{{sel}}} > {alerts.latency_p99_ms / 1000}",
+            wait,
+            f"{who}: p99 {value}s > {alerts.latency_p99_ms / 1000}s",
+            "warning",
+        ),
+    ]
+    labelled = (
+        f"on (model, version) shipway_live_labelled_predictions{{{sel}}} "
+        f">= {declaration.monitoring.min_labelled}"
+    )
+    for rule in declaration.monitoring.quality:
+        metric = f'shipway_live_quality{{{sel},metric="{rule.metric}"}}'
+        for op, limit in (("<", rule.min), (">", rule.max)):
+            if limit is None:
+                continue
+            found.append(
+                _alert(
+                    "ShipwayLiveQuality",
+                    f"{metric} {op} {limit} and {labelled}",
+                    0,
+                    f"{who}: live {rule.metric} {value} {op} {limit}",
+                    "critical",
+                    {"metric": rule.metric},
+                )
+            )
+    idle = alerts.no_traffic_minutes
+    found.append(
+        _alert(
+            "ShipwayNoTraffic",
+            f"sum by (model) (increase(envoy_cluster_upstream_rq_total{{{sel}}}[{idle}m])) == 0 "
+            f"or absent(envoy_cluster_upstream_rq_total{{{sel}}})",
+            idle,
+            f"{{{{ $labels.model }}}}: no request in {idle} minutes",
+            "warning",
+        )
+    )
+    stale = alerts.prediction_log_stale_minutes
+    found.append(
+        _alert(
+            "ShipwayPredictionLogStale",
+            f"time() - shipway_prediction_log_last_write_timestamp_seconds{{{sel}}} > "
+            f"{stale * 60} and on (model) sum by (model) "
+            f"(rate(envoy_cluster_upstream_rq_total{{{sel}}}[5m])) > 0",
+            wait,
+            f"{{{{ $labels.model }}}}: prediction log not written for {value}s while serving",
+            "warning",
+        )
+    )
+    return {"groups": [{"name": f"{m}_alerts", "rules": found}]}
+
+
+def _series(name: str, labels: dict[str, str], values: str) -> dict[str, str]:
+    text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return {"series": f"{name}{{{text}}}", "values": values}
+
+
+def rule_tests(declaration: ModelDeclaration) -> dict[str, Any]:
+    """One case per alert: input series that break its limit (on version 1) and keep within
+    it (version 2), and the alert expected for version 1 only, after its `for`."""
+    m = declaration.name
+    alerts = declaration.monitoring.alerts
+    wait = alerts.for_minutes
+    psi = declaration.drift.psi_threshold
+    cluster = {"envoy_cluster_name": f"{m}__v1", "model": m, "version": "1"}
+    quiet = {"envoy_cluster_name": f"{m}__v2", "model": m, "version": "2"}
+    v1, v2 = {"model": m, "version": "1"}, {"model": m, "version": "2"}
+    series = [
+        _series("shipway_feature_drift_psi", {**v1, "feature": "f"}, f"{psi * 2}x30"),
+        _series("shipway_feature_drift_psi", {**v2, "feature": "f"}, f"{psi / 2}x30"),
+        # v1: 40 requests per minute, 20 of them 5xx; all slower than the limit.
+        _series("envoy_cluster_upstream_rq_total", cluster, "0+40x30"),
+        _series(
+            "envoy_cluster_upstream_rq_xx",
+            {**cluster, "envoy_response_code_class": "5"},
+            "0+20x30",
+        ),
+        _series(
+            "envoy_cluster_upstream_rq_time_bucket",
+            {**cluster, "le": str(alerts.latency_p99_ms * 4)},
+            "0x30",
+        ),
+        _series("envoy_cluster_upstream_rq_time_bucket", {**cluster, "le": "+Inf"}, "0+40x30"),
+        # v2: 40 requests per minute, none failed, all fast.
+        _series("envoy_cluster_upstream_rq_total", quiet, "0+40x30"),
+        _series(
+            "envoy_cluster_upstream_rq_xx", {**quiet, "envoy_response_code_class": "5"}, "0x30"
+        ),
+        _series("envoy_cluster_upstream_rq_time_bucket", {**quiet, "le": "1"}, "0+40x30"),
+        _series("envoy_cluster_upstream_rq_time_bucket", {**quiet, "le": "+Inf"}, "0+40x30"),
+        # The log was last written at 0s while traffic goes on.
+        _series("shipway_prediction_log_last_write_timestamp_seconds", {"model": m}, "0x30"),
+    ]
+    needed = declaration.monitoring.min_labelled
+    for version, labels in (("1", v1), ("2", v2)):
+        series.append(_series("shipway_live_labelled_predictions", labels, f"{needed}x30"))
+        for rule in declaration.monitoring.quality:
+            value = _bad(rule) if version == "1" else _good(rule)
+            series.append(
+                _series("shipway_live_quality", {**labels, "metric": rule.metric}, f"{value}x30")
+            )
+    after = f"{wait + 2}m"
+    stale_minutes = alerts.prediction_log_stale_minutes + wait + 3
+    who = f"{m} v1"
+    expected = {
+        "ShipwayFeatureDrift": f"{who}: feature drift PSI {psi * 2:.3g} > {psi}",
+        "ShipwayErrorRate": f"{who}: 0.5 of requests fail with 5xx (limit "
+        f"{round(1.0 - declaration.rollout.checks.min_success_rate, 6)})",
+        "ShipwayLatencyP99": f"{who}: p99 {alerts.latency_p99_ms * 4 / 1000:.3g}s > "
+        f"{alerts.latency_p99_ms / 1000}s",
+    }
+    cases: list[dict[str, Any]] = []
+    for alert, summary in expected.items():
+        cases.append(
+            {
+                "eval_time": after,
+                "alertname": alert,
+                "exp_alerts": [
+                    {
+                        "exp_labels": {"severity": _severity(alert), **v1},
+                        "exp_annotations": {"summary": summary},
+                    }
+                ],
+            }
+        )
+    if declaration.monitoring.quality:
+        cases.append(
+            {
+                "eval_time": "1m",
+                "alertname": "ShipwayLiveQuality",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {"severity": "critical", **v1, "metric": rule.metric},
+                        "exp_annotations": {"summary": _quality_summary(who, rule)},
+                    }
+                    for rule in declaration.monitoring.quality
+                ],
+            }
+        )
+    cases.append(
+        {
+            "eval_time": f"{stale_minutes}m",
+            "alertname": "ShipwayPredictionLogStale",
+            "exp_alerts": [
+                {
+                    "exp_labels": {"severity": "warning", "model": m},
+                    "exp_annotations": {
+                        "summary": f"{m}: prediction log not written for "
+                        f"{stale_minutes * 60:.3g}s while serving"
+                    },
+                }
+            ],
+        }
+    )
+    cases.append(
+        {"eval_time": f"{stale_minutes}m", "alertname": "ShipwayNoTraffic", "exp_alerts": []}
+    )
+    traffic_case = {
+        "interval": "1m",
+        "input_series": series,
+        "alert_rule_test": cases,
+    }
+    idle = alerts.no_traffic_minutes
+    silent_case = {
+        "interval": "1m",
+        # The model served 10 requests, then none: it alerts after the idle window and `for`.
+        "input_series": [
+            _series("envoy_cluster_upstream_rq_total", cluster, "0 10 10x60"),
+        ],
+        "alert_rule_test": [
+            {"eval_time": "3m", "alertname": "ShipwayNoTraffic", "exp_alerts": []},
+            {
+                "eval_time": f"{2 * idle + 2}m",
+                "alertname": "ShipwayNoTraffic",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {"severity": "warning", "model": m},
+                        "exp_annotations": {"summary": f"{m}: no request in {idle} minutes"},
+                    }
+                ],
+            },
+        ],
+    }
+    return {
+        "rule_files": ["../rules/shipway.yml", f"../rules/{m}.yml"],
+        "evaluation_interval": "1m",
+        "tests": [traffic_case, silent_case],
+    }
+
+
+def _bad(rule: QualityRule) -> float:
+    """A live value that breaks `rule` (the tests' version 1)."""
+    return rule.min - 0.05 if rule.min is not None else (rule.max or 0.0) * 2
+
+
+def _good(rule: QualityRule) -> float:
+    return rule.min + 0.05 if rule.min is not None else (rule.max or 0.0) / 2
+
+
+def _quality_summary(who: str, rule: QualityRule) -> str:
+    op, limit = ("<", rule.min) if rule.min is not None else (">", rule.max)
+    return f"{who}: live {rule.metric} {_bad(rule):.3g} {op} {limit}"
+
+
+def _severity(alert: str) -> str:
+    return "critical" if alert == "ShipwayErrorRate" else "warning"
+
+
+def render(declaration: ModelDeclaration, source: str) -> dict[Path, str]:
+    """The rule file and its test file, relative to `deploy/prometheus/`."""
+    name = declaration.name
+    header = HEADER.format(source=source)
+
+    def text(content: dict[str, Any]) -> str:
+        # Unwrapped: a PromQL expression stays on one line.
+        return header + yaml.safe_dump(content, sort_keys=False, width=1000)
+
+    return {
+        RULES_DIR / f"{name}.yml": text(rules(declaration)),
+        TESTS_DIR / f"{name}_rules_test.yml": text(rule_tests(declaration)),
+    }
+
+
+def write(declaration: ModelDeclaration, source: str, prometheus_dir: Path) -> list[Path]:
+    written = []
+    for relative, text in render(declaration, source).items():
+        path = prometheus_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written.append(path)
+    return written
