@@ -16,9 +16,13 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from assets.definitions import models
 from shipway.cli import main
+from shipway.models.catalog import declared_model
 from shipway.models.declaration import RolloutChecks, RolloutPolicy
+from shipway.monitoring import dashboards
 from shipway.monitoring.prometheus import PrometheusClient
+from shipway.monitoring.quality import Quality, QualityReport
 from shipway.paths import ShipwayHome
 from shipway.rollout.analysis import Analysis, analyse
 from shipway.rollout.controller import Controller, Decision, start
@@ -266,3 +270,41 @@ def test_people_pause_resume_and_abort_a_rollout_with_the_cli_and_each_act_is_au
     history = capsys.readouterr().out
     for action in ("pause", "resume", "rollback"):
         assert f"{model} v2 rollout: {action} by alice@example.com" in history, history
+
+
+def test_every_dashboard_query_parses_and_returns_series_after_traffic(
+    stack: Stack, bundles: dict[str, Bundle]
+) -> None:
+    """customer_spend's dashboard (its declaration, toy bundles under its name) against this
+    Prometheus: each panel's and annotation's PromQL runs, and the panels show data."""
+    model = "customer_spend"
+    _bundles(stack, bundles, model, {})
+    serving = stack.serving()
+    for version in ("1", "2"):
+        serving.deploy(model, version, stack.home.serving / model / version)
+    policy = RolloutPolicy(strategy="shadow_then_canary", interval_seconds=600)
+    state = start(model, "2", "1", policy, time.time())
+    RolloutStore(stack.home.serving).save(state)
+    serving.set_traffic(model, *state.traffic(policy))
+    QualityReport(
+        model, "2026-11-30T00:00:00", "2026-11-16", [Quality("1", 400, 300, {"r2": 0.41})], []
+    ).save(stack.home.serving / ".quality" / f"{model}.json")
+    board = dashboards.dashboard(declared_model(models, model).declaration)
+    rows = toy_frame(20, seed=31)[TOY_FEATURES].to_numpy()
+    keys = [f"dash-{i}" for i in range(20)]
+    prometheus = PrometheusClient(stack.prometheus_url)
+    annotations = {a["name"] for a in board["annotations"]["list"]}
+    empty: list[str] = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        for _ in range(10):
+            serving.infer(model, rows, TOY_FEATURES, keys)
+        empty = [
+            f"{title}: {expr}"
+            for title, expr in dashboards.queries(board)
+            if not prometheus.query(expr) and title not in annotations
+        ]
+        if not empty:
+            break
+        time.sleep(3)
+    assert empty == [], "panels without data after traffic"

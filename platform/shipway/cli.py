@@ -10,8 +10,12 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shipway.errors import ShipwayError
+
+if TYPE_CHECKING:
+    from shipway.models.catalog import DeclaredModel
 from shipway.paths import DBT_PROJECT_DIR, ShipwayHome
 
 DEFAULT_MODEL = "fraud_model"
@@ -221,6 +225,24 @@ def main(argv: list[str] | None = None) -> int:
         "current.",
     )
     render_alerts.add_argument("--model", help="one declared model (default: all)")
+    render_dashboards = render_sub.add_parser(
+        "dashboards",
+        help="Grafana dashboards (deploy/grafana/<model>.json) from each model's declaration",
+    )
+    render_dashboards.add_argument("--model", help="one declared model (default: all)")
+    dashboards = sub.add_parser(
+        "dashboards",
+        help="Grafana dashboards: push deploy/grafana/*.json to the Grafana of $GRAFANA_URL",
+        description="Pushes every model's dashboard (rendered from its declaration) to Grafana "
+        "with grafana-client: $GRAFANA_URL, and $GRAFANA_TOKEN (a service account token with "
+        "dashboard write access; never printed).",
+    )
+    dashboards_sub = dashboards.add_subparsers(
+        dest="dashboards_command", required=True, metavar="ACTION"
+    )
+    push = dashboards_sub.add_parser("push", help="create or update each model's dashboard")
+    push.add_argument("--model", help="one declared model (default: all)")
+    push.add_argument("--folder", help="Grafana folder uid (default: General)")
 
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -242,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             return _rollout(args)
         if args.command == "render":
             return _render(args)
+        if args.command == "dashboards":
+            return _push_dashboards(args.model, args.folder)
         return _doctor()
     except ShipwayError as exc:
         print(f"shipway {args.command}: {exc}", file=sys.stderr)
@@ -389,6 +413,12 @@ def _render(args: argparse.Namespace) -> int:
 
     if args.render_target == "alerts":
         return _render_alerts(args.model)
+    if args.render_target == "dashboards":
+        from shipway.monitoring import dashboards
+
+        for declared in [_declared(args.model)] if args.model else _declared_models():
+            print(f"wrote {dashboards.write(declared.declaration)}")
+        return 0
 
     out = args.out or DEPLOY_DIR / "seldon" / args.model
     written = commands.render_seldon(
@@ -400,13 +430,28 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _push_dashboards(model: str | None, folder: str | None) -> int:
+    from shipway.monitoring import dashboards
+
+    chosen = [_declared(model)] if model else _declared_models()
+    urls = dashboards.push([dashboards.dashboard(d.declaration) for d in chosen], folder)
+    for declared, url in zip(chosen, urls, strict=True):
+        print(f"pushed {declared.declaration.name}: {url}")
+    return 0
+
+
+def _declared_models() -> list[DeclaredModel]:
+    from assets.definitions import models  # the code location, imported only when needed
+
+    return models
+
+
 def _render_alerts(model: str | None) -> int:
-    from assets.definitions import models
     from shipway.monitoring import alerts
     from shipway.monitoring.prometheus import PROMETHEUS_CONFIG_DIR
     from shipway.paths import REPO_ROOT
 
-    chosen = [_declared(model)] if model else models
+    chosen = [_declared(model)] if model else _declared_models()
     for declared in chosen:
         source = declared.path.relative_to(REPO_ROOT)
         for path in alerts.write(declared.declaration, str(source), PROMETHEUS_CONFIG_DIR):
@@ -415,11 +460,10 @@ def _render_alerts(model: str | None) -> int:
     return 0
 
 
-def _declared(model: str):  # type: ignore[no-untyped-def]  # imports the code location lazily
-    from assets.definitions import models
+def _declared(model: str) -> DeclaredModel:
     from shipway.models.catalog import declared_model
 
-    return declared_model(models, model)
+    return declared_model(_declared_models(), model)
 
 
 def _training_sets() -> list[str]:
