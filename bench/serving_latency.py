@@ -1,5 +1,6 @@
-"""Serving, three ways in one run on the same XGBoost model: Shipway's front door (Envoy →
-MLServer with Shipway's runtime), the same MLServer direct, and `mlflow models serve`.
+"""Serving, four ways in one run on the same XGBoost model: Shipway's front door (Envoy →
+MLServer with Shipway's runtime and its prediction log, as `shipway up` serves), that MLServer
+direct, a second MLServer without the prediction log, and `mlflow models serve`.
 
     .venv/bin/python bench/serving_latency.py                      # 50 req/s, 2000 requests
     .venv/bin/python bench/serving_latency.py --rate 100 --seconds 15
@@ -9,7 +10,8 @@ skipped), the three targets interleaved request by request so they share the mac
 p50 / p99 / mean per target. Throughput: `--connections` concurrent connections for
 `--seconds` per target, requests per second, with `wrk` when it is on PATH (Debian's `wrk`: the
 client then costs little CPU), else an aiohttp client (which then is part of what is measured).
-The front door and "direct" hit the same MLServer process, so their difference is the proxy.
+The front door and "direct" hit the same MLServer process, so their difference is the proxy;
+the two direct targets differ only by the prediction log (the spool's cost on the hot path).
 """
 
 from __future__ import annotations
@@ -155,8 +157,12 @@ def main() -> int:
 
     processes: list[ManagedProcess] = []
     try:
-        server = start_mlserver(bundle, root / "logs", own_group=True)
+        server = start_mlserver(
+            bundle, root / "logs", own_group=True, spool_dir=root / "predictions"
+        )
         processes.append(server.process)
+        unlogged = start_mlserver(bundle, root / "logs-unlogged", own_group=True)
+        processes.append(unlogged.process)
         front, stats = free_ports(2)
         dataplane = DataPlane(root / "dataplane", front, stats)
         processes.append(dataplane.process(root / "logs").start())
@@ -203,6 +209,7 @@ def main() -> int:
         targets: list[Target] = [
             ("front door (Envoy -> MLServer)", f"{dataplane.url}{infer}", oip),
             ("MLServer direct", f"http://{LOOPBACK}:{server.http_port}{infer}", oip),
+            ("MLServer, no prediction log", f"http://{LOOPBACK}:{unlogged.http_port}{infer}", oip),
             ("mlflow models serve", f"http://{LOOPBACK}:{mlflow_port}/invocations", mlflow_body),
         ]
         with httpx.Client(timeout=30.0) as http:

@@ -26,7 +26,7 @@ from shipway.processes import free_port
 TOKEN = "glsa_test_token_never_printed"
 
 
-@pytest.mark.parametrize("name", ["fraud_model", "customer_spend"])
+@pytest.mark.parametrize("name", [m.declaration.name for m in models])
 def test_each_model_s_dashboard_is_generated_from_its_declaration(name: str) -> None:
     declaration = declared_model(models, name).declaration
     board = dashboards.dashboard(declaration)

@@ -15,6 +15,7 @@ import pytest
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
+from assets.definitions import models
 from shipway.errors import ServiceError
 from shipway.models.catalog import declared_model
 from shipway.models.declaration import DriftPolicy, MonitoringPolicy, QualityRule, RolloutPolicy
@@ -49,12 +50,10 @@ def test_the_recording_and_alert_rules_pass_their_unit_tests() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("name", ["fraud_model", "customer_spend"])
+@pytest.mark.parametrize("name", [m.declaration.name for m in models])
 def test_each_model_s_alert_rules_are_generated_from_its_declaration_and_pass_their_tests(
     name: str,
 ) -> None:
-    from assets.definitions import models
-
     declared = declared_model(models, name)
     rendered = alerts.render(declared.declaration, str(declared.path.relative_to(REPO_ROOT)))
     for relative, text in rendered.items():
@@ -79,8 +78,6 @@ def test_each_model_s_alert_rules_are_generated_from_its_declaration_and_pass_th
 
 def test_a_policy_change_is_a_rule_change_and_no_threshold_is_global() -> None:
     import yaml
-
-    from assets.definitions import models
 
     declaration = declared_model(models, "fraud_model").declaration
     stricter = declaration.model_copy(
