@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -159,3 +162,19 @@ def materialization(result: ExecuteInProcessResult, asset: str) -> dict[str, obj
         if e.asset_key == AssetKey(asset)
     ]
     return {key: value.value for key, value in found.metadata.items()}
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """Base of the stand-ins for APIs that cannot run here (Kubernetes, Grafana): quiet, and
+    answering JSON."""
+
+    def log_message(self, *args: object) -> None:
+        return
+
+    def answer(self, code: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)

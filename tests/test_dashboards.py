@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -22,6 +22,7 @@ from shipway.errors import BadRequest, ServiceError, ShipwayError
 from shipway.models.catalog import declared_model
 from shipway.monitoring import dashboards
 from shipway.processes import free_port
+from tests.conftest import JsonHandler
 
 TOKEN = "glsa_test_token_never_printed"
 
@@ -79,30 +80,19 @@ class GrafanaStandIn:
         self.received: list[dict[str, Any]] = []
         standin = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                return
-
-            def _answer(self, code: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                    return self._answer(401, {"message": "invalid API key"})
+                    return self.answer(401, {"message": "invalid API key"})
                 if self.path != "/api/dashboards/db":
-                    return self._answer(404, {"message": "Not found"})
+                    return self.answer(404, {"message": "Not found"})
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 board = body.get("dashboard", {})
                 if not board.get("title"):
-                    return self._answer(400, {"message": "Dashboard title cannot be empty"})
+                    return self.answer(400, {"message": "Dashboard title cannot be empty"})
                 standin.received.append(body)
                 uid = board["uid"]
-                self._answer(
+                self.answer(
                     200,
                     {
                         "id": len(standin.received),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -31,6 +31,7 @@ from shipway.rollout.controller import Controller, start
 from shipway.rollout.state import PROMOTED, ROLLED_BACK, RolloutStore
 from shipway.serving import seldon
 from shipway.serving.seldon import SeldonServing
+from tests.conftest import JsonHandler
 
 TOKEN = "kube-test-token"
 POLICY = RolloutPolicy(
@@ -67,32 +68,21 @@ class KubeStandIn:
         self.generation = 0
         standin = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                return
-
-            def _answer(self, code: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def _handle(self) -> None:
                 url = urlparse(self.path)
                 standin.requests.append((self.command, url.path))
                 if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                    return self._answer(401, {"message": "Unauthorized"})
+                    return self.answer(401, {"message": "Unauthorized"})
                 parts = url.path.strip("/").split("/")
                 # apis / mlops.seldon.io / v1alpha1 / namespaces / <ns> / <plural> [/ <name>]
                 if parts[:3] != ["apis", "mlops.seldon.io", "v1alpha1"] or len(parts) < 6:
-                    return self._answer(404, {"message": f"no route {url.path}"})
+                    return self.answer(404, {"message": f"no route {url.path}"})
                 plural, name = parts[5], parts[6] if len(parts) > 6 else None
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length)) if length else None
                 code, answer = standin.handle(self.command, plural, name, body, parse_qs(url.query))
-                self._answer(code, answer)
+                self.answer(code, answer)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 

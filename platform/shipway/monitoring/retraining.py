@@ -24,6 +24,16 @@ class RetrainDecision:
     drifted: dict[str, float] = field(default_factory=dict)
 
 
+def _cooldown(cursor: str | None, minutes: float, now: float) -> RetrainDecision | None:
+    """No retrain while the last one a sensor requested (its cursor) is this recent."""
+    last_fired = float(json.loads(cursor)["last_fired"]) if cursor else None
+    cooldown = minutes * 60.0
+    if last_fired is not None and now - last_fired < cooldown:
+        left = cooldown - (now - last_fired)
+        return RetrainDecision(False, f"in cooldown after the last retrain: {left:.0f}s left")
+    return None
+
+
 def drift_queries(model: str) -> tuple[str, str]:
     return (
         f'shipway_feature_drift_psi{{model="{model}"}}',
@@ -39,11 +49,10 @@ def decide(
     now: float,
 ) -> RetrainDecision:
     """Retrain when any feature's PSI on a full enough window passes the policy threshold."""
-    last_fired = float(json.loads(cursor)["last_fired"]) if cursor else None
+    cooling = _cooldown(cursor, policy.cooldown_minutes, now)
+    if cooling is not None:
+        return cooling
     cooldown = policy.cooldown_minutes * 60.0
-    if last_fired is not None and now - last_fired < cooldown:
-        left = cooldown - (now - last_fired)
-        return RetrainDecision(False, f"in cooldown after the last retrain: {left:.0f}s left")
     psi_query, samples_query = drift_queries(model)
     samples = {s.labels.get("version", "?"): s.value for s in client.query(samples_query)}
     ready = {v for v, n in samples.items() if n >= policy.min_window_samples}
@@ -101,11 +110,10 @@ def decide_quality(
         return RetrainDecision(False, f"{model} declares no live quality limits")
     if champion is None:
         return RetrainDecision(False, f"{model} has no champion to judge")
-    last_fired = float(json.loads(cursor)["last_fired"]) if cursor else None
+    cooling = _cooldown(cursor, policy.cooldown_minutes, now)
+    if cooling is not None:
+        return cooling
     cooldown = policy.cooldown_minutes * 60.0
-    if last_fired is not None and now - last_fired < cooldown:
-        left = cooldown - (now - last_fired)
-        return RetrainDecision(False, f"in cooldown after the last retrain: {left:.0f}s left")
     quality_query, labelled_query = quality_queries(model)
     labelled = {
         s.labels.get("version"): s.value
