@@ -17,8 +17,8 @@ from shipway.errors import BadRequest
 from shipway.models.catalog import declared_model
 from shipway.serving.prediction_log import (
     CLAIMED,
-    apply_retention,
     ingest,
+    maintain,
     read_predictions,
     table_name,
 )
@@ -93,18 +93,23 @@ def test_a_pass_that_died_after_its_commit_writes_nothing_twice_and_one_before_i
     ]
 
 
-def test_retention_deletes_the_days_older_than_the_policy(tmp_path: Path) -> None:
+def test_upkeep_deletes_the_days_older_than_the_policy_and_compacts_small_files(
+    tmp_path: Path,
+) -> None:
     spool = _spool(tmp_path / "spool")
     for day in (1, 20, 28):
-        spool.add(_scored(f"d{day}", 2, datetime(2026, 11, day, 12, tzinfo=UTC).timestamp()))
+        for hour in (10, 12):
+            spool.add(_scored(f"d{day}", 1, datetime(2026, 11, day, hour, tzinfo=UTC).timestamp()))
+            spool.flush()
+            # One pass per spool file: a file per day each time, as 5-second appends leave them.
+            ingest(tmp_path / "spool", tmp_path / "lake")
     spool.close()
-    ingest(tmp_path / "spool", tmp_path / "lake")
-    deleted = apply_retention(
-        tmp_path / "lake", "toy_model", days=15, now=datetime(2026, 12, 1, tzinfo=UTC)
+    upkeep = maintain(
+        tmp_path / "lake", "toy_model", retention_days=15, now=datetime(2026, 12, 1, tzinfo=UTC)
     )
-    assert deleted == 2
+    assert upkeep == {"deleted_rows": 2, "files_removed": 4, "files_added": 2}
     kept = read_predictions(tmp_path / "lake", "toy_model")
-    assert sorted(set(kept["day"])) == ["2026-11-20", "2026-11-28"]
+    assert sorted(set(kept["day"])) == ["2026-11-20", "2026-11-28"] and len(kept) == 4
     since = read_predictions(
         tmp_path / "lake", "toy_model", since=datetime(2026, 11, 25, tzinfo=UTC)
     )

@@ -52,7 +52,7 @@ from shipway.monitoring.retraining import decide_quality
 from shipway.paths import ShipwayHome
 from shipway.resources import PrometheusResource, ShipwayHomeResource
 from shipway.rollout.state import PROMOTED, RolloutStore
-from shipway.serving.prediction_log import apply_retention, read_predictions, table_name
+from shipway.serving.prediction_log import maintain, read_predictions, table_name
 
 RetrainBlocked = Callable[[SensorEvaluationContext, ShipwayHome], str | None]
 """Why a retrain now would be wrong (a rollout under way, no new labels), or None."""
@@ -126,7 +126,7 @@ def live_quality_asset(declared: DeclaredModel, deployment: AssetKey) -> AssetsD
         context: AssetExecutionContext, lake: ShipwayHomeResource
     ) -> MaterializeResult:
         home = lake.home
-        deleted = apply_retention(home.lake, name, policy.prediction_log_retention_days)
+        upkeep = maintain(home.lake, name, policy.prediction_log_retention_days)
         predictions = read_predictions(home.lake, name)
         labels = labels_of(home, declared)
         as_of = pd.Timestamp(labels["event_timestamp"].max()).to_pydatetime()
@@ -139,7 +139,8 @@ def live_quality_asset(declared: DeclaredModel, deployment: AssetKey) -> AssetsD
             "as_of": report.as_of,
             "window_start": report.window_start,
             "predictions": len(predictions),
-            "retention_deleted_rows": deleted,
+            "retention_deleted_rows": upkeep["deleted_rows"],
+            "compacted_files": f"{upkeep['files_removed']} into {upkeep['files_added']}",
             "report": MetadataValue.md(report.markdown()),
             "breaches": "; ".join(b.line() for b in breaches) or "none",
         }
@@ -193,13 +194,13 @@ def monitoring_definitions(
         prometheus: PrometheusResource,
         lake: ShipwayHomeResource,
     ) -> SensorResult | SkipReason:
-        why_not = blocked(context, lake.home)
         champion = serving_champion(lake.home, name)
         decision = decide_quality(
             prometheus.client(), name, policy, champion, context.cursor, time.time()
         )
         if not decision.retrain:
             return SkipReason(decision.reason)
+        why_not = blocked(context, lake.home)
         if why_not is not None:
             return SkipReason(f"{decision.reason}; {why_not}")
         context.log.info(decision.reason)

@@ -170,12 +170,22 @@ def read_predictions(lake: Path, model: str, since: datetime | None = None) -> p
     return frame.sort_values(["at", "request_id"], kind="stable").reset_index(drop=True)
 
 
-def apply_retention(lake: Path, model: str, days: int, now: datetime | None = None) -> int:
-    """Delete the days older than `days`; rows deleted. Old table versions keep them until a
-    vacuum, under the table's own retention."""
+def maintain(
+    lake: Path, model: str, retention_days: int, now: datetime | None = None
+) -> dict[str, int]:
+    """Delete the days older than `retention_days`, then compact the small files the 5-second
+    appends leave and checkpoint the log. Old table versions keep deleted rows until a vacuum,
+    under the table's own retention."""
     path = lake / table_name(model)
     if not table_exists(path):
-        return 0
-    cutoff = ((now or datetime.now(UTC)) - timedelta(days=days)).strftime("%Y-%m-%d")
-    metrics = DeltaTable(str(path)).delete(f"day < '{cutoff}'")
-    return int(metrics.get("num_deleted_rows", 0) or 0)
+        return {"deleted_rows": 0, "files_removed": 0, "files_added": 0}
+    cutoff = ((now or datetime.now(UTC)) - timedelta(days=retention_days)).strftime("%Y-%m-%d")
+    table = DeltaTable(str(path))
+    deleted = table.delete(f"day < '{cutoff}'")
+    compacted = table.optimize.compact()
+    table.create_checkpoint()
+    return {
+        "deleted_rows": int(deleted.get("num_deleted_rows", 0) or 0),
+        "files_removed": int(compacted.get("numFilesRemoved", 0) or 0),
+        "files_added": int(compacted.get("numFilesAdded", 0) or 0),
+    }
