@@ -150,3 +150,28 @@ def test_steps_must_rise_to_100() -> None:
 def _with(**changes: float) -> Analysis:
     values = {**GOOD.as_dict(), **changes}
     return Analysis(**values)  # type: ignore[arg-type]
+
+
+def test_at_100_percent_a_few_stray_champion_requests_are_not_compared() -> None:
+    state = start("m", "2", "1", POLICY, now=0.0)
+    state.phase, state.step = "canary", len(POLICY.steps) - 1
+    stray = Analysis(200, 1.0, 40.0, 10.0, 0.11, 0.5, champion_requests=3)
+    decision = decide(state, POLICY, stray, POLICY.interval_seconds)
+    assert decision.action == PROMOTE
+    assert [c.name for c in decision.checks] == ["success_rate"]
+    compared = Analysis(200, 1.0, 40.0, 10.0, 0.11, 0.5, champion_requests=150)
+    failed = decide(state, POLICY, compared, POLICY.interval_seconds)
+    assert failed.action == ROLLBACK and "latency_p99_ratio 4 (limit 1.5) FAILED" in failed.reason
+
+
+def test_a_check_without_data_follows_the_no_data_policy_not_a_failed_check() -> None:
+    state = start("m", "2", "1", POLICY, now=0.0)
+    unscraped = Analysis(200, 1.0, 4.0, 3.5, None, 0.1)
+    held = decide(state, POLICY, unscraped, POLICY.interval_seconds)
+    assert held.action == HOLD and "no data for score_divergence: holding" in held.reason
+    failing = POLICY.model_copy(update={"no_data": "fail"})
+    rolled = decide(state, failing, unscraped, POLICY.interval_seconds)
+    assert rolled.action == ROLLBACK and "score_divergence no data" in rolled.reason
+    # A check that failed on data still rolls back, whatever else is missing.
+    slow = Analysis(200, 0.5, 4.0, 3.5, None, 0.1)
+    assert decide(state, POLICY, slow, POLICY.interval_seconds).action == ROLLBACK

@@ -20,6 +20,8 @@ class Analysis:
     champion_latency_p99_ms: float | None
     score_mean: float | None
     champion_score_mean: float | None
+    champion_requests: float | None = None
+    """Requests the champion answered in the interval; None: not measured."""
 
     def as_dict(self) -> dict[str, float | None]:
         return asdict(self)
@@ -58,7 +60,12 @@ def analyse(
         return f'model="{model}",version="{version}"'
 
     c = of(challenger)
-    requests = _one(prometheus, f"sum(increase(envoy_cluster_upstream_rq_total{{{c}}}[{w}]))")
+
+    def answered(version: str) -> float:
+        query = f"sum(increase(envoy_cluster_upstream_rq_total{{{of(version)}}}[{w}]))"
+        return _one(prometheus, query) or 0.0
+
+    requests = answered(challenger)
     errors = _one(
         prometheus,
         f'sum(increase(envoy_cluster_upstream_rq_xx{{{c},envoy_response_code_class="5"}}[{w}]))',
@@ -86,12 +93,16 @@ def analyse(
         champion_latency_p99_ms=p99(champion) if champion else None,
         score_mean=mean_score(challenger),
         champion_score_mean=mean_score(champion) if champion else None,
+        champion_requests=answered(champion) if champion else None,
     )
 
 
-def checks(analysis: Analysis, policy: RolloutChecks) -> list[Check]:
-    """Each check of the policy on one interval; one with no data does not pass."""
+def checks(analysis: Analysis, policy: RolloutChecks, min_requests: int = 0) -> list[Check]:
+    """Each check of the policy on one interval; one with no data does not pass. A check
+    against the champion is judged only on an interval where the champion answered
+    `min_requests` too: at 100% it answers none, and a p99 of a few stray requests is noise."""
     a = analysis
+    compared = a.champion_requests is None or a.champion_requests >= min_requests
     found = [
         Check(
             "success_rate",
@@ -105,7 +116,7 @@ def checks(analysis: Analysis, policy: RolloutChecks) -> list[Check]:
         if a.latency_p99_ms is not None and a.champion_latency_p99_ms
         else None
     )
-    if a.champion_latency_p99_ms is not None:
+    if compared and a.champion_latency_p99_ms is not None:
         found.append(
             Check(
                 "latency_p99_ratio",
@@ -127,7 +138,7 @@ def checks(analysis: Analysis, policy: RolloutChecks) -> list[Check]:
                 a.latency_p99_ms is not None and a.latency_p99_ms <= policy.max_latency_p99_ms,
             )
         )
-    if policy.max_score_divergence is not None and a.champion_score_mean is not None:
+    if compared and policy.max_score_divergence is not None and a.champion_score_mean is not None:
         divergence = abs(a.score_mean - a.champion_score_mean) if a.score_mean is not None else None
         found.append(
             Check(

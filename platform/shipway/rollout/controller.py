@@ -113,8 +113,15 @@ def decide(
             return Decision(HOLD, f"no data ({seen}): holding at {_where(state, policy)}")
         no_data = Check("requests", analysis.requests, policy.min_requests, False)
         return _failed(state, policy, [no_data], analysis, f"no data ({seen})")
-    found = checks(analysis, policy.checks)
+    found = checks(analysis, policy.checks, policy.min_requests)
     failed = [c for c in found if not c.passed]
+    missing = [c.name for c in failed if c.observed is None]
+    if missing and len(missing) == len(failed):
+        # Traffic flowed but a metric did not arrive (a scrape not yet in the window): the
+        # same no-data policy as too few requests, not a failed check of its own.
+        seen = f"no data for {', '.join(missing)}"
+        if policy.no_data == "hold" and state.held + 1 < policy.max_hold_intervals:
+            return Decision(HOLD, f"{seen}: holding at {_where(state, policy)}", found, analysis)
     if failed:
         return _failed(state, policy, found, analysis, "; ".join(c.line() for c in failed))
     passed = "; ".join(c.line() for c in found)
