@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shipway.models.declaration import RolloutChecks, RolloutPolicy
-from shipway.rollout.analysis import Analysis
+from shipway.rollout.analysis import Analysis, latency_quantile
 from shipway.rollout.controller import (
     ADVANCE,
     DONE,
@@ -175,3 +175,10 @@ def test_a_check_without_data_follows_the_no_data_policy_not_a_failed_check() ->
     # A check that failed on data still rolls back, whatever else is missing.
     slow = Analysis(200, 0.5, 4.0, 3.5, None, 0.1)
     assert decide(state, POLICY, slow, POLICY.interval_seconds).action == ROLLBACK
+
+
+def test_latency_is_compared_at_a_quantile_the_challenger_s_requests_support() -> None:
+    assert latency_quantile(1000) == 0.99
+    assert latency_quantile(50) == 0.9, "5 of 50 requests above it, not the slowest alone"
+    assert latency_quantile(8) == 0.5
+    assert latency_quantile(0) == 0.99

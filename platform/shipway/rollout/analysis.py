@@ -2,6 +2,11 @@
 
 Requests, server errors and latency are the data plane's (Envoy's per-version cluster
 statistics); scores are the model servers' own. Each query covers the interval just ended.
+
+Latency is compared at p99, or, when the challenger answered too few requests for a p99, at the
+highest quantile with `TAIL_REQUESTS` of them above it, for both versions alike: at a 10% step a
+challenger may answer 50 requests, whose "p99" is their slowest one, while the champion's p99
+rests on 450; that compared one request's hiccup with a tail.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from dataclasses import asdict, dataclass
 
 from shipway.models.declaration import RolloutChecks
 from shipway.monitoring.prometheus import PrometheusClient
+
+TAIL_REQUESTS = 5
 
 
 @dataclass(frozen=True)
@@ -22,6 +29,8 @@ class Analysis:
     champion_score_mean: float | None
     champion_requests: float | None = None
     """Requests the champion answered in the interval; None: not measured."""
+    latency_quantile: float = 0.99
+    """The quantile both latencies are taken at (`latency_quantile`)."""
 
     def as_dict(self) -> dict[str, float | None]:
         return asdict(self)
@@ -37,6 +46,13 @@ class Check:
     def line(self) -> str:
         seen = "no data" if self.observed is None else f"{self.observed:.4g}"
         return f"{self.name} {seen} (limit {self.limit:g}) {'ok' if self.passed else 'FAILED'}"
+
+
+def latency_quantile(requests: float) -> float:
+    """0.99, or lower so that `TAIL_REQUESTS` of `requests` lie above it (never under 0.5)."""
+    if requests <= 0:
+        return 0.99
+    return round(max(0.5, min(0.99, 1.0 - TAIL_REQUESTS / requests)), 3)
 
 
 def _one(prometheus: PrometheusClient, promql: str) -> float | None:
@@ -71,10 +87,12 @@ def analyse(
         f'sum(increase(envoy_cluster_upstream_rq_xx{{{c},envoy_response_code_class="5"}}[{w}]))',
     )
 
+    quantile = latency_quantile(requests)
+
     def p99(version: str) -> float | None:
         return _one(
             prometheus,
-            "histogram_quantile(0.99, sum by (le) "
+            f"histogram_quantile({quantile}, sum by (le) "
             f"(rate(envoy_cluster_upstream_rq_time_bucket{{{of(version)}}}[{w}])))",
         )
 
@@ -94,6 +112,7 @@ def analyse(
         score_mean=mean_score(challenger),
         champion_score_mean=mean_score(champion) if champion else None,
         champion_requests=answered(champion) if champion else None,
+        latency_quantile=quantile,
     )
 
 
