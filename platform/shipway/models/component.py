@@ -61,7 +61,7 @@ from shipway.features.training_sets import (
 from shipway.models.catalog import DeclaredModel
 from shipway.models.tracking import CHAMPION, RELEASE_TAG, registered_run_url
 from shipway.models.training import download_model, log_and_register, train
-from shipway.monitoring.assets import monitoring_definitions
+from shipway.monitoring.assets import monitoring_definitions, retrain_tick
 from shipway.monitoring.drift import ReferenceProfile
 from shipway.monitoring.retraining import decide, waiting_for_labels
 from shipway.paths import ShipwayHome
@@ -75,7 +75,6 @@ from shipway.resources import (
     ShipwayHomeResource,
 )
 from shipway.rollout.sensor import begin, rollout_sensor
-from shipway.rollout.state import RolloutStore
 from shipway.serving.bundle import write_bundle
 
 LANDING = ("raw_events_batch", "raw_events")
@@ -426,11 +425,7 @@ def model_definitions(model: DeclaredModel) -> Definitions:
     )
     drift = declaration.drift
 
-    def retrain_blocked(context: SensorEvaluationContext, home: ShipwayHome) -> str | None:
-        """A retrain now would change nothing, or act on a version still rolling out."""
-        rollout = RolloutStore(home.serving).load(name)
-        if rollout is not None and not rollout.finished:
-            return f"{name} v{rollout.challenger} is rolling out ({rollout.phase})"
+    def waiting(context: SensorEvaluationContext, home: ShipwayHome) -> str | None:
         return waiting_for_labels(
             _label_cutoff(context.instance, declaration.training_set),
             newest_event(home),
@@ -449,27 +444,13 @@ def model_definitions(model: DeclaredModel) -> Definitions:
         prometheus: PrometheusResource,
         lake: ShipwayHomeResource,
     ) -> SensorResult | SkipReason:
-        rollout = RolloutStore(lake.home.serving).load(name)
-        if rollout is not None and not rollout.finished:
-            return SkipReason(
-                f"{name} v{rollout.challenger} is rolling out ({rollout.phase}); drift is "
-                "judged again once it is promoted or rolled back"
-            )
-        decision = decide(prometheus.client(), name, drift, context.cursor, time.time())
-        if not decision.retrain:
-            return SkipReason(decision.reason)
-        waiting = retrain_blocked(context, lake.home)
-        if waiting is not None:
-            return SkipReason(f"drift seen ({decision.reason}); {waiting}")
-        context.log.info(decision.reason)
-        return SensorResult(
-            run_requests=[
-                RunRequest(
-                    run_key=decision.run_key,
-                    tags={"shipway/trigger": "drift", "shipway/reason": decision.reason[:200]},
-                )
-            ],
-            cursor=decision.cursor,
+        return retrain_tick(
+            context,
+            lake.home,
+            name,
+            "drift",
+            lambda: decide(prometheus.client(), name, drift, context.cursor, time.time()),
+            waiting,
         )
 
     release = define_asset_job(
@@ -514,5 +495,5 @@ def model_definitions(model: DeclaredModel) -> Definitions:
             jobs=[retrain, lifecycle, release],
             sensors=[drift_sensor, release_sensor, rollout_sensor(declaration, deployment.key)],
         ),
-        monitoring_definitions(model, deployment.key, retrain, retrain_blocked),
+        monitoring_definitions(model, deployment.key, retrain, waiting),
     )

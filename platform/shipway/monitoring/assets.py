@@ -48,14 +48,49 @@ from shipway.data.lake import read_table, table_exists
 from shipway.errors import ShipwayError
 from shipway.models.catalog import DeclaredModel
 from shipway.monitoring.quality import QualityReport, live_quality
-from shipway.monitoring.retraining import decide_quality
+from shipway.monitoring.retraining import RetrainDecision, decide_quality
 from shipway.paths import ShipwayHome
 from shipway.resources import PrometheusResource, ShipwayHomeResource
 from shipway.rollout.state import PROMOTED, RolloutStore
 from shipway.serving.prediction_log import maintain, read_predictions, table_name
 
-RetrainBlocked = Callable[[SensorEvaluationContext, ShipwayHome], str | None]
-"""Why a retrain now would be wrong (a rollout under way, no new labels), or None."""
+WaitingForLabels = Callable[[SensorEvaluationContext, ShipwayHome], str | None]
+"""Why a retrain now would learn nothing new (no label matured since the last training set),
+or None."""
+
+
+def retrain_tick(
+    context: SensorEvaluationContext,
+    home: ShipwayHome,
+    model: str,
+    trigger: str,
+    decide: Callable[[], RetrainDecision],
+    waiting: WaitingForLabels,
+) -> SensorResult | SkipReason:
+    """One tick of a retraining sensor (drift, quality): never during a rollout (checked before
+    Prometheus is asked), nor without new labels; one run per decision's run key."""
+    rollout = RolloutStore(home.serving).load(model)
+    if rollout is not None and not rollout.finished:
+        return SkipReason(
+            f"{model} v{rollout.challenger} is rolling out ({rollout.phase}); {trigger} is "
+            "judged again once it is promoted or rolled back"
+        )
+    decision = decide()
+    if not decision.retrain:
+        return SkipReason(decision.reason)
+    why_not = waiting(context, home)
+    if why_not is not None:
+        return SkipReason(f"{trigger} seen ({decision.reason}); {why_not}")
+    context.log.info(decision.reason)
+    return SensorResult(
+        run_requests=[
+            RunRequest(
+                run_key=decision.run_key,
+                tags={"shipway/trigger": trigger, "shipway/reason": decision.reason[:200]},
+            )
+        ],
+        cursor=decision.cursor,
+    )
 
 
 def labels_of(home: ShipwayHome, declared: DeclaredModel) -> pd.DataFrame:
@@ -171,7 +206,7 @@ def monitoring_definitions(
     declared: DeclaredModel,
     deployment: AssetKey,
     retrain: UnresolvedAssetJobDefinition,
-    blocked: RetrainBlocked,
+    waiting: WaitingForLabels,
 ) -> Definitions:
     declaration = declared.declaration
     name, policy = declaration.name, declaration.monitoring
@@ -194,24 +229,20 @@ def monitoring_definitions(
         prometheus: PrometheusResource,
         lake: ShipwayHomeResource,
     ) -> SensorResult | SkipReason:
-        champion = serving_champion(lake.home, name)
-        decision = decide_quality(
-            prometheus.client(), name, policy, champion, context.cursor, time.time()
-        )
-        if not decision.retrain:
-            return SkipReason(decision.reason)
-        why_not = blocked(context, lake.home)
-        if why_not is not None:
-            return SkipReason(f"{decision.reason}; {why_not}")
-        context.log.info(decision.reason)
-        return SensorResult(
-            run_requests=[
-                RunRequest(
-                    run_key=decision.run_key,
-                    tags={"shipway/trigger": "quality", "shipway/reason": decision.reason[:200]},
-                )
-            ],
-            cursor=decision.cursor,
+        return retrain_tick(
+            context,
+            lake.home,
+            name,
+            "quality",
+            lambda: decide_quality(
+                prometheus.client(),
+                name,
+                policy,
+                serving_champion(lake.home, name),
+                context.cursor,
+                time.time(),
+            ),
+            waiting,
         )
 
     schedules = []
