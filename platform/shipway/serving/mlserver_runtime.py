@@ -146,10 +146,11 @@ class ShipwayModel(MLModel):
                 {"name": i.name, "shape": i.shape, "data": i.data.root} for i in payload.inputs
             ]
         }
-        parameters = payload.parameters.model_dump() if payload.parameters else {}
+        # The request's own parameters (`row_keys`) are pydantic extras; read, not dumped.
+        parameters = payload.parameters
         try:
             rows = parse_infer_request(body, self._features)
-            row_keys = parse_row_keys(parameters, len(rows))
+            row_keys = parse_row_keys(parameters.model_extra if parameters else None, len(rows))
         except BadRequest as exc:
             raise InferenceError(str(exc)) from None
         if self._added_latency:
@@ -159,7 +160,7 @@ class ShipwayModel(MLModel):
         scores = np.asarray(self._booster.inplace_predict(rows), dtype=float).ravel()
         self._taps.pending.append((rows, scores))
         if self._spool is not None:
-            headers = parameters.get("headers") or {}
+            headers = (parameters.headers if parameters else None) or {}
             self._spool.add(
                 Scored(
                     request_id=payload.id or headers.get("x-request-id") or uuid.uuid4().hex,
