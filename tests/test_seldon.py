@@ -28,7 +28,7 @@ from shipway.processes import free_port
 from shipway.resources import ServingResource
 from shipway.rollout.analysis import Analysis
 from shipway.rollout.controller import Controller, start
-from shipway.rollout.state import PROMOTED, ROLLED_BACK, RolloutStore
+from shipway.rollout.state import PROMOTED, ROLLED_BACK, RolloutState, RolloutStore
 from shipway.serving import seldon
 from shipway.serving.seldon import SeldonServing
 from tests.conftest import JsonHandler
@@ -279,17 +279,19 @@ def test_the_rollout_controller_drives_seldon_through_every_step_on_a_stand_in_k
     assert patches and all(p.endswith("/namespaces/ml/experiments/fraud-model") for p in patches)
 
 
-def test_a_failing_challenger_on_seldon_is_rolled_back_and_its_model_deleted(
-    kube: KubeStandIn, tmp_path: Path
-) -> None:
+def _canary_on_cluster(
+    kube: KubeStandIn, tmp_path: Path, analysis: Analysis, step: int = 0
+) -> tuple[SeldonServing, Controller, RolloutState]:
+    """v1 and v2 as Models, v2's canary saved at `step`, a controller judging `analysis`;
+    the Experiment is left for the test to set."""
     cluster = _cluster(kube)
     canary = POLICY.model_copy(update={"strategy": "canary"})
     for version in ("1", "2"):
         cluster.deploy("fraud_model", version, tmp_path / version)
     store = RolloutStore(tmp_path)
     state = start("fraud_model", "2", "1", canary, 0.0)
+    state.step = step
     store.save(state)
-    cluster.set_traffic("fraud_model", *state.traffic(canary))
     controller = Controller(
         "fraud_model",
         canary,
@@ -297,9 +299,17 @@ def test_a_failing_challenger_on_seldon_is_rolled_back_and_its_model_deleted(
         cluster,
         lambda v: None,
         lambda s, d: None,
-        lambda s, n: FAILING,
+        lambda s, n: analysis,
     )
-    found, decision = controller.tick(canary.interval_seconds + 1.0)
+    return cluster, controller, state
+
+
+def test_a_failing_challenger_on_seldon_is_rolled_back_and_its_model_deleted(
+    kube: KubeStandIn, tmp_path: Path
+) -> None:
+    cluster, controller, state = _canary_on_cluster(kube, tmp_path, FAILING)
+    cluster.set_traffic("fraud_model", *state.traffic(controller.policy))
+    found, decision = controller.tick(controller.policy.interval_seconds + 1.0)
     assert found is not None and found.phase == ROLLED_BACK
     assert "success_rate 0.5 (limit 0.99) FAILED" in decision.reason
     assert kube.experiment("fraud-model") == {
@@ -311,19 +321,9 @@ def test_a_failing_challenger_on_seldon_is_rolled_back_and_its_model_deleted(
 def test_a_weight_change_lost_on_the_cluster_is_re_applied_from_the_rollout_state(
     kube: KubeStandIn, tmp_path: Path
 ) -> None:
-    cluster = _cluster(kube)
-    canary = POLICY.model_copy(update={"strategy": "canary"})
-    for version in ("1", "2"):
-        cluster.deploy("fraud_model", version, tmp_path / version)
-    store = RolloutStore(tmp_path)
-    state = start("fraud_model", "2", "1", canary, 0.0)
-    state.step = 1
-    store.save(state)
+    cluster, controller, _ = _canary_on_cluster(kube, tmp_path, GOOD, step=1)
     # Someone (or a crash between saving and patching) left the Experiment at 10%.
     cluster.set_traffic("fraud_model", {"1": 90, "2": 10})
-    controller = Controller(
-        "fraud_model", canary, store, cluster, lambda v: None, lambda s, d: None, lambda s, n: GOOD
-    )
     _, decision = controller.tick(1.0)
     assert decision.action == "wait"
     assert cluster.status()["fraud_model"]["weights"] == {"1": 50, "2": 50}
