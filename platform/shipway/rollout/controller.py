@@ -110,7 +110,8 @@ def decide(
     if analysis.requests < policy.min_requests:
         seen = f"{analysis.requests:.0f} requests < min_requests {policy.min_requests}"
         if policy.no_data == "hold" and state.held + 1 < policy.max_hold_intervals:
-            return Decision(HOLD, f"no data ({seen}): holding at {_where(state, policy)}")
+            where = _where(state, policy)
+            return Decision(HOLD, f"no data ({seen}): holding at {where}", [], analysis)
         no_data = Check("requests", analysis.requests, policy.min_requests, False)
         return _failed(state, policy, [no_data], analysis, f"no data ({seen})")
     found = checks(analysis, policy.checks, policy.min_requests)
