@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from shipway.monitoring.drift import build_reference
+from shipway.monitoring.drift import DriftRules, build_reference
 from shipway.processes import LOOPBACK, ManagedProcess, free_port, free_ports
 from shipway.serving.bundle import write_bundle
 from shipway.serving.dataplane import DataPlane, Route
@@ -145,7 +145,7 @@ def main() -> int:
         root / "model.ubj",
         build_reference(frame, FEATURES, 10),
         "binary_classification",
-        1000,
+        DriftRules(max_rows=1000),
     )
     print(
         f"model: 150 trees, depth 5, {len(FEATURES)} features; {args.requests} single-row "

@@ -25,12 +25,15 @@ from dagster import (
 
 from shipway.code_location import code_location
 from shipway.models.catalog import load_models
-from shipway.monitoring.drift import build_reference
+from shipway.monitoring.drift import CATEGORICAL, HOUR_OF_DAY, DriftRules, build_reference
 from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT, ShipwayHome
 from shipway.serving.bundle import Bundle, write_bundle
 from shipway.stack import Ports, Stack, running_stack
 
 TOY_FEATURES = ["amount", "hour_of_day", "customer_txn_count_7d"]
+TOY_KINDS = {"hour_of_day": HOUR_OF_DAY, "customer_txn_count_7d": CATEGORICAL}
+# Small windows, so a test's few hundred requests are judged.
+TOY_DRIFT = DriftRules(window_seconds=600.0, min_rows=50, max_rows=400)
 
 
 def toy_frame(rows: int, seed: int, amount_scale: float = 1.0) -> pd.DataFrame:
@@ -66,9 +69,16 @@ def toy_bundle(dest: Path, version: str, seed: int) -> Bundle:
     dest.mkdir(parents=True, exist_ok=True)
     model_file = dest / f"trained-{version}.ubj"
     model.save_model(model_file)
-    reference = build_reference(frame, TOY_FEATURES, bins=10)
+    scores = model.predict_proba(frame[TOY_FEATURES].to_numpy())[:, 1]
+    reference = build_reference(frame, TOY_FEATURES, 10, TOY_KINDS, scores)
     return write_bundle(
-        dest / version, "toy_model", version, model_file, reference, "binary_classification", 400
+        dest / version,
+        "toy_model",
+        version,
+        model_file,
+        reference,
+        "binary_classification",
+        TOY_DRIFT,
     )
 
 

@@ -41,6 +41,7 @@ def test_each_model_s_dashboard_is_generated_from_its_declaration(name: str) -> 
         "Server errors (5xx share)",
         "Latency p50 / p99",
         "Feature drift (PSI)",
+        "Prediction drift (PSI)",
         "Mean prediction score",
         "Live quality",
         "Label coverage",

@@ -99,6 +99,24 @@ CASES: list[tuple[str, Edit, str]] = [
     ("fraud", lambda d: _edit(d / "fraud/model.yaml", "serving:", "serving: [unclosed"), "YAML"),
     (
         "fraud",
+        lambda d: _edit(d / "fraud/model.yaml", "kind: categorical", "kind: ordinal"),
+        "drift.features.merchant_category_code.kind: Input should be 'numeric', 'categorical' "
+        "or 'hour_of_day'",
+    ),
+    (
+        "fraud",
+        lambda d: _edit(d / "fraud/model.yaml", "    merchant_category_code:\n", "    mcc:\n"),
+        "drift.features.mcc: 'mcc' is not a feature of fraud_model_v1",
+    ),
+    (
+        "fraud",
+        lambda d: _edit(
+            d / "fraud/model.yaml", "min_window_samples: 300", "min_window_samples: 5000"
+        ),
+        "drift.min_window_samples 5000 > serving.drift_window 1000: the window could never",
+    ),
+    (
+        "fraud",
         lambda d: _edit(d / "fraud/model.yaml", "fraud_model_v1\n", "fraud_model_v9\n"),
         "feature_service: no feature service 'fraud_model_v9' in feature_repo/ (known: "
         "['customer_spend_v1', 'fraud_model_v1']); define it there or fix the name",

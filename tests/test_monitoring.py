@@ -3,10 +3,12 @@ decisions the drift and quality sensors make from it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -68,6 +70,7 @@ def test_each_model_s_alert_rules_are_generated_from_its_declaration_and_pass_th
     names = {r["alert"] for r in alerts.rules(declared.declaration)["groups"][0]["rules"]}
     assert names == {
         "ShipwayFeatureDrift",
+        "ShipwayPredictionDrift",
         "ShipwayErrorRate",
         "ShipwayLatencyP99",
         "ShipwayLiveQuality",
@@ -80,11 +83,20 @@ def test_a_policy_change_is_a_rule_change_and_no_threshold_is_global() -> None:
     import yaml
 
     declaration = declared_model(models, "fraud_model").declaration
+    monitoring = declaration.monitoring
     stricter = declaration.model_copy(
-        update={"drift": declaration.drift.model_copy(update={"psi_threshold": 0.1})}
+        update={
+            "monitoring": monitoring.model_copy(
+                update={"alerts": monitoring.alerts.model_copy(update={"latency_p99_ms": 40.0})}
+            )
+        }
     )
-    (drift, *_) = alerts.rules(stricter)["groups"][0]["rules"]
-    assert drift["expr"] == 'shipway:feature_drift_psi:max{model="fraud_model"} > 0.1'
+    found = {r["alert"]: r["expr"] for r in alerts.rules(stricter)["groups"][0]["rules"]}
+    assert found["ShipwayLatencyP99"] == (
+        'shipway:request_duration_seconds:p99_1m{model="fraud_model"} > 0.04'
+    )
+    # Drift limits are per feature: the runtime applies them, the alert reads its judgement.
+    assert "shipway_feature_drifted" in found["ShipwayFeatureDrift"]
     shared = yaml.safe_load((PROMETHEUS_CONFIG_DIR / "rules" / "shipway.yml").read_text())
     assert all("alert" not in r for g in shared["groups"] for r in g["rules"])
 
@@ -106,6 +118,9 @@ def exporter() -> Iterator[tuple[int, dict[str, Gauge]]]:
     gauges = {
         "psi": Gauge(
             "shipway_feature_drift_psi", "psi", ["model", "version", "feature"], registry=registry
+        ),
+        "drifted": Gauge(
+            "shipway_feature_drifted", "0/1", ["model", "version", "feature"], registry=registry
         ),
         "samples": Gauge(
             "shipway_drift_window_samples", "n", ["model", "version"], registry=registry
@@ -140,27 +155,43 @@ POLICY = DriftPolicy(
 )
 
 
-def _set(gauges: dict[str, Gauge], samples: int, amount_psi: float) -> None:
+def _set(gauges: dict[str, Gauge], samples: int, amount_psi: float, drifted: bool | None) -> None:
+    """What the runtime exports for v1: `drifted` None is a window under its minimum count,
+    which has no drift series at all."""
     gauges["samples"].labels("fraud_model", "1").set(samples)
-    gauges["psi"].labels("fraud_model", "1", "amount").set(amount_psi)
-    gauges["psi"].labels("fraud_model", "1", "hour_of_day").set(0.02)
+    for feature, value, judged in (("amount", amount_psi, drifted), ("hour_of_day", 0.02, False)):
+        if drifted is None:
+            for name in ("psi", "drifted"):
+                # feast's import sets PROMETHEUS_MULTIPROC_DIR process-wide, so
+                # prometheus_client warns that removal is not multi-process safe; this
+                # exporter is one process.
+                with warnings.catch_warnings(), contextlib.suppress(KeyError):
+                    warnings.simplefilter("ignore", UserWarning)
+                    gauges[name].remove("fraud_model", "1", feature)
+            continue
+        gauges["psi"].labels("fraud_model", "1", feature).set(value)
+        gauges["drifted"].labels("fraud_model", "1", feature).set(float(bool(judged)))
 
 
-def _scraped(client: PrometheusClient, samples: int, amount_psi: float) -> None:
-    client.wait_for(
-        'shipway_feature_drift_psi{feature="amount"}',
-        lambda found: any(abs(s.value - amount_psi) < 1e-9 for s in found),
-        timeout=30,
-    )
+def _scraped(client: PrometheusClient, samples: int, amount_psi: float | None) -> None:
     client.wait_for(
         "shipway_drift_window_samples", lambda f: any(s.value == samples for s in f), timeout=30
+    )
+    client.wait_for(
+        'shipway_feature_drift_psi{feature="amount"}',
+        lambda found: (
+            not found
+            if amount_psi is None
+            else any(abs(s.value - amount_psi) < 1e-9 for s in found)
+        ),
+        timeout=30,
     )
 
 
 def test_prometheus_scrapes_the_targets_shipway_writes_and_evaluates_rules(
     prometheus: PrometheusServer, exporter: tuple[int, dict[str, Gauge]]
 ) -> None:
-    _set(exporter[1], 500, 0.42)
+    _set(exporter[1], 500, 0.42, True)
     client = PrometheusClient(prometheus.url)
     found = client.wait_for(
         "shipway:feature_drift_psi:max", lambda s: bool(s) and s[0].value == 0.42, timeout=30
@@ -188,29 +219,31 @@ def test_no_retrain_on_a_window_too_small_to_judge(
     prometheus: PrometheusServer, exporter: tuple[int, dict[str, Gauge]]
 ) -> None:
     client = PrometheusClient(prometheus.url)
-    _set(exporter[1], 120, 0.9)
-    _scraped(client, 120, 0.9)
+    _set(exporter[1], 120, 0.9, None)
+    _scraped(client, 120, None)
     decision = decide(client, "fraud_model", POLICY, None, time.time())
     assert not decision.retrain
-    assert "window samples {'1': 120.0} < 300 required" in decision.reason
+    assert "window samples {'1': 120.0} < 300 required in 15 min" in decision.reason
 
 
-def test_no_retrain_below_the_policy_threshold(
+def test_no_retrain_when_the_runtime_judged_no_feature_drifted(
     prometheus: PrometheusServer, exporter: tuple[int, dict[str, Gauge]]
 ) -> None:
     client = PrometheusClient(prometheus.url)
-    _set(exporter[1], 1000, 0.2)
-    _scraped(client, 1000, 0.2)
+    _set(exporter[1], 1000, 0.31, False)
+    _scraped(client, 1000, 0.31)
     decision = decide(client, "fraud_model", POLICY, None, time.time())
     assert not decision.retrain
-    assert "max PSI 0.200 (v1:amount) <= threshold 0.25" in decision.reason
+    assert "no feature past its PSI and p-value limits (max PSI 0.310, v1:amount)" in (
+        decision.reason
+    )
 
 
 def test_drift_over_the_threshold_requests_one_retrain_per_cooldown(
     prometheus: PrometheusServer, exporter: tuple[int, dict[str, Gauge]]
 ) -> None:
     client = PrometheusClient(prometheus.url)
-    _set(exporter[1], 1000, 0.61)
+    _set(exporter[1], 1000, 0.61, True)
     _scraped(client, 1000, 0.61)
     now = time.time()
     first = decide(client, "fraud_model", POLICY, None, now)

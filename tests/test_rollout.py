@@ -30,7 +30,7 @@ from shipway.rollout.state import PROMOTED, ROLLED_BACK, RolloutState, RolloutSt
 from shipway.serving.bundle import Bundle, write_bundle
 from shipway.serving.protocol import features_request
 from shipway.stack import Ports, Stack, running_stack
-from tests.conftest import TOY_FEATURES, toy_frame
+from tests.conftest import TOY_DRIFT, TOY_FEATURES, toy_frame
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +100,7 @@ def _bundles(stack: Stack, bundles: dict[str, Bundle], model: str, fault: dict[s
             source.path / "model.ubj",
             source.reference,
             "binary_classification",
-            400,
+            TOY_DRIFT,
             fault=fault if version == "2" else None,
         )
 

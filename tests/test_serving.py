@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from shipway.errors import ShipwayError
-from shipway.monitoring.drift import build_reference
+from shipway.monitoring.drift import DriftRules, build_reference
 from shipway.processes import ManagedProcess, free_ports
 from shipway.serving.bundle import Bundle, write_bundle
 from shipway.serving.client import TOKEN_ENV, ServingClient, control_plane_process
@@ -233,7 +233,7 @@ def test_a_regression_model_is_served_beside_the_classifier_with_its_own_setting
         tmp_path / "spend.ubj",
         reference,
         "regression",
-        60,
+        DriftRules(min_rows=50, max_rows=60),
     )
     deployed.deploy("toy_spend", "1", bundle.path)
     deployed.set_traffic("toy_spend", {"1": 100})

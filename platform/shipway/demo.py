@@ -440,15 +440,16 @@ def _await_window(
 def _await_drift(
     prometheus: PrometheusClient, model: str, declared: DeclaredModel, timeline: Timeline
 ) -> None:
-    threshold = declared.declaration.drift.psi_threshold
-    samples = prometheus.wait_for(
-        f'max by (feature) (shipway_feature_drift_psi{{model="{model}"}})',
-        lambda found: any(s.value > threshold for s in found),
+    prometheus.wait_for(
+        f'shipway_feature_drifted{{model="{model}"}} == 1',
+        lambda found: bool(found),
         timeout=60.0,
     )
+    samples = prometheus.query(f'max by (feature) (shipway_feature_drift_psi{{model="{model}"}})')
     top = sorted(samples, key=lambda s: -s.value)[:3]
     timeline.say(
-        "  Prometheus: PSI " + ", ".join(f"{s.labels['feature']}={s.value:.2f}" for s in top)
+        "  Prometheus: drifted, PSI "
+        + ", ".join(f"{s.labels['feature']}={s.value:.2f}" for s in top)
     )
 
 

@@ -24,6 +24,7 @@ from shipway.errors import PolicyError, ShipwayError
 from shipway.features.service import ServiceSpec, repository
 from shipway.features.training_sets import LabelRules
 from shipway.models.declaration import ModelDeclaration, load_declaration
+from shipway.monitoring.drift import SCORE
 from shipway.paths import DBT_PROJECT_DIR
 
 DECLARATION_FILE = "model.yaml"
@@ -203,6 +204,13 @@ def _check_sources(model: DeclaredModel, tables: Mapping[str, list[str]]) -> Non
             "training.baseline",
             f"{baseline!r} is not a feature of {service.name} ({service.feature_names})",
         )
+    for name in declaration.drift.features:
+        if name not in service.feature_names and name != SCORE:
+            raise fail(
+                f"drift.features.{name}",
+                f"{name!r} is not a feature of {service.name} ({service.feature_names}) "
+                f"nor {SCORE!r}, the prediction",
+            )
 
 
 def _check_contract(model: DeclaredModel) -> None:

@@ -353,7 +353,7 @@ def model_definitions(model: DeclaredModel) -> Definitions:
             model_file,
             ReferenceProfile.load(reference_file),
             declaration.problem,
-            declaration.serving.drift_window,
+            declaration.drift.rules(declaration.serving.drift_window),
             fault=_fault(context.run.tags.get(FAULT_TAG)),
         )
         if bundle.fault:

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from shipway.monitoring.drift import DriftRule, DriftRules
 from shipway.release.statistics import BOOTSTRAPPABLE
 from shipway.reviewed import load_reviewed_file
 
@@ -177,16 +178,58 @@ class ReleasePolicy(_Strict):
     approval: ApprovalPolicy = ApprovalPolicy()
 
 
+DriftKind = Literal["numeric", "categorical", "hour_of_day"]
+
+
+class FeatureDrift(_Strict):
+    """How one feature (or `score`, the prediction) is compared, when it is not the default."""
+
+    kind: DriftKind = "numeric"
+    """`categorical`: by category (PSI and chi²); `hour_of_day`: by hour, against the training
+    rows of the hours a window covers; `numeric`: quantile bins (PSI) and KS."""
+    psi_threshold: float | None = Field(default=None, gt=0.0)
+    p_value: float | None = Field(default=None, gt=0.0, lt=1.0)
+    exclude: str | None = Field(default=None, min_length=10)
+    """Not compared at all; the value is the reason, shown wherever drift is."""
+
+
 class DriftPolicy(_Strict):
+    """Live drift per version, decided by the runtime on a time window and read by
+    `<model>_drift_sensor` and the alerts: a feature drifts when its PSI passes its threshold
+    and its test's (KS, chi²) p-value is below its limit."""
+
     psi_threshold: float = Field(gt=0.0)
+    p_value: float = Field(default=0.05, gt=0.0, lt=1.0)
+    window_minutes: float = Field(default=15.0, gt=0.0)
+    """Rows older than this leave a version's window: a version without traffic stops alarming."""
     min_window_samples: int = Field(gt=0)
+    """A window with fewer rows has no drift statistics."""
     cooldown_minutes: float = Field(ge=0.0)
     evaluation_interval_seconds: int = Field(ge=5)
+    features: dict[str, FeatureDrift] = {}
+
+    def kinds(self) -> dict[str, str]:
+        return {name: rule.kind for name, rule in self.features.items()}
+
+    def rules(self, max_rows: int) -> DriftRules:
+        default = DriftRule(self.psi_threshold, self.p_value)
+        return DriftRules(
+            default=default,
+            features={
+                name: DriftRule(rule.psi_threshold or default.psi, rule.p_value or default.p_value)
+                for name, rule in self.features.items()
+                if rule.exclude is None
+            },
+            excluded={n: r.exclude for n, r in self.features.items() if r.exclude is not None},
+            window_seconds=self.window_minutes * 60.0,
+            min_rows=self.min_window_samples,
+            max_rows=max_rows,
+        )
 
 
 class ServingPolicy(_Strict):
     drift_window: int = Field(gt=10)
-    """Live rows kept per version for drift."""
+    """At most this many live rows per version in the drift window (the newest)."""
     reference_bins: int = Field(ge=4, le=50)
 
 
@@ -372,6 +415,16 @@ class ModelDeclaration(_Strict):
                 )
         return monitoring
 
+    @model_validator(mode="after")
+    def _drift_window_can_fill(self) -> ModelDeclaration:
+        if self.drift.min_window_samples > self.serving.drift_window:
+            raise ValueError(
+                f"drift.min_window_samples {self.drift.min_window_samples} > "
+                f"serving.drift_window {self.serving.drift_window}: the window could never "
+                "hold enough rows to be judged"
+            )
+        return self
+
     @field_validator("training")
     @classmethod
     def _regression_has_a_baseline(
@@ -424,6 +477,10 @@ class ModelDeclaration(_Strict):
     @property
     def live_quality(self) -> str:
         return f"{self.name}_live_quality"
+
+    @property
+    def live_drift(self) -> str:
+        return f"{self.name}_live_drift"
 
     @property
     def quality_sensor(self) -> str:

@@ -32,7 +32,7 @@ from sklearn.metrics import (
 from shipway.errors import ShipwayError
 from shipway.models.declaration import ModelDeclaration
 from shipway.models.tracking import git_commit, lock_hash, model_version_url, run_url
-from shipway.monitoring.drift import ReferenceProfile, build_reference
+from shipway.monitoring.drift import SCORE, ReferenceProfile, build_reference
 from shipway.serving.bundle import MODEL_FILE, REFERENCE_FILE
 from shipway.serving.protocol import SCORE_OUTPUT
 
@@ -140,12 +140,27 @@ def train(
     # travels with the model (its signature and drift reference).
     model.fit(train_part[features].to_numpy(), train_part[label].to_numpy())
     x_valid, y_valid = valid_part[features].to_numpy(), valid_part[label].to_numpy()
+    x_train = train_part[features].to_numpy()
     if isinstance(model, xgb.XGBClassifier):
         metrics = classification_metrics(y_valid, model.predict_proba(x_valid)[:, 1])
+        train_scores = model.predict_proba(x_train)[:, 1]
     else:
         baseline = valid_part[str(training.baseline)].to_numpy(dtype=float)
         metrics = regression_metrics(y_valid, model.predict(x_valid), baseline)
-    reference = build_reference(train_part, features, declaration.serving.reference_bins)
+        train_scores = model.predict(x_train)
+    unknown = sorted(set(declaration.drift.features) - {*features, SCORE})
+    if unknown:
+        raise ShipwayError(
+            f"{declaration.name}: drift.features names {unknown}, not features of "
+            f"{declaration.feature_service} ({features}) nor {SCORE!r}"
+        )
+    reference = build_reference(
+        train_part,
+        features,
+        declaration.serving.reference_bins,
+        kinds=declaration.drift.kinds(),
+        scores=train_scores,
+    )
     return TrainedModel(
         model, features, metrics, reference, split_at, len(train_part), len(valid_part)
     )

@@ -10,7 +10,8 @@ on every case.
 
 | alert | fires when | limit from |
 | --- | --- | --- |
-| `ShipwayFeatureDrift` | a version's worst feature PSI passes it | `drift.psi_threshold` |
+| `ShipwayFeatureDrift` | the runtime judged a version's feature drifted | `drift` (per feature) |
+| `ShipwayPredictionDrift` | the runtime judged a version's scores drifted | `drift` (`score`) |
 | `ShipwayErrorRate` | a version's 5xx share passes 1 - min success | `rollout.checks` |
 | `ShipwayLatencyP99` | a version's p99 passes it | `monitoring.alerts` |
 | `ShipwayLiveQuality` | live quality, on enough labels, breaks it | `monitoring.quality` |
@@ -58,11 +59,22 @@ def rules(declaration: ModelDeclaration) -> dict[str, Any]:
     value = '{{ $value | printf "%.3g" }}'
     max_errors = round(1.0 - declaration.rollout.checks.min_success_rate, 6)
     found = [
+        # The runtime applies the drift policy per feature (PSI and p-value, on a time window
+        # with a minimum count); the alert carries the PSI as its value.
         _alert(
             "ShipwayFeatureDrift",
-            f"shipway:feature_drift_psi:max{{{sel}}} > {declaration.drift.psi_threshold}",
+            f"shipway_feature_drift_psi{{{sel}}} and on (model, version, feature) "
+            f"(shipway_feature_drifted{{{sel}}} == 1)",
             wait,
-            f"{who}: feature drift PSI {value} > {declaration.drift.psi_threshold}",
+            f"{who}: feature {{{{ $labels.feature }}}} drifted, PSI {value}",
+            "warning",
+        ),
+        _alert(
+            "ShipwayPredictionDrift",
+            f"shipway_prediction_drift_psi{{{sel}}} and on (model, version) "
+            f"(shipway_prediction_drifted{{{sel}}} == 1)",
+            wait,
+            f"{who}: scores drifted from the training scores, PSI {value}",
             "warning",
         ),
         _alert(
@@ -140,9 +152,18 @@ def rule_tests(declaration: ModelDeclaration) -> dict[str, Any]:
     cluster = {"envoy_cluster_name": f"{m}__v1", "model": m, "version": "1"}
     quiet = {"envoy_cluster_name": f"{m}__v2", "model": m, "version": "2"}
     v1, v2 = {"model": m, "version": "1"}, {"model": m, "version": "2"}
+    # v1's feature f and scores drifted; v2's f has a high PSI the runtime did not judge
+    # drift (its p-value passed), and v2's scores are fine.
+    f1, f2 = {**v1, "feature": "f"}, {**v2, "feature": "f"}
     series = [
-        _series("shipway_feature_drift_psi", {**v1, "feature": "f"}, f"{psi * 2}x30"),
-        _series("shipway_feature_drift_psi", {**v2, "feature": "f"}, f"{psi / 2}x30"),
+        _series("shipway_feature_drift_psi", f1, f"{psi * 2}x30"),
+        _series("shipway_feature_drifted", f1, "1x30"),
+        _series("shipway_feature_drift_psi", f2, f"{psi * 2}x30"),
+        _series("shipway_feature_drifted", f2, "0x30"),
+        _series("shipway_prediction_drift_psi", v1, f"{psi * 3}x30"),
+        _series("shipway_prediction_drifted", v1, "1x30"),
+        _series("shipway_prediction_drift_psi", v2, f"{psi / 2}x30"),
+        _series("shipway_prediction_drifted", v2, "0x30"),
         # v1: 40 requests per minute, 20 of them 5xx; all slower than the limit.
         _series("envoy_cluster_upstream_rq_total", cluster, "0+40x30"),
         _series(
@@ -178,7 +199,8 @@ def rule_tests(declaration: ModelDeclaration) -> dict[str, Any]:
     stale_minutes = alerts.prediction_log_stale_minutes + wait + 3
     who = f"{m} v1"
     expected = {
-        "ShipwayFeatureDrift": f"{who}: feature drift PSI {psi * 2:.3g} > {psi}",
+        "ShipwayPredictionDrift": f"{who}: scores drifted from the training scores, PSI "
+        f"{psi * 3:.3g}",
         "ShipwayErrorRate": f"{who}: 0.5 of requests fail with 5xx (limit "
         f"{round(1.0 - declaration.rollout.checks.min_success_rate, 6)})",
         "ShipwayLatencyP99": f"{who}: p99 {alerts.latency_p99_ms * 4 / 1000:.3g}s > "
@@ -198,6 +220,18 @@ def rule_tests(declaration: ModelDeclaration) -> dict[str, Any]:
                 ],
             }
         )
+    cases.append(
+        {
+            "eval_time": after,
+            "alertname": "ShipwayFeatureDrift",
+            "exp_alerts": [
+                {
+                    "exp_labels": {"severity": "warning", **f1},
+                    "exp_annotations": {"summary": f"{who}: feature f drifted, PSI {psi * 2:.3g}"},
+                }
+            ],
+        }
+    )
     if declaration.monitoring.quality:
         cases.append(
             {

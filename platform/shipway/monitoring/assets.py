@@ -1,11 +1,12 @@
-"""Each model's live monitoring in Dagster: `<model>_live_quality`, `<model>_quality_sensor`
-and, when the policy names a cadence, `<model>_retrain_schedule`.
+"""Each model's live monitoring in Dagster: `<model>_live_quality`, `<model>_live_drift`,
+`<model>_quality_sensor` and, when the policy names a cadence, `<model>_retrain_schedule`.
 
 `<model>_live_quality` joins the prediction log with the model's label table as of the lake's
 newest event, applies the log's retention, writes the report where the serving control plane
 exports it to Prometheus (`shipway_live_quality`, `shipway_live_labelled_predictions`,
 `shipway_label_coverage`), and shows it as metadata: the table per version and day, the
 judged window's values as numbers (Dagster plots them across materializations), and a figure.
+`<model>_live_drift` shows each served version's drift day by day (`monitoring.live_drift`).
 (No `from __future__ import annotations`: Dagster reads these hints.)
 """
 
@@ -13,6 +14,7 @@ import base64
 import io
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import matplotlib
@@ -47,11 +49,14 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 from shipway.data.lake import read_table, table_exists
 from shipway.errors import ShipwayError
 from shipway.models.catalog import DeclaredModel
+from shipway.monitoring.drift import DriftRules, ReferenceProfile
+from shipway.monitoring.live_drift import daily_drift, figure, markdown
 from shipway.monitoring.quality import QualityReport, live_quality
 from shipway.monitoring.retraining import RetrainDecision, decide_quality
 from shipway.paths import ShipwayHome
 from shipway.resources import PrometheusResource, ShipwayHomeResource
 from shipway.rollout.state import PROMOTED, RolloutStore
+from shipway.serving.bundle import REFERENCE_FILE, read_bundle
 from shipway.serving.prediction_log import maintain, read_predictions, table_name
 
 WaitingForLabels = Callable[[SensorEvaluationContext, ShipwayHome], str | None]
@@ -191,6 +196,56 @@ def live_quality_asset(declared: DeclaredModel, deployment: AssetKey) -> AssetsD
     return live_quality_of
 
 
+def live_drift_asset(declared: DeclaredModel, deployment: AssetKey) -> AssetsDefinition:
+    declaration = declared.declaration
+    name, policy = declaration.name, declaration.monitoring
+
+    @asset(
+        name=declaration.live_drift,
+        group_name=name,
+        deps=[deployment],
+        description=f"Drift of every served {name} version by day over the last "
+        f"{policy.window_days} days: its prediction log ({table_name(name)}) against the "
+        "version's training reference, with the rules its bundle serves with (the live "
+        "window's statistics and decisions, per day).",
+    )
+    def live_drift_of(
+        context: AssetExecutionContext, lake: ShipwayHomeResource
+    ) -> MaterializeResult:
+        home = lake.home
+        since = datetime.now(UTC) - timedelta(days=policy.window_days)
+        predictions = read_predictions(home.lake, name, since=since)
+        versions: dict[str, tuple[ReferenceProfile, DriftRules]] = {}
+        for version in sorted(set(predictions["version"])):
+            folder = home.serving / name / str(version)
+            if (folder / REFERENCE_FILE).is_file():
+                bundle = read_bundle(folder)
+                versions[str(version)] = (bundle.reference, bundle.drift)
+            else:
+                context.log.info("%s v%s has no bundle left: its drift is not shown", name, version)
+        days = daily_drift(predictions, versions)
+        rules = declaration.drift.rules(declaration.serving.drift_window)
+        metadata: dict[str, Any] = {
+            "predictions": len(predictions),
+            "days": len({d.day for d in days}),
+            "report": MetadataValue.md(markdown(days, rules.excluded)),
+        }
+        for version in versions:
+            judged = [d for d in days if d.version == version and d.found]
+            if judged:
+                latest = judged[-1]
+                worst = latest.worst
+                metadata[f"v{version}_drifted_features"] = len(latest.drifted)
+                metadata[f"v{version}_max_psi"] = worst.psi if worst else 0.0
+                for item in latest.drifted:
+                    context.log.warning("%s v%s on %s: %s", name, version, latest.day, item.line())
+        if any(d.found for d in days):
+            metadata["figure"] = MetadataValue.md(figure(days, rules))
+        return MaterializeResult(metadata=metadata)
+
+    return live_drift_of
+
+
 def serving_champion(home: ShipwayHome, model: str) -> str | None:
     """The version serving all traffic, or the champion of a rollout under way (the rollout
     state is the serving truth; MLflow's `champion` alias follows it)."""
@@ -211,10 +266,12 @@ def monitoring_definitions(
     declaration = declared.declaration
     name, policy = declaration.name, declaration.monitoring
     quality = live_quality_asset(declared, deployment)
+    drift = live_drift_asset(declared, deployment)
     refresh = define_asset_job(
         f"{name}_monitoring",
-        selection=AssetSelection.assets(quality.key),
-        description=f"Recompute {name}'s live quality from its prediction log and labels.",
+        selection=AssetSelection.assets(quality.key, drift.key),
+        description=f"Recompute {name}'s live quality (prediction log and labels) and its "
+        "drift by day.",
     )
 
     @sensor(
@@ -260,5 +317,5 @@ def monitoring_definitions(
             )
         )
     return Definitions(
-        assets=[quality], jobs=[refresh], sensors=[quality_sensor], schedules=schedules
+        assets=[quality, drift], jobs=[refresh], sensors=[quality_sensor], schedules=schedules
     )

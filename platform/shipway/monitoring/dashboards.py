@@ -2,9 +2,9 @@
 
 Panels: traffic share per version (and the shadow), the rollout's phase and failed checks,
 request rate, server errors, latency p50 / p99 per version, feature drift against the drift
-threshold, the mean prediction score per version (prediction drift), live quality against the
-quality limits, label coverage and the prediction log's write rate; rollout steps and phase
-changes (a retrain's version entering or leaving traffic) as annotations. Every query is plain
+threshold, prediction drift (PSI of the scores) and the mean score per version, live quality
+against the quality limits, label coverage and the prediction log's write rate; rollout steps and
+phase changes (a retrain's version entering or leaving traffic) as annotations. Every query is plain
 PromQL on Shipway's metric names with the model's name filled in, so it runs as it is against
 Prometheus (a test does), and the Prometheus data source is a dashboard variable.
 
@@ -137,14 +137,23 @@ def panels(declaration: ModelDeclaration) -> list[dict[str, Any]]:
             "Feature drift (PSI)",
             [(f"shipway_feature_drift_psi{{{m}}}", "v{{version}} {{feature}}")],
             "short",
-            "Live window against the training reference; the line is the drift policy.",
+            "Each version's time window against its training reference (no series while the "
+            "window holds too few rows); the line is the drift policy's default PSI threshold, "
+            "a feature also needs its KS / chi² p-value under the limit to drift.",
             [declaration.drift.psi_threshold],
+        ),
+        _panel(
+            "Prediction drift (PSI)",
+            [(f"shipway_prediction_drift_psi{{{m}}}", "v{{version}}")],
+            "short",
+            "Each version's live scores against the scores of its own training rows.",
+            [declaration.drift.rules(declaration.serving.drift_window).rule("score").psi],
         ),
         _panel(
             "Mean prediction score",
             [(f"shipway:prediction_score:mean_5m{{{m}}}", "v{{version}}")],
             "short",
-            "Prediction drift and the challenger's divergence from the champion.",
+            "The challenger's divergence from the champion.",
         ),
         _panel(
             "Live quality",

@@ -34,11 +34,21 @@ def _cooldown(cursor: str | None, minutes: float, now: float) -> RetrainDecision
     return None
 
 
-def drift_queries(model: str) -> tuple[str, str]:
+DRIFTED = ("shipway_feature_drifted", "shipway_prediction_drifted")
+
+
+def drift_queries(model: str) -> tuple[str, str, str]:
+    """What the runtime decided per version and feature, the PSI behind it, the window size."""
     return (
-        f'shipway_feature_drift_psi{{model="{model}"}}',
+        " or ".join(f'{name}{{model="{model}"}}' for name in DRIFTED),
+        f'shipway_feature_drift_psi{{model="{model}"}} or '
+        f'shipway_prediction_drift_psi{{model="{model}"}}',
         f'shipway_drift_window_samples{{model="{model}"}}',
     )
+
+
+def _drift_key(labels: dict[str, str]) -> str:
+    return f"v{labels.get('version', '?')}:{labels.get('feature', 'score')}"
 
 
 def decide(
@@ -48,32 +58,34 @@ def decide(
     cursor: str | None,
     now: float,
 ) -> RetrainDecision:
-    """Retrain when any feature's PSI on a full enough window passes the policy threshold."""
+    """Retrain when the runtime judged a feature (or the score) of a version drifted.
+
+    The runtime applies the policy per feature on each version's time window and exports no
+    drift series for a window under `min_window_samples`, so a version without traffic drops
+    out of this decision once its rows age out.
+    """
     cooling = _cooldown(cursor, policy.cooldown_minutes, now)
     if cooling is not None:
         return cooling
     cooldown = policy.cooldown_minutes * 60.0
-    psi_query, samples_query = drift_queries(model)
+    drifted_query, psi_query, samples_query = drift_queries(model)
     samples = {s.labels.get("version", "?"): s.value for s in client.query(samples_query)}
-    ready = {v for v, n in samples.items() if n >= policy.min_window_samples}
-    if not ready:
+    judged = client.query(drifted_query)
+    if not judged:
         return RetrainDecision(
             False,
             f"not enough live traffic for {model}: window samples {samples or 'none'} "
-            f"< {policy.min_window_samples} required",
+            f"< {policy.min_window_samples} required in {policy.window_minutes:g} min",
         )
-    psi = {
-        f"v{s.labels['version']}:{s.labels['feature']}": s.value
-        for s in client.query(psi_query)
-        if s.labels.get("version") in ready
-    }
-    drifted = {k: v for k, v in psi.items() if v > policy.psi_threshold}
+    psi = {_drift_key(s.labels): s.value for s in client.query(psi_query)}
+    flagged = [_drift_key(s.labels) for s in judged if s.value >= 1]
+    drifted = {key: psi.get(key, float("nan")) for key in flagged}
     if not drifted:
         worst = max(psi.items(), key=lambda kv: kv[1], default=("none", 0.0))
         return RetrainDecision(
             False,
-            f"no drift for {model}: max PSI {worst[1]:.3f} ({worst[0]}) "
-            f"<= threshold {policy.psi_threshold}",
+            f"no drift for {model}: no feature past its PSI and p-value limits "
+            f"(max PSI {worst[1]:.3f}, {worst[0]})",
         )
     versions = "-".join(sorted({k.split(":")[0] for k in drifted}))
     # One run per drifting version per cooldown window, even if the cursor was lost.
@@ -81,8 +93,8 @@ def decide(
     top = dict(sorted(drifted.items(), key=lambda kv: -kv[1])[:5])
     return RetrainDecision(
         True,
-        f"drift on {model}: {len(drifted)} feature(s) over PSI {policy.psi_threshold}: "
-        + ", ".join(f"{k}={v:.3f}" for k, v in top.items()),
+        f"drift on {model}: {len(drifted)} drifted (PSI and p-value past the policy): "
+        + ", ".join(f"{k} PSI {v:.3f}" for k, v in top.items()),
         run_key=f"{model}-drift-{versions}-{bucket}",
         cursor=json.dumps({"last_fired": now}),
         drifted=top,

@@ -3,9 +3,9 @@
 Layout (`<serving>/<model>/<version>/`): `model.ubj` (XGBoost), `model-settings.json`
 (MLServer: Shipway's runtime, the feature inputs and the `score` output as the version's Open
 Inference Protocol metadata, and in `parameters.extra` the version's serving settings from the
-model's declaration: problem type, drift window, an optional injected fault), `reference.json`
-(feature order + training distribution). Every version carries its own settings, so two models
-served side by side each keep theirs.
+model's declaration: problem type, the drift rules, an optional injected fault),
+`reference.json` (feature order + training distribution of the features and the score).
+Every version carries its own settings, so two models served side by side each keep theirs.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shipway.errors import BadRequest
-from shipway.monitoring.drift import ReferenceProfile
+from shipway.monitoring.drift import DriftRules, ReferenceProfile
 from shipway.serving.protocol import SCORE_OUTPUT
 
 MODEL_FILE = "model.ubj"
@@ -34,7 +34,7 @@ class Bundle:
     model: str
     version: str
     problem: str
-    drift_window: int
+    drift: DriftRules
     fault: dict[str, float] | None = None
 
     @property
@@ -49,7 +49,7 @@ def write_bundle(
     model_file: Path,
     reference: ReferenceProfile,
     problem: str,
-    drift_window: int,
+    drift: DriftRules,
     fault: dict[str, float] | None = None,
 ) -> Bundle:
     """`fault` ({"error_ratio": 0.3, "latency_ms": 50}) makes a deliberately bad version."""
@@ -58,7 +58,7 @@ def write_bundle(
     reference.save(dest / REFERENCE_FILE)
     extra: dict[str, object] = {
         "problem": problem,
-        "drift_window": drift_window,
+        "drift": drift.to_dict(),
         "reference": REFERENCE_FILE,
     }
     if fault:
@@ -74,7 +74,7 @@ def write_bundle(
         "parameters": {"uri": f"./{MODEL_FILE}", "version": version, "extra": extra},
     }
     (dest / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
-    return Bundle(dest, model, version, problem, drift_window, fault)
+    return Bundle(dest, model, version, problem, drift, fault)
 
 
 def read_bundle(path: Path) -> Bundle:
@@ -91,7 +91,7 @@ def read_bundle(path: Path) -> Bundle:
             str(settings["name"]),
             str(parameters["version"]),
             str(extra["problem"]),
-            int(extra["drift_window"]),
+            DriftRules.from_dict(extra["drift"]),
             extra.get("fault"),
         )
     except (ValueError, KeyError, TypeError) as exc:

@@ -9,9 +9,12 @@ runtime:
   `features`), validated against the version's features; a bad one is a 400 naming the input,
   which the data plane never counts as the version's error;
 - one output, `score`: the positive class's probability, or the forecast;
-- taps off the hot path: a request only queues its rows and scores; binning them into the drift
-  window and the score histogram happens when Prometheus scrapes (`shipway_feature_drift_psi`,
-  `shipway_drift_window_samples`, `shipway_prediction_score`), and a thread writes them to the
+- taps off the hot path: a request only queues its rows and scores; the drift window (by time,
+  `shipway.monitoring.drift`) and the score histogram are computed when Prometheus scrapes
+  (`shipway_feature_drift_{psi,pvalue}`, `shipway_feature_drifted`, the same for
+  `shipway_prediction_drift*`, `shipway_drift_window_samples`, `shipway_prediction_score`;
+  no drift series while the window holds fewer rows than the policy's minimum), and a thread
+  writes them to the
   prediction spool (`shipway.serving.prediction_spool`) with the request id, the `row_keys`
   parameter and whether the request was mirrored (Envoy adds `-shadow` to a mirrored
   request's host name);
@@ -42,7 +45,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from shipway.errors import BadRequest
-from shipway.monitoring.drift import DriftWindow, ReferenceProfile
+from shipway.monitoring.drift import SCORE, DriftRules, DriftWindow, ReferenceProfile
 from shipway.serving.prediction_spool import SPOOL_ENV, PredictionSpool, Scored
 from shipway.serving.protocol import (
     SCORE_BUCKETS,
@@ -58,17 +61,17 @@ _PENDING_BATCHES = 10_000
 class _Taps(Collector):
     """Rows and scores queued by requests, folded into drift and score metrics at scrape."""
 
-    def __init__(self, model: str, version: str, reference: ReferenceProfile, window: int) -> None:
+    def __init__(self, model: str, version: str, reference: ReferenceProfile, rules: DriftRules):
         self.labels = [model, version]
-        self.drift = DriftWindow(reference, window)
-        self.pending: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=_PENDING_BATCHES)
+        self.drift = DriftWindow(reference, rules)
+        self.pending: deque[tuple[float, np.ndarray, np.ndarray]] = deque(maxlen=_PENDING_BATCHES)
         self.buckets = np.zeros(len(SCORE_BUCKETS) + 1, dtype=np.int64)
         self.score_sum = 0.0
 
     def _drain(self) -> None:
         while self.pending:
-            rows, scores = self.pending.popleft()
-            self.drift.add(rows)
+            at, rows, scores = self.pending.popleft()
+            self.drift.add(rows, scores, at)
             self.buckets += np.bincount(
                 np.searchsorted(SCORE_BUCKETS, scores, side="left"), minlength=len(self.buckets)
             )
@@ -77,16 +80,37 @@ class _Taps(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
         self._drain()
         names = ["model", "version"]
-        psi = GaugeMetricFamily(
-            "shipway_feature_drift_psi",
-            "PSI of the live window against the training reference, per feature",
-            labels=[*names, "feature"],
-        )
-        if self.drift.samples:
-            for feature, value in self.drift.psi_by_feature().items():
-                psi.add_metric([*self.labels, feature], value)
+        found = self.drift.drift()
+        families = {
+            kind: (
+                GaugeMetricFamily(f"shipway_{kind}_psi", f"{what}: PSI", labels=[*names, *extra]),
+                GaugeMetricFamily(
+                    f"shipway_{kind}_pvalue",
+                    f"{what}: p-value of its test (KS or chi²)",
+                    labels=[*names, *extra, "test"],
+                ),
+                GaugeMetricFamily(
+                    f"shipway_{kind}ed",
+                    f"{what}: 1 when PSI and p-value both pass the drift policy",
+                    labels=[*names, *extra],
+                ),
+            )
+            for kind, what, extra in (
+                ("feature_drift", "Live window against the training reference", ["feature"]),
+                ("prediction_drift", "Live scores against the training scores", []),
+            )
+        }
+        for item in found:
+            score = item.name == SCORE
+            psi, pvalue, drifted = families["prediction_drift" if score else "feature_drift"]
+            labels = self.labels if score else [*self.labels, item.name]
+            psi.add_metric(labels, item.psi)
+            pvalue.add_metric([*labels, item.test], item.p_value)
+            drifted.add_metric(labels, float(item.drifted))
         samples = GaugeMetricFamily(
-            "shipway_drift_window_samples", "Rows in the live drift window", labels=names
+            "shipway_drift_window_samples",
+            "Rows in the live drift window (its time span, at most drift_window rows)",
+            labels=names,
         )
         samples.add_metric(self.labels, self.drift.samples)
         cumulative = np.cumsum(self.buckets)
@@ -99,7 +123,8 @@ class _Taps(Collector):
             + [("+Inf", float(cumulative[-1]))],
             sum_value=self.score_sum,
         )
-        yield psi
+        for family in families.values():
+            yield from family
         yield samples
         yield scores
 
@@ -120,7 +145,8 @@ class ShipwayModel(MLModel):
         self._booster.load_model(str(model_file))
         reference = ReferenceProfile.load(model_file.parent / str(extra["reference"]))
         self._features = reference.feature_names
-        self._taps = _Taps(self.name, str(self.version), reference, int(extra["drift_window"]))
+        rules = DriftRules.from_dict(extra["drift"])
+        self._taps = _Taps(self.name, str(self.version), reference, rules)
         REGISTRY.register(self._taps)
         spool = os.environ.get(SPOOL_ENV)
         self._spool = (
@@ -158,7 +184,7 @@ class ShipwayModel(MLModel):
         if self._error_ratio and self._rng.random() < self._error_ratio:
             raise MLServerError("injected fault (bundle parameters.extra.fault)", 500)
         scores = np.asarray(self._booster.inplace_predict(rows), dtype=float).ravel()
-        self._taps.pending.append((rows, scores))
+        self._taps.pending.append((time.time(), rows, scores))
         if self._spool is not None:
             headers = (parameters.headers if parameters else None) or {}
             self._spool.add(
