@@ -32,6 +32,7 @@ from shipway.monitoring.retraining import decide, decide_quality, waiting_for_la
 from shipway.paths import REPO_ROOT, ShipwayHome
 from shipway.processes import free_port
 from shipway.resources import PrometheusResource, ShipwayHomeResource
+from shipway.rollout.analysis import analyse
 from shipway.rollout.controller import start
 from shipway.rollout.state import RolloutStore
 
@@ -379,3 +380,19 @@ def test_the_quality_sensor_requests_a_retrain_unless_a_rollout_is_under_way(
         skipped = sensor(ctx)
     assert isinstance(skipped, SkipReason)
     assert "fraud_model v7 is rolling out (shadow)" in str(skipped.skip_message)
+
+
+def test_the_rollout_analysis_reads_the_challenger_s_live_quality_once_it_has_the_labels(
+    quality_prometheus: tuple[PrometheusClient, dict[str, Gauge]],
+) -> None:
+    client, gauges = quality_prometheus
+    _quality(client, gauges, "8", labelled=QUALITY.min_labelled - 1, roc=0.6)
+    early = analyse(client, "fraud_model", "8", None, 30, QUALITY)
+    assert early.quality == (), "too few labels: not judged yet"
+    _quality(client, gauges, "8", labelled=QUALITY.min_labelled, roc=0.6)
+    judged = analyse(client, "fraud_model", "8", None, 30, QUALITY)
+    assert [c.line() for c in judged.quality] == [
+        "live_roc_auc 0.6 (limit 0.8) FAILED",
+        "live_brier 0.03 (limit 0.1) ok",
+    ]
+    assert judged.as_dict()["live_roc_auc"] == 0.6

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from shipway.models.declaration import RolloutChecks, RolloutPolicy
-from shipway.rollout.analysis import Analysis, latency_quantile
+from shipway.models.declaration import QualityRule, RolloutChecks, RolloutPolicy
+from shipway.rollout.analysis import Analysis, latency_quantile, quality_check
 from shipway.rollout.controller import (
     ADVANCE,
     DONE,
@@ -148,8 +150,7 @@ def test_steps_must_rise_to_100() -> None:
 
 
 def _with(**changes: float) -> Analysis:
-    values = {**GOOD.as_dict(), **changes}
-    return Analysis(**values)  # type: ignore[arg-type]
+    return dataclasses.replace(GOOD, **changes)  # type: ignore[arg-type]
 
 
 def test_at_100_percent_a_few_stray_champion_requests_are_not_compared() -> None:
@@ -182,3 +183,19 @@ def test_latency_is_compared_at_a_quantile_the_challenger_s_requests_support() -
     assert latency_quantile(50) == 0.9, "5 of 50 requests above it, not the slowest alone"
     assert latency_quantile(8) == 0.5
     assert latency_quantile(0) == 0.99
+
+
+def test_live_quality_under_the_monitoring_limit_rolls_back_once_labels_exist() -> None:
+    rule = QualityRule(metric="roc_auc", min=0.8)
+    poor = dataclasses.replace(GOOD, quality=(quality_check(rule, 0.62),))
+    state = start("m", "2", "1", POLICY, now=0.0)
+    state, actions, _ = run(state, POLICY, [GOOD, poor])
+    assert actions == [ADVANCE, ROLLBACK]
+    assert "live_roc_auc 0.62 (limit 0.8) FAILED" in state.reason
+    # Without labels yet (GOOD has no live quality), or with the check turned off, it is not
+    # judged on it.
+    off = POLICY.model_copy(
+        update={"checks": POLICY.checks.model_copy(update={"live_quality": False})}
+    )
+    _, actions, _ = run(start("m", "2", "1", off, now=0.0), off, [GOOD, poor])
+    assert actions == [ADVANCE, ADVANCE]

@@ -249,6 +249,9 @@ class RolloutChecks(_Strict):
     """An absolute p99 ceiling too, where the champion is itself slow."""
     max_score_divergence: float | None = Field(default=0.1, gt=0.0)
     """|mean score (challenger) - mean score (champion)| over the interval."""
+    live_quality: bool = True
+    """Once the challenger has `monitoring.min_labelled` labelled predictions, its live
+    quality must keep `monitoring.quality`'s limits (labels come late: until then, unchecked)."""
 
 
 class RolloutPolicy(_Strict):

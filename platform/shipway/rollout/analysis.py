@@ -2,6 +2,10 @@
 
 Requests, server errors and latency are the data plane's (Envoy's per-version cluster
 statistics); scores are the model servers' own. Each query covers the interval just ended.
+Live quality is `<model>_live_quality`'s (the challenger's predictions joined with labels as
+they land), judged against the monitoring policy's limits once it rests on enough labels; a
+rollout of minutes rarely sees them for a model whose labels take weeks, and is then judged
+without it.
 
 Latency is compared at p99, or, when the challenger answered too few requests for a p99, at the
 highest quantile with `TAIL_REQUESTS` of them above it, for both versions alike: at a 10% step a
@@ -11,9 +15,10 @@ rests on 450; that compared one request's hiccup with a tail.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from shipway.models.declaration import RolloutChecks
+from shipway.models.declaration import MonitoringPolicy, QualityRule, RolloutChecks
 from shipway.monitoring.prometheus import PrometheusClient
 
 TAIL_REQUESTS = 5
@@ -31,9 +36,14 @@ class Analysis:
     """Requests the champion answered in the interval; None: not measured."""
     latency_quantile: float = 0.99
     """The quantile both latencies are taken at (`latency_quantile`)."""
+    quality: tuple[Check, ...] = field(default_factory=tuple)
+    """The challenger's live quality against the monitoring limits, when it has the labels."""
 
-    def as_dict(self) -> dict[str, float | None]:
-        return asdict(self)
+    def as_dict(self) -> dict[str, Any]:
+        values: dict[str, Any] = asdict(self)
+        values.pop("quality")
+        values.update({c.name: c.observed for c in self.quality})
+        return values
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,32 @@ def latency_quantile(requests: float) -> float:
     return round(max(0.5, min(0.99, 1.0 - TAIL_REQUESTS / requests)), 3)
 
 
+def quality_check(rule: QualityRule, value: float) -> Check:
+    """`live_<metric>` against a monitoring.quality rule."""
+    limit = rule.min if rule.min is not None else rule.max
+    passed = (rule.min is None or value >= rule.min) and (rule.max is None or value <= rule.max)
+    return Check(f"live_{rule.metric}", value, float(limit or 0.0), passed)
+
+
+def _live_quality(
+    prometheus: PrometheusClient, selector: str, monitoring: MonitoringPolicy
+) -> tuple[Check, ...]:
+    if not monitoring.quality:
+        return ()
+    labelled = _one(prometheus, f"shipway_live_labelled_predictions{{{selector}}}")
+    if labelled is None or labelled < monitoring.min_labelled:
+        return ()
+    values = {
+        s.labels.get("metric"): s.value
+        for s in prometheus.query(f"shipway_live_quality{{{selector}}}")
+    }
+    return tuple(
+        quality_check(rule, values[rule.metric])
+        for rule in monitoring.quality
+        if rule.metric in values
+    )
+
+
 def _one(prometheus: PrometheusClient, promql: str) -> float | None:
     samples = prometheus.query(promql)
     if not samples:
@@ -69,7 +105,9 @@ def analyse(
     challenger: str,
     champion: str | None,
     window_seconds: int,
+    monitoring: MonitoringPolicy | None = None,
 ) -> Analysis:
+    """The interval's numbers; with `monitoring`, the challenger's live quality too."""
     w = f"{max(window_seconds, 10)}s"
 
     def of(version: str) -> str:
@@ -113,6 +151,7 @@ def analyse(
         champion_score_mean=mean_score(champion) if champion else None,
         champion_requests=answered(champion) if champion else None,
         latency_quantile=quantile,
+        quality=_live_quality(prometheus, c, monitoring) if monitoring else (),
     )
 
 
@@ -167,4 +206,6 @@ def checks(analysis: Analysis, policy: RolloutChecks, min_requests: int = 0) -> 
                 divergence is not None and divergence <= policy.max_score_divergence,
             )
         )
+    if policy.live_quality:
+        found.extend(a.quality)
     return found

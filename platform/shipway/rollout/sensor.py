@@ -126,7 +126,9 @@ def rollout_sensor(declaration: ModelDeclaration, deployment: AssetKey) -> Senso
         client = prometheus.client()
 
         def analysis(state: RolloutState, seconds: int) -> Analysis:
-            return analyse(client, name, state.challenger, state.champion, seconds)
+            return analyse(
+                client, name, state.challenger, state.champion, seconds, declaration.monitoring
+            )
 
         controller = Controller(
             name,
