@@ -249,6 +249,35 @@ def test_a_regression_model_is_served_beside_the_classifier_with_its_own_setting
     assert _gauge(deployed.version_metrics("toy_model", "1"), name, labels % "toy_model") > 60
 
 
+def test_a_drifted_version_that_stops_receiving_traffic_stops_alarming(
+    serving: Serving, deployed: ServingClient, bundles: dict[str, Bundle]
+) -> None:
+    source = bundles["1"]
+    window = 3.0
+    bundle = write_bundle(
+        serving.root / "toy_idle" / "1",
+        "toy_idle",
+        "1",
+        source.path / "model.ubj",
+        source.reference,
+        "binary_classification",
+        DriftRules(window_seconds=window, min_rows=50, max_rows=400),
+    )
+    deployed.deploy("toy_idle", "1", bundle.path)
+    deployed.set_traffic("toy_idle", {"1": 100})
+    shifted = toy_frame(200, seed=12, amount_scale=4.0)[TOY_FEATURES].to_numpy()
+    deployed.infer("toy_idle", shifted, TOY_FEATURES)
+    labels = 'feature="amount",model="toy_idle",version="1"'
+    metrics = deployed.version_metrics("toy_idle", "1")
+    assert _gauge(metrics, "shipway_feature_drifted", labels) == 1.0
+    assert _gauge(metrics, "shipway_feature_drift_psi", labels) > 0.25
+    time.sleep(window + 0.5)
+    # No request since: the rows have left the window, and every drift series with them.
+    quiet = deployed.version_metrics("toy_idle", "1")
+    assert "shipway_feature_drifted{" not in quiet and "shipway_prediction_drifted{" not in quiet
+    assert _gauge(quiet, "shipway_drift_window_samples", 'model="toy_idle",version="1"') == 0
+
+
 def test_invalid_traffic_changes_are_refused_and_leave_traffic_as_it_was(
     deployed: ServingClient,
 ) -> None:
