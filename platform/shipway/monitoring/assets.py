@@ -10,17 +10,11 @@ judged window's values as numbers (Dagster plots them across materializations), 
 (No `from __future__ import annotations`: Dagster reads these hints.)
 """
 
-import base64
-import io
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
@@ -50,6 +44,7 @@ from shipway.data.lake import read_table, table_exists
 from shipway.errors import ShipwayError
 from shipway.models.catalog import DeclaredModel
 from shipway.monitoring.drift import DriftRules, ReferenceProfile
+from shipway.monitoring.figures import markdown_image, plt
 from shipway.monitoring.live_drift import daily_drift, figure, markdown
 from shipway.monitoring.quality import QualityReport, live_quality
 from shipway.monitoring.retraining import RetrainDecision, decide_quality
@@ -141,11 +136,7 @@ def _figure(report: QualityReport, metric: str) -> str:
     bottom.set_ylabel("label coverage")
     bottom.legend(loc="best")
     fig.autofmt_xdate()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    encoded = base64.b64encode(buffer.getvalue()).decode()
-    return f"![live {metric} by day](data:image/png;base64,{encoded})"
+    return markdown_image(fig, f"live {metric} by day")
 
 
 def live_quality_asset(declared: DeclaredModel, deployment: AssetKey) -> AssetsDefinition:

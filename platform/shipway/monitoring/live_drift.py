@@ -8,18 +8,13 @@ statistics and decisions. A day has no statistics under the rules' minimum count
 
 from __future__ import annotations
 
-import base64
-import io
 from dataclasses import dataclass
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from shipway.monitoring.drift import SCORE, DriftRules, FeatureDrift, ReferenceProfile, compare
+from shipway.monitoring.figures import markdown_image, plt
 
 
 @dataclass(frozen=True)
@@ -101,8 +96,4 @@ def figure(days: list[DailyDrift], rules: DriftRules, top: int = 6) -> str:
         axis.set_ylabel(f"v{version} PSI")
         axis.legend(loc="best", fontsize="small")
     fig.autofmt_xdate()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    encoded = base64.b64encode(buffer.getvalue()).decode()
-    return f"![drift by day](data:image/png;base64,{encoded})"
+    return markdown_image(fig, "drift by day")
