@@ -298,6 +298,10 @@ class QualityRule(_Strict):
             raise ValueError(f"{self.metric}: give a min or a max")
         return self
 
+    def allows(self, value: float) -> bool:
+        """Whether a live value keeps this rule's limits."""
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
 
 class AlertPolicy(_Strict):
     """Limits of the model's Prometheus alerts (`shipway render alerts`). Drift, errors and

@@ -74,9 +74,7 @@ class QualityReport:
                 observed = quality.metrics.get(rule.metric)
                 if observed is None:
                     continue
-                if (rule.min is not None and observed < rule.min) or (
-                    rule.max is not None and observed > rule.max
-                ):
+                if not rule.allows(observed):
                     found.append(Breach(quality.version, rule, observed))
         return found
 

@@ -68,8 +68,7 @@ def latency_quantile(requests: float) -> float:
 def quality_check(rule: QualityRule, value: float) -> Check:
     """`live_<metric>` against a monitoring.quality rule."""
     limit = rule.min if rule.min is not None else rule.max
-    passed = (rule.min is None or value >= rule.min) and (rule.max is None or value <= rule.max)
-    return Check(f"live_{rule.metric}", value, float(limit or 0.0), passed)
+    return Check(f"live_{rule.metric}", value, float(limit or 0.0), rule.allows(value))
 
 
 def _live_quality(
