@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up Shipway on a Debian/Ubuntu machine, idempotently:
-#   - Debian's prometheus package (server + promtool),
+#   - Debian's prometheus package (server + promtool) and redis-server (the Redis online store),
 #   - uv, then the platform environment (.venv) exactly as uv.lock pins it,
 #   - the serving runtime's own environment (deploy/serving/.venv, MLServer) from its lock,
 #   - `shipway doctor`: DuckDB's delta extension from its wheel, the dbt manifest, checks.
@@ -15,11 +15,18 @@ die() { printf 'shipway setup: %s\n' "$*" >&2; exit 2; }
 [ -f deploy/serving/uv.lock ] || die "deploy/serving/uv.lock is missing: restore it (git checkout -- deploy/serving/uv.lock)"
 command -v python3 >/dev/null || die "python3 not found: install Python 3.11 (apt-get install python3 python3-venv)"
 
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
-  say "installing Prometheus from Debian packages"
+PACKAGES=()
+{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || PACKAGES+=(prometheus)
+command -v redis-server >/dev/null || PACKAGES+=(redis-server)
+if [ ${#PACKAGES[@]} -gt 0 ]; then
+  say "installing ${PACKAGES[*]} from Debian packages"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+  # Debian starts its own redis-server on :6379; Shipway starts its own, in $SHIPWAY_HOME.
+  if [[ " ${PACKAGES[*]} " == *" redis-server "* ]]; then
+    $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || $SUDO service redis-server stop >/dev/null 2>&1 || true
+  fi
 fi
 
 if [ ! -x .tools/bin/uv ] || [ "$(.tools/bin/uv --version | cut -d' ' -f2)" != "$UV_VERSION" ]; then

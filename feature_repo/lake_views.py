@@ -3,7 +3,9 @@
 Each view reads a Delta table that a dbt model publishes; the view, the dbt model, the Delta
 table and the Dagster asset share one name. The `default` tag is the value a feature takes for
 an entity with no row in the view's ttl (no history is a count of zero): training and serving
-fill it the same way, so a missing entity is never a different vector on each side.
+fill it the same way, so a missing entity is never a different vector on each side. The
+`max_online_lag_hours` tag is how far the online store may fall behind the view's Delta table
+before `ShipwayOnlineStoreBehind` fires (a day's rows land once a day).
 """
 
 import os
@@ -59,7 +61,7 @@ customer_features = FeatureView(
     ],
     source=delta_source("customer_features"),
     online=True,
-    tags={"dbt_model": "customer_features", "default": "0"},
+    tags={"dbt_model": "customer_features", "default": "0", "max_online_lag_hours": "26"},
 )
 
 merchant_features = FeatureView(
@@ -74,5 +76,5 @@ merchant_features = FeatureView(
     ],
     source=delta_source("merchant_features"),
     online=True,
-    tags={"dbt_model": "merchant_features", "default": "0"},
+    tags={"dbt_model": "merchant_features", "default": "0", "max_online_lag_hours": "26"},
 )

@@ -5,8 +5,10 @@ the whole lifecycle: training set, model, gate, deployment, drift and rollout se
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from shipway.data.events import generate_events
 from shipway.features.service import registry_spec
 from shipway.features.store import feature_store, online_features
+from shipway.serving.prediction_log import read_predictions
 from tests.conftest import (
     Platform,
     assets_copy,
@@ -85,3 +88,46 @@ def test_the_new_model_materializes_end_to_end_and_serves(
     assert answered == version
     assert len(scores) == 40
     assert np.all((scores >= 0) & (scores <= 1))
+
+    # One-call scoring for serving teams: ids and request fields in, through the feature
+    # service's lookup and the same data plane; the same scores as lookup + infer.
+    features = platform.stack.features_url
+    entities = {
+        "customer_id": transactions["customer_id"].astype(int).tolist(),
+        "merchant_id": transactions["merchant_id"].astype(int).tolist(),
+        "event_timestamp": [t.isoformat() for t in transactions["event_timestamp"]],
+        "amount": transactions["amount"].astype(float).tolist(),
+        "channel": transactions["channel"].astype(str).tolist(),
+        "merchant_category": transactions["merchant_category"].astype(str).tolist(),
+    }
+    row_keys = [f"scored-{t}" for t in transactions["transaction_id"]]
+    answer = httpx.post(
+        f"{features}/score/fraud_lite",
+        json={"entities": entities, "row_keys": row_keys},
+        headers={"x-request-id": "one-call-1"},
+    )
+    assert answer.status_code == 200, answer.text
+    scored = answer.json()
+    assert scored["model_version"] == version and scored["request_id"] == "one-call-1"
+    np.testing.assert_allclose(scored["scores"], scores, rtol=1e-6)
+    # The prediction log holds the exact vector the version scored, under the request's id.
+    logged = _logged(platform, "fraud_lite", "one-call-1", 40)
+    by_key = logged.set_index("row_key")
+    for i, key in enumerate(row_keys):
+        np.testing.assert_allclose(by_key.loc[key, "vector"], vectors[i], rtol=1e-9)
+
+    wrong = httpx.post(f"{features}/score/fraud_lite", json={"entities": {"customer_id": [1]}})
+    assert wrong.status_code == 400 and "merchant_id" in wrong.json()["error"]
+    nobody = httpx.post(f"{features}/score/no_such_model", json={"entities": entities})
+    assert nobody.status_code == 404 and "no_such_model" in nobody.json()["error"]
+
+
+def _logged(platform: Platform, model: str, request_id: str, rows: int) -> pd.DataFrame:
+    deadline = time.monotonic() + 30
+    while True:
+        found = read_predictions(platform.home.lake, model)
+        mine = found[found["request_id"] == request_id]
+        if len(mine) >= rows or time.monotonic() > deadline:
+            assert len(mine) == rows, f"{len(mine)} of {rows} rows logged"
+            return mine
+        time.sleep(0.5)

@@ -10,6 +10,7 @@ import subprocess
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from assets.definitions import models
 from shipway.errors import ServiceError
+from shipway.features.service import repository
 from shipway.models.catalog import declared_model
 from shipway.models.declaration import DriftPolicy, MonitoringPolicy, QualityRule, RolloutPolicy
 from shipway.monitoring import alerts
@@ -51,6 +53,24 @@ def test_the_recording_and_alert_rules_pass_their_unit_tests() -> None:
         "test", "rules", str(PROMETHEUS_CONFIG_DIR / "tests" / "shipway_rules_test.yml")
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_feature_freshness_alerts_are_generated_from_the_feature_views_and_pass_their_tests() -> (
+    None
+):
+    freshness = repository().freshness
+    assert {r.view for r in freshness} == {"customer_features", "merchant_features"}
+    rendered = alerts.render_features(freshness, "feature_repo")
+    for relative, text in rendered.items():
+        committed = (PROMETHEUS_CONFIG_DIR / relative).read_text()
+        assert committed == text, f"{relative} is stale: run `shipway render alerts`"
+    tested = _promtool(
+        "test", "rules", str(PROMETHEUS_CONFIG_DIR / "tests" / "features_rules_test.yml")
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    # A limit is data on the view: a tighter lag limit is a different rule.
+    tight = [replace(r, max_lag_hours=1.0) for r in freshness]
+    assert "> 3600" in str(alerts.feature_rules(tight))
 
 
 @pytest.mark.parametrize("name", [m.declaration.name for m in models])

@@ -456,6 +456,15 @@ def _render_alerts(model: str | None) -> int:
         source = declared.path.relative_to(REPO_ROOT)
         for path in alerts.write(declared.declaration, str(source), PROMETHEUS_CONFIG_DIR):
             print(f"wrote {path.relative_to(REPO_ROOT)}")
+    if not model:
+        from shipway.features.service import repository
+        from shipway.paths import FEATURE_REPO_DIR
+
+        rendered = alerts.render_features(
+            repository().freshness, str(FEATURE_REPO_DIR.relative_to(REPO_ROOT))
+        )
+        for path in alerts.write_files(rendered, PROMETHEUS_CONFIG_DIR):
+            print(f"wrote {path.relative_to(REPO_ROOT)}")
     print("check with: promtool test rules deploy/prometheus/tests/*_rules_test.yml")
     return 0
 

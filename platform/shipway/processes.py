@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -85,8 +85,12 @@ class ManagedProcess:
         cwd: Path | None = None,
         ready_timeout: float = 120.0,
         own_group: bool = True,
+        ready_probe: Callable[[], bool] | None = None,
     ) -> None:
+        """Ready when `ready_url` answers below 400, or `ready_probe` (for a service that does
+        not speak HTTP) returns True; with neither, as soon as it is launched."""
         self.name = name
+        self.ready_probe = ready_probe
         self.argv = list(argv)
         self.log_path = log_path
         self.ready_url = ready_url
@@ -125,7 +129,7 @@ class ManagedProcess:
 
     def wait_ready(self) -> None:
         assert self._proc is not None
-        if self.ready_url is None:
+        if self.ready_url is None and self.ready_probe is None:
             return
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
@@ -135,14 +139,22 @@ class ManagedProcess:
                     f"{self.name} exited with code {code} while starting; "
                     f"last log lines: {self.tail()!r} (full log: {self.log_path})"
                 )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.ready_url, timeout=2.0).status_code < 400:
-                    return
+            if self._ready():
+                return
             time.sleep(0.25)
         raise ServiceError(
-            f"{self.name} not ready at {self.ready_url} after {self.ready_timeout:.0f}s "
+            f"{self.name} not ready at {self.ready_url or 'its probe'} after "
+            f"{self.ready_timeout:.0f}s "
             f"(log: {self.log_path})"
         )
+
+    def _ready(self) -> bool:
+        if self.ready_probe is not None:
+            return self.ready_probe()
+        assert self.ready_url is not None
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(self.ready_url, timeout=2.0).status_code < 400
+        return False
 
     @property
     def pid(self) -> int:

@@ -1,5 +1,5 @@
-"""The local platform: MLflow, Prometheus, serving's two planes (Envoy and the control plane)
-and, for `shipway up`, Dagster.
+"""The local platform: MLflow, Prometheus, serving's two planes (Envoy and the control plane),
+the feature service (and Redis, when it is the online store) and, for `shipway up`, Dagster.
 
 All on 127.0.0.1. Binaries and ports are checked before anything starts, and a failure at any
 step stops what was already started, so a failed start leaves nothing running.
@@ -16,6 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shipway.errors import ServiceError
+from shipway.features.process import (
+    FEATURES_ENV,
+    feature_server_process,
+    redis_binary,
+    redis_process,
+)
+from shipway.features.store import ONLINE_STORE_ENV, REDIS_ENV, online_store_kind
 from shipway.models.tracking import mlflow_server_process
 from shipway.monitoring.prometheus import INSTALL_HINT as PROMETHEUS_HINT
 from shipway.monitoring.prometheus import PrometheusServer, write_targets
@@ -48,11 +55,13 @@ class Ports:
     dagster: int = 3000
     control: int = 8100
     serving_stats: int = 8001
+    features: int = 6566
+    redis: int = 6379
 
     @classmethod
     def free(cls) -> Ports:
-        """Six different free ports (tests, the demo, benchmarks)."""
-        return cls(*free_ports(6))
+        """Eight different free ports (tests, the demo, benchmarks)."""
+        return cls(*free_ports(8))
 
 
 def serving_token() -> str:
@@ -90,6 +99,10 @@ class Stack:
         return f"http://{LOOPBACK}:{self.ports.control}"
 
     @property
+    def features_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.features}"
+
+    @property
     def dagster_url(self) -> str:
         return f"http://{LOOPBACK}:{self.ports.dagster}"
 
@@ -102,6 +115,13 @@ class Stack:
             CONTROL_ENV: self.control_url,
             TOKEN_ENV: self.token,
             "SHIPWAY_PROMETHEUS_URL": self.prometheus_url,
+            FEATURES_ENV: self.features_url,
+            ONLINE_STORE_ENV: online_store_kind(),
+            **(
+                {REDIS_ENV: f"{LOOPBACK}:{self.ports.redis}"}
+                if online_store_kind() == "redis"
+                else {}
+            ),
             "DAGSTER_HOME": str(self.home.dagster),
         }
 
@@ -127,6 +147,10 @@ def preflight(ports: Ports, with_dagster: bool) -> None:
         ("Envoy stats", ports.serving_stats),
         ("serving control plane", ports.control),
     ]
+    checks.append(("feature service", ports.features))
+    if online_store_kind() == "redis":
+        redis_binary()
+        checks.append(("Redis online store", ports.redis))
     if with_dagster:
         checks.append(("Dagster webserver", ports.dagster))
     taken: dict[int, str] = {}
@@ -165,6 +189,12 @@ def running_stack(
         write_endpoint(home.serving, stack.control_url, stack.serving_url, stack.token)
         write_targets(prometheus.config_dir, "shipway_serving", [f"{LOOPBACK}:{ports.control}"])
         write_targets(prometheus.config_dir, "envoy", [dataplane.metrics_target])
+        write_targets(prometheus.config_dir, "shipway_features", [f"{LOOPBACK}:{ports.features}"])
+        if online_store_kind() == "redis":
+            group.start(redis_process(home, ports.redis))
+        features = feature_server_process(home, ports.features, stack.serving_url)
+        features.env.update(stack.environment())
+        group.start(features, wait=False)
         if with_dagster:
             group.start(dagster_process(stack), wait=False)
         group.wait_ready()

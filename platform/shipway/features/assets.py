@@ -1,15 +1,33 @@
 """Feast as Dagster assets: the applied repository and the online store. Shared by every model:
 each model's training set is built by its own component (`shipway.models.component`)."""
 
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
+from collections.abc import Iterator
+from datetime import UTC, datetime
 
-from shipway.data.lake import read_table
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    MaterializeResult,
+    asset,
+)
+
+from shipway.features.online_state import Freshness, OnlineState
 from shipway.features.service import repository
-from shipway.features.store import feast_cli, feature_store, materialize_online
+from shipway.features.store import (
+    feast_cli,
+    feature_store,
+    materialize_incremental,
+    online_store_kind,
+)
 from shipway.resources import ShipwayHomeResource
 
 FEATURE_VIEWS = "feature_views"
 ONLINE_STORE = "online_store"
+ONLINE_LAG_CHECK = "online_store_up_to_date"
 
 
 def feature_definitions() -> tuple[AssetsDefinition, AssetsDefinition]:
@@ -47,25 +65,66 @@ def feature_definitions() -> tuple[AssetsDefinition, AssetsDefinition]:
     @asset(
         name=ONLINE_STORE,
         group_name="features",
-        kinds={"feast", "sqlite"},
+        kinds={"feast", "redis" if online_store_kind() == "redis" else "sqlite"},
         deps=[feature_views, *tables],
-        description="Latest feature values per entity in Feast's online store, for serving "
-        "teams' lookups (SQLite here; Redis at scale).",
+        description="Latest feature values per entity in Feast's online store, for the feature "
+        "service and serving teams' lookups (SQLite by default, Redis with "
+        "SHIPWAY_ONLINE_STORE=redis). Incremental: each view loads only rows newer than the "
+        "newest it holds.",
+        check_specs=[
+            AssetCheckSpec(
+                ONLINE_LAG_CHECK,
+                asset=ONLINE_STORE,
+                description="Each view's newest online row is its Delta table's newest row",
+            )
+        ],
     )
     def online_store(
         context: AssetExecutionContext, lake: ShipwayHomeResource
-    ) -> MaterializeResult:
+    ) -> Iterator[MaterializeResult | AssetCheckResult]:
         home = lake.home
-        stamps = [
-            read_table(home.table(key.path[-1]), columns=["event_timestamp"])["event_timestamp"]
-            for key in tables
-        ]
-        start = min(s.min() for s in stamps).to_pydatetime()
-        end = max(s.max() for s in stamps).to_pydatetime()
-        materialize_online(feature_store(home), start, end)
-        context.log.info("materialized %s from %s to %s", [k.path[-1] for k in tables], start, end)
-        return MaterializeResult(
-            metadata={"window_start": start.isoformat(), "window_end": end.isoformat()}
+        done = materialize_incremental(home)
+        for window in done.loaded:
+            context.log.info("materialized %s", window.describe())
+        for reason in done.skipped:
+            context.log.info("skipped %s", reason)
+        fresh = OnlineState.load(home).freshness(home)
+        yield MaterializeResult(
+            metadata={
+                "online_store": online_store_kind(),
+                "loaded": "\n".join(w.describe() for w in done.loaded) or "nothing new",
+                "skipped": "\n".join(done.skipped) or "none",
+                **{
+                    f"{view}_newest_row": _iso(status.online_newest)
+                    for view, status in fresh.items()
+                },
+            }
         )
+        yield lag_check(fresh)
 
     return feature_views, online_store
+
+
+def _iso(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def lag_check(fresh: dict[str, Freshness]) -> AssetCheckResult:
+    """Passes when every view's online store holds its Delta table's newest row."""
+    behind = {view: status for view, status in fresh.items() if status.lag_seconds > 0}
+    lines = [
+        f"{view}: online newest {_iso(s.online_newest)}, Delta newest {_iso(s.offline_newest)} "
+        f"({s.lag_seconds / 3600:.1f} h behind)"
+        for view, s in sorted(behind.items())
+    ]
+    return AssetCheckResult(
+        check_name=ONLINE_LAG_CHECK,
+        asset_key=ONLINE_STORE,
+        passed=not behind,
+        severity=AssetCheckSeverity.WARN,
+        description="; ".join(lines) or "every view is up to date",
+        metadata={
+            f"{view}_lag_hours": round(status.lag_seconds / 3600, 2)
+            for view, status in fresh.items()
+        },
+    )

@@ -22,6 +22,7 @@ from shipway.errors import ShipwayError
 from shipway.paths import FEATURE_REPO_DIR
 
 DEFAULT_TAG = "default"
+MAX_LAG_TAG = "max_online_lag_hours"
 
 
 @dataclass(frozen=True)
@@ -100,12 +101,23 @@ def registry_spec(store: Any, service: str) -> ServiceSpec:
 
 
 @dataclass(frozen=True)
+class FreshnessRule:
+    """How stale a view's online rows may get: behind its Delta table (the view's
+    `max_online_lag_hours` tag), and old at all (its ttl: older rows no longer count)."""
+
+    view: str
+    max_lag_hours: float
+    ttl_hours: float
+
+
+@dataclass(frozen=True)
 class Repository:
     """The feature repository as its code defines it, before anything is applied."""
 
     services: dict[str, ServiceSpec]
     tables: tuple[str, ...]
     """Delta tables every feature view reads: what `feast apply` and the online store follow."""
+    freshness: tuple[FreshnessRule, ...] = ()
 
 
 @cache
@@ -126,7 +138,16 @@ def repository(repo: Path = FEATURE_REPO_DIR) -> Repository:
     services = {
         s.name: service_spec(s, views, on_demand, entities) for s in contents.feature_services
     }
-    return Repository(services, tuple(sorted({_table_of(v) for v in views.values()})))
+    freshness = tuple(
+        FreshnessRule(
+            v.name,
+            float(v.tags.get(MAX_LAG_TAG, 24)),
+            v.ttl.total_seconds() / 3600 if v.ttl else 0.0,
+        )
+        for v in sorted(views.values(), key=lambda v: v.name)
+        if v.online
+    )
+    return Repository(services, tuple(sorted({_table_of(v) for v in views.values()})), freshness)
 
 
 def feature_frame(joined: pd.DataFrame, spec: ServiceSpec) -> pd.DataFrame:

@@ -9,14 +9,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 
 from shipway.errors import ShipwayError
+from shipway.features.online_state import OnlineState, ViewState, Window, windows
 from shipway.features.service import ServiceSpec, entity_rows, feature_frame
 from shipway.paths import FEATURE_REPO_DIR, ShipwayHome
+from shipway.processes import LOOPBACK
+
+ONLINE_STORE_ENV = "SHIPWAY_ONLINE_STORE"
+REDIS_ENV = "SHIPWAY_REDIS"
+ONLINE_STORES = ("sqlite", "redis")
 
 
 def ensure_delta_extension() -> None:
@@ -47,13 +55,46 @@ def ensure_delta_extension() -> None:
         con.close()
 
 
+def online_store_kind() -> str:
+    """`sqlite` (the embedded default) or `redis`: $SHIPWAY_ONLINE_STORE."""
+    kind = os.environ.get(ONLINE_STORE_ENV, "sqlite")
+    if kind not in ONLINE_STORES:
+        raise ShipwayError(f"{ONLINE_STORE_ENV}={kind!r}: choose one of {list(ONLINE_STORES)}")
+    return kind
+
+
+def store_yaml(home: ShipwayHome) -> Path:
+    """The repository's feature_store.yaml with the chosen online store, in the home.
+
+    SQLite is the repository's own setting; with $SHIPWAY_ONLINE_STORE=redis the online store is
+    Redis at $SHIPWAY_REDIS (127.0.0.1:6379 by default), everything else unchanged. Feast's CLI
+    and SDK both read this one file, so `feast apply`, materialization and lookups agree.
+    """
+    import yaml
+
+    config = yaml.safe_load((FEATURE_REPO_DIR / "feature_store.yaml").read_text())
+    if online_store_kind() == "redis":
+        config["online_store"] = {
+            "type": "redis",
+            "connection_string": os.environ.get(REDIS_ENV, f"{LOOPBACK}:6379"),
+        }
+    home.feast.mkdir(parents=True, exist_ok=True)
+    path = home.feast / "feature_store.yaml"
+    text = yaml.safe_dump(config, sort_keys=False)
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_name(f".feature_store.yaml.{os.getpid()}")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return path
+
+
 def feast_cli(home: ShipwayHome, *args: str) -> str:
     """Run the Feast CLI against the repository, with Shipway's paths in its environment."""
-    home.feast.mkdir(parents=True, exist_ok=True)
+    config = store_yaml(home)
     env = {**os.environ, **home.environment()}
     feast = Path(sys.executable).with_name("feast")
     result = subprocess.run(
-        [str(feast), "--chdir", str(FEATURE_REPO_DIR), *args],
+        [str(feast), "--chdir", str(FEATURE_REPO_DIR), "--feature-store-yaml", str(config), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -74,7 +115,7 @@ def feature_store(home: ShipwayHome):  # type: ignore[no-untyped-def]  # feast i
     saved = {key: os.environ.get(key) for key in environment}
     os.environ.update(environment)
     try:
-        return FeatureStore(repo_path=str(FEATURE_REPO_DIR))
+        return FeatureStore(repo_path=str(FEATURE_REPO_DIR), fs_yaml_file=store_yaml(home))
     finally:
         for key, value in saved.items():
             if value is None:
@@ -105,10 +146,44 @@ def online_features(store, rows: pd.DataFrame, spec: ServiceSpec) -> pd.DataFram
     return feature_frame(pd.DataFrame(dict(found), index=rows.index), spec)
 
 
-def materialize_online(store, start: datetime, end: datetime) -> None:  # type: ignore[no-untyped-def]
+def materialize_online(  # type: ignore[no-untyped-def]  # feast is untyped
+    store, start: datetime, end: datetime, views: list[str] | None = None
+) -> None:
     """Load the latest feature rows stamped in [start, end] into the online store.
 
     The range is explicit (the data's own time span) rather than "the last ttl before now":
     simulated or backfilled history is older than the wall clock.
     """
-    store.materialize(start_date=start, end_date=end)
+    store.materialize(start_date=start, end_date=end, feature_views=views)
+
+
+@dataclass(frozen=True)
+class Materialized:
+    loaded: list[Window]
+    skipped: list[str]
+
+
+def materialize_incremental(home: ShipwayHome, full: bool = False, store=None) -> Materialized:  # type: ignore[no-untyped-def]
+    """Load each feature view's rows newer than what the online store holds (all with `full`).
+
+    One `materialize` per view over its own window, and the view's state is saved right after,
+    so a run that dies halfway redoes only the views it had not finished.
+    """
+    store = store or feature_store(home)
+    views = {v.name: Path(str(v.batch_source.path)).name for v in store.list_feature_views()}
+    state = OnlineState.load(home)
+    todo, skipped = windows(home, views, state, full)
+    for window in todo:
+        materialize_online(store, window.start, window.end, [window.view])
+        state.views[window.view] = ViewState(
+            window.table,
+            window.start.timestamp(),
+            window.end.timestamp(),
+            window.table_version,
+            time.time(),
+        )
+        state.save(home)
+    for gone in set(state.views) - set(views):
+        del state.views[gone]
+    state.save(home)
+    return Materialized(todo, skipped)

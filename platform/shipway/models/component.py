@@ -355,6 +355,9 @@ def model_definitions(model: DeclaredModel) -> Definitions:
             declaration.problem,
             declaration.drift.rules(declaration.serving.drift_window),
             fault=_fault(context.run.tags.get(FAULT_TAG)),
+            feature_service=registry.get_run(
+                registry.get_model_version(name, version).run_id or ""
+            ).data.params.get("feature_service"),
         )
         if bundle.fault:
             context.log.warning(

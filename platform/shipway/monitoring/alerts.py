@@ -17,15 +17,24 @@ on every case.
 | `ShipwayLiveQuality` | live quality, on enough labels, breaks it | `monitoring.quality` |
 | `ShipwayNoTraffic` | no request for a while | `monitoring.alerts` |
 | `ShipwayPredictionLogStale` | traffic, but no prediction logged | `monitoring.alerts` |
+
+Per online feature view (`rules/features.yml`, from `feature_repo/`):
+
+| alert | fires when | limit from |
+| --- | --- | --- |
+| `ShipwayOnlineStoreBehind` | online rows lag the view's Delta table | `max_online_lag_hours` |
+| `ShipwayFeaturesExpired` | the newest online row is older than the ttl | the view's `ttl` |
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from shipway.features.service import FreshnessRule
 from shipway.models.declaration import ModelDeclaration, QualityRule
 
 RULES_DIR = Path("rules")
@@ -331,8 +340,113 @@ def render(declaration: ModelDeclaration, source: str) -> dict[Path, str]:
 
 
 def write(declaration: ModelDeclaration, source: str, prometheus_dir: Path) -> list[Path]:
+    return write_files(render(declaration, source), prometheus_dir)
+
+
+FEATURES = "features"
+
+
+def feature_rules(freshness: Sequence[FreshnessRule]) -> dict[str, Any]:
+    """Per online feature view: the online store behind its Delta table, or older than the ttl
+    (its rows then no longer count, so every lookup gets defaults)."""
+    found = []
+    for rule in freshness:
+        sel = f'feature_view="{rule.view}"'
+        found.append(
+            _alert(
+                "ShipwayOnlineStoreBehind",
+                f"shipway_feature_online_lag_seconds{{{sel}}} > {rule.max_lag_hours * 3600:g}",
+                10,
+                f"{rule.view}: the online store is {{{{ $value | humanizeDuration }}}} behind its "
+                f"Delta table (limit {rule.max_lag_hours:g}h): materialize online_store",
+                "warning",
+            )
+        )
+        if rule.ttl_hours:
+            found.append(
+                _alert(
+                    "ShipwayFeaturesExpired",
+                    f"shipway_feature_freshness_seconds{{{sel}}} > {rule.ttl_hours * 3600:g}",
+                    10,
+                    f"{rule.view}: the newest online row is {{{{ $value | humanizeDuration }}}} "
+                    f"old, past the view's ttl of {rule.ttl_hours:g}h: lookups get defaults",
+                    "critical",
+                )
+            )
+    return {"groups": [{"name": "shipway-features", "rules": found}]}
+
+
+def feature_rule_tests(freshness: Sequence[FreshnessRule]) -> dict[str, Any]:
+    """Each view behind and expired, beside a fresh one: only the stale views alert."""
+    fresh = {"feature_view": "fresh"}
+    series = [
+        _series("shipway_feature_online_lag_seconds", fresh, "0x30"),
+        _series("shipway_feature_freshness_seconds", fresh, "60x30"),
+    ]
+    behind: list[dict[str, Any]] = []
+    expired: list[dict[str, Any]] = []
+    for rule in freshness:
+        view = {"feature_view": rule.view}
+        lag = rule.max_lag_hours * 3600 * 2
+        series.append(_series("shipway_feature_online_lag_seconds", view, f"{lag:g}x30"))
+        behind.append(
+            {
+                "exp_labels": {"severity": "warning", **view},
+                "exp_annotations": {
+                    "summary": f"{rule.view}: the online store is {_duration(lag)} behind its "
+                    f"Delta table (limit {rule.max_lag_hours:g}h): materialize online_store"
+                },
+            }
+        )
+        if rule.ttl_hours:
+            old = rule.ttl_hours * 3600 * 1.5
+            series.append(_series("shipway_feature_freshness_seconds", view, f"{old:g}x30"))
+            expired.append(
+                {
+                    "exp_labels": {"severity": "critical", **view},
+                    "exp_annotations": {
+                        "summary": f"{rule.view}: the newest online row is {_duration(old)} "
+                        f"old, past the view's ttl of {rule.ttl_hours:g}h: lookups get defaults"
+                    },
+                }
+            )
+    cases = [
+        {"eval_time": "12m", "alertname": "ShipwayOnlineStoreBehind", "exp_alerts": behind},
+        {"eval_time": "12m", "alertname": "ShipwayFeaturesExpired", "exp_alerts": expired},
+    ]
+    return {
+        "rule_files": [f"../rules/{FEATURES}.yml"],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": cases}],
+    }
+
+
+def _duration(seconds: float) -> str:
+    """Prometheus' `humanizeDuration` of whole seconds: every unit from the largest on."""
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    units = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    first = next((i for i, (n, _) in enumerate(units) if n), len(units) - 1)
+    return " ".join(f"{n}{unit}" for n, unit in units[first:])
+
+
+def render_features(freshness: Sequence[FreshnessRule], source: str) -> dict[Path, str]:
+    """The feature views' rule file and its test file, relative to `deploy/prometheus/`."""
+    header = HEADER.format(source=source)
+
+    def text(content: dict[str, Any]) -> str:
+        return header + yaml.safe_dump(content, sort_keys=False, width=1000)
+
+    return {
+        RULES_DIR / f"{FEATURES}.yml": text(feature_rules(freshness)),
+        TESTS_DIR / f"{FEATURES}_rules_test.yml": text(feature_rule_tests(freshness)),
+    }
+
+
+def write_files(rendered: dict[Path, str], prometheus_dir: Path) -> list[Path]:
     written = []
-    for relative, text in render(declaration, source).items():
+    for relative, text in rendered.items():
         path = prometheus_dir / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

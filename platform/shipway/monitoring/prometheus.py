@@ -55,7 +55,7 @@ class PrometheusServer:
         self.config_dir.mkdir(parents=True)
         shutil.copy(PROMETHEUS_CONFIG_DIR / "prometheus.yml", self.config_dir)
         shutil.copytree(PROMETHEUS_CONFIG_DIR / "rules", self.config_dir / "rules")
-        for job in ("shipway_serving", "envoy", "mlserver"):
+        for job in ("shipway_serving", "envoy", "mlserver", "shipway_features"):
             write_targets(self.config_dir, job, [])
         write_targets(self.config_dir, "prometheus", [f"{LOOPBACK}:{self.port}"])
         self.process = ManagedProcess(

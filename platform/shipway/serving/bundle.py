@@ -36,6 +36,8 @@ class Bundle:
     problem: str
     drift: DriftRules
     fault: dict[str, float] | None = None
+    feature_service: str | None = None
+    """The Feast feature service the version was trained with: what scoring looks up."""
 
     @property
     def reference(self) -> ReferenceProfile:
@@ -51,6 +53,7 @@ def write_bundle(
     problem: str,
     drift: DriftRules,
     fault: dict[str, float] | None = None,
+    feature_service: str | None = None,
 ) -> Bundle:
     """`fault` ({"error_ratio": 0.3, "latency_ms": 50}) makes a deliberately bad version."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -63,6 +66,8 @@ def write_bundle(
     }
     if fault:
         extra["fault"] = fault
+    if feature_service:
+        extra["feature_service"] = feature_service
     settings = {
         "name": model,
         "implementation": RUNTIME,
@@ -74,7 +79,7 @@ def write_bundle(
         "parameters": {"uri": f"./{MODEL_FILE}", "version": version, "extra": extra},
     }
     (dest / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
-    return Bundle(dest, model, version, problem, drift, fault)
+    return Bundle(dest, model, version, problem, drift, fault, feature_service)
 
 
 def read_bundle(path: Path) -> Bundle:
@@ -93,6 +98,7 @@ def read_bundle(path: Path) -> Bundle:
             str(extra["problem"]),
             DriftRules.from_dict(extra["drift"]),
             extra.get("fault"),
+            extra.get("feature_service"),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise BadRequest(f"bundle {path}: {SETTINGS_FILE} is malformed ({exc!r})") from None

@@ -50,6 +50,7 @@ from shipway.serving.prediction_spool import SPOOL_ENV, PredictionSpool, Scored
 from shipway.serving.protocol import (
     SCORE_BUCKETS,
     SCORE_OUTPUT,
+    ignores_extra_inputs,
     parse_infer_request,
     parse_row_keys,
 )
@@ -175,8 +176,9 @@ class ShipwayModel(MLModel):
         # The request's own parameters (`row_keys`) are pydantic extras; read, not dumped.
         parameters = payload.parameters
         try:
-            rows = parse_infer_request(body, self._features)
-            row_keys = parse_row_keys(parameters.model_extra if parameters else None, len(rows))
+            extra = parameters.model_extra if parameters else None
+            rows = parse_infer_request(body, self._features, ignores_extra_inputs(extra))
+            row_keys = parse_row_keys(extra, len(rows))
         except BadRequest as exc:
             raise InferenceError(str(exc)) from None
         if self._added_latency:

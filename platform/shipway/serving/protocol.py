@@ -10,7 +10,9 @@ Anything else is answered with a `BadRequest` naming the input and what was expe
 A request may carry, as the standard's request `parameters`, `row_keys`: one string per row
 saying which prediction point it is (the label's `row_id`, or the entity keys and time: see
 `DeclaredModel.prediction_keys`). The prediction log records it, so labels that land later
-can be joined to what was predicted.
+can be joined to what was predicted. `extra_inputs: "ignore"` lets a request carry inputs the
+version does not use (one-call scoring sends the features of every version a rollout serves,
+and each version takes its own); without it an unknown input is an error.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ from shipway.errors import BadRequest
 
 FEATURES_INPUT = "features"
 ROW_KEYS_PARAMETER = "row_keys"
+EXTRA_INPUTS_PARAMETER = "extra_inputs"
 SCORE_OUTPUT = "score"
 # Buckets of the `shipway_prediction_score` histogram.
 SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 
 
-def parse_infer_request(body: Any, feature_names: list[str]) -> np.ndarray:
+def parse_infer_request(
+    body: Any, feature_names: list[str], ignore_unknown: bool = False
+) -> np.ndarray:
     """The request's rows as a float matrix (n, k), columns in `feature_names` order."""
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
         raise BadRequest('request body must be a JSON object with a non-empty "inputs" list')
@@ -40,7 +45,7 @@ def parse_infer_request(body: Any, feature_names: list[str]) -> np.ndarray:
     if names == [FEATURES_INPUT]:
         return _matrix_input(inputs[0], feature_names)
     unknown = [n for n in names if n not in feature_names]
-    if unknown:
+    if unknown and not ignore_unknown:
         raise BadRequest(
             f"unknown input(s) {unknown}; this model expects the features {feature_names} "
             f'(one input each) or one input named "{FEATURES_INPUT}"'
@@ -48,7 +53,7 @@ def parse_infer_request(body: Any, feature_names: list[str]) -> np.ndarray:
     missing = [n for n in feature_names if n not in names]
     if missing:
         raise BadRequest(f"missing feature input(s) {missing}")
-    columns = {t["name"]: _column(t) for t in inputs}
+    columns = {t["name"]: _column(t) for t in inputs if t["name"] in feature_names}
     lengths = {name: len(col) for name, col in columns.items()}
     if len(set(lengths.values())) != 1:
         raise BadRequest(f"feature inputs have different row counts: {lengths}")
@@ -120,6 +125,18 @@ def parse_row_keys(parameters: Any, rows: int) -> list[str] | None:
             "per row"
         )
     return keys
+
+
+def ignores_extra_inputs(parameters: Any) -> bool:
+    """Whether the request's parameters say `extra_inputs: "ignore"`."""
+    if not isinstance(parameters, dict) or parameters.get(EXTRA_INPUTS_PARAMETER) is None:
+        return False
+    if parameters[EXTRA_INPUTS_PARAMETER] != "ignore":
+        raise BadRequest(
+            f'parameters "{EXTRA_INPUTS_PARAMETER}" may only be "ignore", got '
+            f"{parameters[EXTRA_INPUTS_PARAMETER]!r}"
+        )
+    return True
 
 
 def features_request(

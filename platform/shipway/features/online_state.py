@@ -1,0 +1,156 @@
+"""What the online store holds, per feature view: the window last materialized, its newest row.
+
+Materialization is incremental: a view's next run reads only the rows stamped after the newest
+row it already loaded (Feast's `materialize` over [that row, the table's newest]), so a day of
+new features costs a day, not the whole history. A restatement of old days (a dbt backfill) is
+not "new": `full=True` (`shipway features materialize --full`) reloads everything.
+
+The state (`<feast dir>/online_state_<store>.json`, one per online store kind) is written after
+Feast has written the rows, so a run killed halfway is simply redone. Freshness compares it with
+the Delta tables' own newest row (from the transaction log's file statistics, nothing is
+scanned): the feature service exports both, and the `online_store` asset shows them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from shipway.paths import ShipwayHome
+
+TIMESTAMP = "event_timestamp"
+
+
+@dataclass(frozen=True)
+class ViewState:
+    table: str
+    window_start: float
+    window_end: float
+    """The newest row loaded so far: the next run starts here."""
+    table_version: int
+    materialized_at: float
+
+
+@dataclass(frozen=True)
+class Freshness:
+    online_newest: float
+    offline_newest: float
+
+    @property
+    def lag_seconds(self) -> float:
+        return max(0.0, self.offline_newest - self.online_newest)
+
+
+def table_newest(path: Path) -> tuple[float, int] | None:
+    """The newest event_timestamp of a Delta table and its version, from the log's statistics."""
+    from deltalake import DeltaTable
+
+    if not (path / "_delta_log").exists():
+        return None
+    table = DeltaTable(str(path))
+    actions = table.get_add_actions(flatten=True)
+    column = f"max.{TIMESTAMP}"
+    if column not in actions.schema.names:
+        return None
+    values = [v for v in actions.column(column).to_pylist() if v is not None]
+    if not values:
+        return None
+    newest = max(values)
+    if newest.tzinfo is None:
+        newest = newest.replace(tzinfo=UTC)
+    return newest.timestamp(), table.version()
+
+
+@dataclass
+class OnlineState:
+    views: dict[str, ViewState] = field(default_factory=dict)
+
+    @classmethod
+    def path(cls, home: ShipwayHome) -> Path:
+        from shipway.features.store import online_store_kind
+
+        return home.feast / f"online_state_{online_store_kind()}.json"
+
+    @classmethod
+    def load(cls, home: ShipwayHome) -> OnlineState:
+        path = cls.path(home)
+        if not path.exists():
+            return cls()
+        try:
+            raw = json.loads(path.read_text())
+            return cls({name: ViewState(**view) for name, view in raw["views"].items()})
+        except (ValueError, KeyError, TypeError):
+            return cls()
+
+    def save(self, home: ShipwayHome) -> None:
+        path = self.path(home)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({"views": {k: asdict(v) for k, v in self.views.items()}}))
+        tmp.replace(path)
+
+    def freshness(self, home: ShipwayHome) -> dict[str, Freshness]:
+        out: dict[str, Freshness] = {}
+        for name, view in self.views.items():
+            newest = table_newest(home.table(view.table))
+            offline = newest[0] if newest else view.window_end
+            out[name] = Freshness(view.window_end, offline)
+        return out
+
+
+@dataclass(frozen=True)
+class Window:
+    view: str
+    table: str
+    start: datetime
+    end: datetime
+    table_version: int
+
+    def describe(self) -> str:
+        return f"{self.view}: {self.start:%Y-%m-%d %H:%M} → {self.end:%Y-%m-%d %H:%M}"
+
+
+def windows(
+    home: ShipwayHome, views: dict[str, str], state: OnlineState, full: bool
+) -> tuple[list[Window], list[str]]:
+    """Per view (name → its Delta table): the window to load, or why there is none."""
+    todo: list[Window] = []
+    skipped: list[str] = []
+    for view, table in sorted(views.items()):
+        newest = table_newest(home.table(table))
+        if newest is None:
+            skipped.append(f"{view}: table {table} has no rows yet")
+            continue
+        end, version = newest
+        known = state.views.get(view)
+        if known is not None and not full and known.table == table and known.window_end >= end:
+            skipped.append(f"{view}: up to date (newest row {_iso(end)})")
+            continue
+        if known is not None and not full and known.table == table:
+            start = known.window_end
+        else:
+            start = _oldest(home.table(table))
+        todo.append(Window(view, table, _dt(start), _dt(end), version))
+    return todo, skipped
+
+
+def _oldest(path: Path) -> float:
+    from deltalake import DeltaTable
+
+    actions = DeltaTable(str(path)).get_add_actions(flatten=True)
+    values = [v for v in actions.column(f"min.{TIMESTAMP}").to_pylist() if v is not None]
+    oldest = min(values)
+    if oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
+    return float(oldest.timestamp())
+
+
+def _dt(stamp: float) -> datetime:
+    return datetime.fromtimestamp(stamp, tz=UTC)
+
+
+def _iso(stamp: float) -> str:
+    return _dt(stamp).strftime("%Y-%m-%d %H:%M")

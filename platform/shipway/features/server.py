@@ -1,0 +1,307 @@
+"""The feature service over HTTP: Feast's `/get-online-features`, one-call scoring, metrics.
+
+    POST /get-online-features   Feast's request and answer: {"feature_service": "fraud_model_v1"}
+                                or {"features": ["customer_features:customer_txn_count_7d"]},
+                                with "entities": {column: [values]}; "fill_defaults": true puts
+                                the view's `default` tag where an entity has no row
+    POST /score/{model}         entity ids and request fields in; the lookup, the on-demand
+                                features and the model through the data plane's front door; the
+                                scores, the served version(s) and the request id out
+    GET  /health                200 once the registry is read
+    GET  /metrics               Prometheus: requests, latency, missing entities, freshness
+
+A bare ASGI app on uvicorn (httptools, uvloop): no framework sits between the socket and the
+lookup, whose plan is made once per feature service (`shipway.features.lookup`). The registry
+is read again when `feast apply` changes it. Errors are 4xx with {"error": ...} naming the
+field; a lookup's own failure is a 500 and is counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from shipway.errors import BadRequest, NotFound
+from shipway.features.online_state import OnlineState
+from shipway.features.scoring import ScoringUnavailable
+from shipway.paths import ASSETS_DIR, ShipwayHome
+from shipway.processes import LOOPBACK
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+MAX_BODY = 1 << 20
+REGISTRY_CHECK_SECONDS = 1.0
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class _FreshnessCollector(Collector):
+    """Per feature view: the newest row the online store holds, and how far the lake is ahead."""
+
+    def __init__(self, home: ShipwayHome) -> None:
+        self.home = home
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        newest = GaugeMetricFamily(
+            "shipway_feature_online_newest_row_timestamp_seconds",
+            "Event time of the newest row materialized into the online store, per view",
+            labels=["feature_view"],
+        )
+        age = GaugeMetricFamily(
+            "shipway_feature_freshness_seconds",
+            "Age of the newest online row (now minus its event time), per view",
+            labels=["feature_view"],
+        )
+        lag = GaugeMetricFamily(
+            "shipway_feature_online_lag_seconds",
+            "How far the online store is behind its Delta table (newest offline minus newest "
+            "online event time), per view",
+            labels=["feature_view"],
+        )
+        now = time.time()
+        for view, status in OnlineState.load(self.home).freshness(self.home).items():
+            newest.add_metric([view], status.online_newest)
+            age.add_metric([view], now - status.online_newest)
+            lag.add_metric([view], status.lag_seconds)
+        yield newest
+        yield age
+        yield lag
+
+
+class FeatureServer:
+    def __init__(
+        self, home: ShipwayHome, serving_url: str | None = None, models_dir: Path = ASSETS_DIR
+    ) -> None:
+        self.home = home
+        self.models_dir = models_dir
+        self.serving_url = serving_url.rstrip("/") if serving_url else None
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "shipway_feature_requests",
+            "Requests to the feature service, by endpoint and HTTP status",
+            ["endpoint", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "shipway_feature_request_seconds",
+            "Time to answer, server side, by endpoint",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.missing = Counter(
+            "shipway_feature_missing_entities",
+            "Entities looked up that the online store has no row for, per feature view",
+            ["feature_service", "feature_view"],
+            registry=self.registry,
+        )
+        self.registry.register(_FreshnessCollector(home))
+        self._lookup: Any = None
+        self._registry_mtime: float | None = None
+        self._checked = 0.0
+        self._scorer: Any = None
+
+    # --- registry ---------------------------------------------------------------------------
+
+    def lookup(self) -> Any:
+        """The OnlineLookup of the current registry (re-read after `feast apply`)."""
+        now = time.monotonic()
+        if self._lookup is None or now - self._checked > REGISTRY_CHECK_SECONDS:
+            self._checked = now
+            path = self.home.feast / "registry.db"
+            mtime = path.stat().st_mtime if path.exists() else None
+            if mtime is None:
+                raise NotFound(
+                    "no feature registry yet: materialize feature_views (feast apply) first"
+                )
+            if mtime != self._registry_mtime:
+                from shipway.features.lookup import OnlineLookup
+                from shipway.features.store import feature_store
+
+                self._lookup = OnlineLookup(feature_store(self.home))
+                self._registry_mtime = mtime
+                self._scorer = None
+                log.info("feature registry read: %s", sorted(self._lookup.services))
+        return self._lookup
+
+    # --- endpoints --------------------------------------------------------------------------
+
+    def online_features(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise BadRequest("request body must be a JSON object")
+        lookup = self.lookup()
+        service = body.get("feature_service")
+        features = body.get("features") or []
+        if service is not None and features:
+            raise BadRequest('give "feature_service" or "features", not both')
+        if service is not None:
+            if not isinstance(service, str):
+                raise BadRequest('"feature_service" must be a string')
+            plan = lookup.service_plan(service)
+        elif features:
+            if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+                raise BadRequest('"features" must be a list of "view:feature" strings')
+            plan = lookup.features_plan(features, bool(body.get("full_feature_names", False)))
+        else:
+            raise BadRequest('request needs "feature_service" or "features"')
+        result = lookup.lookup(plan, body.get("entities"), bool(body.get("fill_defaults", False)))
+        for view, count in result.missing.items():
+            self.missing.labels(plan.name, view).inc(count)
+        answer: dict[str, Any] = result.to_feast()
+        return answer
+
+    async def score(self, model: str, body: Any, request_id: str) -> dict[str, Any]:
+        from shipway.features.scoring import Scorer
+
+        if self.serving_url is None:
+            raise NotFound("scoring needs the serving front door: start with --serving-url")
+        lookup = self.lookup()
+        if self._scorer is None:
+            self._scorer = Scorer(self.home, lookup, self.serving_url, self.models_dir)
+        answer: dict[str, Any] = await self._scorer.score(model, body, request_id, self.missing)
+        return answer
+
+    def health(self) -> dict[str, Any]:
+        lookup = self.lookup()
+        return {"status": "ok", "feature_services": sorted(lookup.services)}
+
+    # --- ASGI -------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        began = time.perf_counter()
+        path: str = scope["path"]
+        method: str = scope["method"]
+        endpoint = path if not path.startswith("/score/") else "/score"
+        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        try:
+            if method == "POST" and path == "/get-online-features":
+                code, payload = 200, self.online_features(await _body(receive))
+            elif method == "POST" and path.startswith("/score/"):
+                model = path.removeprefix("/score/")
+                code, payload = 200, await self.score(model, await _body(receive), request_id)
+            elif method == "GET" and path == "/health":
+                code, payload = 200, self.health()
+            elif method == "GET" and path == "/metrics":
+                await _respond(send, 200, generate_latest(self.registry), b"text/plain")
+                return
+            else:
+                endpoint = "other"
+                code, payload = 404, {"error": f"no endpoint {method} {path}"}
+        except NotFound as exc:
+            code, payload = (503 if "registry" in str(exc) else 404), {"error": str(exc)}
+        except ScoringUnavailable as exc:
+            code, payload = 502, {"error": str(exc)}
+        except BadRequest as exc:
+            code, payload = 400, {"error": str(exc)}
+        except Exception as exc:  # a lookup that fails is the service's error, named and counted
+            log.exception("%s %s failed", method, path)
+            code, payload = 500, {"error": f"{type(exc).__name__}: {exc}"}
+        await _respond(send, code, orjson.dumps(payload), b"application/json", request_id)
+        self.requests.labels(endpoint, str(code)).inc()
+        self.latency.labels(endpoint).observe(time.perf_counter() - began)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                # Feast's import takes seconds: pay it before answering ready, not on the
+                # first lookup.
+                import feast  # noqa: F401
+
+                try:
+                    self.lookup()
+                except NotFound as exc:
+                    log.warning("%s", exc)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._scorer is not None:
+                    await self._scorer.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _body(receive: Receive) -> Any:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BadRequest(f"request body is over {MAX_BODY} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    try:
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not JSON: {exc}") from None
+
+
+async def _respond(
+    send: Send, code: int, body: bytes, kind: bytes, request_id: str | None = None
+) -> None:
+    headers = [(b"content-type", kind), (b"content-length", str(len(body)).encode())]
+    if request_id is not None:
+        headers.append((b"x-request-id", request_id.encode()))
+    await send({"type": "http.response.start", "status": code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(
+        prog="python -m shipway.features.server",
+        description="Shipway's feature service: Feast's /get-online-features, /score/{model}, "
+        "/metrics, on 127.0.0.1",
+    )
+    parser.add_argument("--port", type=int, default=6566, help="port on 127.0.0.1 (6566)")
+    parser.add_argument(
+        "--serving-url", help="the data plane's front door, for /score (e.g. http://127.0.0.1:8000)"
+    )
+    parser.add_argument(
+        "--models-dir", type=Path, default=ASSETS_DIR, help="model declarations (assets/)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    server = FeatureServer(ShipwayHome.from_env(), args.serving_url, args.models_dir)
+    uvicorn.run(
+        server,
+        host=LOOPBACK,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

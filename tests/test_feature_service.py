@@ -1,0 +1,330 @@
+"""The feature service serving teams call: Feast's /get-online-features over HTTP, on the
+platform's SQLite store and on a real Redis, with the SDK's values; named 4xx for bad requests;
+incremental materialization; freshness and lag."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+from deltalake import write_deltalake
+
+from shipway.data.events import generate_events
+from shipway.features.assets import lag_check
+from shipway.features.online_state import OnlineState
+from shipway.features.process import feature_server_process, redis_ping, redis_process
+from shipway.features.store import (
+    ONLINE_STORE_ENV,
+    REDIS_ENV,
+    feast_cli,
+    feature_store,
+    materialize_incremental,
+)
+from shipway.paths import ShipwayHome
+from shipway.processes import LOOPBACK, ManagedProcess, free_ports
+from tests.conftest import Platform
+
+pytestmark = pytest.mark.integration
+
+SERVICE = "fraud_model_v1"
+REQUEST_FIELDS = ("event_timestamp", "amount", "channel", "merchant_category")
+
+
+def _entities(frame: pd.DataFrame) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {
+        "customer_id": [int(v) for v in frame["customer_id"]],
+        "merchant_id": [int(v) for v in frame["merchant_id"]],
+    }
+    out["event_timestamp"] = [t.isoformat() for t in pd.to_datetime(frame["event_timestamp"])]
+    out["amount"] = [float(v) for v in frame["amount"]]
+    out["channel"] = frame["channel"].astype(str).tolist()
+    out["merchant_category"] = frame["merchant_category"].astype(str).tolist()
+    return out
+
+
+def _sdk(store: Any, service: str, entities: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    rows = [
+        dict(zip(entities, values, strict=True)) for values in zip(*entities.values(), strict=True)
+    ]
+    for row in rows:
+        if "event_timestamp" in row:
+            row["event_timestamp"] = datetime.fromisoformat(row["event_timestamp"])
+    found: dict[str, list[Any]] = store.get_online_features(
+        features=store.get_feature_service(service), entity_rows=rows
+    ).to_dict()
+    return found
+
+
+def _by_name(answer: dict[str, Any]) -> dict[str, list[Any]]:
+    names = answer["metadata"]["feature_names"]
+    return {name: result["values"] for name, result in zip(names, answer["results"], strict=True)}
+
+
+def _assert_same(ours: dict[str, list[Any]], sdk: dict[str, list[Any]]) -> None:
+    assert set(ours) <= set(sdk), set(ours) - set(sdk)
+    for name, values in ours.items():
+        assert values == pytest.approx(sdk[name], nan_ok=True), name
+
+
+def _transactions(day: str, n: int, seed: int) -> pd.DataFrame:
+    return generate_events(pd.Timestamp(day).date(), 1, seed=seed, events_per_day=n)
+
+
+def test_lookups_over_http_are_the_sdk_s_values_for_known_and_unknown_entities(
+    platform: Platform,
+) -> None:
+    url = platform.stack.features_url
+    transactions = _transactions("2026-10-25", 30, seed=11)
+    entities = _entities(transactions)
+    entities["customer_id"][0] = 10_000_000  # nobody
+    answer = httpx.post(
+        f"{url}/get-online-features", json={"feature_service": SERVICE, "entities": entities}
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    store = feature_store(platform.home)
+    _assert_same(_by_name(body), _sdk(store, SERVICE, entities))
+    names = body["metadata"]["feature_names"]
+    status = body["results"][names.index("customer_txn_count_7d")]["statuses"]
+    assert status[0] == "NOT_FOUND" and set(status[1:]) == {"PRESENT"}
+    stamps = body["results"][names.index("customer_txn_count_7d")]["event_timestamps"]
+    assert stamps[0] == "1970-01-01T00:00:00Z" and stamps[1].startswith("2026-10-")
+
+    # Defaults on request, and a plain feature list with Feast's full names.
+    filled = httpx.post(
+        f"{url}/get-online-features",
+        json={"feature_service": SERVICE, "entities": entities, "fill_defaults": True},
+    ).json()
+    assert _by_name(filled)["customer_txn_count_7d"][0] == 0
+    listed = httpx.post(
+        f"{url}/get-online-features",
+        json={
+            "features": ["merchant_features:merchant_txn_count_7d"],
+            "entities": {"merchant_id": entities["merchant_id"]},
+            "full_feature_names": True,
+        },
+    ).json()
+    assert listed["metadata"]["feature_names"] == [
+        "merchant_id",
+        "merchant_features__merchant_txn_count_7d",
+    ]
+    assert _by_name(listed)["merchant_features__merchant_txn_count_7d"] == pytest.approx(
+        _by_name(body)["merchant_txn_count_7d"]
+    )
+
+    metrics = httpx.get(f"{url}/metrics").text
+    assert (
+        'shipway_feature_missing_entities_total{feature_service="fraud_model_v1",'
+        'feature_view="customer_features"}' in metrics
+    )
+    assert 'shipway_feature_online_lag_seconds{feature_view="customer_features"} 0.0' in metrics
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"feature_service": "fraud_model_v9", "entities": {"customer_id": [1]}}, "fraud_model_v9"),
+        ({"feature_service": SERVICE, "entities": {"customer_id": [1]}}, "merchant_id"),
+        (
+            {"feature_service": "customer_spend_v1", "entities": {"customer_id": ["x"]}},
+            "customer_id",
+        ),
+        ({"feature_service": "customer_spend_v1", "entities": {"customer_id": 1}}, "customer_id"),
+        ({"features": ["customer_features:nope"], "entities": {"customer_id": [1]}}, "nope"),
+        ({"entities": {"customer_id": [1]}}, "feature_service"),
+        ("not an object", "JSON object"),
+    ],
+)
+def test_a_malformed_lookup_is_a_400_naming_what_is_wrong(
+    platform: Platform, body: Any, named: str
+) -> None:
+    answer = httpx.post(f"{platform.stack.features_url}/get-online-features", json=body)
+    assert answer.status_code == 400
+    assert named in answer.json()["error"]
+
+
+def test_bad_request_fields_and_non_json_are_named(platform: Platform) -> None:
+    url = f"{platform.stack.features_url}/get-online-features"
+    entities = _entities(_transactions("2026-10-25", 1, seed=3))
+    for field, bad in (("event_timestamp", "yesterday"), ("amount", "12"), ("channel", 3)):
+        answer = httpx.post(
+            url, json={"feature_service": SERVICE, "entities": {**entities, field: [bad]}}
+        )
+        assert answer.status_code == 400 and field in answer.json()["error"], answer.text
+    broken = httpx.post(url, content=b"{", headers={"content-type": "application/json"})
+    assert broken.status_code == 400 and "not JSON" in broken.json()["error"]
+    assert httpx.get(f"{platform.stack.features_url}/nowhere").status_code == 404
+
+
+# --- Redis, incremental materialization, freshness -----------------------------------------
+
+DAY = datetime(2026, 9, 2, tzinfo=UTC)
+
+
+def _customer_day(day: datetime, customers: list[int], count: int) -> pd.DataFrame:
+    n = len(customers)
+    frame = pd.DataFrame(
+        {
+            "customer_id": customers,
+            "feature_date": [day.date()] * n,
+            "event_timestamp": [day] * n,
+            "customer_txn_count_1d": [1] * n,
+            "customer_txn_count_7d": [count] * n,
+            "customer_amount_avg_7d": [20.0] * n,
+            "customer_amount_avg_30d": [25.0 + c for c in customers],
+            "customer_amount_max_30d": [80.0] * n,
+            "customer_night_share_30d": [0.1] * n,
+            "customer_amount_sum_7d": [100.0] * n,
+            "customer_amount_sum_30d": [400.0] * n,
+            "customer_active_days_30d": [12] * n,
+        }
+    )
+    return frame.astype({"customer_txn_count_1d": "int64", "customer_txn_count_7d": "int64"})
+
+
+def _merchant_day(day: datetime) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "merchant_id": [7],
+            "feature_date": [day.date()],
+            "event_timestamp": [day],
+            "merchant_txn_count_7d": [40],
+            "merchant_amount_avg_7d": [30.0],
+            "merchant_distinct_customers_7d": [30],
+            "merchant_online_share_7d": [0.5],
+        }
+    )
+
+
+@dataclass
+class RedisHome:
+    home: ShipwayHome
+    port: int
+    redis: ManagedProcess
+
+
+@pytest.fixture
+def redis_home(home: ShipwayHome, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisHome]:
+    """A home whose online store is a real Redis on loopback, with one day of features."""
+    port = free_ports(1)[0]
+    for key, value in home.environment().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv(ONLINE_STORE_ENV, "redis")
+    monkeypatch.setenv(REDIS_ENV, f"{LOOPBACK}:{port}")
+    write_deltalake(home.table("customer_features"), _customer_day(DAY, [1, 2, 3], 5))
+    write_deltalake(home.table("merchant_features"), _merchant_day(DAY))
+    running = RedisHome(home, port, redis_process(home, port).start())
+    try:
+        feast_cli(home, "apply")
+        yield running
+    finally:
+        running.redis.stop()
+
+
+def _lookup(url: str, customers: list[int]) -> dict[str, list[Any]]:
+    n = len(customers)
+    entities = {
+        "customer_id": customers,
+        "merchant_id": [7] * n,
+        "event_timestamp": [(DAY + timedelta(hours=14)).isoformat()] * n,
+        "amount": [50.0] * n,
+        "channel": ["online"] * n,
+        "merchant_category": ["travel"] * n,
+    }
+    answer = httpx.post(
+        f"{url}/get-online-features", json={"feature_service": SERVICE, "entities": entities}
+    )
+    assert answer.status_code == 200, answer.text
+    return _by_name(answer.json())
+
+
+def test_on_redis_lookups_match_the_sdk_and_materialization_loads_only_new_rows(
+    redis_home: RedisHome,
+) -> None:
+    home = redis_home.home
+    first = materialize_incremental(home)
+    assert sorted(w.view for w in first.loaded) == ["customer_features", "merchant_features"]
+    again = materialize_incremental(home)
+    assert again.loaded == [] and all("up to date" in s for s in again.skipped)
+
+    port = free_ports(1)[0]
+    server = feature_server_process(home, port)
+    server.env.update({k: os.environ[k] for k in (ONLINE_STORE_ENV, REDIS_ENV)})
+    server.start()
+    try:
+        url = f"http://{LOOPBACK}:{port}"
+        ours = _lookup(url, [1, 2, 99])
+        store = feature_store(home)
+        _assert_same(ours, _sdk(store, SERVICE, _entities_of(ours)))
+        assert ours["customer_txn_count_7d"] == [5, 5, None]
+
+        # A new day lands in the lake but not online: the store is behind, and says so.
+        later = DAY + timedelta(days=1)
+        write_deltalake(
+            home.table("customer_features"), _customer_day(later, [2], 8), mode="append"
+        )
+        fresh = OnlineState.load(home).freshness(home)
+        assert fresh["customer_features"].lag_seconds == 86400
+        check = lag_check(fresh)
+        assert not check.passed and "customer_features" in (check.description or "")
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'shipway_feature_online_lag_seconds{feature_view="customer_features"} 86400.0' in (
+            metrics
+        )
+
+        # The next run loads that day only: customer 2 moves on, 1 and 3 keep their rows.
+        done = materialize_incremental(home)
+        (window,) = done.loaded
+        assert (window.view, window.start, window.end) == ("customer_features", DAY, later)
+        assert _lookup(url, [1, 2, 3])["customer_txn_count_7d"] == [5, 8, 5]
+        assert lag_check(OnlineState.load(home).freshness(home)).passed
+
+        # kill -9 of Redis: its append-only file keeps what was loaded (fsync every second),
+        # and the feature service answers again once Redis is back.
+        time.sleep(1.5)
+        os.kill(redis_home.redis.pid, signal.SIGKILL)
+        redis_home.redis.stop()
+        assert not redis_ping(redis_home.port)
+        redis_home.redis = redis_process(home, redis_home.port).start()
+        assert _lookup(url, [1, 2, 3])["customer_txn_count_7d"] == [5, 8, 5]
+    finally:
+        server.stop()
+
+
+def _entities_of(found: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    n = len(found["customer_id"])
+    return {
+        "customer_id": found["customer_id"],
+        "merchant_id": found["merchant_id"],
+        "event_timestamp": [(DAY + timedelta(hours=14)).isoformat()] * n,
+        "amount": [50.0] * n,
+        "channel": ["online"] * n,
+        "merchant_category": ["travel"] * n,
+    }
+
+
+def test_the_online_store_is_sqlite_or_redis_as_the_environment_says(
+    home: ShipwayHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shipway.errors import ShipwayError
+    from shipway.features.store import store_yaml
+
+    monkeypatch.setenv(ONLINE_STORE_ENV, "sqlite")
+    assert "type: sqlite" in store_yaml(home).read_text()
+    monkeypatch.setenv(ONLINE_STORE_ENV, "redis")
+    monkeypatch.setenv(REDIS_ENV, "127.0.0.1:7001")
+    text = store_yaml(home).read_text()
+    assert "type: redis" in text and "127.0.0.1:7001" in text
+    monkeypatch.setenv(ONLINE_STORE_ENV, "memcached")
+    with pytest.raises(ShipwayError, match="SHIPWAY_ONLINE_STORE='memcached'"):
+        store_yaml(home)
+    assert Path(home.feast / "feature_store.yaml").read_text() == text, "left as it was"
