@@ -17,15 +17,19 @@ pytestmark = pytest.mark.e2e
 
 # fraud_model: the README's demo as it is (its v2 needs the default 2,000 events a day to pass
 # its gates), promoted through shadow and every canary step. customer_spend: smaller data and a
-# bad challenger, which its canary rolls back after two failed intervals (its policy).
+# bad challenger, which its canary rolls back after two failed intervals (its policy). The
+# second is `slow` (4 minutes, outside the default run: `pytest -m slow`); the paths it adds are
+# tested on their own in the default run (a rollback of a faulty challenger on real servers in
+# test_rollout.py, customer_spend's training, gate and serving in test_customer_spend.py).
 @pytest.mark.parametrize(
     ("model", "flags", "ending"),
     [
         ("fraud_model", [], "→ gates → rollout → fraud_model v2 is champion"),
-        (
+        pytest.param(
             "customer_spend",
             ["--events-per-day", "600", "--traffic-rows", "1000", "--bad-challenger"],
             "→ gates → rollout → v2 rolled back, v1 serves: success_rate",
+            marks=pytest.mark.slow,
         ),
     ],
 )

@@ -3,6 +3,7 @@ and online lookups that give the same feature vector as training."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -60,14 +61,29 @@ def _merchant_rows() -> pd.DataFrame:
     return _rows("merchant_id", 7, values, MERCHANT_COUNTS)
 
 
-@pytest.fixture
-def applied(home: ShipwayHome, monkeypatch: pytest.MonkeyPatch) -> ShipwayHome:
-    for key, value in home.environment().items():
-        monkeypatch.setenv(key, value)
+def _apply(home: ShipwayHome) -> ShipwayHome:
     write_deltalake(home.table("customer_features"), _customer_rows(5))
     write_deltalake(home.table("merchant_features"), _merchant_rows())
     feast_cli(home, "apply")
     return home
+
+
+@pytest.fixture(scope="module")
+def applied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShipwayHome]:
+    """One applied repository for the tests that only read it (`feast apply` takes ~8 s)."""
+    home = ShipwayHome(tmp_path_factory.mktemp("feast"))
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in home.environment().items():
+            patch.setenv(key, value)
+        yield _apply(home)
+
+
+@pytest.fixture
+def own_applied(home: ShipwayHome, monkeypatch: pytest.MonkeyPatch) -> ShipwayHome:
+    """An applied repository of the test's own, to change."""
+    for key, value in home.environment().items():
+        monkeypatch.setenv(key, value)
+    return _apply(home)
 
 
 def _transactions(*hours_after_day_start: int) -> pd.DataFrame:
@@ -95,9 +111,9 @@ def test_the_join_is_point_in_time_correct(applied: ShipwayHome) -> None:
 
 
 @pytest.mark.integration
-def test_an_overwritten_source_returns_no_stale_rows(applied: ShipwayHome) -> None:
-    write_deltalake(applied.table("customer_features"), _customer_rows(9), mode="overwrite")
-    joined = historical_features(feature_store(applied), _transactions(12), SERVICE)
+def test_an_overwritten_source_returns_no_stale_rows(own_applied: ShipwayHome) -> None:
+    write_deltalake(own_applied.table("customer_features"), _customer_rows(9), mode="overwrite")
+    joined = historical_features(feature_store(own_applied), _transactions(12), SERVICE)
     assert len(joined) == 1
     assert joined["customer_txn_count_7d"].tolist() == [9]
 
