@@ -114,7 +114,9 @@ def test_the_new_model_materializes_end_to_end_and_serves(
     logged = _logged(platform, "fraud_lite", "one-call-1", 40)
     by_key = logged.set_index("row_key")
     for i, key in enumerate(row_keys):
-        np.testing.assert_allclose(by_key.loc[key, "vector"], vectors[i], rtol=1e-9)
+        np.testing.assert_allclose(
+            np.asarray(by_key.loc[key, "vector"], dtype=float), vectors[i], rtol=1e-9
+        )
 
     wrong = httpx.post(f"{features}/score/fraud_lite", json={"entities": {"customer_id": [1]}})
     assert wrong.status_code == 400 and "merchant_id" in wrong.json()["error"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shipway.features.process import redis_ping
 from shipway.paths import REPO_ROOT
 from shipway.processes import free_ports
 
@@ -36,16 +37,19 @@ def _wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float) -> st
 
 
 def test_up_serves_every_component_and_ctrl_c_stops_them_all(tmp_path: Path) -> None:
-    names = ("dagster", "mlflow", "prometheus", "serving", "serving-stats", "control")
+    # With Redis as the online store: `up` starts it too, and the feature service reads it.
+    names = ("dagster", "mlflow", "prometheus", "serving", "serving-stats", "control", "features")
+    redis_port = free_ports(1)[0]
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("shipway")), "up"]
-        + [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))],
+        + [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
+        + ["--redis-port", str(redis_port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         cwd=REPO_ROOT,
-        env={**os.environ, "SHIPWAY_HOME": str(tmp_path)},
+        env={**os.environ, "SHIPWAY_HOME": str(tmp_path), "SHIPWAY_ONLINE_STORE": "redis"},
         start_new_session=True,
     )
     try:
@@ -57,6 +61,12 @@ def test_up_serves_every_component_and_ctrl_c_stops_them_all(tmp_path: Path) -> 
         front_door = f"http://127.0.0.1:{ports['serving']}"
         assert httpx.get(f"{front_door}/v2/health/live").status_code == 200
         assert httpx.get(f"http://127.0.0.1:{ports['control']}/health").status_code == 200
+        assert redis_ping(redis_port)
+        features = f"http://127.0.0.1:{ports['features']}"
+        assert httpx.get(f"{features}/metrics").status_code == 200
+        # Nothing applied yet: lookups say what to do first.
+        empty = httpx.post(f"{features}/get-online-features", json={"feature_service": "x"})
+        assert empty.status_code == 503 and "feature_views" in empty.json()["error"]
         nodes = _lineage(ports["dagster"])
         assert nodes["fraud_model_deployment"] == ("fraud_model", {"fraud_model"})
         assert nodes["fraud_model"] == ("fraud_model", {"fraud_model_training_set"})
@@ -70,6 +80,7 @@ def test_up_serves_every_component_and_ctrl_c_stops_them_all(tmp_path: Path) -> 
     assert "stopped." in out
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", "every service must stop on Ctrl-C"
+    assert not redis_ping(redis_port), "Redis must stop on Ctrl-C"
 
 
 def _lineage(port: int) -> dict[str, tuple[str, set[str]]]:

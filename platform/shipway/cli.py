@@ -85,6 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     up.add_argument("--serving-stats-port", type=int, default=8001, help="Envoy's /metrics")
     up.add_argument("--control-port", type=int, default=8100, help="the serving control plane")
+    up.add_argument(
+        "--features-port", type=int, default=6566, help="the feature service (lookups, scoring)"
+    )
+    up.add_argument(
+        "--redis-port",
+        type=int,
+        default=6379,
+        help="Redis, when SHIPWAY_ONLINE_STORE=redis (the online store)",
+    )
 
     serve = sub.add_parser(
         "serve",
@@ -299,12 +308,17 @@ def _up(args: argparse.Namespace) -> int:
         args.dagster_port,
         args.control_port,
         args.serving_stats_port,
+        args.features_port,
+        args.redis_port,
     )
     home = ShipwayHome.from_env()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    print("starting Dagster, MLflow, Prometheus and serving on 127.0.0.1 ...", flush=True)
+    print(
+        "starting Dagster, MLflow, Prometheus, serving and the feature service on 127.0.0.1 ...",
+        flush=True,
+    )
     with running_stack(home, ports, with_dagster=True) as stack:
         print(
             f"  Dagster UI  {stack.dagster_url}\n"
@@ -314,6 +328,8 @@ def _up(args: argparse.Namespace) -> int:
             f"  Envoy stats http://{stack.dataplane.metrics_target}/stats/prometheus\n"
             f"  control     {stack.control_url}/admin/models "
             "(changes need $SHIPWAY_SERVING_TOKEN)\n"
+            f"  features    {stack.features_url}/get-online-features, "
+            f"{stack.features_url}/score/<model>\n"
             f"  state in {home.root}, logs in {home.logs}\n"
             "Ctrl-C stops everything.",
             flush=True,
