@@ -514,6 +514,7 @@ def _rebuild(home: ShipwayHome, model: str, version: int | None) -> int:
 
 
 def _doctor() -> int:
+    from shipway.features.process import redis_binary
     from shipway.features.store import ensure_delta_extension
     from shipway.monitoring.prometheus import PROMETHEUS_CONFIG_DIR, check_config
     from shipway.processes import require_binary
@@ -524,6 +525,7 @@ def _doctor() -> int:
     check_config(PROMETHEUS_CONFIG_DIR / "prometheus.yml")
     print("ok  Prometheus config passes promtool check config")
     print(f"ok  MLServer runtime: {mlserver_binary()}")
+    print(f"ok  Redis (the online store option): {redis_binary()}")
     ensure_delta_extension()
     print("ok  DuckDB delta extension installed from its wheel")
     home = ShipwayHome.from_env()
