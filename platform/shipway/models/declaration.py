@@ -316,6 +316,19 @@ class AlertPolicy(_Strict):
     for_minutes: int = Field(default=2, ge=0)
 
 
+class SkewPolicy(_Strict):
+    """What `<model>_feature_skew` compares and when its verdict blocks the next rollout."""
+
+    sample_rows: int = Field(default=500, ge=1)
+    """Logged requests compared per run (the newest served rows of the window)."""
+    tolerance: float = Field(default=1e-6, ge=0.0)
+    """A value differs when |online - offline| > tolerance * max(1, |offline|)."""
+    max_share: float = Field(default=0.01, ge=0.0, le=1.0)
+    """A feature is skewed when more than this share of compared rows differ."""
+    min_rows: int = Field(default=20, ge=1)
+    """Fewer comparable rows than this: no verdict (nothing blocks)."""
+
+
 class MonitoringPolicy(_Strict):
     """What `<model>_live_quality`, `<model>_quality_sensor` and the retrain schedule do."""
 
@@ -332,6 +345,8 @@ class MonitoringPolicy(_Strict):
     drift and quality."""
     prediction_log_retention_days: int = Field(default=90, ge=1)
     alerts: AlertPolicy = AlertPolicy()
+    skew: SkewPolicy = SkewPolicy()
+    """Training/serving skew: the vectors served against the point-in-time offline ones."""
 
     @field_validator("retrain_schedule")
     @classmethod
@@ -488,6 +503,10 @@ class ModelDeclaration(_Strict):
     @property
     def live_drift(self) -> str:
         return f"{self.name}_live_drift"
+
+    @property
+    def feature_skew(self) -> str:
+        return f"{self.name}_feature_skew"
 
     @property
     def quality_sensor(self) -> str:

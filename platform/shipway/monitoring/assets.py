@@ -11,12 +11,15 @@ judged window's values as numbers (Dagster plots them across materializations), 
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
@@ -42,12 +45,15 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 
 from shipway.data.lake import read_table, table_exists
 from shipway.errors import ShipwayError
+from shipway.features.service import feature_frame, registry_spec
+from shipway.features.store import feature_store, historical_features
 from shipway.models.catalog import DeclaredModel
 from shipway.monitoring.drift import DriftRules, ReferenceProfile
 from shipway.monitoring.figures import markdown_image, plt
 from shipway.monitoring.live_drift import daily_drift, figure, markdown
 from shipway.monitoring.quality import QualityReport, live_quality
 from shipway.monitoring.retraining import RetrainDecision, decide_quality
+from shipway.monitoring.skew import SkewReport, as_floats, feature_skew
 from shipway.paths import ShipwayHome
 from shipway.resources import PrometheusResource, ShipwayHomeResource
 from shipway.rollout.state import PROMOTED, RolloutStore
@@ -237,6 +243,95 @@ def live_drift_asset(declared: DeclaredModel, deployment: AssetKey) -> AssetsDef
     return live_drift_of
 
 
+NO_SKEW_CHECK = "no_feature_skew"
+
+
+def entity_rows_of(home: ShipwayHome, declared: DeclaredModel, columns: list[str]) -> pd.DataFrame:
+    """The label table's rows as the requests they were: `row_key` and the lookup's columns."""
+    label = declared.declaration.label
+    path = home.table(label.table)
+    if not table_exists(path):
+        raise ShipwayError(
+            f"label table {label.table} does not exist yet: land events and build it first"
+        )
+    keys = [label.row_id] if label.row_id else []
+    frame = read_table(path, columns=list(dict.fromkeys([*keys, *columns])))
+    row_keys = declared.prediction_keys(frame)
+    assert row_keys is not None, "the catalog checked the label table's key columns"
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    return frame.assign(row_key=row_keys)
+
+
+def skew_report(home: ShipwayHome, declared: DeclaredModel) -> SkewReport:
+    """The served vectors of the last window against their point-in-time offline vectors."""
+    declaration = declared.declaration
+    name, policy = declaration.name, declaration.monitoring
+    since = datetime.now(UTC) - timedelta(days=policy.window_days)
+    predictions = read_predictions(home.lake, name, since=since)
+    store = feature_store(home)
+    spec = registry_spec(store, declaration.feature_service)
+    columns = list(dict.fromkeys([*spec.join_keys, *spec.request_fields, "event_timestamp"]))
+    rows = entity_rows_of(home, declared, columns)
+
+    def offline(matched: pd.DataFrame) -> pd.DataFrame:
+        joined = historical_features(store, matched[[*columns, "row_key"]], spec.name)
+        joined = joined.set_index("row_key").loc[matched["row_key"]].reset_index()
+        return as_floats(feature_frame(joined, spec)).set_axis(matched.index)
+
+    return feature_skew(
+        name, predictions, rows, offline, policy.skew, datetime.now(UTC).isoformat()
+    )
+
+
+def feature_skew_asset(declared: DeclaredModel, deployment: AssetKey) -> AssetsDefinition:
+    declaration = declared.declaration
+    name, policy = declaration.name, declaration.monitoring
+    key = declaration.feature_skew
+
+    @asset(
+        name=key,
+        group_name=name,
+        deps=[deployment],
+        description=f"Training/serving skew of {name}: the newest {policy.skew.sample_rows} "
+        f"served rows of {table_name(name)} against Feast's point-in-time offline vectors for "
+        "the same requests, per feature. Skew past monitoring.skew.max_share fails its check, "
+        "is exported as shipway_feature_skew_share, and blocks the next release gate.",
+        check_specs=[
+            AssetCheckSpec(
+                NO_SKEW_CHECK,
+                asset=key,
+                description="No feature's served values differ from the offline ones on more "
+                f"than {policy.skew.max_share:.2%} of compared rows",
+            )
+        ],
+    )
+    def feature_skew_of(
+        context: AssetExecutionContext, lake: ShipwayHomeResource
+    ) -> Iterator[MaterializeResult | AssetCheckResult]:
+        home = lake.home
+        report = skew_report(home, declared)
+        report.save(home.serving)
+        (context.log.warning if report.skewed else context.log.info)(report.summary())
+        yield MaterializeResult(
+            metadata={
+                "logged_rows": report.logged,
+                "compared_rows": report.compared,
+                "skewed_features": len(report.skewed),
+                "report": MetadataValue.md(report.markdown()),
+            }
+        )
+        yield AssetCheckResult(
+            check_name=NO_SKEW_CHECK,
+            asset_key=key,
+            passed=not report.skewed,
+            severity=AssetCheckSeverity.ERROR,
+            description=report.summary(),
+            metadata={f.feature: round(f.share, 6) for f in report.features if f in report.skewed},
+        )
+
+    return feature_skew_of
+
+
 def serving_champion(home: ShipwayHome, model: str) -> str | None:
     """The version serving all traffic, or the champion of a rollout under way (the rollout
     state is the serving truth; MLflow's `champion` alias follows it)."""
@@ -258,11 +353,12 @@ def monitoring_definitions(
     name, policy = declaration.name, declaration.monitoring
     quality = live_quality_asset(declared, deployment)
     drift = live_drift_asset(declared, deployment)
+    skew = feature_skew_asset(declared, deployment)
     refresh = define_asset_job(
         f"{name}_monitoring",
-        selection=AssetSelection.assets(quality.key, drift.key),
-        description=f"Recompute {name}'s live quality (prediction log and labels) and its "
-        "drift by day.",
+        selection=AssetSelection.assets(quality.key, drift.key, skew.key),
+        description=f"Recompute {name}'s live quality (prediction log and labels), its "
+        "drift by day and its training/serving skew.",
     )
 
     @sensor(
@@ -308,5 +404,5 @@ def monitoring_definitions(
             )
         )
     return Definitions(
-        assets=[quality, drift], jobs=[refresh], sensors=[quality_sensor], schedules=schedules
+        assets=[quality, drift, skew], jobs=[refresh], sensors=[quality_sensor], schedules=schedules
     )

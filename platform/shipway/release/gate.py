@@ -22,6 +22,8 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from shipway.models.catalog import DeclaredModel
 from shipway.models.tracking import CHALLENGER, RELEASE_TAG
+from shipway.monitoring.skew import SkewReport
+from shipway.monitoring.skew import latest as latest_skew
 from shipway.paths import ShipwayHome
 from shipway.release.audit import Audit, AuditEntry
 from shipway.release.evaluation import (
@@ -32,7 +34,7 @@ from shipway.release.evaluation import (
     current_champion,
 )
 from shipway.release.operational import measure
-from shipway.release.report import PROMOTED, Judge, ReleaseReport
+from shipway.release.report import PROMOTED, Judge, Outcome, ReleaseReport
 from shipway.release.reproduce import reproduce
 
 GATE_ACTOR = "shipway release gate"
@@ -53,6 +55,21 @@ def change_kinds(challenger: Candidate, champion: Candidate | None) -> list[str]
     if challenger.training_params != champion.training_params:
         kinds.append("parameters")
     return kinds
+
+
+def skew_outcome(skew: SkewReport | None, asset: str) -> Outcome | None:
+    """The latest skew verdict as a gate rule: training/serving skew blocks the next rollout
+    until a skew run finds none. No run yet, or too few rows for a verdict: no rule."""
+    if skew is None or not skew.judged:
+        return None
+    return Outcome(
+        "skew",
+        "feature_skew",
+        ", ".join(f"{f.feature} {f.share:.2%}" for f in skew.skewed)
+        or f"none on {skew.compared} rows",
+        f"each feature <= {skew.max_share:.2%} differing ({asset} at {skew.at[:19]})",
+        not skew.skewed,
+    )
 
 
 def _parameter_changes(challenger: Candidate, champion: Candidate | None) -> list[str]:
@@ -164,6 +181,9 @@ def release_gate(
             reproducibility=reproduction,
             lineage=lineage,
         )
+        skew = skew_outcome(latest_skew(home.serving, name), declaration.feature_skew)
+        if skew is not None:
+            report.outcomes.append(skew)
         parameter_changes = _parameter_changes(challenger, champion)
         if parameter_changes:
             report.notes.append("Parameters changed: " + ", ".join(parameter_changes))

@@ -38,7 +38,8 @@ VERDICTS = (PROMOTED, BLOCKED, AWAITING_APPROVAL, INSUFFICIENT_EVIDENCE)
 @dataclass(frozen=True)
 class Outcome:
     kind: str
-    """evidence | absolute | versus_champion | slice | fairness | operational | reproducibility"""
+    """evidence | absolute | versus_champion | slice | fairness | operational | reproducibility
+    | skew"""
     rule: str
     observed: str
     expected: str

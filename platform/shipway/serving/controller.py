@@ -42,6 +42,7 @@ from starlette.routing import Route as Endpoint
 
 from shipway.errors import BadRequest, NotFound, ServiceError, ShipwayError
 from shipway.monitoring.quality import QualityReport
+from shipway.monitoring.skew import SKEW_DIR, SkewReport
 from shipway.rollout.state import RolloutStore
 from shipway.serving.bundle import Bundle, read_bundle
 from shipway.serving.client import TOKEN_ENV
@@ -227,6 +228,38 @@ class _QualityCollector(Collector):
         yield coverage
 
 
+class _SkewCollector(Collector):
+    """Each model's training/serving skew, as `<model>_feature_skew` last measured it (read at
+    scrape from `.skew/<model>.json`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.folder = root / SKEW_DIR
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        share = GaugeMetricFamily(
+            "shipway_feature_skew_share",
+            "Share of compared served rows whose feature value differs from the point-in-time "
+            "offline value",
+            labels=["model", "feature"],
+        )
+        compared = GaugeMetricFamily(
+            "shipway_feature_skew_compared_rows",
+            "Served rows compared with their offline vectors in the last skew run",
+            labels=["model"],
+        )
+        for path in sorted(self.folder.glob("*.json")) if self.folder.exists() else []:
+            try:
+                report = SkewReport.load(path)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("skew report %s is unreadable: %s", path, exc)
+                continue
+            compared.add_metric([report.model], report.compared)
+            for feature in report.features:
+                share.add_metric([report.model, feature.feature], feature.share)
+        yield share
+        yield compared
+
+
 class ControlPlane:
     def __init__(
         self,
@@ -279,6 +312,7 @@ class ControlPlane:
         )
         self.registry.register(_RolloutCollector(self.rollouts))
         self.registry.register(_QualityCollector(self.root))
+        self.registry.register(_SkewCollector(self.root))
 
     # --- state -----------------------------------------------------------------------------
 
