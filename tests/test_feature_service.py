@@ -266,6 +266,11 @@ def test_on_redis_lookups_match_the_sdk_and_materialization_loads_only_new_rows(
         store = feature_store(home)
         _assert_same(ours, _sdk(store, SERVICE, _entities_of(ours)))
         assert ours["customer_txn_count_7d"] == [5, 5, None]
+        missing = (
+            'shipway_feature_missing_entities_total{feature_service="fraud_model_v1",'
+            'feature_view="customer_features"} 1.0'
+        )
+        assert missing in httpx.get(f"{url}/metrics").text, "Redis answers a nobody with nulls"
 
         # A new day lands in the lake but not online: the store is behind, and says so.
         later = DAY + timedelta(days=1)
