@@ -7,6 +7,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,43 @@ TOY_FEATURES = ["amount", "hour_of_day", "customer_txn_count_7d"]
 TOY_KINDS = {"hour_of_day": HOUR_OF_DAY, "customer_txn_count_7d": CATEGORICAL}
 # Small windows, so a test's few hundred requests are judged.
 TOY_DRIFT = DriftRules(window_seconds=600.0, min_rows=50, max_rows=400)
+
+
+def customer_feature_rows(day: datetime, customers: list[int], count: int) -> pd.DataFrame:
+    """One day of `customer_features` rows (txn_count_7d = `count`), as dbt publishes them."""
+    n = len(customers)
+    frame = pd.DataFrame(
+        {
+            "customer_id": customers,
+            "feature_date": [day.date()] * n,
+            "event_timestamp": [day] * n,
+            "customer_txn_count_1d": [1] * n,
+            "customer_txn_count_7d": [count] * n,
+            "customer_amount_avg_7d": [20.0] * n,
+            "customer_amount_avg_30d": [25.0 + c for c in customers],
+            "customer_amount_max_30d": [80.0] * n,
+            "customer_night_share_30d": [0.1] * n,
+            "customer_amount_sum_7d": [100.0] * n,
+            "customer_amount_sum_30d": [400.0] * n,
+            "customer_active_days_30d": [12] * n,
+        }
+    )
+    return frame.astype({"customer_txn_count_1d": "int64", "customer_txn_count_7d": "int64"})
+
+
+def merchant_feature_rows(day: datetime) -> pd.DataFrame:
+    """One day of `merchant_features` for merchant 7."""
+    return pd.DataFrame(
+        {
+            "merchant_id": [7],
+            "feature_date": [day.date()],
+            "event_timestamp": [day],
+            "merchant_txn_count_7d": [40],
+            "merchant_amount_avg_7d": [30.0],
+            "merchant_distinct_customers_7d": [30],
+            "merchant_online_share_7d": [0.5],
+        }
+    )
 
 
 def toy_frame(rows: int, seed: int, amount_scale: float = 1.0) -> pd.DataFrame:

@@ -31,7 +31,7 @@ from shipway.features.store import (
 )
 from shipway.paths import ShipwayHome
 from shipway.processes import LOOPBACK, ManagedProcess, free_ports
-from tests.conftest import Platform
+from tests.conftest import Platform, customer_feature_rows, merchant_feature_rows
 
 pytestmark = pytest.mark.integration
 
@@ -170,41 +170,6 @@ def test_bad_request_fields_and_non_json_are_named(platform: Platform) -> None:
 DAY = datetime(2026, 9, 2, tzinfo=UTC)
 
 
-def _customer_day(day: datetime, customers: list[int], count: int) -> pd.DataFrame:
-    n = len(customers)
-    frame = pd.DataFrame(
-        {
-            "customer_id": customers,
-            "feature_date": [day.date()] * n,
-            "event_timestamp": [day] * n,
-            "customer_txn_count_1d": [1] * n,
-            "customer_txn_count_7d": [count] * n,
-            "customer_amount_avg_7d": [20.0] * n,
-            "customer_amount_avg_30d": [25.0 + c for c in customers],
-            "customer_amount_max_30d": [80.0] * n,
-            "customer_night_share_30d": [0.1] * n,
-            "customer_amount_sum_7d": [100.0] * n,
-            "customer_amount_sum_30d": [400.0] * n,
-            "customer_active_days_30d": [12] * n,
-        }
-    )
-    return frame.astype({"customer_txn_count_1d": "int64", "customer_txn_count_7d": "int64"})
-
-
-def _merchant_day(day: datetime) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "merchant_id": [7],
-            "feature_date": [day.date()],
-            "event_timestamp": [day],
-            "merchant_txn_count_7d": [40],
-            "merchant_amount_avg_7d": [30.0],
-            "merchant_distinct_customers_7d": [30],
-            "merchant_online_share_7d": [0.5],
-        }
-    )
-
-
 @dataclass
 class RedisHome:
     home: ShipwayHome
@@ -220,8 +185,8 @@ def redis_home(home: ShipwayHome, monkeypatch: pytest.MonkeyPatch) -> Iterator[R
         monkeypatch.setenv(key, value)
     monkeypatch.setenv(ONLINE_STORE_ENV, "redis")
     monkeypatch.setenv(REDIS_ENV, f"{LOOPBACK}:{port}")
-    write_deltalake(home.table("customer_features"), _customer_day(DAY, [1, 2, 3], 5))
-    write_deltalake(home.table("merchant_features"), _merchant_day(DAY))
+    write_deltalake(home.table("customer_features"), customer_feature_rows(DAY, [1, 2, 3], 5))
+    write_deltalake(home.table("merchant_features"), merchant_feature_rows(DAY))
     running = RedisHome(home, port, redis_process(home, port).start())
     try:
         feast_cli(home, "apply")
@@ -275,7 +240,7 @@ def test_on_redis_lookups_match_the_sdk_and_materialization_loads_only_new_rows(
         # A new day lands in the lake but not online: the store is behind, and says so.
         later = DAY + timedelta(days=1)
         write_deltalake(
-            home.table("customer_features"), _customer_day(later, [2], 8), mode="append"
+            home.table("customer_features"), customer_feature_rows(later, [2], 8), mode="append"
         )
         fresh = OnlineState.load(home).freshness(home)
         assert fresh["customer_features"].lag_seconds == 86400

@@ -29,6 +29,7 @@ from shipway.paths import ShipwayHome
 from shipway.release.gate import skew_outcome
 from shipway.serving.controller import _SkewCollector
 from shipway.serving.prediction_log import SCHEMA, table_name
+from tests.conftest import customer_feature_rows, merchant_feature_rows
 
 POLICY = SkewPolicy(sample_rows=100, tolerance=1e-6, max_share=0.05, min_rows=5)
 
@@ -96,41 +97,7 @@ def test_a_skew_report_survives_its_file_and_is_exported(tmp_path: Path) -> None
 
 DAY = datetime(2026, 9, 2, tzinfo=UTC)
 MODEL = "fraud_model"
-
-
-def _customers(day: datetime, count_7d: int) -> pd.DataFrame:
-    ids = list(range(1, 31))
-    n = len(ids)
-    return pd.DataFrame(
-        {
-            "customer_id": ids,
-            "feature_date": [day.date()] * n,
-            "event_timestamp": [day] * n,
-            "customer_txn_count_1d": [1] * n,
-            "customer_txn_count_7d": [count_7d] * n,
-            "customer_amount_avg_7d": [20.0] * n,
-            "customer_amount_avg_30d": [25.0 + i for i in ids],
-            "customer_amount_max_30d": [80.0] * n,
-            "customer_night_share_30d": [0.1] * n,
-            "customer_amount_sum_7d": [100.0] * n,
-            "customer_amount_sum_30d": [400.0] * n,
-            "customer_active_days_30d": [12] * n,
-        }
-    ).astype({"customer_txn_count_1d": "int64", "customer_txn_count_7d": "int64"})
-
-
-def _merchants(day: datetime) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "merchant_id": [7],
-            "feature_date": [day.date()],
-            "event_timestamp": [day],
-            "merchant_txn_count_7d": [40],
-            "merchant_amount_avg_7d": [30.0],
-            "merchant_distinct_customers_7d": [30],
-            "merchant_online_share_7d": [0.5],
-        }
-    )
+CUSTOMERS = list(range(1, 31))
 
 
 def _requests(day: datetime, prefix: str) -> pd.DataFrame:
@@ -184,8 +151,8 @@ def test_a_stale_online_store_is_caught_as_skew_and_fails_the_next_release_gate(
     for key, value in home.environment().items():
         monkeypatch.setenv(key, value)
     declared = declared_model(models, MODEL)
-    write_deltalake(home.table("customer_features"), _customers(DAY, 5))
-    write_deltalake(home.table("merchant_features"), _merchants(DAY))
+    write_deltalake(home.table("customer_features"), customer_feature_rows(DAY, CUSTOMERS, 5))
+    write_deltalake(home.table("merchant_features"), merchant_feature_rows(DAY))
     feast_cli(home, "apply")
     materialize_incremental(home)
 
@@ -198,7 +165,9 @@ def test_a_stale_online_store_is_caught_as_skew_and_fails_the_next_release_gate(
 
     # Day 2 lands in the lake but is never materialized: serving keeps day 1's rows.
     later = DAY + timedelta(days=1)
-    write_deltalake(home.table("customer_features"), _customers(later, 9), mode="append")
+    write_deltalake(
+        home.table("customer_features"), customer_feature_rows(later, CUSTOMERS, 9), mode="append"
+    )
     second = _requests(later, "b")
     write_deltalake(home.table("raw_events"), second, mode="append")
     _serve(home, second)

@@ -44,24 +44,37 @@ class Freshness:
         return max(0.0, self.offline_newest - self.online_newest)
 
 
-def table_newest(path: Path) -> tuple[float, int] | None:
-    """The newest event_timestamp of a Delta table and its version, from the log's statistics."""
+@dataclass(frozen=True)
+class TableSpan:
+    """A Delta table's oldest and newest event_timestamp (epoch seconds) and its version."""
+
+    oldest: float
+    newest: float
+    version: int
+
+
+def table_span(path: Path) -> TableSpan | None:
+    """The table's time span from its log's file statistics (nothing is scanned); None for a
+    table with no rows or no statistics."""
     from deltalake import DeltaTable
 
     if not (path / "_delta_log").exists():
         return None
     table = DeltaTable(str(path))
     actions = table.get_add_actions(flatten=True)
-    column = f"max.{TIMESTAMP}"
-    if column not in actions.schema.names:
-        return None
-    values = [v for v in actions.column(column).to_pylist() if v is not None]
-    if not values:
-        return None
-    newest = max(values)
-    if newest.tzinfo is None:
-        newest = newest.replace(tzinfo=UTC)
-    return newest.timestamp(), table.version()
+    bounds = []
+    for column in (f"min.{TIMESTAMP}", f"max.{TIMESTAMP}"):
+        if column not in actions.schema.names:
+            return None
+        values = [v for v in actions.column(column).to_pylist() if v is not None]
+        if not values:
+            return None
+        bounds.append(values)
+    oldest, newest = (
+        (v if v.tzinfo else v.replace(tzinfo=UTC)).timestamp()
+        for v in (min(bounds[0]), max(bounds[1]))
+    )
+    return TableSpan(oldest, newest, table.version())
 
 
 @dataclass
@@ -95,8 +108,8 @@ class OnlineState:
     def freshness(self, home: ShipwayHome) -> dict[str, Freshness]:
         out: dict[str, Freshness] = {}
         for name, view in self.views.items():
-            newest = table_newest(home.table(view.table))
-            offline = newest[0] if newest else view.window_end
+            span = table_span(home.table(view.table))
+            offline = span.newest if span else view.window_end
             out[name] = Freshness(view.window_end, offline)
         return out
 
@@ -120,32 +133,19 @@ def windows(
     todo: list[Window] = []
     skipped: list[str] = []
     for view, table in sorted(views.items()):
-        newest = table_newest(home.table(table))
-        if newest is None:
+        span = table_span(home.table(table))
+        if span is None:
             skipped.append(f"{view}: table {table} has no rows yet")
             continue
-        end, version = newest
+        end = span.newest
         known = state.views.get(view)
         if known is not None and not full and known.table == table and known.window_end >= end:
             skipped.append(f"{view}: up to date (newest row {_iso(end)})")
             continue
-        if known is not None and not full and known.table == table:
-            start = known.window_end
-        else:
-            start = _oldest(home.table(table))
-        todo.append(Window(view, table, _dt(start), _dt(end), version))
+        incremental = known is not None and not full and known.table == table
+        start = known.window_end if known is not None and incremental else span.oldest
+        todo.append(Window(view, table, _dt(start), _dt(end), span.version))
     return todo, skipped
-
-
-def _oldest(path: Path) -> float:
-    from deltalake import DeltaTable
-
-    actions = DeltaTable(str(path)).get_add_actions(flatten=True)
-    values = [v for v in actions.column(f"min.{TIMESTAMP}").to_pylist() if v is not None]
-    oldest = min(values)
-    if oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=UTC)
-    return float(oldest.timestamp())
 
 
 def _dt(stamp: float) -> datetime:

@@ -327,16 +327,15 @@ def _severity(alert: str) -> str:
 def render(declaration: ModelDeclaration, source: str) -> dict[Path, str]:
     """The rule file and its test file, relative to `deploy/prometheus/`."""
     name = declaration.name
-    header = HEADER.format(source=source)
-
-    def text(content: dict[str, Any]) -> str:
-        # Unwrapped: a PromQL expression stays on one line.
-        return header + yaml.safe_dump(content, sort_keys=False, width=1000)
-
     return {
-        RULES_DIR / f"{name}.yml": text(rules(declaration)),
-        TESTS_DIR / f"{name}_rules_test.yml": text(rule_tests(declaration)),
+        RULES_DIR / f"{name}.yml": _text(source, rules(declaration)),
+        TESTS_DIR / f"{name}_rules_test.yml": _text(source, rule_tests(declaration)),
     }
+
+
+def _text(source: str, content: dict[str, Any]) -> str:
+    # Unwrapped: a PromQL expression stays on one line.
+    return HEADER.format(source=source) + yaml.safe_dump(content, sort_keys=False, width=1000)
 
 
 def write(declaration: ModelDeclaration, source: str, prometheus_dir: Path) -> list[Path]:
@@ -433,14 +432,9 @@ def _duration(seconds: float) -> str:
 
 def render_features(freshness: Sequence[FreshnessRule], source: str) -> dict[Path, str]:
     """The feature views' rule file and its test file, relative to `deploy/prometheus/`."""
-    header = HEADER.format(source=source)
-
-    def text(content: dict[str, Any]) -> str:
-        return header + yaml.safe_dump(content, sort_keys=False, width=1000)
-
     return {
-        RULES_DIR / f"{FEATURES}.yml": text(feature_rules(freshness)),
-        TESTS_DIR / f"{FEATURES}_rules_test.yml": text(feature_rule_tests(freshness)),
+        RULES_DIR / f"{FEATURES}.yml": _text(source, feature_rules(freshness)),
+        TESTS_DIR / f"{FEATURES}_rules_test.yml": _text(source, feature_rule_tests(freshness)),
     }
 
 

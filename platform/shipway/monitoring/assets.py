@@ -99,8 +99,10 @@ def retrain_tick(
     )
 
 
-def labels_of(home: ShipwayHome, declared: DeclaredModel) -> pd.DataFrame:
-    """The label table as `row_key`, `label`, `available_at`, `event_timestamp`."""
+def _label_rows(
+    home: ShipwayHome, declared: DeclaredModel, columns: list[str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """The label table's `columns` (and its key columns), with each row's prediction key."""
     declaration = declared.declaration
     label = declaration.label
     path = home.table(label.table)
@@ -109,12 +111,17 @@ def labels_of(home: ShipwayHome, declared: DeclaredModel) -> pd.DataFrame:
             f"label table {label.table} does not exist yet: land events and build it first"
         )
     keys = [label.row_id] if label.row_id else [*declaration.entity_keys]
-    columns = list(dict.fromkeys([*keys, "event_timestamp", label.column]))
-    if label.available_at:
-        columns.append(label.available_at)
-    frame = read_table(path, columns=columns)
+    frame = read_table(path, columns=list(dict.fromkeys([*keys, "event_timestamp", *columns])))
     row_keys = declared.prediction_keys(frame)
     assert row_keys is not None, "the catalog checked the label table's key columns"
+    return frame, row_keys
+
+
+def labels_of(home: ShipwayHome, declared: DeclaredModel) -> pd.DataFrame:
+    """The label table as `row_key`, `label`, `available_at`, `event_timestamp`."""
+    label = declared.declaration.label
+    extra = [label.available_at] if label.available_at else []
+    frame, row_keys = _label_rows(home, declared, [label.column, *extra])
     available = (
         pd.to_datetime(frame[label.available_at], utc=True)
         if label.available_at
@@ -248,16 +255,7 @@ NO_SKEW_CHECK = "no_feature_skew"
 
 def entity_rows_of(home: ShipwayHome, declared: DeclaredModel, columns: list[str]) -> pd.DataFrame:
     """The label table's rows as the requests they were: `row_key` and the lookup's columns."""
-    label = declared.declaration.label
-    path = home.table(label.table)
-    if not table_exists(path):
-        raise ShipwayError(
-            f"label table {label.table} does not exist yet: land events and build it first"
-        )
-    keys = [label.row_id] if label.row_id else []
-    frame = read_table(path, columns=list(dict.fromkeys([*keys, *columns])))
-    row_keys = declared.prediction_keys(frame)
-    assert row_keys is not None, "the catalog checked the label table's key columns"
+    frame, row_keys = _label_rows(home, declared, columns)
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     return frame.assign(row_key=row_keys)
 
