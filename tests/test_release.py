@@ -206,6 +206,28 @@ def test_a_challenger_worse_on_one_slice_only_is_blocked_by_the_slice_rule(
     assert "worse by at most 5.0" in failure.line()
 
 
+def test_too_few_evaluation_rows_is_insufficient_evidence_and_not_a_release(
+    platform: Platform, spend: DeclaredModel
+) -> None:
+    # The same better challenger as the passing test, under a minimum the data cannot meet.
+    model = _copy(platform, spend, min_rows=1_000_000, approval=ApprovalPolicy(needs_approval=[]))
+    _champion(platform, model, _register(platform, model, WEAK))
+    version = _register(platform, model)
+    report = _gate(platform, model, version)
+    assert report.verdict == "insufficient_evidence"
+    assert report.failures == []
+    (short,) = report.insufficient
+    assert "1000000" in short.line().replace(",", ""), short.line()
+    assert "insufficient evidence against champion" in report.summary("policy")
+    registry = MlflowClient(platform.stack.mlflow_url)
+    tags = registry.get_model_version(model.name, version).tags
+    assert tags["shipway.release"] == "insufficient_evidence"
+    aliases = registry.get_registered_model(model.name).aliases
+    assert aliases["champion"] != version
+    (entry,) = Audit(platform.home).entries(model.name, version)
+    assert entry.state == "insufficient_evidence"
+
+
 def test_the_reproduce_command_finds_a_changed_parameter(
     platform: Platform, spend: DeclaredModel
 ) -> None:
