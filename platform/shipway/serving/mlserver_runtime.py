@@ -144,6 +144,9 @@ class ShipwayModel(MLModel):
         model_file = Path(await get_model_uri(self.settings))
         self._booster = xgb.Booster()
         self._booster.load_model(str(model_file))
+        # A request holds a few rows: OpenMP threads cost more to wake than they save, and
+        # they spin on the cores Envoy and the other versions need.
+        self._booster.set_param({"nthread": 1})
         reference = ReferenceProfile.load(model_file.parent / str(extra["reference"]))
         self._features = reference.feature_names
         rules = DriftRules.from_dict(extra["drift"])

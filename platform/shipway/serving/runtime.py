@@ -67,6 +67,11 @@ def start_mlserver(
         # machine, and it halves memory and start-up time.
         "MLSERVER_PARALLEL_WORKERS": "0",
         "MLSERVER_METRICS_DIR": str(metrics_dir),
+        # MLServer's defaults are for development: debug (an access-log line per request, at
+        # DEBUG level) and gzip. Single-row answers are a few hundred bytes, and Envoy counts
+        # every request per version already.
+        "MLSERVER_DEBUG": "false",
+        "MLSERVER_GZIP_ENABLED": "false",
         # Shipway's runtime (shipway.serving.mlserver_runtime) and the numpy-only modules it
         # uses come from the source tree; nothing else of the platform is imported there.
         "PYTHONPATH": str(PLATFORM_DIR),
