@@ -53,11 +53,35 @@ def parse_infer_request(
     missing = [n for n in feature_names if n not in names]
     if missing:
         raise BadRequest(f"missing feature input(s) {missing}")
+    by_name = {t["name"]: t for t in inputs}
+    fast = _flat_columns([by_name[name] for name in feature_names])
+    if fast is not None:
+        return fast
     columns = {t["name"]: _column(t) for t in inputs if t["name"] in feature_names}
     lengths = {name: len(col) for name, col in columns.items()}
     if len(set(lengths.values())) != 1:
         raise BadRequest(f"feature inputs have different row counts: {lengths}")
     return np.column_stack([columns[name] for name in feature_names])
+
+
+def _flat_columns(tensors: list[dict[str, Any]]) -> np.ndarray | None:
+    """The common case in one conversion: flat columns of one length, each shaped `[n]` or
+    `[n, 1]` (or unshaped), all finite. Anything else returns None, for the column-by-column
+    path that names what is wrong."""
+    try:
+        matrix = np.asarray([t["data"] for t in tensors], dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if matrix.ndim != 2:
+        return None
+    n = matrix.shape[1]
+    for tensor in tensors:
+        shape = tensor.get("shape")
+        if shape is not None and shape != [n] and shape != [n, 1]:
+            return None
+    if not np.isfinite(matrix).all():
+        return None
+    return np.ascontiguousarray(matrix.T)
 
 
 def _numbers(tensor: dict[str, Any]) -> np.ndarray:
