@@ -13,11 +13,12 @@ from deltalake import write_deltalake
 from shipway.data.events import CATEGORIES
 from shipway.features.service import feature_frame, registry_spec, repository
 from shipway.features.store import (
-    feast_cli,
+    apply_repository,
     feature_store,
     historical_features,
     materialize_online,
     online_features,
+    repository_digest,
 )
 from shipway.paths import ShipwayHome
 
@@ -64,7 +65,7 @@ def _merchant_rows() -> pd.DataFrame:
 def _apply(home: ShipwayHome) -> ShipwayHome:
     write_deltalake(home.table("customer_features"), _customer_rows(5))
     write_deltalake(home.table("merchant_features"), _merchant_rows())
-    feast_cli(home, "apply")
+    assert not apply_repository(home).skipped
     return home
 
 
@@ -84,6 +85,20 @@ def own_applied(home: ShipwayHome, monkeypatch: pytest.MonkeyPatch) -> ShipwayHo
     for key, value in home.environment().items():
         monkeypatch.setenv(key, value)
     return _apply(home)
+
+
+def test_an_unchanged_repository_is_not_applied_again_unless_its_registry_is_gone(
+    applied: ShipwayHome,
+) -> None:
+    again = apply_repository(applied)
+    assert again.skipped
+    assert [v.name for v in feature_store(applied).list_feature_services()]  # registry intact
+    (applied.feast / "registry.db").unlink()
+    rebuilt = apply_repository(applied)
+    assert not rebuilt.skipped and rebuilt.digest == again.digest
+    assert SERVICE in {s.name for s in feature_store(applied).list_feature_services()}
+    # The digest covers the paths the yaml resolves: another home's registry is its own.
+    assert repository_digest(ShipwayHome(applied.root / "elsewhere")) != again.digest
 
 
 def _transactions(*hours_after_day_start: int) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from dagster import (
 from shipway.features.online_state import Freshness, OnlineState
 from shipway.features.service import repository
 from shipway.features.store import (
-    feast_cli,
+    apply_repository,
     feature_store,
     materialize_incremental,
     online_store_kind,
@@ -46,8 +46,14 @@ def feature_definitions() -> tuple[AssetsDefinition, AssetsDefinition]:
     def feature_views(
         context: AssetExecutionContext, lake: ShipwayHomeResource
     ) -> MaterializeResult:
-        output = feast_cli(lake.home, "apply")
-        context.log.info(output)
+        applied = apply_repository(lake.home)
+        if applied.skipped:
+            context.log.info(
+                "feature_repo/ unchanged since the last feast apply (digest %s): registry kept",
+                applied.digest,
+            )
+        else:
+            context.log.info(applied.output)
         store = feature_store(lake.home)
         return MaterializeResult(
             metadata={
@@ -59,6 +65,8 @@ def feature_definitions() -> tuple[AssetsDefinition, AssetsDefinition]:
                     sorted(s.name for s in store.list_feature_services())
                 ),
                 "registry": str(lake.home.feast / "registry.db"),
+                "feast_apply": "skipped: repository unchanged" if applied.skipped else "applied",
+                "repository_digest": applied.digest,
             }
         )
 

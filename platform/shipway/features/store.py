@@ -6,6 +6,9 @@ this module only runs Feast.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -103,6 +106,48 @@ def feast_cli(home: ShipwayHome, *args: str) -> str:
         tail = " | ".join(result.stderr.strip().splitlines()[-3:])
         raise ShipwayError(f"feast {' '.join(args)} failed: {tail}")
     return result.stdout
+
+
+@dataclass(frozen=True)
+class Applied:
+    """One `feast apply` of the repository, or its skip: nothing it reads had changed."""
+
+    digest: str
+    output: str | None  # the CLI's output; None when skipped
+
+    @property
+    def skipped(self) -> bool:
+        return self.output is None
+
+
+def repository_digest(home: ShipwayHome) -> str:
+    """What `feast apply` reads: the repository's files, the effective feature_store.yaml and
+    the paths it resolves. The views declare their schemas, so table contents do not count."""
+    sha = hashlib.sha256()
+    for path in sorted(FEATURE_REPO_DIR.glob("*.py")):
+        sha.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    sha.update(store_yaml(home).read_bytes())
+    sha.update(json.dumps(home.environment(), sort_keys=True).encode())
+    return sha.hexdigest()[:16]
+
+
+def apply_repository(home: ShipwayHome) -> Applied:
+    """`feast apply`, unless the registry already holds this repository as it is: a re-apply of
+    unchanged definitions takes seconds and changes nothing. The digest of the last apply is
+    kept beside the registry; a missing registry or SQLite online store applies again."""
+    digest = repository_digest(home)
+    marker = home.feast / "applied.json"
+    needed = [home.feast / "registry.db"]
+    if online_store_kind() == "sqlite":
+        needed.append(home.feast / "online_store.db")
+    if marker.exists() and all(p.exists() for p in needed):
+        with contextlib.suppress(ValueError, KeyError):
+            if json.loads(marker.read_text())["digest"] == digest:
+                return Applied(digest, None)
+    marker.unlink(missing_ok=True)
+    output = feast_cli(home, "apply")
+    marker.write_text(json.dumps({"digest": digest, "applied_at": time.time()}))
+    return Applied(digest, output)
 
 
 def feature_store(home: ShipwayHome):  # type: ignore[no-untyped-def]  # feast is untyped
