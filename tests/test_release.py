@@ -11,7 +11,9 @@ off in their policy copy and say so.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from dagster import AssetKey, build_sensor_context
 from mlflow.tracking import MlflowClient
 
@@ -32,10 +36,11 @@ from shipway.models.declaration import ApprovalPolicy
 from shipway.models.training import log_and_register, train
 from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT
 from shipway.release.audit import Audit
-from shipway.release.commands import reproduce_version
+from shipway.release.commands import package_version, reproduce_version
 from shipway.release.gate import release_gate
 from shipway.release.report import ReleaseReport
 from shipway.resources import ShipwayHomeResource
+from shipway.serving.package import SIGNING_KEY_ENV, verify_package
 from tests.conftest import Platform, assets_copy, check_evaluation, definitions_of, materialization
 
 pytestmark = pytest.mark.integration
@@ -331,3 +336,23 @@ def test_a_release_needing_approval_waits_until_approved_and_a_rejection_is_fina
     lineage = capsys.readouterr().out
     assert "approval         approved by" in lineage
     assert "parameters       " in lineage and "max_depth=5" in lineage
+
+
+def test_a_registered_version_is_packaged_with_its_lineage_and_the_package_verifies(
+    platform: Platform, spend: DeclaredModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    monkeypatch.setenv(SIGNING_KEY_ENV, base64.b64encode(raw).decode())
+    model = _copy(platform, spend)
+    version = _register(platform, model)
+    built = package_version(platform.home, platform.stack.mlflow_url, model, version, tmp_path)
+    lineage = json.loads((built.path / "lineage.json").read_text())
+    assert (lineage["model"], lineage["version"]) == (model.name, version)
+    assert lineage["parameters"]["max_depth"] == "4"
+    assert lineage["feature_service"] == model.declaration.feature_service
+    assert lineage["metrics"] and lineage["code_commit"] != "unrecorded"
+    service = json.loads((built.path / "feature_service.json").read_text())
+    assert service["feature_service"] == model.declaration.feature_service
+    assert len(service["features"]) > 3
+    assert verify_package(built.path, key.public_key()).version == version

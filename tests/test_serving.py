@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shipway.errors import ShipwayError
 from shipway.monitoring.drift import DriftRules, build_reference
@@ -23,13 +24,15 @@ from shipway.processes import ManagedProcess, free_ports
 from shipway.serving.bundle import Bundle, write_bundle
 from shipway.serving.client import TOKEN_ENV, ServingClient, control_plane_process
 from shipway.serving.dataplane import DataPlane
+from shipway.serving.package import VERIFY_KEY_ENV, build_package, public_key_text
 from shipway.serving.prediction_log import read_predictions
 from shipway.serving.protocol import features_request
-from tests.conftest import TOY_FEATURES, toy_frame
+from tests.conftest import TOY_DRIFT, TOY_FEATURES, toy_frame
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "test-token"
+SIGNER = Ed25519PrivateKey.generate()
 
 
 @dataclass
@@ -58,6 +61,7 @@ class Serving:
             lake=self.lake,
         )
         self.control.env[TOKEN_ENV] = TOKEN
+        self.control.env[VERIFY_KEY_ENV] = public_key_text(SIGNER.public_key())
         self.control.start()
 
 
@@ -103,6 +107,40 @@ def test_a_deployed_version_answers_with_the_same_scores_as_the_model_file(
     model.load_model(bundles["1"].path / "model.ubj")
     assert version == "1"
     np.testing.assert_allclose(scores, model.predict_proba(rows)[:, 1], rtol=1e-5)
+
+
+def test_a_signed_package_round_trips_through_serving_and_a_tampered_one_is_refused(
+    serving: Serving, deployed: ServingClient, bundles: dict[str, Bundle], tmp_path: Path
+) -> None:
+    import xgboost as xgb
+
+    source = bundles["1"]
+    signed = write_bundle(
+        tmp_path / "bundle",
+        "toy_signed",
+        "1",
+        source.path / "model.ubj",
+        source.reference,
+        "binary_classification",
+        TOY_DRIFT,
+    )
+    packages = serving.root / "packages"
+    package = build_package(signed.path, {"code_commit": "test"}, TOY_FEATURES, packages, SIGNER)
+    deployed.deploy("toy_signed", "1", package.bundle)
+    deployed.set_traffic("toy_signed", {"1": 100})
+    rows = toy_frame(20, seed=12)[TOY_FEATURES].to_numpy()
+    version, scores = deployed.infer("toy_signed", rows, TOY_FEATURES)
+    model = xgb.XGBClassifier()
+    model.load_model(source.path / "model.ubj")
+    assert version == "1"
+    np.testing.assert_allclose(scores, model.predict_proba(rows)[:, 1], rtol=1e-5)
+
+    tampered = shutil.copytree(package.path, packages / "toy_signed-2")
+    settings = tampered / "bundle" / "model-settings.json"
+    settings.write_text(settings.read_text().replace('"version": "1"', '"version": "2"'))
+    with pytest.raises(ShipwayError, match=r"model-settings\.json differs from its digest"):
+        deployed.deploy("toy_signed", "2", tampered / "bundle")
+    assert set(deployed.status()["toy_signed"]["versions"]) == {"1"}
 
 
 def test_the_splitter_sends_traffic_by_weight(deployed: ServingClient) -> None:

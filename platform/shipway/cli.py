@@ -33,6 +33,8 @@ EPILOG = """examples:
                                approve one (identity: $SHIPWAY_IDENTITY or the OS user)
   shipway models lineage fraud_model 4
                                commit -> data -> features -> parameters -> gate -> approval
+  shipway models package fraud_model 4 --out dist
+                               the signed package: bundle, runtime, lock, SBOM, lineage
   shipway rollout status fraud_model
                                phase, intended vs served weights, latest decisions
   shipway render seldon fraud_model
@@ -180,6 +182,35 @@ def main(argv: list[str] | None = None) -> int:
     )
     reproduce.add_argument("model")
     reproduce.add_argument("version")
+    package = models_sub.add_parser(
+        "package",
+        help="write a version's signed package: bundle, runtime, environment lock, SBOM, "
+        "lineage, Dockerfile, manifest of digests",
+        description="Signs with the Ed25519 key in $SHIPWAY_SIGNING_KEY_FILE (a file outside "
+        "the repository) or $SHIPWAY_SIGNING_KEY (base64, e.g. from CI secrets). The key is "
+        "never printed.",
+    )
+    package.add_argument("model")
+    package.add_argument("version")
+    package.add_argument(
+        "--out", type=Path, default=Path("dist"), help="folder for <model>-<version>/ (dist)"
+    )
+    verify = models_sub.add_parser(
+        "verify",
+        help="check a package's signature and every file's digest (exit 1 if refused)",
+        description="Verifies with the public key in $SHIPWAY_VERIFY_KEY_FILE or "
+        "$SHIPWAY_VERIFY_KEY.",
+    )
+    verify.add_argument("package", type=Path)
+
+    keys = sub.add_parser("keys", help="signing keys for model packages")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    generate = keys_sub.add_parser(
+        "generate",
+        help="a new Ed25519 signing key in a file (mode 0600, outside the repository); prints "
+        "the public key for $SHIPWAY_VERIFY_KEY",
+    )
+    generate.add_argument("--out", type=Path, required=True, help="the private key's file")
 
     rollout = sub.add_parser(
         "rollout",
@@ -275,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             return _render(args)
         if args.command == "dashboards":
             return _push_dashboards(args.model, args.folder)
+        if args.command == "keys":
+            return _keys(args)
         return _doctor()
     except ShipwayError as exc:
         print(f"shipway {args.command}: {exc}", file=sys.stderr)
@@ -402,12 +435,44 @@ def _models(args: argparse.Namespace) -> int:
         print("\n".join(commands.history_lines(home, args.model)))
     elif action == "lineage":
         print("\n".join(commands.lineage_lines(home, uri, args.model, args.version)))
+    elif action == "package":
+        built = commands.package_version(home, uri, _declared(args.model), args.version, args.out)
+        print(
+            f"{built.model} v{built.version}: {built.path} ({len(built.manifest['files'])} files, "
+            f"signed by key {built.key_id})"
+        )
+    elif action == "verify":
+        from shipway.serving.package import PackageError, verify_key, verify_package
+
+        public = verify_key()
+        if public is None:
+            raise ShipwayError(
+                "no verifying key: set $SHIPWAY_VERIFY_KEY_FILE or $SHIPWAY_VERIFY_KEY"
+            )
+        try:
+            checked = verify_package(args.package, public)
+        except PackageError as exc:
+            print(f"REFUSED: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"verified: {checked.model} v{checked.version}, "
+            f"{len(checked.manifest['files'])} files, signed by key {checked.key_id}"
+        )
     else:
         result, lines = commands.reproduce_version(
             home, uri, _declared(args.model), args.version, lambda line: print(f"  {line}")
         )
         print("\n".join(lines))
         return 0 if result.result.identical else 1
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from shipway.serving.package import VERIFY_KEY_ENV, generate_key, key_id, public_key_text
+
+    public = generate_key(args.out)
+    print(f"signing key {key_id(public)} written to {args.out} (mode 0600); keep it out of git")
+    print(f"{VERIFY_KEY_ENV}={public_key_text(public)}")
     return 0
 
 

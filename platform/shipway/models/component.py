@@ -60,9 +60,8 @@ from shipway.features.training_sets import (
 )
 from shipway.models.catalog import DeclaredModel
 from shipway.models.tracking import CHAMPION, RELEASE_TAG, registered_run_url
-from shipway.models.training import download_model, log_and_register, train
+from shipway.models.training import log_and_register, registered_bundle, train
 from shipway.monitoring.assets import monitoring_definitions, retrain_tick
-from shipway.monitoring.drift import ReferenceProfile
 from shipway.monitoring.retraining import decide, waiting_for_labels
 from shipway.paths import ShipwayHome
 from shipway.release.audit import APPROVED, RELEASABLE, Audit
@@ -75,7 +74,6 @@ from shipway.resources import (
     ShipwayHomeResource,
 )
 from shipway.rollout.sensor import begin, rollout_sensor
-from shipway.serving.bundle import write_bundle
 
 LANDING = ("raw_events_batch", "raw_events")
 # Run tag naming the version a release run deploys (set by the release sensor).
@@ -342,22 +340,12 @@ def model_definitions(model: DeclaredModel) -> Definitions:
                 f"{name} to train and gate a new version"
             )
         registry = MlflowClient(mlflow.tracking_uri)
-        bundle_dir = lake.home.serving / name / version
-        model_file, reference_file = download_model(
-            mlflow.tracking_uri, name, version, bundle_dir / "src"
-        )
-        bundle = write_bundle(
-            bundle_dir,
-            name,
+        bundle = registered_bundle(
+            mlflow.tracking_uri,
+            declaration,
             version,
-            model_file,
-            ReferenceProfile.load(reference_file),
-            declaration.problem,
-            declaration.drift.rules(declaration.serving.drift_window),
+            lake.home.serving / name / version,
             fault=_fault(context.run.tags.get(FAULT_TAG)),
-            feature_service=registry.get_run(
-                registry.get_model_version(name, version).run_id or ""
-            ).data.params.get("feature_service"),
         )
         if bundle.fault:
             context.log.warning(

@@ -33,7 +33,7 @@ from shipway.errors import ShipwayError
 from shipway.models.declaration import ModelDeclaration
 from shipway.models.tracking import git_commit, lock_hash, model_version_url, run_url
 from shipway.monitoring.drift import SCORE, ReferenceProfile, build_reference
-from shipway.serving.bundle import MODEL_FILE, REFERENCE_FILE
+from shipway.serving.bundle import MODEL_FILE, REFERENCE_FILE, Bundle, write_bundle
 from shipway.serving.protocol import SCORE_OUTPUT
 
 log = logging.getLogger(__name__)
@@ -253,3 +253,29 @@ def download_model(tracking_uri: str, model: str, version: str, dest: Path) -> t
         )
     )
     return found[0], reference
+
+
+def registered_bundle(
+    tracking_uri: str,
+    declaration: ModelDeclaration,
+    version: str,
+    dest: Path,
+    fault: dict[str, float] | None = None,
+) -> Bundle:
+    """The serving bundle of a registered version in `dest`: its model file and drift reference
+    from MLflow, its serving settings from the declaration, its feature service from its run."""
+    name = declaration.name
+    model_file, reference_file = download_model(tracking_uri, name, version, dest / "src")
+    registry = MlflowClient(tracking_uri)
+    run_id = registry.get_model_version(name, version).run_id or ""
+    return write_bundle(
+        dest,
+        name,
+        version,
+        model_file,
+        ReferenceProfile.load(reference_file),
+        declaration.problem,
+        declaration.drift.rules(declaration.serving.drift_window),
+        fault=fault,
+        feature_service=registry.get_run(run_id).data.params.get("feature_service"),
+    )

@@ -1,4 +1,5 @@
-"""What `shipway models ...` prints: pending releases, approvals, history, lineage, reproduce."""
+"""What `shipway models ...` does: pending releases, approvals, history, lineage, reproduce,
+package."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from mlflow.tracking import MlflowClient
 from shipway.errors import NotFound
 from shipway.models.catalog import DeclaredModel
 from shipway.models.tracking import RELEASE_TAG
+from shipway.models.training import registered_bundle
 from shipway.paths import ShipwayHome
 from shipway.release.audit import APPROVED, Audit, AuditEntry
 from shipway.release.evaluation import Candidate, candidate
 from shipway.release.reproduce import Reproduction, reproduce
+from shipway.serving.package import Package, build_package, signing_key
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
 
@@ -146,3 +149,38 @@ def reproduce_version(
         )
     )
     return result, lines
+
+
+def package_version(
+    home: ShipwayHome, uri: str, declared: DeclaredModel, version: str, dest: Path
+) -> Package:
+    """The signed package of a registered version: its bundle as deployment writes it, and its
+    lineage from MLflow and the release audit."""
+    model = declared.name
+    with tempfile.TemporaryDirectory(prefix="shipway-package-") as tmp:
+        found = _candidate(uri, model, version, Path(tmp))
+        bundle = registered_bundle(uri, declared.declaration, version, Path(tmp) / "bundle")
+        run = MlflowClient(uri).get_run(found.run_id)
+        audit = Audit(home).entries(model, version)
+        lineage = {
+            "model": model,
+            "version": version,
+            "mlflow_run_id": found.run_id,
+            "code_commit": found.tags.get("shipway.git_commit", "unrecorded"),
+            "lock_sha256": found.tags.get("shipway.lock_sha256", "unrecorded"),
+            "artifact_sha256": found.tags.get("shipway.artifact_sha256"),
+            "data_versions": {
+                t: found.tags.get(f"shipway.{t}_version")
+                for t in found.tags.get("shipway.input_tables", "").split(",")
+                if t
+            },
+            "training_set_version": found.training_set_version,
+            "feature_service": found.feature_service,
+            "parameters": found.training_params,
+            "metrics": dict(run.data.metrics),
+            "release": [
+                {"event": e.event, "state": e.state, "actor": e.actor, "at": e.at.isoformat()}
+                for e in audit
+            ],
+        }
+        return build_package(bundle.path, lineage, found.features, dest, signing_key())

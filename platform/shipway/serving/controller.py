@@ -47,6 +47,13 @@ from shipway.rollout.state import RolloutStore
 from shipway.serving.bundle import Bundle, read_bundle
 from shipway.serving.client import TOKEN_ENV
 from shipway.serving.dataplane import DataPlane, Route
+from shipway.serving.package import (
+    MANIFEST,
+    REQUIRE_SIGNED_ENV,
+    PackageError,
+    verify_key,
+    verify_package,
+)
 from shipway.serving.prediction_log import ingest
 from shipway.serving.runtime import start_mlserver, version_ready_url
 
@@ -433,8 +440,29 @@ class ControlPlane:
             )
         return read_bundle(resolved)
 
+    def _check_signature(self, bundle: Bundle) -> None:
+        """A bundle inside a model package (`<package>/bundle`) is served only as signed, with
+        the key in $SHIPWAY_VERIFY_KEY(_FILE); with $SHIPWAY_REQUIRE_SIGNED=1 (production) an
+        unpackaged bundle is refused too."""
+        package = bundle.path.parent
+        if (package / MANIFEST).exists():
+            public = verify_key()
+            if public is None:
+                raise PackageError(
+                    f"package {package} cannot be verified: the control plane has no "
+                    f"$SHIPWAY_VERIFY_KEY or $SHIPWAY_VERIFY_KEY_FILE"
+                )
+            checked = verify_package(package, public)
+            log.info("verified package %s (key %s)", package, checked.key_id)
+        elif os.environ.get(REQUIRE_SIGNED_ENV) == "1":
+            raise PackageError(
+                f"bundle {bundle.path} is not a signed package and {REQUIRE_SIGNED_ENV}=1: "
+                "production serves only packages from `shipway models package`"
+            )
+
     async def deploy(self, model: str, version: str, bundle_path: Path) -> bool:
         bundle = self._bundle_under_root(bundle_path)
+        await run_in_threadpool(self._check_signature, bundle)
         if (bundle.model, bundle.version) != (model, version):
             raise BadRequest(
                 f"bundle {bundle_path} holds {bundle.model} v{bundle.version}, "

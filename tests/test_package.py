@@ -1,0 +1,185 @@
+"""The signed model package, without servers: what it holds, that a signature and every digest
+are checked, that each way of tampering is refused with its reason, and that no key's value
+reaches a file or the output. The package served by a real control plane is in
+tests/test_serving.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from shipway.cli import main
+from shipway.errors import ShipwayError
+from shipway.serving.bundle import Bundle, read_bundle
+from shipway.serving.controller import ControlPlane
+from shipway.serving.dataplane import DataPlane
+from shipway.serving.package import (
+    REQUIRE_SIGNED_ENV,
+    SIGNING_KEY_ENV,
+    SIGNING_KEY_FILE_ENV,
+    VERIFY_KEY_ENV,
+    Package,
+    PackageError,
+    build_package,
+    key_id,
+    public_key_text,
+    signing_key,
+    verify_package,
+)
+from tests.conftest import TOY_FEATURES
+
+LINEAGE = {"code_commit": "abc123", "parameters": {"max_depth": "3"}, "metrics": {"auc": 0.9}}
+
+
+def _private_text(key: Ed25519PrivateKey) -> str:
+    raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return base64.b64encode(raw).decode()
+
+
+@pytest.fixture
+def key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def package(bundles: dict[str, Bundle], tmp_path: Path, key: Ed25519PrivateKey) -> Package:
+    return build_package(bundles["1"].path, LINEAGE, TOY_FEATURES, tmp_path / "dist", key)
+
+
+def test_a_package_holds_bundle_runtime_lock_sbom_lineage_and_dockerfile_and_verifies(
+    package: Package, key: Ed25519PrivateKey
+) -> None:
+    files = set(package.manifest["files"])
+    assert {
+        "bundle/model.ubj",
+        "bundle/model-settings.json",
+        "bundle/reference.json",
+        "runtime/shipway/serving/mlserver_runtime.py",
+        "environment/uv.lock",
+        "environment/pyproject.toml",
+        "sbom.cdx.json",
+        "lineage.json",
+        "feature_service.json",
+        "Dockerfile",
+    } <= files
+    sbom = json.loads((package.path / "sbom.cdx.json").read_text())
+    assert (sbom["bomFormat"], sbom["specVersion"]) == ("CycloneDX", "1.5")
+    mlserver = [c for c in sbom["components"] if c["name"] == "mlserver"]
+    assert mlserver and mlserver[0]["purl"] == f"pkg:pypi/mlserver@{mlserver[0]['version']}"
+    assert all(len(h["content"]) == 64 for c in sbom["components"] for h in c["hashes"])
+    assert json.loads((package.path / "lineage.json").read_text()) == LINEAGE
+    service = json.loads((package.path / "feature_service.json").read_text())
+    assert service["features"] == TOY_FEATURES
+    dockerfile = (package.path / "Dockerfile").read_text()
+    assert 'CMD ["mlserver", "start", "/opt/models/toy_model/1"]' in dockerfile
+    checked = verify_package(package.path, key.public_key())
+    assert (checked.model, checked.version, checked.key_id) == ("toy_model", "1", package.key_id)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (
+            lambda p: (p / "bundle/model.ubj").write_bytes(b"not a model"),
+            "bundle/model.ubj differs",
+        ),
+        (lambda p: (p / "bundle/reference.json").unlink(), "bundle/reference.json is missing"),
+        (lambda p: (p / "bundle/extra.py").write_text("import os"), "extra.py is not in the man"),
+        (
+            lambda p: (p / "manifest.json").write_text(
+                (p / "manifest.json").read_text().replace('"version": "1"', '"version": "9"')
+            ),
+            "the signature does not match manifest.json (tampered)",
+        ),
+        (lambda p: (p / "signature.json").unlink(), "is unsigned: it has no signature.json"),
+    ],
+)
+def test_each_way_of_tampering_is_refused_with_its_reason(
+    package: Package, key: Ed25519PrivateKey, tamper: object, reason: str
+) -> None:
+    assert callable(tamper)
+    tamper(package.path)
+    with pytest.raises(PackageError, match="refused") as refused:
+        verify_package(package.path, key.public_key())
+    assert reason in str(refused.value)
+
+
+def test_a_package_signed_by_another_key_is_refused(package: Package) -> None:
+    other = Ed25519PrivateKey.generate().public_key()
+    with pytest.raises(PackageError, match=f"not by the verifying key {key_id(other)}"):
+        verify_package(package.path, other)
+
+
+def test_keys_come_from_the_environment_or_a_file_and_are_never_written_or_printed(
+    bundles: dict[str, Bundle],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv(SIGNING_KEY_ENV, raising=False)
+    monkeypatch.delenv(SIGNING_KEY_FILE_ENV, raising=False)
+    with pytest.raises(ShipwayError, match="no signing key"):
+        signing_key()
+    monkeypatch.setenv(SIGNING_KEY_ENV, "not-base64!")
+    with pytest.raises(ShipwayError, match=r"\$SHIPWAY_SIGNING_KEY: not base64") as bad:
+        signing_key()
+    assert "not-base64!" not in str(bad.value)
+
+    key_file = tmp_path / "secrets" / "signing.key"
+    assert main(["keys", "generate", "--out", str(key_file)]) == 0
+    out = capsys.readouterr().out
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    private = key_file.read_text().strip()
+    assert private not in out
+    assert main(["keys", "generate", "--out", str(key_file)]) == 2  # never overwritten
+    assert "exists" in capsys.readouterr().err
+    assert main(["keys", "generate", "--out", "tests/leaked.key"]) == 2
+    assert "inside the repository" in capsys.readouterr().err
+    assert not Path("tests/leaked.key").exists()
+
+    monkeypatch.delenv(SIGNING_KEY_ENV)
+    monkeypatch.setenv(SIGNING_KEY_FILE_ENV, str(key_file))
+    built = build_package(
+        bundles["1"].path, LINEAGE, TOY_FEATURES, tmp_path / "dist", signing_key()
+    )
+    for path in built.path.rglob("*"):
+        if path.is_file():
+            assert private.encode() not in path.read_bytes(), path
+    public = signing_key().public_key()
+    assert f"{VERIFY_KEY_ENV}={public_key_text(public)}" in out
+
+    monkeypatch.setenv(VERIFY_KEY_ENV, public_key_text(public))
+    assert main(["models", "verify", str(built.path)]) == 0
+    verified = capsys.readouterr().out
+    assert "verified: toy_model v1" in verified and private not in verified
+    (built.path / "bundle" / "model.ubj").write_bytes(b"swapped")
+    assert main(["models", "verify", str(built.path)]) == 1
+    assert "REFUSED: package" in capsys.readouterr().err
+
+
+def test_production_serving_refuses_an_unsigned_bundle_and_checks_a_packaged_one(
+    bundles: dict[str, Bundle],
+    package: Package,
+    key: Ed25519PrivateKey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The control plane's check before it starts a model server; nothing is started here.
+    plane = ControlPlane(tmp_path, DataPlane(tmp_path / "dp"), tmp_path / "logs", None)
+    monkeypatch.delenv(REQUIRE_SIGNED_ENV, raising=False)
+    monkeypatch.delenv(VERIFY_KEY_ENV, raising=False)
+    plane._check_signature(bundles["1"])  # development: an unpackaged bundle is served
+    with pytest.raises(PackageError, match="has no \\$SHIPWAY_VERIFY_KEY"):
+        plane._check_signature(read_bundle(package.bundle))
+    monkeypatch.setenv(VERIFY_KEY_ENV, public_key_text(key.public_key()))
+    plane._check_signature(read_bundle(package.bundle))
+    monkeypatch.setenv(REQUIRE_SIGNED_ENV, "1")
+    with pytest.raises(PackageError, match="is not a signed package and SHIPWAY_REQUIRE_SIGNED=1"):
+        plane._check_signature(bundles["1"])
+    plane._check_signature(read_bundle(package.bundle))
