@@ -30,7 +30,7 @@ def publish_to_delta(warehouse: Path, relation: str, table_path: Path) -> TableI
     try:
         # UTC so Arrow carries tz-aware timestamps: naive ones raise the Delta protocol.
         con.execute("set TimeZone = 'UTC'")
-        frame = con.execute(f'select * from "{relation}"').arrow().read_all()
+        frame = con.table(relation).arrow().read_all()
     finally:
         con.close()
     return overwrite_table(table_path, frame.to_pandas(), {"dbt_model": relation})
