@@ -77,11 +77,7 @@ def lineage_lines(home: ShipwayHome, uri: str, model: str, version: str) -> list
     with tempfile.TemporaryDirectory() as tmp:
         found = _candidate(uri, model, version, Path(tmp))
     tags = found.tags
-    data = ", ".join(
-        f"{t} v{tags.get(f'shipway.{t}_version', '?')}"
-        for t in tags.get("shipway.input_tables", "").split(",")
-        if t
-    )
+    data = ", ".join(f"{t} v{v or '?'}" for t, v in found.data_versions.items())
     training = ", ".join(f"{k}={v}" for k, v in sorted(found.training_params.items()))
     lines = [
         f"{model} v{version} (MLflow run {found.run_id})",
@@ -169,11 +165,7 @@ def package_version(
             "code_commit": found.tags.get("shipway.git_commit", "unrecorded"),
             "lock_sha256": found.tags.get("shipway.lock_sha256", "unrecorded"),
             "artifact_sha256": found.tags.get("shipway.artifact_sha256"),
-            "data_versions": {
-                t: found.tags.get(f"shipway.{t}_version")
-                for t in found.tags.get("shipway.input_tables", "").split(",")
-                if t
-            },
+            "data_versions": found.data_versions,
             "training_set_version": found.training_set_version,
             "feature_service": found.feature_service,
             "parameters": found.training_params,

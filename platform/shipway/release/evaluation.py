@@ -63,6 +63,15 @@ class Candidate:
         return pd.Timestamp(self.params["split_at"])
 
     @property
+    def data_versions(self) -> dict[str, str | None]:
+        """The Delta version of each table the training set was built from, as recorded."""
+        return {
+            table: self.tags.get(f"shipway.{table}_version")
+            for table in self.tags.get("shipway.input_tables", "").split(",")
+            if table
+        }
+
+    @property
     def training_params(self) -> dict[str, str]:
         return {k: v for k, v in self.params.items() if k not in BOOKKEEPING_PARAMS}
 

@@ -184,15 +184,7 @@ def sbom(lock: Path, component: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _dockerfile(model: str, version: str) -> str:
-    mlserver = next(
-        (
-            p["version"]
-            for p in tomllib.loads((SERVING_ENVIRONMENT / "uv.lock").read_text())["package"]
-            if p["name"] == "mlserver"
-        ),
-        "1.7.1",
-    )
+def _dockerfile(model: str, version: str, mlserver: str) -> str:
     return f"""\
 # {model} v{version} on MLServer {mlserver}, with the environment locked in environment/uv.lock.
 # Rendered by `shipway models package`; build it where a container engine runs:
@@ -252,7 +244,8 @@ def build_package(
     component = {"name": bundle.model, "version": bundle.version}
     document = sbom(root / "environment" / "uv.lock", component)
     (root / "sbom.cdx.json").write_text(json.dumps(document, indent=1) + "\n")
-    (root / "Dockerfile").write_text(_dockerfile(bundle.model, bundle.version))
+    (mlserver,) = [c["version"] for c in document["components"] if c["name"] == "mlserver"]
+    (root / "Dockerfile").write_text(_dockerfile(bundle.model, bundle.version, mlserver))
     files = {str(p.relative_to(root)): _sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
     manifest = {
         "format": FORMAT,
