@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from shipway.git import git
 from shipway.paths import REPO_ROOT, ShipwayHome
 from shipway.processes import LOOPBACK, ManagedProcess, ensure_port_free
 
@@ -48,16 +49,8 @@ def mlflow_server_process(home: ShipwayHome, port: int) -> ManagedProcess:
 def git_commit() -> str:
     """The code commit a run was trained from; `unknown` outside a git checkout."""
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        sha = git("rev-parse", "HEAD").strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no").strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
