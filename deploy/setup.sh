@@ -36,9 +36,9 @@ if [ ! -x .tools/bin/uv ] || [ "$(.tools/bin/uv --version | cut -d' ' -f2)" != "
 fi
 
 say "platform environment (.venv) from uv.lock"
-.tools/bin/uv sync --frozen --quiet
+.tools/bin/uv sync --frozen --quiet --compile-bytecode
 say "serving runtime environment (deploy/serving/.venv) from deploy/serving/uv.lock"
-.tools/bin/uv sync --frozen --quiet --project deploy/serving
+.tools/bin/uv sync --frozen --quiet --compile-bytecode --project deploy/serving
 
 .venv/bin/shipway doctor
 say "ready"
