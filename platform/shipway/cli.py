@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,8 @@ EPILOG = """examples:
                                approve one (identity: $SHIPWAY_IDENTITY or the OS user)
   shipway models lineage fraud_model 4
                                commit -> data -> features -> parameters -> gate -> approval
+  shipway ci --changed-since origin/main
+                               a change's checks, for the models it touches
   shipway models package fraud_model 4 --out dist
                                the signed package: bundle, runtime, lock, SBOM, lineage
   shipway rollout status fraud_model
@@ -203,6 +206,35 @@ def main(argv: list[str] | None = None) -> int:
     )
     verify.add_argument("package", type=Path)
 
+    ci = sub.add_parser(
+        "ci",
+        help="CI for a model change: static checks, feature tests, the sample's contract, a "
+        "smoke build, training and gates, reproducibility, lock files",
+        description="Runs the steps for the models the change touches (from `git diff "
+        "--name-only REF`, or --model), in order, stopping at the first failure with its "
+        "reason. Writes junit.xml and summary.md (for a PR comment) to --report-dir. Exit 0 "
+        "passed, 1 failed.",
+    )
+    ci.add_argument(
+        "--changed-since",
+        default="HEAD",
+        metavar="REF",
+        help="what the change is measured against (HEAD: uncommitted work; a PR: its base)",
+    )
+    ci.add_argument(
+        "--model", action="append", default=[], help="check this model whatever changed"
+    )
+    ci.add_argument(
+        "--report-dir", type=Path, default=Path("ci-report"), help="reports (ci-report/)"
+    )
+    ci.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="STEP",
+        help='leave out steps whose name starts with this (e.g. "static checks")',
+    )
+
     keys = sub.add_parser("keys", help="signing keys for model packages")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     generate = keys_sub.add_parser(
@@ -308,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
             return _push_dashboards(args.model, args.folder)
         if args.command == "keys":
             return _keys(args)
+        if args.command == "ci":
+            return _ci(args)
         return _doctor()
     except ShipwayError as exc:
         print(f"shipway {args.command}: {exc}", file=sys.stderr)
@@ -465,6 +499,29 @@ def _models(args: argparse.Namespace) -> int:
         print("\n".join(lines))
         return 0 if result.result.identical else 1
     return 0
+
+
+def _ci(args: argparse.Namespace) -> int:
+    from shipway import ci
+
+    if args.model:
+        for name in args.model:
+            _declared(name)
+        plan = ci.Plan([], list(args.model), {m: ["named with --model"] for m in args.model}, True)
+    else:
+        plan = ci.plan(ci.changed_files(args.changed_since))
+    started = time.perf_counter()
+    for model in plan.models:
+        print(f"{model}: {'; '.join(plan.reasons[model])}", flush=True)
+    report = ci.run_ci(
+        plan, args.report_dir, lambda line: print(line, flush=True), frozenset(args.skip)
+    )
+    verdict = "passed" if report.passed else "FAILED"
+    print(
+        f"shipway ci {verdict} in {time.perf_counter() - started:.1f}s; "
+        f"{args.report_dir}/junit.xml, {args.report_dir}/summary.md"
+    )
+    return 0 if report.passed else 1
 
 
 def _keys(args: argparse.Namespace) -> int:

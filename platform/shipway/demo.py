@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
@@ -50,6 +49,7 @@ from shipway.models.component import FAULT_TAG
 from shipway.models.declaration import load_declaration
 from shipway.monitoring.prometheus import PrometheusClient
 from shipway.paths import ASSETS_DIR, ShipwayHome
+from shipway.processes import output_to
 from shipway.resources import (
     MlflowResource,
     PrometheusResource,
@@ -136,7 +136,7 @@ def run_demo(
     timeline.say("starting MLflow, Prometheus and the serving controller on 127.0.0.1")
     with (
         running_stack(home, ports) as stack,
-        _output_to(run_log),
+        output_to(run_log),
     ):
         loader.join()
         from assets.definitions import models
@@ -148,27 +148,6 @@ def run_demo(
         _loop(stack, config, declared, timeline)
         timeline.say("stopping services")
     timeline.summary()
-
-
-@contextmanager
-def _output_to(log_path: Path) -> Iterator[None]:
-    """Everything written to stdout and stderr, by Python, libraries and subprocesses alike,
-    goes to the log: the terminal shows only the timeline."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with log_path.open("ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
 
 
 def _loop(stack: Stack, config: DemoConfig, declared: DeclaredModel, timeline: Timeline) -> None:
