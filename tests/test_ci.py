@@ -105,8 +105,12 @@ def test_an_unchanged_checkout_has_nothing_to_check_and_a_change_is_seen(
     repo.mkdir()
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com"}
     env |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    for argv in (["init", "-q"], ["add", "."], ["commit", "-q", "--allow-empty", "-m", "one"]):
+
+    def git(*argv: str) -> None:
         subprocess.run(["git", *argv], cwd=repo, check=True, env=env)
+
+    git("init", "-q", "-b", "main")
+    git("commit", "-q", "--allow-empty", "-m", "one")
     assert ci.changed_files("HEAD", repo) == []
 
     said: list[str] = []
@@ -120,7 +124,18 @@ def test_an_unchanged_checkout_has_nothing_to_check_and_a_change_is_seen(
     (repo / "feature_repo").mkdir()
     (repo / "feature_repo" / "fraud_model.py").write_text("# changed\n")
     assert ci.changed_files("HEAD", repo) == ["feature_repo/fraud_model.py"]
-    with pytest.raises(ci.CIFailure, match="git diff --name-only nope failed"):
+
+    # A pull request: its own commit, while its base branch moved on with another change.
+    git("checkout", "-q", "-b", "change")
+    git("add", ".")
+    git("commit", "-q", "-m", "feature change")
+    git("checkout", "-q", "main")
+    (repo / "README.md").write_text("news on main\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "base moved")
+    git("checkout", "-q", "change")
+    assert ci.changed_files("main", repo) == ["feature_repo/fraud_model.py"]
+    with pytest.raises(ci.CIFailure, match="cannot diff against nope"):
         ci.changed_files("nope", repo)
 
 

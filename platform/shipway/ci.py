@@ -106,12 +106,15 @@ class Plan:
 
 
 def changed_files(since: str, root: Path = REPO_ROOT) -> list[str]:
-    """Files that differ from `since` (commits, staged and unstaged), and untracked files."""
+    """Files changed since the merge base of `since` and HEAD (commits, staged and unstaged
+    work), and untracked files: a pull request's own changes, not its base branch's news."""
     try:
-        diff = git("diff", "--name-only", since, cwd=root)
+        base = git("merge-base", since, "HEAD", cwd=root).strip()
+        diff = git("diff", "--name-only", base, cwd=root)
         untracked = git("ls-files", "--others", "--exclude-standard", cwd=root)
     except subprocess.CalledProcessError as exc:
-        raise CIFailure(f"git diff --name-only {since} failed: {exc.stderr.strip()}") from exc
+        reason = exc.stderr.strip() or f"{since} and HEAD have no common commit"
+        raise CIFailure(f"cannot diff against {since}: {reason}") from exc
     return sorted(set(diff.split()) | set(untracked.split()))
 
 
