@@ -46,7 +46,8 @@ EPILOG = """examples:
 state lives in $SHIPWAY_HOME (default: .shipway/ in the repository)"""
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and option of `shipway` (tests parse the CI recipes' commands with it)."""
     parser = argparse.ArgumentParser(
         prog="shipway",
         description="Shipway: ML CI/CD on Dagster, from raw events to a monitored deployment.",
@@ -315,8 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     push = dashboards_sub.add_parser("push", help="create or update each model's dashboard")
     push.add_argument("--model", help="one declared model (default: all)")
     push.add_argument("--folder", help="Grafana folder uid (default: General)")
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
