@@ -240,6 +240,11 @@ def test_ci_output_is_a_signed_package_that_verifies_and_refuses_tampering(
     assert {g["metric"] for g in lineage["gates"]} == {"roc_auc", "pr_auc"}
     assert "sbom.cdx.json" in checked.manifest["files"]
 
+    key = (workspace.home.root.parent / "keys" / "ci.key").read_text().strip().encode()
+    reported = [p for p in workspace.report_dir.rglob("*") if p.is_file()]
+    assert [p.name for p in reported if key in p.read_bytes()] == []
+    assert not [line for line in smoke.said if key.decode() in line]
+
     tampered = workspace.report_dir / "tampered"
     shutil.copytree(package, tampered)
     (tampered / "bundle" / "reference.json").write_text("{}")

@@ -20,6 +20,7 @@ from shipway.data.admission import Ledger
 from shipway.data.commands import land
 from shipway.data.lake import table_info
 from shipway.features import training_sets
+from shipway.serving.client import endpoint_file
 from tests.conftest import (
     Platform,
     assets_copy,
@@ -88,7 +89,9 @@ def test_a_deployment_on_its_own_refuses_a_version_whose_gate_failed(
     assert platform.stack.serving().status().get(MODEL, {}) == before
 
 
-def test_a_passing_gate_deploys_the_version_it_gated_with_its_lineage(platform: Platform) -> None:
+def test_a_passing_gate_deploys_the_version_it_gated_with_its_lineage_and_no_secret(
+    platform: Platform,
+) -> None:
     raw_events_now = table_info(platform.home.table("raw_events")).version
     result = _train_and_deploy(platform, definitions_of())
     gate = check_evaluation(result, "fraud_model_gate")
@@ -120,6 +123,15 @@ def test_a_passing_gate_deploys_the_version_it_gated_with_its_lineage(platform: 
     mlflow.set_tracking_uri(platform.stack.mlflow_url)
     signature = mlflow.models.get_model_info(f"models:/{MODEL}/{version}").signature
     assert signature.inputs.input_names() == params["features"].split(",")
+
+    # The serving token reached the run through EnvVar: no store of Dagster's, MLflow's or
+    # serving's, and no log, holds its value; only the owner-only file `shipway rollout` reads.
+    token = platform.stack.token.encode()
+    endpoint = endpoint_file(home.serving)
+    assert endpoint.stat().st_mode & 0o777 == 0o600 and token in endpoint.read_bytes()
+    files = [p for p in home.root.rglob("*") if p.is_file() and p != endpoint]
+    assert any(p.suffix == ".db" for p in files) and any(p.suffix == ".log" for p in files)
+    assert [str(p.relative_to(home.root)) for p in files if token in p.read_bytes()] == []
 
 
 def test_a_past_training_set_is_rebuilt_identically_by_time_travel(

@@ -372,3 +372,25 @@ def test_render_seldon_writes_the_rollout_s_current_point(
     model = yaml.safe_load((out / "model-fraud-model-v7.yaml").read_text())
     assert model["spec"]["storageUri"] == "s3://bucket/fraud_model/7"
     assert f"kubectl apply -n ml -f {out}" in capsys.readouterr().out
+
+
+def test_the_seldon_token_is_configured_by_its_name_and_read_at_run_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dagster shows a resource's configuration in its UI: an EnvVar shows as its name."""
+    from dagster import EnvVar, build_resources
+
+    from shipway.code_location import SELDON_TOKEN_ENV, resources
+
+    monkeypatch.setenv(SELDON_TOKEN_ENV, TOKEN)
+    monkeypatch.setenv("SHIPWAY_SELDON_API_URL", "http://127.0.0.1:1")
+    serving = resources()["serving"]
+    assert isinstance(serving, ServingResource)
+    assert isinstance(serving.seldon_token, EnvVar) and serving.seldon_token == SELDON_TOKEN_ENV
+    for key in ("SHIPWAY_SERVING_URL", "SHIPWAY_CONTROL_URL", "SHIPWAY_SERVING_TOKEN"):
+        monkeypatch.setenv(key, "unused")
+    with build_resources({"serving": serving}) as built:
+        assert built.serving.seldon_token == TOKEN
+
+    monkeypatch.delenv(SELDON_TOKEN_ENV)
+    assert resources()["serving"].seldon_token == ""  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@ the control plane configuring both."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from shipway.errors import ShipwayError
 from shipway.monitoring.drift import DriftRules, build_reference
@@ -31,7 +33,7 @@ from tests.conftest import TOY_DRIFT, TOY_FEATURES, toy_frame
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "test-token"
+TOKEN = "test-token-7f3a9c0d"  # distinctive: the secrets test greps files for it
 SIGNER = Ed25519PrivateKey.generate()
 
 
@@ -370,6 +372,25 @@ def test_changes_need_the_token_and_a_refused_change_leaves_serving_as_it_was(
     assert deployed.status()["toy_model"] == before
     # Reading what is served needs no token.
     assert httpx.get(f"{deployed.control_url}/admin/models").status_code == 200
+
+
+def test_no_log_state_or_package_file_holds_the_admin_token_or_the_signing_key(
+    serving: Serving, deployed: ServingClient
+) -> None:
+    url = f"{deployed.control_url}/admin/models/toy_model/traffic"
+    assert httpx.put(url, json={"weights": {"2": 100}}).status_code == 401
+    deployed.set_traffic("toy_model", {"1": 100})
+    signing = SIGNER.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    secrets = [TOKEN.encode(), signing, base64.b64encode(signing)]
+    files = [p for p in serving.root.rglob("*") if p.is_file()]
+    logs = [p for p in files if p.suffix == ".log" and p.stat().st_size > 0]
+    assert logs, "the control plane, Envoy and MLServer logged something to search"
+    holding = [
+        str(path.relative_to(serving.root))
+        for path in files
+        if any(secret in path.read_bytes() for secret in secrets)
+    ]
+    assert holding == []
 
 
 def test_the_front_door_refuses_oversized_bodies_before_any_model(

@@ -58,6 +58,9 @@ def shared_definitions(raw_events_contract: Path) -> Definitions:
     )
 
 
+SELDON_TOKEN_ENV = "SHIPWAY_SELDON_TOKEN"
+
+
 def resources() -> dict[str, object]:
     return {
         "lake": ShipwayHomeResource(path=EnvVar("SHIPWAY_HOME")),
@@ -72,7 +75,8 @@ def resources() -> dict[str, object]:
             token=EnvVar("SHIPWAY_SERVING_TOKEN"),
             # Optional: Seldon Core on a cluster instead of the embedded control plane.
             seldon_api_url=os.environ.get("SHIPWAY_SELDON_API_URL", ""),
-            seldon_token=os.environ.get("SHIPWAY_SELDON_TOKEN", ""),
+            # A secret is configured as EnvVar, so Dagster shows its name, never its value.
+            seldon_token=EnvVar(SELDON_TOKEN_ENV) if os.environ.get(SELDON_TOKEN_ENV) else "",
             seldon_namespace=os.environ.get("SHIPWAY_SELDON_NAMESPACE", "default"),
             seldon_storage=os.environ.get(
                 "SHIPWAY_SELDON_STORAGE", "s3://shipway-models/{model}/{version}"
