@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xgboost as xgb
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dagster import (
     AssetCheckEvaluation,
     AssetKey,
@@ -29,6 +30,7 @@ from shipway.models.catalog import load_models
 from shipway.monitoring.drift import CATEGORICAL, HOUR_OF_DAY, DriftRules, build_reference
 from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT, ShipwayHome
 from shipway.serving.bundle import Bundle, write_bundle
+from shipway.serving.package import VERIFY_KEY_ENV, public_key_text
 from shipway.stack import Ports, Stack, running_stack
 
 TOY_FEATURES = ["amount", "hour_of_day", "customer_txn_count_7d"]
@@ -154,6 +156,8 @@ class Platform:
         )
 
 
+PLATFORM_SIGNER = Ed25519PrivateKey.generate()
+
 # Everything models build on after landing: dbt's tables, Feast's registry and online store.
 SHARED_GROUPS = ("transform", "labels", "features")
 
@@ -162,6 +166,8 @@ SHARED_GROUPS = ("transform", "labels", "features")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     home = ShipwayHome(tmp_path_factory.mktemp("platform"))
     saved = dict(os.environ)
+    # Serving verifies packages with this key; a test that sets the signing key gets them.
+    os.environ[VERIFY_KEY_ENV] = public_key_text(PLATFORM_SIGNER.public_key())
     with running_stack(home, Ports.free()) as stack:
         os.environ.update(stack.environment())
         from assets.definitions import defs

@@ -5,12 +5,15 @@ leaking one is rejected. Each test makes the versions it checks; none relies on 
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from dagster import AssetKey
 from mlflow.tracking import MlflowClient
 
@@ -21,7 +24,9 @@ from shipway.data.commands import land
 from shipway.data.lake import table_info
 from shipway.features import training_sets
 from shipway.serving.client import endpoint_file
+from shipway.serving.package import SIGNING_KEY_ENV, verify_package
 from tests.conftest import (
+    PLATFORM_SIGNER,
     Platform,
     assets_copy,
     check_evaluation,
@@ -132,6 +137,26 @@ def test_a_passing_gate_deploys_the_version_it_gated_with_its_lineage_and_no_sec
     files = [p for p in home.root.rglob("*") if p.is_file() and p != endpoint]
     assert any(p.suffix == ".db" for p in files) and any(p.suffix == ".log" for p in files)
     assert [str(p.relative_to(home.root)) for p in files if token in p.read_bytes()] == []
+
+
+def test_with_a_signing_key_the_deployment_serves_the_versions_signed_package(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = PLATFORM_SIGNER.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    monkeypatch.setenv(SIGNING_KEY_ENV, base64.b64encode(raw).decode())
+    result = _train_and_deploy(platform, definitions_of())
+    assert result.success
+    deployed = materialization(result, "fraud_model_deployment")
+    version = str(deployed["model_version"])
+    package = platform.home.serving / "packages" / f"{MODEL}-{version}"
+    assert deployed["bundle"] == str(package / "bundle")
+    checked = verify_package(package, PLATFORM_SIGNER.public_key())
+    assert deployed["signed_by"] == checked.key_id
+    lineage = json.loads((package / "lineage.json").read_text())
+    run_id = MlflowClient(platform.stack.mlflow_url).get_model_version(MODEL, version).run_id
+    assert lineage["mlflow_run_id"] == run_id
+    assert [e["event"] for e in lineage["release"]][:1] == ["gate"]
+    assert version in platform.stack.serving().status()[MODEL]["versions"]
 
 
 def test_a_past_training_set_is_rebuilt_identically_by_time_travel(

@@ -401,11 +401,12 @@ def ci_package(
         SIGNING_KEY_ENV,
         SIGNING_KEY_FILE_ENV,
         build_package,
+        signing_configured,
         signing_key,
         verify_package,
     )
 
-    if not (os.environ.get(SIGNING_KEY_ENV) or os.environ.get(SIGNING_KEY_FILE_ENV)):
+    if not signing_configured():
         return f"not built: no signing key in ${SIGNING_KEY_ENV} or ${SIGNING_KEY_FILE_ENV}"
     smoke = SmokeSet.read(home, model, models_dir)
     trained = smoke.train()

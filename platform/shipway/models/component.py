@@ -65,6 +65,7 @@ from shipway.monitoring.assets import monitoring_definitions, retrain_tick
 from shipway.monitoring.retraining import decide, waiting_for_labels
 from shipway.paths import ShipwayHome
 from shipway.release.audit import APPROVED, RELEASABLE, Audit
+from shipway.release.commands import package_bundle
 from shipway.release.gate import release_gate
 from shipway.release.report import AWAITING_APPROVAL, PROMOTED
 from shipway.resources import (
@@ -74,6 +75,7 @@ from shipway.resources import (
     ShipwayHomeResource,
 )
 from shipway.rollout.sensor import begin, rollout_sensor
+from shipway.serving.package import signing_configured
 
 LANDING = ("raw_events_batch", "raw_events")
 # Run tag naming the version a release run deploys (set by the release sensor).
@@ -355,8 +357,17 @@ def model_definitions(model: DeclaredModel) -> Definitions:
                 bundle.fault,
                 FAULT_TAG,
             )
+        served, signed_by = bundle.path, ""
+        if signing_configured():
+            package = package_bundle(
+                lake.home, mlflow.tracking_uri, bundle.path, lake.home.serving / "packages"
+            )
+            served, signed_by = package.bundle, package.key_id
+            context.log.info(
+                "%s v%s packaged and signed with key %s: %s", name, version, signed_by, package.path
+            )
         client = serving.client()
-        client.deploy(name, version, bundle.path)
+        client.deploy(name, version, served)
         try:
             champion: str | None = registry.get_model_version_by_alias(name, CHAMPION).version
         except MlflowException:
@@ -392,7 +403,8 @@ def model_definitions(model: DeclaredModel) -> Definitions:
                 "traffic_weights": MetadataValue.json(weights),
                 "shadow": shadow or "",
                 "endpoint": MetadataValue.url(client.endpoint(name)),
-                "bundle": str(bundle.path),
+                "bundle": str(served),
+                "signed_by": signed_by or "unsigned (no $SHIPWAY_SIGNING_KEY)",
             }
         )
 

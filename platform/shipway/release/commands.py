@@ -19,6 +19,7 @@ from shipway.paths import ShipwayHome
 from shipway.release.audit import APPROVED, Audit, AuditEntry
 from shipway.release.evaluation import Candidate, candidate
 from shipway.release.reproduce import Reproduction, reproduce
+from shipway.serving.bundle import read_bundle
 from shipway.serving.package import Package, build_package, signing_key
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
@@ -152,27 +153,35 @@ def package_version(
 ) -> Package:
     """The signed package of a registered version: its bundle as deployment writes it, and its
     lineage from MLflow and the release audit."""
-    model = declared.name
+    with tempfile.TemporaryDirectory(prefix="shipway-package-") as tmp:
+        bundle = registered_bundle(uri, declared.declaration, version, Path(tmp) / "bundle")
+        return package_bundle(home, uri, bundle.path, dest)
+
+
+def package_bundle(home: ShipwayHome, uri: str, bundle_dir: Path, dest: Path) -> Package:
+    """The signed package of a registered version's bundle in `bundle_dir` (e.g. the one a
+    deployment is about to serve), with its lineage from MLflow and the release audit."""
+    bundle = read_bundle(bundle_dir)
+    model, version = bundle.model, bundle.version
     with tempfile.TemporaryDirectory(prefix="shipway-package-") as tmp:
         found = _candidate(uri, model, version, Path(tmp))
-        bundle = registered_bundle(uri, declared.declaration, version, Path(tmp) / "bundle")
-        run = MlflowClient(uri).get_run(found.run_id)
-        audit = Audit(home).entries(model, version)
-        lineage = {
-            "model": model,
-            "version": version,
-            "mlflow_run_id": found.run_id,
-            "code_commit": found.tags.get("shipway.git_commit", "unrecorded"),
-            "lock_sha256": found.tags.get("shipway.lock_sha256", "unrecorded"),
-            "artifact_sha256": found.tags.get("shipway.artifact_sha256"),
-            "data_versions": found.data_versions,
-            "training_set_version": found.training_set_version,
-            "feature_service": found.feature_service,
-            "parameters": found.training_params,
-            "metrics": dict(run.data.metrics),
-            "release": [
-                {"event": e.event, "state": e.state, "actor": e.actor, "at": e.at.isoformat()}
-                for e in audit
-            ],
-        }
-        return build_package(bundle.path, lineage, found.features, dest, signing_key())
+    run = MlflowClient(uri).get_run(found.run_id)
+    audit = Audit(home).entries(model, version)
+    lineage = {
+        "model": model,
+        "version": version,
+        "mlflow_run_id": found.run_id,
+        "code_commit": found.tags.get("shipway.git_commit", "unrecorded"),
+        "lock_sha256": found.tags.get("shipway.lock_sha256", "unrecorded"),
+        "artifact_sha256": found.tags.get("shipway.artifact_sha256"),
+        "data_versions": found.data_versions,
+        "training_set_version": found.training_set_version,
+        "feature_service": found.feature_service,
+        "parameters": found.training_params,
+        "metrics": dict(run.data.metrics),
+        "release": [
+            {"event": e.event, "state": e.state, "actor": e.actor, "at": e.at.isoformat()}
+            for e in audit
+        ],
+    }
+    return build_package(bundle_dir, lineage, found.features, dest, signing_key())

@@ -106,6 +106,11 @@ def public_key_text(public: Ed25519PublicKey) -> str:
     return base64.b64encode(public.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
 
 
+def signing_configured() -> bool:
+    """Whether a signing key is in the environment (packages are built only then)."""
+    return bool(os.environ.get(SIGNING_KEY_ENV) or os.environ.get(SIGNING_KEY_FILE_ENV))
+
+
 def signing_key() -> Ed25519PrivateKey:
     found = _from_environment(SIGNING_KEY_ENV, SIGNING_KEY_FILE_ENV)
     if found is None:
