@@ -138,6 +138,8 @@ def _dbt_downstream(manifest: dict[str, object], model: str) -> set[str]:
 
 def plan(changed: list[str], models_dir: Path = ASSETS_DIR) -> Plan:
     """Which models declared under `models_dir` `changed` touches, and why."""
+    if not changed:
+        return Plan([], [])  # nothing to load: an unchanged checkout answers at once
     from shipway.models.catalog import load_models
 
     declared = load_models(models_dir, RAW_EVENTS_CONTRACT)
