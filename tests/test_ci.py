@@ -204,6 +204,7 @@ def test_ci_builds_only_the_touched_models_training_set_and_passes_its_gates(
     assert [s.name for s in report.steps] == [
         "raw-events contract on the sample",
         "raw-events contract on the latest accepted snapshot",
+        "feast plan against the configured registry",
         "smoke build",
         "fraud_model: smoke training and gates",
         "fraud_model: reproducibility",
@@ -215,12 +216,13 @@ def test_ci_builds_only_the_touched_models_training_set_and_passes_its_gates(
     lake = workspace.home.lake
     assert (lake / "fraud_model_training_set" / "_delta_log").is_dir()
     assert not (lake / "customer_spend_training_set").exists()
-    gates = report.steps[3].detail
+    gates = report.steps[4].detail
     assert "roc_auc" in gates and "pr_auc" in gates and "gates pass" in gates
     assert "not reachable, not checked" in report.steps[1].detail
+    assert "not reachable, not planned" in report.steps[2].detail
     assert not smoke.configured.exists(), "the scratch home is the only one written to"
     suite = ElementTree.parse(workspace.report_dir / "junit.xml").getroot()
-    assert suite.get("tests") == "7" and suite.get("failures") == "0"
+    assert suite.get("tests") == "8" and suite.get("failures") == "0"
     summary = (workspace.report_dir / "summary.md").read_text()
     assert summary.startswith("## shipway ci: passed")
     assert "**fraud_model**: feature_repo/fraud_model.py (defines fraud_model_v1)" in summary
@@ -308,6 +310,14 @@ def test_a_tightened_contract_fails_on_the_latest_accepted_snapshot(
     tightened.write_text(yaml.safe_dump(contract))
     with pytest.raises(ci.CIFailure, match=r"latest accepted snapshot raw_events@v\d+: .*amount"):
         ci.snapshot_contract(workspace.home, tightened)
+
+
+def test_feast_plan_against_a_registry_holding_this_repository_changes_nothing(
+    smoke: Smoke, tmp_path: Path
+) -> None:
+    detail = ci.feast_plan(smoke.workspace.home, tmp_path / "feast-plan.txt")
+    assert detail.startswith(f"against {smoke.workspace.home.feast / 'registry.db'}: No changes")
+    assert "No changes" in (tmp_path / "feast-plan.txt").read_text()
 
 
 def test_the_cli_names_an_unknown_model(capsys: pytest.CaptureFixture[str]) -> None:

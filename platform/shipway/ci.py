@@ -250,6 +250,24 @@ def snapshot_contract(home: ShipwayHome, contract_path: Path = RAW_EVENTS_CONTRA
     return _contract_on(frame, f"latest accepted snapshot {accepted.id}", contract_path)
 
 
+def feast_plan(home: ShipwayHome, out: Path) -> str:
+    """`feast plan` of the repository, as changed, against the registry of `home` (when it has
+    one): what an apply would create, update or delete there. The whole plan goes to `out`."""
+    from shipway.features.store import feast_cli
+
+    if not (home.feast / "registry.db").is_file():
+        return f"no Feast registry in {home.root}: not reachable, not planned"
+    plan_text = feast_cli(home, "plan")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(plan_text)
+    changes = [
+        line.strip()
+        for line in plan_text.splitlines()
+        if line.strip().startswith(("Created", "Updated", "Deleted", "No changes"))
+    ]
+    return f"against {home.feast / 'registry.db'}: {'; '.join(changes) or 'see ' + out.name}"
+
+
 @contextmanager
 def _environment(values: dict[str, str]) -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in values}
@@ -541,6 +559,12 @@ class Workspace:
         ]
         if not the_plan.models:
             return steps
+        steps.append(
+            (
+                "feast plan against the configured registry",
+                partial(feast_plan, self.snapshot_home, self.report_dir / "feast-plan.txt"),
+            )
+        )
         log = self.report_dir / "smoke-build.log"
         build = partial(smoke_build, home, the_plan.models, self.sample, log, models_dir)
         steps.append(("smoke build", build))
