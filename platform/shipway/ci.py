@@ -1,6 +1,7 @@
 """`shipway ci`: what runs when someone pushes a change to a model.
 
-The change (`git diff --name-only REF`) decides which declared models it touches:
+The change (the files changed since the merge base of REF and HEAD, and untracked ones)
+decides which declared models it touches:
 
 - `assets/<folder>/` of a model: that model;
 - a file of `feature_repo/` that names a model's feature service or one of its feature views:
@@ -30,8 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import partial
@@ -42,7 +42,7 @@ from xml.etree import ElementTree
 from shipway.errors import ShipwayError
 from shipway.git import git
 from shipway.paths import ASSETS_DIR, DBT_PROJECT_DIR, RAW_EVENTS_CONTRACT, REPO_ROOT, ShipwayHome
-from shipway.processes import output_to
+from shipway.processes import environment, output_to
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -148,11 +148,17 @@ def plan(changed: list[str], models_dir: Path = ASSETS_DIR) -> Plan:
         raise CIFailure(f"{manifest_path} is missing: `shipway doctor` writes it (dbt parse)")
     manifest = json.loads(manifest_path.read_text())
     reasons: dict[str, list[str]] = {m.name: [] for m in declared}
+    shapes = [
+        (
+            m,
+            f"{ASSETS_DIR.relative_to(REPO_ROOT)}/{m.folder.name}/",
+            (m.service.name, *sorted({f.view for f in m.service.features})),
+            {*m.service.tables, m.declaration.label.table},
+        )
+        for m in declared
+    ]
     for path in changed:
-        for m in declared:
-            folder = f"{ASSETS_DIR.relative_to(REPO_ROOT)}/{m.folder.name}/"
-            views = {f.view for f in m.service.features}
-            inputs = {*m.service.tables, m.declaration.label.table}
+        for m, folder, names, inputs in shapes:
             if path.startswith(EVERY_MODEL):
                 reasons[m.name].append(f"{path} (shared by every model)")
             elif path.startswith(folder):
@@ -160,7 +166,7 @@ def plan(changed: list[str], models_dir: Path = ASSETS_DIR) -> Plan:
             elif path.startswith("feature_repo/"):
                 file = REPO_ROOT / path
                 text = file.read_text() if file.exists() else ""
-                named = [n for n in (m.service.name, *sorted(views)) if f'"{n}"' in text]
+                named = [n for n in names if f'"{n}"' in text]
                 if named or path == "feature_repo/feature_store.yaml":
                     reasons[m.name].append(f"{path} (defines {', '.join(named) or 'the store'})")
             elif path.startswith("dbt_project/models/") and path.endswith(".sql"):
@@ -268,20 +274,6 @@ def feast_plan(home: ShipwayHome, out: Path) -> str:
     return f"against {home.feast / 'registry.db'}: {'; '.join(changes) or 'see ' + out.name}"
 
 
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def smoke_build(
     home: ShipwayHome, models: list[str], sample: Path, log: Path, models_dir: Path = ASSETS_DIR
 ) -> str:
@@ -301,7 +293,7 @@ def smoke_build(
     frame = pd.read_parquet(sample, columns=["event_timestamp"])
     as_of = pd.Timestamp(frame["event_timestamp"].max()) + pd.Timedelta(hours=1)
     log.parent.mkdir(parents=True, exist_ok=True)
-    with _environment(home.environment()), output_to(log):
+    with environment(home.environment()), output_to(log):
         defs = code_location(load_models(models_dir, RAW_EVENTS_CONTRACT), RAW_EVENTS_CONTRACT)
         instance = DagsterInstance.ephemeral()
         config = {"from_file": str(sample), "as_of": as_of.isoformat()}

@@ -229,6 +229,21 @@ class ServiceGroup:
 
 
 @contextlib.contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """`values` in os.environ for the block, then each variable as it was (or unset)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
 def output_to(log_path: Path) -> Iterator[None]:
     """Everything written to stdout and stderr, by Python, libraries and subprocesses alike,
     goes to the log; the terminal shows only what the caller prints around it."""

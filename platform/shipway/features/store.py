@@ -23,7 +23,7 @@ from shipway.errors import ShipwayError
 from shipway.features.online_state import OnlineState, ViewState, Window, windows
 from shipway.features.service import ServiceSpec, entity_rows, feature_frame
 from shipway.paths import FEATURE_REPO_DIR, ShipwayHome
-from shipway.processes import LOOPBACK
+from shipway.processes import LOOPBACK, environment
 
 ONLINE_STORE_ENV = "SHIPWAY_ONLINE_STORE"
 REDIS_ENV = "SHIPWAY_REDIS"
@@ -156,17 +156,8 @@ def feature_store(home: ShipwayHome):  # type: ignore[no-untyped-def]  # feast i
 
     ensure_delta_extension()
     # feature_store.yaml reads the home's paths from the environment when the store is made.
-    environment = home.environment()
-    saved = {key: os.environ.get(key) for key in environment}
-    os.environ.update(environment)
-    try:
+    with environment(home.environment()):
         return FeatureStore(repo_path=str(FEATURE_REPO_DIR), fs_yaml_file=store_yaml(home))
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key)
-            else:
-                os.environ[key] = value
 
 
 def historical_features(store, entity_df: pd.DataFrame, service: str) -> pd.DataFrame:  # type: ignore[no-untyped-def]
