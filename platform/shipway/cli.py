@@ -211,10 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
         "ci",
         help="CI for a model change: static checks, feature tests, the sample's contract, a "
         "smoke build, training and gates, reproducibility, lock files",
-        description="Runs the steps for the models the change touches (from `git diff "
-        "--name-only REF`, or --model), in order, stopping at the first failure with its "
-        "reason. Writes junit.xml and summary.md (for a PR comment) to --report-dir. Exit 0 "
-        "passed, 1 failed.",
+        description="Runs the steps for the models the change touches (the files changed "
+        "since the merge base of REF and HEAD, or --model), in order, stopping at the first "
+        "failure with its reason. Writes junit.xml and summary.md (for a PR comment) to "
+        "--report-dir. Exit 0 passed, 1 failed.",
     )
     ci.add_argument(
         "--changed-since",

@@ -19,7 +19,7 @@ from shipway.paths import ShipwayHome
 from shipway.release.audit import APPROVED, Audit, AuditEntry
 from shipway.release.evaluation import Candidate, candidate
 from shipway.release.reproduce import Reproduction, reproduce
-from shipway.serving.bundle import read_bundle
+from shipway.serving.bundle import MODEL_FILE, read_bundle
 from shipway.serving.package import Package, build_package, signing_key
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
@@ -66,9 +66,11 @@ def history_lines(home: ShipwayHome, model: str) -> list[str]:
     return [_entry_line(e) for e in entries] or [f"no audit entries for {model} yet"]
 
 
-def _candidate(uri: str, model: str, version: str, dest: Path) -> Candidate:
+def _candidate(
+    uri: str, model: str, version: str, dest: Path, model_file: Path | None = None
+) -> Candidate:
     try:
-        return candidate(uri, model, version, dest)
+        return candidate(uri, model, version, dest, model_file)
     except MlflowException as exc:
         raise NotFound(f"{model} v{version} is not a registered version in {uri}") from exc
 
@@ -163,8 +165,7 @@ def package_bundle(home: ShipwayHome, uri: str, bundle_dir: Path, dest: Path) ->
     deployment is about to serve), with its lineage from MLflow and the release audit."""
     bundle = read_bundle(bundle_dir)
     model, version = bundle.model, bundle.version
-    with tempfile.TemporaryDirectory(prefix="shipway-package-") as tmp:
-        found = _candidate(uri, model, version, Path(tmp))
+    found = _candidate(uri, model, version, bundle_dir, bundle_dir / MODEL_FILE)
     run = MlflowClient(uri).get_run(found.run_id)
     audit = Audit(home).entries(model, version)
     lineage = {

@@ -93,7 +93,11 @@ class Candidate:
         return np.asarray(model.predict(matrix), dtype=np.float64)
 
 
-def candidate(tracking_uri: str, model: str, version: str, dest: Path) -> Candidate:
+def candidate(
+    tracking_uri: str, model: str, version: str, dest: Path, model_file: Path | None = None
+) -> Candidate:
+    """A registered version with its lineage; its model file downloaded to `dest`, unless the
+    caller already holds it (`model_file`)."""
     client = MlflowClient(tracking_uri)
     registered = client.get_model_version(model, version)
     if registered.run_id is None:
@@ -105,7 +109,8 @@ def candidate(tracking_uri: str, model: str, version: str, dest: Path) -> Candid
             f"{model} v{version} was registered without the lineage a release needs "
             f"(missing {sorted(needed) or ['shipway.training_set_version']}): retrain it"
         )
-    model_file, _ = download_model(tracking_uri, model, version, dest / f"v{version}")
+    if model_file is None:
+        model_file, _ = download_model(tracking_uri, model, version, dest / f"v{version}")
     return Candidate(
         model, version, registered.run_id, dict(run.data.params), dict(run.data.tags), model_file
     )
