@@ -1,17 +1,20 @@
-"""Serving, four ways in one run on the same XGBoost model: Shipway's front door (Envoy →
-MLServer with Shipway's runtime and its prediction log, as `shipway up` serves), that MLServer
-direct, a second MLServer without the prediction log, and `mlflow models serve`.
+"""Serving, five ways in one run on the same XGBoost model: Shipway's front door (Envoy →
+MLServer with Shipway's runtime and its prediction log, as `shipway up` serves) to a version
+with one replica and to one with `--replicas`, the first replica's MLServer direct, a second
+MLServer without the prediction log, and `mlflow models serve`.
 
     .venv/bin/python bench/serving_latency.py                      # 50 req/s, 2000 requests
-    .venv/bin/python bench/serving_latency.py --rate 100 --seconds 15
+    .venv/bin/python bench/serving_latency.py --rate 100 --seconds 15 --replicas 3
 
 Latency: single-row requests paced at `--rate` (open loop; a late request is sent late, not
 skipped), the three targets interleaved request by request so they share the machine's state;
 p50 / p99 / mean per target. Throughput: `--connections` concurrent connections for
 `--seconds` per target, requests per second, with `wrk` when it is on PATH (Debian's `wrk`: the
 client then costs little CPU), else an aiohttp client (which then is part of what is measured).
-The front door and "direct" hit the same MLServer process, so their difference is the proxy;
-the two direct targets differ only by the prediction log (the spool's cost on the hot path).
+The one-replica front door and "direct" hit the same MLServer process, so their difference is
+the proxy; the two direct targets differ only by the prediction log (the spool's cost on the
+hot path). The replicated version is the same bundle with `replicas` set, as the control plane
+serves it: Envoy's least-request balancer over the replicas' ports.
 """
 
 from __future__ import annotations
@@ -39,9 +42,9 @@ import xgboost as xgb
 from shipway.monitoring.drift import DriftRules, build_reference
 from shipway.processes import LOOPBACK, ManagedProcess, free_port, free_ports
 from shipway.serving.bundle import write_bundle
-from shipway.serving.dataplane import DataPlane, Route
+from shipway.serving.dataplane import VERSION_HEADER, DataPlane, Route
 from shipway.serving.protocol import features_request
-from shipway.serving.runtime import start_mlserver
+from shipway.serving.runtime import start_mlserver, start_replicas
 
 FEATURES = [f"f{i}" for i in range(16)]
 
@@ -56,33 +59,36 @@ def train(dest: Path) -> tuple[xgb.XGBClassifier, pd.DataFrame]:
     return model, frame
 
 
-Target = tuple[str, str, Callable[[np.ndarray], dict[str, object]]]
+Target = tuple[str, str, Callable[[np.ndarray], dict[str, object]], dict[str, str]]
 
 
 def paced(
     http: httpx.Client, targets: list[Target], rows: np.ndarray, rate: float
 ) -> dict[str, np.ndarray]:
-    latencies: dict[str, list[float]] = {name: [] for name, _, _ in targets}
+    latencies: dict[str, list[float]] = {name: [] for name, _, _, _ in targets}
     interval = 1.0 / rate
     start = time.perf_counter()
     for i, row in enumerate(rows):
-        for j, (name, url, body) in enumerate(targets):
+        for j, (name, url, body, headers) in enumerate(targets):
             due = start + (i * len(targets) + j) * interval
             wait = due - time.perf_counter()
             if wait > 0:
                 time.sleep(wait)
             began = time.perf_counter()
-            http.post(url, json=body(row[None, :])).raise_for_status()
+            http.post(url, json=body(row[None, :]), headers=headers).raise_for_status()
             latencies[name].append(time.perf_counter() - began)
     return {name: np.asarray(values) * 1000 for name, values in latencies.items()}
 
 
-def saturate_wrk(url: str, body: dict[str, object], seconds: int, connections: int) -> float:
+def saturate_wrk(
+    url: str, body: dict[str, object], headers: dict[str, str], seconds: int, connections: int
+) -> float:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(
             'wrk.method = "POST"\n'
             'wrk.headers["Content-Type"] = "application/json"\n'
-            f"wrk.body = {json.dumps(json.dumps(body))}\n"
+            + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+            + f"wrk.body = {json.dumps(json.dumps(body))}\n"
         )
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", script.name, url],
@@ -100,12 +106,12 @@ def saturate_wrk(url: str, body: dict[str, object], seconds: int, connections: i
 
 
 async def _saturate_aiohttp(
-    url: str, body: dict[str, object], seconds: int, connections: int
+    url: str, body: dict[str, object], extra: dict[str, str], seconds: int, connections: int
 ) -> float:
     done = 0
     stop = time.perf_counter() + seconds
     payload = json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **extra}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
 
         async def worker() -> None:
@@ -121,10 +127,12 @@ async def _saturate_aiohttp(
         return done / (time.perf_counter() - began)
 
 
-def saturate(url: str, body: dict[str, object], seconds: int, connections: int) -> float:
+def saturate(
+    url: str, body: dict[str, object], headers: dict[str, str], seconds: int, connections: int
+) -> float:
     if shutil.which("wrk"):
-        return saturate_wrk(url, body, seconds, connections)
-    return asyncio.run(_saturate_aiohttp(url, body, seconds, connections))
+        return saturate_wrk(url, body, headers, seconds, connections)
+    return asyncio.run(_saturate_aiohttp(url, body, headers, seconds, connections))
 
 
 def main() -> int:
@@ -133,6 +141,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000, help="requests per target (2000)")
     parser.add_argument("--seconds", type=int, default=10, help="saturation seconds (10)")
     parser.add_argument("--connections", type=int, default=16, help="saturation clients (16)")
+    parser.add_argument(
+        "--replicas", type=int, default=2, help="replicas of the replicated version (2)"
+    )
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="shipway-bench-"))
@@ -150,23 +161,27 @@ def main() -> int:
     print(
         f"model: 150 trees, depth 5, {len(FEATURES)} features; {args.requests} single-row "
         f"requests per target at {args.rate:.0f} req/s overall; saturation: "
-        f"{args.connections} connections x {args.seconds}s "
+        f"{args.connections} connections x {args.seconds}s; {args.replicas} replicas "
         f"({'wrk' if shutil.which('wrk') else 'aiohttp client'})",
         flush=True,
     )
 
     processes: list[ManagedProcess] = []
     try:
-        server = start_mlserver(
-            bundle, root / "logs", own_group=True, spool_dir=root / "predictions"
+        replicas = start_replicas(
+            bundle, root / "logs", list(range(args.replicas)), spool_dir=root / "predictions"
         )
-        processes.append(server.process)
+        processes += [r.process for r in replicas]
+        server = replicas[0]
         unlogged = start_mlserver(bundle, root / "logs-unlogged", own_group=True)
         processes.append(unlogged.process)
         front, stats = free_ports(2)
         dataplane = DataPlane(root / "dataplane", front, stats)
         processes.append(dataplane.process(root / "logs").start())
-        dataplane.publish([Route("bench_model", {"1": server.http_port}, {"1": 100})])
+        # One bundle, two served versions: "1" on the first replica alone, "n" on all of them
+        # (picked with the version header, as a pinned caller would).
+        ports = {"1": [server.http_port], "n": [r.http_port for r in replicas]}
+        dataplane.publish([Route("bench_model", ports, {"1": 100})])
         time.sleep(1.0)
 
         mlflow_dir = root / "mlflow_model"
@@ -206,19 +221,24 @@ def main() -> int:
             return {"dataframe_split": {"columns": list(range(row.shape[1])), "data": row.tolist()}}
 
         infer = "/v2/models/bench_model/infer"
+        pinned = {VERSION_HEADER: "n"}
+        direct = f"http://{LOOPBACK}:{server.http_port}{infer}"
+        unlogged_url = f"http://{LOOPBACK}:{unlogged.http_port}{infer}"
+        mlflow_url = f"http://{LOOPBACK}:{mlflow_port}/invocations"
         targets: list[Target] = [
-            ("front door (Envoy -> MLServer)", f"{dataplane.url}{infer}", oip),
-            ("MLServer direct", f"http://{LOOPBACK}:{server.http_port}{infer}", oip),
-            ("MLServer, no prediction log", f"http://{LOOPBACK}:{unlogged.http_port}{infer}", oip),
-            ("mlflow models serve", f"http://{LOOPBACK}:{mlflow_port}/invocations", mlflow_body),
+            ("front door, 1 replica", f"{dataplane.url}{infer}", oip, {}),
+            (f"front door, {args.replicas} replicas", f"{dataplane.url}{infer}", oip, pinned),
+            ("MLServer direct", direct, oip, {}),
+            ("MLServer, no prediction log", unlogged_url, oip, {}),
+            ("mlflow models serve", mlflow_url, mlflow_body, {}),
         ]
         with httpx.Client(timeout=30.0) as http:
             paced(http, targets, rows[:50], args.rate)  # warm-up
             results = paced(http, targets, rows, args.rate)
         print(f"{'target':<32} {'p50 ms':>7} {'p99 ms':>7} {'mean ms':>8} {'req/s sat.':>11}")
-        for name, url, body in targets:
+        for name, url, body, headers in targets:
             ms = results[name]
-            throughput = saturate(url, body(rows[:1]), args.seconds, args.connections)
+            throughput = saturate(url, body(rows[:1]), headers, args.seconds, args.connections)
             print(
                 f"{name:<32} {np.percentile(ms, 50):7.2f} {np.percentile(ms, 99):7.2f} "
                 f"{ms.mean():8.2f} {throughput:11.0f}",

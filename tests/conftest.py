@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -120,6 +124,40 @@ def toy_bundle(dest: Path, version: str, seed: int) -> Bundle:
         "binary_classification",
         TOY_DRIFT,
     )
+
+
+@dataclass
+class Load:
+    """Constant client load on the front door: every answer counted by version and status."""
+
+    url: str
+    body: dict[str, object]
+    rate: float = 40.0
+    answers: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10.0) as http:
+            while not self._stop.is_set():
+                try:
+                    response = http.post(self.url, json=self.body)
+                    if response.status_code == 200:
+                        self.answers[response.json()["model_version"]] += 1
+                    else:
+                        self.failures.append(f"{response.status_code} {response.text[:100]}")
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                time.sleep(1.0 / self.rate)
+
+    def __enter__(self) -> Load:
+        self._thread = threading.Thread(target=self.run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 @pytest.fixture

@@ -185,6 +185,11 @@ CASES: list[tuple[str, Edit, str]] = [
         "release.approval.needs_approval.0: Input should be 'first_version'",
     ),
     (
+        "fraud",
+        lambda d: _edit(d / "fraud/model.yaml", "replicas: 1 ", "replicas: 9 "),
+        "serving.replicas: Input should be less than or equal to 8",
+    ),
+    (
         "customer_spend",
         lambda d: (d / "customer_spend/contracts/training_set.yaml").unlink(),
         "the training set needs a contract at",

@@ -7,11 +7,9 @@ the Dagster path with MLflow is followed in tests/test_demo_e2e.py.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import httpx
 import pytest
@@ -30,7 +28,7 @@ from shipway.rollout.state import PROMOTED, ROLLED_BACK, RolloutState, RolloutSt
 from shipway.serving.bundle import Bundle, write_bundle
 from shipway.serving.protocol import features_request
 from shipway.stack import Ports, Stack, running_stack
-from tests.conftest import TOY_DRIFT, TOY_FEATURES, toy_frame
+from tests.conftest import TOY_DRIFT, TOY_FEATURES, Load, toy_frame
 
 pytestmark = pytest.mark.integration
 
@@ -54,40 +52,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = ShipwayHome(tmp_path_factory.mktemp("rollout"))
     with running_stack(home, Ports.free(), with_mlflow=False) as running:
         yield running
-
-
-@dataclass
-class Load:
-    """Constant client load on the front door: every answer counted by version and status."""
-
-    url: str
-    body: dict[str, object]
-    rate: float = 40.0
-    answers: Counter[str] = field(default_factory=Counter)
-    failures: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        with httpx.Client(timeout=10.0) as http:
-            while not self._stop.is_set():
-                try:
-                    response = http.post(self.url, json=self.body)
-                    if response.status_code == 200:
-                        self.answers[response.json()["model_version"]] += 1
-                    else:
-                        self.failures.append(f"{response.status_code} {response.text[:100]}")
-                except httpx.HTTPError as exc:
-                    self.failures.append(repr(exc))
-                time.sleep(1.0 / self.rate)
-
-    def __enter__(self) -> Load:
-        self._thread = threading.Thread(target=self.run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _bundles(stack: Stack, bundles: dict[str, Bundle], model: str, fault: dict[str, float]) -> None:

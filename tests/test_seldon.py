@@ -23,6 +23,7 @@ import yaml
 from shipway.cli import main
 from shipway.errors import BadRequest, ServiceError, ShipwayError
 from shipway.models.declaration import RolloutChecks, RolloutPolicy
+from shipway.monitoring.drift import DriftRules, build_reference
 from shipway.paths import ShipwayHome
 from shipway.processes import free_port
 from shipway.resources import ServingResource
@@ -30,8 +31,9 @@ from shipway.rollout.analysis import Analysis
 from shipway.rollout.controller import Controller, start
 from shipway.rollout.state import PROMOTED, ROLLED_BACK, RolloutState, RolloutStore
 from shipway.serving import seldon
+from shipway.serving.bundle import write_bundle
 from shipway.serving.seldon import SeldonServing
-from tests.conftest import JsonHandler
+from tests.conftest import TOY_FEATURES, JsonHandler, toy_frame
 
 TOKEN = "kube-test-token"
 POLICY = RolloutPolicy(
@@ -156,6 +158,25 @@ def kube() -> Iterator[KubeStandIn]:
         standin.server.server_close()
 
 
+def _bundle(tmp_path: Path, version: str, replicas: int = 1) -> Path:
+    """A bundle folder as the deployment asset writes it (the model file is not read here)."""
+    (tmp_path / "model.ubj").write_bytes(b"not read")
+    reference = build_reference(toy_frame(200, seed=3), TOY_FEATURES, bins=4)
+    rules = DriftRules()
+    dest = tmp_path / "bundles" / version
+    kind = "binary_classification"
+    return write_bundle(
+        dest,
+        "fraud_model",
+        version,
+        tmp_path / "model.ubj",
+        reference,
+        kind,
+        rules,
+        replicas=replicas,
+    ).path
+
+
 def _cluster(kube: KubeStandIn) -> SeldonServing:
     client = ServingResource(
         control_url="unused",
@@ -241,8 +262,9 @@ def test_the_rollout_controller_drives_seldon_through_every_step_on_a_stand_in_k
     kube: KubeStandIn, tmp_path: Path
 ) -> None:
     cluster = _cluster(kube)
-    for version in ("1", "2"):
-        cluster.deploy("fraud_model", version, tmp_path / version)
+    for version, replicas in (("1", 1), ("2", 2)):
+        cluster.deploy("fraud_model", version, _bundle(tmp_path, version, replicas))
+    assert kube.objects[("models", "fraud-model-v2")]["spec"]["replicas"] == 2
     cluster.set_traffic("fraud_model", {"1": 100})
     store = RolloutStore(tmp_path)
     now = 1_000.0
@@ -287,7 +309,7 @@ def _canary_on_cluster(
     cluster = _cluster(kube)
     canary = POLICY.model_copy(update={"strategy": "canary"})
     for version in ("1", "2"):
-        cluster.deploy("fraud_model", version, tmp_path / version)
+        cluster.deploy("fraud_model", version, _bundle(tmp_path, version))
     store = RolloutStore(tmp_path)
     state = start("fraud_model", "2", "1", canary, 0.0)
     state.step = step
@@ -339,8 +361,9 @@ def test_the_cluster_refusing_an_object_or_not_answering_is_a_clear_error(
     with pytest.raises(ServiceError, match=r"Kubernetes API at .* unreachable"):
         gone.status()
     cluster = _cluster(kube)
-    cluster.deploy("fraud_model", "1", tmp_path)
-    cluster.deploy("fraud_model", "1", tmp_path)  # idempotent: replaced, not duplicated
+    bundle = _bundle(tmp_path, "1")
+    cluster.deploy("fraud_model", "1", bundle)
+    cluster.deploy("fraud_model", "1", bundle)  # idempotent: replaced, not duplicated
     assert kube.models() == ["fraud-model-v1"]
 
 

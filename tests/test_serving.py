@@ -4,6 +4,7 @@ the control plane configuring both."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -29,7 +31,7 @@ from shipway.serving.dataplane import DataPlane
 from shipway.serving.package import VERIFY_KEY_ENV, build_package, public_key_text
 from shipway.serving.prediction_log import read_predictions
 from shipway.serving.protocol import features_request
-from tests.conftest import TOY_DRIFT, TOY_FEATURES, toy_frame
+from tests.conftest import TOY_DRIFT, TOY_FEATURES, Load, toy_frame
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +67,13 @@ class Serving:
         self.control.env[TOKEN_ENV] = TOKEN
         self.control.env[VERIFY_KEY_ENV] = public_key_text(SIGNER.public_key())
         self.control.start()
+
+    def kill_control(self) -> None:
+        """kill -9, and wait until it is gone (and its port free)."""
+        os.kill(self.control.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while self.control.running() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -341,6 +350,12 @@ def test_a_broken_bundle_is_refused_and_the_live_version_keeps_serving(
         deployed.deploy("toy_model", "3", broken)
     with pytest.raises(ShipwayError, match=r"400: bundle .* is outside the serving home"):
         deployed.deploy("toy_model", "3", tmp_path)
+    settings = json.loads((serving.root / "toy_model" / "1" / "model-settings.json").read_text())
+    settings["parameters"]["extra"]["replicas"] = 0
+    shutil.copytree(serving.root / "toy_model" / "1", broken, dirs_exist_ok=True)
+    (broken / "model-settings.json").write_text(json.dumps(settings))
+    with pytest.raises(ShipwayError, match="replicas 0 is not a whole number from 1 to 8"):
+        deployed.deploy("toy_model", "3", broken)
     rows = toy_frame(2, seed=5)[TOY_FEATURES].to_numpy()
     assert deployed.infer("toy_model", rows, TOY_FEATURES)[0] == "1"
     assert sorted(deployed.status()["toy_model"]["versions"]) == ["1", "2"]
@@ -351,7 +366,8 @@ def test_prometheus_targets_follow_the_running_versions(
 ) -> None:
     text = (serving.root / "targets" / "mlserver.json").read_text()
     for version in deployed.status()["toy_model"]["versions"].values():
-        target = f"127.0.0.1:{version['metrics_port']}"
+        (replica,) = version["replicas"]
+        target = f"127.0.0.1:{replica['metrics_port']}"
         assert target in text
         assert httpx.get(f"http://{target}/metrics").status_code == 200
 
@@ -534,7 +550,7 @@ def test_kill_9_of_a_model_server_loses_at_most_its_last_half_second_of_rows(
         key = f"log-c-{len(answered):04d}"
         deployed.infer("toy_model", rows, TOY_FEATURES, [key])
         answered.append((time.monotonic(), key))
-    pid = deployed.status()["toy_model"]["versions"]["1"]["pid"]
+    pid = deployed.status()["toy_model"]["versions"]["1"]["replicas"][0]["pid"]
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
     old_enough = {k for t, k in answered if killed - t > 1.0}
@@ -545,7 +561,7 @@ def test_kill_9_of_a_model_server_loses_at_most_its_last_half_second_of_rows(
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         now = deployed.status()["toy_model"]["versions"]["1"]
-        if now["pid"] != pid and now["running"]:
+        if now["replicas"][0]["pid"] != pid and now["running"]:
             break
         time.sleep(0.5)
 
@@ -566,14 +582,14 @@ def test_a_restarted_control_plane_serves_what_was_served(
 def test_after_kill_9_of_the_control_plane_traffic_flows_and_a_new_one_adopts_the_servers(
     serving: Serving, deployed: ServingClient
 ) -> None:
-    pids = {v: s["pid"] for v, s in deployed.status()["toy_model"]["versions"].items()}
+    pids = {v: _pids(s) for v, s in deployed.status()["toy_model"]["versions"].items()}
     os.kill(serving.control.pid, signal.SIGKILL)
     rows = toy_frame(2, seed=16)[TOY_FEATURES].to_numpy()
     # The data plane does not need the control plane to answer.
     assert {deployed.infer("toy_model", rows, TOY_FEATURES)[0] for _ in range(20)} == {"1"}
     serving.start_control()
     after = deployed.status()["toy_model"]["versions"]
-    assert {v: s["pid"] for v, s in after.items()} == pids
+    assert {v: _pids(s) for v, s in after.items()} == pids
     assert all(s["running"] for s in after.values())
 
 
@@ -596,12 +612,12 @@ def test_after_kill_9_of_the_data_plane_a_new_envoy_serves_the_same_weights(
 
 
 def test_a_crashed_model_server_is_started_again(serving: Serving, deployed: ServingClient) -> None:
-    crashed = deployed.status()["toy_model"]["versions"]["2"]["pid"]
+    crashed = deployed.status()["toy_model"]["versions"]["2"]["replicas"][0]["pid"]
     os.kill(crashed, signal.SIGKILL)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         now = deployed.status()["toy_model"]["versions"]["2"]
-        if now["pid"] != crashed and now["running"]:
+        if now["replicas"][0]["pid"] != crashed and now["running"]:
             break
         time.sleep(0.5)
     else:
@@ -613,6 +629,92 @@ def test_a_crashed_model_server_is_started_again(serving: Serving, deployed: Ser
     assert answer.status_code == 200 and answer.json()["model_version"] == "2"
     restarts = httpx.get(f"{deployed.control_url}/metrics").text
     assert 'shipway_model_server_restarts{model="toy_model",version="2"} 1.0' in restarts
+
+
+def test_a_version_with_two_replicas_spreads_requests_and_survives_losing_one(
+    serving: Serving, deployed: ServingClient, bundles: dict[str, Bundle]
+) -> None:
+    source = bundles["1"]
+    bundle = write_bundle(
+        serving.root / "toy_replicas" / "1",
+        "toy_replicas",
+        "1",
+        source.path / "model.ubj",
+        source.reference,
+        "binary_classification",
+        TOY_DRIFT,
+        replicas=2,
+    )
+    deployed.deploy("toy_replicas", "1", bundle.path)
+    deployed.set_traffic("toy_replicas", {"1": 100})
+    replicas = deployed.status()["toy_replicas"]["versions"]["1"]["replicas"]
+    assert [r["replica"] for r in replicas] == [0, 1] and all(r["running"] for r in replicas)
+    assert len({r["http_port"] for r in replicas}) == 2
+    rows = toy_frame(1, seed=31)[TOY_FEATURES].to_numpy()
+    for _ in range(60):
+        deployed.infer("toy_replicas", rows, TOY_FEATURES)
+    labels = 'model="toy_replicas",version="1"'
+    metrics = [deployed.version_metrics("toy_replicas", "1", i) for i in (0, 1)]
+    counts = [_gauge(m, "shipway_prediction_score_count", labels) for m in metrics]
+    # 60 requests, each replica picked with p=0.5: fewer than 10 on one has p < 1e-6.
+    assert sum(counts) == 60 and min(counts) >= 10, counts
+    # One drift series per version: the first replica judges it.
+    assert _gauge(metrics[0], "shipway_drift_window_samples", labels) == counts[0]
+    assert "shipway_drift_window_samples{" not in metrics[1]
+    targets = json.loads((serving.root / "targets" / "mlserver.json").read_text())
+    for r in replicas:
+        assert {
+            "targets": [f"127.0.0.1:{r['metrics_port']}"],
+            "labels": {"replica": str(r["replica"])},
+        } in targets
+
+    killed = replicas[1]["pid"]
+    body = features_request(rows, TOY_FEATURES)
+    with Load(f"{deployed.url}/v2/models/toy_replicas/infer", body) as load:
+        time.sleep(0.5)
+        os.kill(killed, signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            now = deployed.status()["toy_replicas"]["versions"]["1"]
+            if now["replicas"][1]["pid"] != killed and now["running"]:
+                break
+            time.sleep(0.25)
+        else:
+            raise AssertionError("replica 1 was not started again within 90s")
+        time.sleep(1.0)
+    assert load.failures == [], f"{len(load.failures)} client-visible failures: {load.failures[:3]}"
+    assert load.answers["1"] > 40, load.answers
+    restarted = deployed.version_metrics("toy_replicas", "1", 1)
+    assert _gauge(restarted, "shipway_prediction_score_count", labels) > 0, "it serves again"
+    restarts = httpx.get(f"{deployed.control_url}/metrics").text
+    assert 'shipway_model_server_restarts{model="toy_replicas",version="1"} 1.0' in restarts
+
+    # A control plane killed with -9 is replaced by one that adopts both replicas.
+    pids = _pids(deployed.status()["toy_replicas"]["versions"]["1"])
+    serving.kill_control()
+    serving.start_control()
+    assert _pids(deployed.status()["toy_replicas"]["versions"]["1"]) == pids
+
+
+def test_a_state_file_written_before_replicas_is_adopted(
+    serving: Serving, deployed: ServingClient
+) -> None:
+    before = deployed.status()["toy_model"]["versions"]
+    serving.kill_control()
+    state_path = serving.root / ".control" / "state.json"
+    state = json.loads(state_path.read_text())
+    for record in state["models"]["toy_model"]["versions"].values():
+        (replica,) = record.pop("replicas")
+        record.update({k: replica[k] for k in ("http_port", "metrics_port", "pid")})
+    state_path.write_text(json.dumps(state))
+    serving.start_control()
+    after = deployed.status()["toy_model"]["versions"]
+    assert {v: _pids(s) for v, s in after.items()} == {v: _pids(s) for v, s in before.items()}
+    assert all(s["running"] for s in after.values())
+
+
+def _pids(version: dict[str, Any]) -> list[int]:
+    return [r["pid"] for r in version["replicas"]]
 
 
 def _score_count(client: ServingClient, version: str) -> float:

@@ -439,6 +439,7 @@ def ci_package(
             declaration.problem,
             declaration.drift.rules(declaration.serving.drift_window),
             feature_service=declaration.feature_service,
+            replicas=declaration.serving.replicas,
         )
         lineage = {
             "model": model,

@@ -28,6 +28,7 @@ from pydantic import (
 from shipway.monitoring.drift import DriftRule, DriftRules
 from shipway.release.statistics import BOOTSTRAPPABLE
 from shipway.reviewed import load_reviewed_file
+from shipway.serving.bundle import MAX_REPLICAS
 
 Problem = Literal["binary_classification", "regression"]
 
@@ -231,6 +232,9 @@ class ServingPolicy(_Strict):
     drift_window: int = Field(gt=10)
     """At most this many live rows per version in the drift window (the newest)."""
     reference_bins: int = Field(ge=4, le=50)
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
+    """Model servers per version behind the data plane (Seldon's `Model.spec.replicas`); the
+    first judges drift, on the share of traffic it serves."""
 
 
 Strategy = Literal["canary", "shadow_then_canary", "blue_green"]

@@ -278,4 +278,5 @@ def registered_bundle(
         declaration.drift.rules(declaration.serving.drift_window),
         fault=fault,
         feature_service=registry.get_run(run_id).data.params.get("feature_service"),
+        replicas=declaration.serving.replicas,
     )

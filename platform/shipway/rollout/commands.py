@@ -107,5 +107,8 @@ def render_seldon(
 ) -> list[Path]:
     """Seldon Core v2 `Model`s and the `Experiment` for the model's current point."""
     weights, shadow = served_point(home, declared)
-    objects = seldon.manifests(declared.declaration.name, weights, shadow, storage, namespace)
+    declaration = declared.declaration
+    objects = seldon.manifests(
+        declaration.name, weights, shadow, storage, namespace, declaration.serving.replicas
+    )
     return seldon.write_manifests(objects, out_dir)

@@ -3,7 +3,8 @@
 Layout (`<serving>/<model>/<version>/`): `model.ubj` (XGBoost), `model-settings.json`
 (MLServer: Shipway's runtime, the feature inputs and the `score` output as the version's Open
 Inference Protocol metadata, and in `parameters.extra` the version's serving settings from the
-model's declaration: problem type, the drift rules, an optional injected fault),
+model's declaration: problem type, the drift rules, the replicas to run, an optional injected
+fault),
 `reference.json` (feature order + training distribution of the features and the score).
 Every version carries its own settings, so two models served side by side each keep theirs.
 """
@@ -26,6 +27,10 @@ REFERENCE_FILE = "reference.json"
 
 PROBLEMS = ("binary_classification", "regression")
 RUNTIME = "shipway.serving.mlserver_runtime.ShipwayModel"
+# Model servers per version: each is a process, and this machine has two cores.
+MAX_REPLICAS = 8
+# Which replica of its version a model server is (0, 1, ...): the first judges drift.
+REPLICA_ENV = "SHIPWAY_REPLICA"
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,8 @@ class Bundle:
     fault: dict[str, float] | None = None
     feature_service: str | None = None
     """The Feast feature service the version was trained with: what scoring looks up."""
+    replicas: int = 1
+    """Model servers the control plane runs for this version."""
 
     @property
     def reference(self) -> ReferenceProfile:
@@ -54,6 +61,7 @@ def write_bundle(
     drift: DriftRules,
     fault: dict[str, float] | None = None,
     feature_service: str | None = None,
+    replicas: int = 1,
 ) -> Bundle:
     """`fault` ({"error_ratio": 0.3, "latency_ms": 50}) makes a deliberately bad version."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -68,6 +76,8 @@ def write_bundle(
         extra["fault"] = fault
     if feature_service:
         extra["feature_service"] = feature_service
+    if replicas != 1:
+        extra["replicas"] = replicas
     settings = {
         "name": model,
         "implementation": RUNTIME,
@@ -79,7 +89,7 @@ def write_bundle(
         "parameters": {"uri": f"./{MODEL_FILE}", "version": version, "extra": extra},
     }
     (dest / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
-    return Bundle(dest, model, version, problem, drift, fault, feature_service)
+    return Bundle(dest, model, version, problem, drift, fault, feature_service, replicas)
 
 
 def read_bundle(path: Path) -> Bundle:
@@ -99,9 +109,15 @@ def read_bundle(path: Path) -> Bundle:
             DriftRules.from_dict(extra["drift"]),
             extra.get("fault"),
             extra.get("feature_service"),
+            extra.get("replicas", 1),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise BadRequest(f"bundle {path}: {SETTINGS_FILE} is malformed ({exc!r})") from None
     if bundle.problem not in PROBLEMS:
         raise BadRequest(f"bundle {path}: problem {bundle.problem!r} is not one of {PROBLEMS}")
+    replicas = bundle.replicas
+    if type(replicas) is not int or not 1 <= replicas <= MAX_REPLICAS:
+        raise BadRequest(
+            f"bundle {path}: replicas {replicas!r} is not a whole number from 1 to {MAX_REPLICAS}"
+        )
     return bundle

@@ -89,9 +89,10 @@ class ServingClient:
         saved = json.loads(path.read_text())
         return cls(saved["control_url"], saved["url"], saved["token"])
 
-    def version_metrics(self, model: str, version: str) -> str:
-        """The Prometheus text a version's model server exports (drift, scores, MLServer's)."""
-        port = self.status()[model]["versions"][version]["metrics_port"]
+    def version_metrics(self, model: str, version: str, replica: int = 0) -> str:
+        """The Prometheus text one of a version's model servers exports (scores, MLServer's;
+        drift from replica 0, the one that judges it)."""
+        port = self.status()[model]["versions"][version]["replicas"][replica]["metrics_port"]
         return httpx.get(f"http://{LOOPBACK}:{port}/metrics", timeout=10.0).text
 
     def infer(

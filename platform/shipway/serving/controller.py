@@ -3,8 +3,9 @@
 On Kubernetes, Seldon Core runs one `Model` per version and an `Experiment` splits traffic
 between them. Here this process does that job on 127.0.0.1, and never touches a request:
 
-- it starts one MLServer per version (Shipway's runtime, from a bundle under the serving home),
-  restarts one that crashes, and stops one that is undeployed;
+- it starts each version's MLServer replicas (Shipway's runtime, from a bundle under the
+  serving home, as many as the bundle's `replicas`), restarts one that crashes, and stops
+  them when the version is undeployed;
 - it tells the data plane (Envoy, `shipway.serving.dataplane`) which versions exist, their
   weights and the shadow, and waits until Envoy runs that configuration;
 - it persists what is served (`.control/state.json`, written atomically) and reconciles on
@@ -55,7 +56,7 @@ from shipway.serving.package import (
     verify_package,
 )
 from shipway.serving.prediction_log import ingest
-from shipway.serving.runtime import start_mlserver, version_ready_url
+from shipway.serving.runtime import start_replicas, version_ready_url
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,10 @@ class AdoptedProcess:
 
 
 @dataclass
-class ServedVersion:
-    bundle: Bundle
+class Replica:
+    """One MLServer process serving a version."""
+
+    index: int
     http_port: int
     metrics_port: int
     pid: int
@@ -105,11 +108,23 @@ class ServedVersion:
 
     def record(self) -> dict[str, Any]:
         return {
-            "bundle": str(self.bundle.path),
+            "replica": self.index,
             "http_port": self.http_port,
             "metrics_port": self.metrics_port,
             "pid": self.pid,
         }
+
+
+@dataclass
+class ServedVersion:
+    bundle: Bundle
+    replicas: list[Replica]
+
+    def record(self) -> dict[str, Any]:
+        return {"bundle": str(self.bundle.path), "replicas": [r.record() for r in self.replicas]}
+
+    def running(self) -> bool:
+        return all(r.process.running() for r in self.replicas)
 
 
 @dataclass
@@ -122,7 +137,7 @@ class ServedModel:
     def route(self) -> Route:
         return Route(
             self.name,
-            {v: s.http_port for v, s in self.versions.items()},
+            {v: [r.http_port for r in s.replicas] for v, s in self.versions.items()},
             dict(self.weights),
             self.shadow,
         )
@@ -329,7 +344,13 @@ class ControlPlane:
                 "weights": model.weights,
                 "shadow": model.shadow,
                 "versions": {
-                    v: {**s.record(), "running": s.process.running()}
+                    v: {
+                        "bundle": str(s.bundle.path),
+                        "replicas": [
+                            {**r.record(), "running": r.process.running()} for r in s.replicas
+                        ],
+                        "running": s.running(),
+                    }
                     for v, s in model.versions.items()
                 },
             }
@@ -355,28 +376,52 @@ class ControlPlane:
         log.info("reconciled serving state: %s", {n: m.weights for n, m in self.models.items()})
 
     def _revive(self, model: str, version: str, record: dict[str, Any]) -> ServedVersion:
+        """Adopt each saved replica still serving; start the others (and any the bundle now
+        asks for beyond those saved) again. A state file from before replicas holds one
+        server's ports and pid at the top of the record."""
         bundle = read_bundle(Path(record["bundle"]))
+        saved = {int(r.get("replica", 0)): r for r in record.get("replicas", [record])}
+        adopted: list[Replica] = []
+        for index, replica in sorted(saved.items()):
+            kept = self._adopt(model, version, bundle, index, replica)
+            if kept is not None and index < bundle.replicas:
+                adopted.append(kept)
+            elif kept is not None:
+                kept.process.stop()
+        missing = sorted(set(range(bundle.replicas)) - {r.index for r in adopted})
+        replicas = adopted + self._start_replicas(bundle, missing)
+        return ServedVersion(bundle, sorted(replicas, key=lambda r: r.index))
+
+    def _adopt(
+        self, model: str, version: str, bundle: Bundle, index: int, record: dict[str, Any]
+    ) -> Replica | None:
         pid = int(record.get("pid", 0))
-        if pid and _is_our_mlserver(pid, bundle.path):
-            with contextlib.suppress(httpx.HTTPError):
-                url = version_ready_url(bundle, int(record["http_port"]))
-                if httpx.get(url, timeout=2.0).status_code == 200:
-                    log.info("adopted %s v%s (pid %s)", model, version, pid)
-                    return ServedVersion(
-                        bundle,
-                        int(record["http_port"]),
-                        int(record["metrics_port"]),
-                        pid,
-                        AdoptedProcess(pid),
-                    )
-            AdoptedProcess(pid).stop()
-        return self._start(bundle)
+        if not pid or not _is_our_mlserver(pid, bundle.path):
+            return None
+        with contextlib.suppress(httpx.HTTPError):
+            url = version_ready_url(bundle, int(record["http_port"]))
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                log.info("adopted %s v%s replica %s (pid %s)", model, version, index, pid)
+                return Replica(
+                    index,
+                    int(record["http_port"]),
+                    int(record["metrics_port"]),
+                    pid,
+                    AdoptedProcess(pid),
+                )
+        AdoptedProcess(pid).stop()
+        return None
+
+    def _start_replicas(self, bundle: Bundle, indices: list[int]) -> list[Replica]:
+        if not indices:
+            return []
+        return [
+            Replica(r.replica, r.http_port, r.metrics_port, r.process.pid, r.process)
+            for r in start_replicas(bundle, self.log_dir, indices, spool_dir=self.spool)
+        ]
 
     def _start(self, bundle: Bundle) -> ServedVersion:
-        runtime = start_mlserver(bundle, self.log_dir, spool_dir=self.spool)
-        return ServedVersion(
-            bundle, runtime.http_port, runtime.metrics_port, runtime.process.pid, runtime.process
-        )
+        return ServedVersion(bundle, self._start_replicas(bundle, list(range(bundle.replicas))))
 
     async def _commit(self) -> bool:
         """Persist, tell the data plane, wait until it runs this configuration."""
@@ -421,12 +466,16 @@ class ControlPlane:
     def _write_targets(self) -> None:
         if self.targets_dir is None:
             return
-        targets = [
-            f"127.0.0.1:{s.metrics_port}" for m in self.models.values() for s in m.versions.values()
+        # The metrics carry model and version; the target adds which replica answered.
+        groups = [
+            {"targets": [f"127.0.0.1:{r.metrics_port}"], "labels": {"replica": str(r.index)}}
+            for m in self.models.values()
+            for s in m.versions.values()
+            for r in s.replicas
         ]
         self.targets_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.targets_dir / ".mlserver.json.tmp"
-        tmp.write_text(json.dumps([{"targets": targets, "labels": {}}]))
+        tmp.write_text(json.dumps(groups))
         tmp.replace(self.targets_dir / "mlserver.json")
 
     # --- changes ---------------------------------------------------------------------------
@@ -522,7 +571,8 @@ class ControlPlane:
                 served.shadow = None
             applied = await self._commit()
             # Routes no longer name it: what it still answers drains, then it stops.
-            await run_in_threadpool(stopped.process.stop)
+            for replica in stopped.replicas:
+                await run_in_threadpool(replica.process.stop)
         return applied
 
     def _model(self, model: str) -> ServedModel:
@@ -538,26 +588,34 @@ class ControlPlane:
             await asyncio.sleep(SUPERVISE_SECONDS)
             for name, model in list(self.models.items()):
                 for version, served in list(model.versions.items()):
-                    if served.process.running():
-                        continue
-                    log.error("%s v%s stopped; starting it again", name, version)
-                    async with self.lock:
-                        if model.versions.get(version) is not served:
-                            continue
-                        try:
-                            model.versions[version] = await run_in_threadpool(
-                                self._start, served.bundle
-                            )
-                        except ShipwayError as exc:
-                            log.error("%s v%s did not start again: %s", name, version, exc)
-                            continue
-                        self.restarts.labels(name, version).inc()
-                        await self._commit()
+                    for replica in list(served.replicas):
+                        if not replica.process.running():
+                            await self._restart(name, version, served, replica)
+
+    async def _restart(
+        self, name: str, version: str, served: ServedVersion, replica: Replica
+    ) -> None:
+        which = f"{name} v{version} replica {replica.index}"
+        log.error("%s stopped; starting it again", which)
+        async with self.lock:
+            if self.models[name].versions.get(version) is not served:
+                return
+            try:
+                (started,) = await run_in_threadpool(
+                    self._start_replicas, served.bundle, [replica.index]
+                )
+            except ShipwayError as exc:
+                log.error("%s did not start again: %s", which, exc)
+                return
+            served.replicas[served.replicas.index(replica)] = started
+            self.restarts.labels(name, version).inc()
+            await self._commit()
 
     async def shutdown(self) -> None:
         for model in self.models.values():
             for served in model.versions.values():
-                await run_in_threadpool(served.process.stop)
+                for replica in served.replicas:
+                    await run_in_threadpool(replica.process.stop)
         # Stopped gracefully, the model servers wrote what they had queued: log it all.
         await run_in_threadpool(self.ingest)
 

@@ -1,14 +1,18 @@
 """The data plane: Envoy (Seldon Core v2's own proxy) as the front door to every model version.
 
 Shipway's control plane never touches a request. It writes Envoy's configuration as files
-(filesystem xDS: `cds.yaml` for one cluster per running version, `rds.yaml` for the routes and
-their weights) and Envoy swaps them in without dropping a connection. What the routes do:
+(filesystem xDS: `cds.yaml` for one cluster per running version, its replicas the cluster's
+endpoints, `rds.yaml` for the routes and their weights) and Envoy swaps them in without
+dropping a connection. What the routes do:
 
 - `/v2/models/<model>[/...]` (metadata, ready, infer): weighted between the versions that take
   traffic; `x-shipway-version: <v>` pins a version, and `/v2/models/<model>/versions/<v>/...`
   names one; a numeric `x-shipway-sticky-key` (e.g. a hash of the customer id) picks the same
   version for the same key at the same weights (A/B);
 - shadow: infer requests are mirrored to the shadow version, whose answers Envoy discards;
+- within a version, each request goes to the replica with fewer requests in flight (of two
+  picked at random: Envoy's least-request balancer), and one refused or reset is retried on
+  another replica;
 - `/v2/health/live`, `/v2/health/ready`: answered by Envoy from the state it was given;
 - bodies over `MAX_REQUEST_BYTES` get 413 before any model sees them.
 
@@ -29,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from shipway.processes import LOOPBACK, ManagedProcess, require_binary
 
@@ -82,7 +85,8 @@ class Route:
     """What the data plane knows of one model: where each version listens, who takes traffic."""
 
     model: str
-    ports: dict[str, int]
+    ports: dict[str, list[int]]
+    """Each version's replicas, by the port they listen on."""
     weights: dict[str, int]
     shadow: str | None = None
 
@@ -227,7 +231,9 @@ class DataPlane:
         self.config_dir.mkdir(parents=True, exist_ok=True)
         version = str(time.time_ns())
         clusters = [
-            _cluster(cluster_name(r.model, v), port) for r in routes for v, port in r.ports.items()
+            _cluster(cluster_name(r.model, v), ports)
+            for r in routes
+            for v, ports in r.ports.items()
         ]
         _write_atomic(
             self.config_dir / "cds.yaml",
@@ -309,11 +315,12 @@ def _listener(
     }
 
 
-def _cluster(name: str, port: int) -> dict[str, Any]:
+def _cluster(name: str, ports: list[int]) -> dict[str, Any]:
     return {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
+        "lb_policy": "LEAST_REQUEST",
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [
@@ -326,6 +333,7 @@ def _cluster(name: str, port: int) -> dict[str, Any]:
                                 }
                             }
                         }
+                        for port in ports
                     ]
                 }
             ],
@@ -343,9 +351,20 @@ def _json_response(status: int, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 _RETRY = {
-    # A version's server restarting (or one connection reset) is retried, not shown to callers.
+    # A version's server restarting (or one connection reset) is retried, on another replica
+    # where there is one, not shown to callers.
     "retry_on": "connect-failure,refused-stream,reset",
     "num_retries": 2,
+    "retry_host_predicate": [
+        {
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3."
+                "PreviousHostsPredicate"
+            },
+        }
+    ],
+    "host_selection_retry_max_attempts": 3,
 }
 
 
@@ -433,7 +452,8 @@ def _route_config(routes: list[Route]) -> dict[str, Any]:
 
 
 def _write_atomic(path: Path, content: dict[str, Any]) -> None:
-    # Envoy watches for the file being moved into place: write beside it, then rename.
+    # Envoy watches for the file being moved into place: write beside it, then rename. JSON is
+    # YAML too, and leaves Envoy's YAML parser nothing to guess: a bare `n` or `on` is a bool.
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(content, sort_keys=False))
+    tmp.write_text(json.dumps(content, indent=1))
     tmp.replace(path)

@@ -13,8 +13,9 @@ runtime:
   `shipway.monitoring.drift`) and the score histogram are computed when Prometheus scrapes
   (`shipway_feature_drift_{psi,pvalue}`, `shipway_feature_drifted`, the same for
   `shipway_prediction_drift*`, `shipway_drift_window_samples`, `shipway_prediction_score`;
-  no drift series while the window holds fewer rows than the policy's minimum), and a thread
-  writes them to the
+  no drift series while the window holds fewer rows than the policy's minimum; of a version's
+  replicas, only the first judges drift, on the share of requests Envoy sends it, so each
+  version has one drift series per feature), and a thread writes them to the
   prediction spool (`shipway.serving.prediction_spool`) with the request id, the `row_keys`
   parameter and whether the request was mirrored (Envoy adds `-shadow` to a mirrored
   request's host name);
@@ -46,6 +47,7 @@ from prometheus_client.registry import Collector
 
 from shipway.errors import BadRequest
 from shipway.monitoring.drift import SCORE, DriftRules, DriftWindow, ReferenceProfile
+from shipway.serving.bundle import REPLICA_ENV
 from shipway.serving.prediction_spool import SPOOL_ENV, PredictionSpool, Scored
 from shipway.serving.protocol import (
     SCORE_BUCKETS,
@@ -60,11 +62,19 @@ _PENDING_BATCHES = 10_000
 
 
 class _Taps(Collector):
-    """Rows and scores queued by requests, folded into drift and score metrics at scrape."""
+    """Rows and scores queued by requests, folded into drift (where `judges_drift`) and score
+    metrics at scrape."""
 
-    def __init__(self, model: str, version: str, reference: ReferenceProfile, rules: DriftRules):
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        reference: ReferenceProfile,
+        rules: DriftRules,
+        judges_drift: bool,
+    ):
         self.labels = [model, version]
-        self.drift = DriftWindow(reference, rules)
+        self.drift = DriftWindow(reference, rules) if judges_drift else None
         self.pending: deque[tuple[float, np.ndarray, np.ndarray]] = deque(maxlen=_PENDING_BATCHES)
         self.buckets = np.zeros(len(SCORE_BUCKETS) + 1, dtype=np.int64)
         self.score_sum = 0.0
@@ -72,7 +82,8 @@ class _Taps(Collector):
     def _drain(self) -> None:
         while self.pending:
             at, rows, scores = self.pending.popleft()
-            self.drift.add(rows, scores, at)
+            if self.drift is not None:
+                self.drift.add(rows, scores, at)
             self.buckets += np.bincount(
                 np.searchsorted(SCORE_BUCKETS, scores, side="left"), minlength=len(self.buckets)
             )
@@ -80,43 +91,13 @@ class _Taps(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
         self._drain()
-        names = ["model", "version"]
-        found = self.drift.drift()
-        families = {
-            kind: (
-                GaugeMetricFamily(f"shipway_{kind}_psi", f"{what}: PSI", labels=[*names, *extra]),
-                GaugeMetricFamily(
-                    f"shipway_{kind}_pvalue",
-                    f"{what}: p-value of its test (KS or chi²)",
-                    labels=[*names, *extra, "test"],
-                ),
-                GaugeMetricFamily(
-                    f"shipway_{kind}ed",
-                    f"{what}: 1 when PSI and p-value both pass the drift policy",
-                    labels=[*names, *extra],
-                ),
-            )
-            for kind, what, extra in (
-                ("feature_drift", "Live window against the training reference", ["feature"]),
-                ("prediction_drift", "Live scores against the training scores", []),
-            )
-        }
-        for item in found:
-            score = item.name == SCORE
-            psi, pvalue, drifted = families["prediction_drift" if score else "feature_drift"]
-            labels = self.labels if score else [*self.labels, item.name]
-            psi.add_metric(labels, item.psi)
-            pvalue.add_metric([*labels, item.test], item.p_value)
-            drifted.add_metric(labels, float(item.drifted))
-        samples = GaugeMetricFamily(
-            "shipway_drift_window_samples",
-            "Rows in the live drift window (its time span, at most drift_window rows)",
-            labels=names,
-        )
-        samples.add_metric(self.labels, self.drift.samples)
+        if self.drift is not None:
+            yield from _drift_families(self.drift, self.labels)
         cumulative = np.cumsum(self.buckets)
         scores = HistogramMetricFamily(
-            "shipway_prediction_score", "Distribution of predicted scores", labels=names
+            "shipway_prediction_score",
+            "Distribution of predicted scores",
+            labels=["model", "version"],
         )
         scores.add_metric(
             self.labels,
@@ -124,10 +105,46 @@ class _Taps(Collector):
             + [("+Inf", float(cumulative[-1]))],
             sum_value=self.score_sum,
         )
-        for family in families.values():
-            yield from family
-        yield samples
         yield scores
+
+
+def _drift_families(window: DriftWindow, labels: list[str]) -> Iterator[GaugeMetricFamily]:
+    names = ["model", "version"]
+    families = {
+        kind: (
+            GaugeMetricFamily(f"shipway_{kind}_psi", f"{what}: PSI", labels=[*names, *extra]),
+            GaugeMetricFamily(
+                f"shipway_{kind}_pvalue",
+                f"{what}: p-value of its test (KS or chi²)",
+                labels=[*names, *extra, "test"],
+            ),
+            GaugeMetricFamily(
+                f"shipway_{kind}ed",
+                f"{what}: 1 when PSI and p-value both pass the drift policy",
+                labels=[*names, *extra],
+            ),
+        )
+        for kind, what, extra in (
+            ("feature_drift", "Live window against the training reference", ["feature"]),
+            ("prediction_drift", "Live scores against the training scores", []),
+        )
+    }
+    for item in window.drift():
+        score = item.name == SCORE
+        psi, pvalue, drifted = families["prediction_drift" if score else "feature_drift"]
+        of = labels if score else [*labels, item.name]
+        psi.add_metric(of, item.psi)
+        pvalue.add_metric([*of, item.test], item.p_value)
+        drifted.add_metric(of, float(item.drifted))
+    samples = GaugeMetricFamily(
+        "shipway_drift_window_samples",
+        "Rows in the live drift window (its time span, at most drift_window rows)",
+        labels=names,
+    )
+    samples.add_metric(labels, window.samples)
+    for family in families.values():
+        yield from family
+    yield samples
 
 
 def _mirrored(host: str) -> bool:
@@ -150,7 +167,8 @@ class ShipwayModel(MLModel):
         reference = ReferenceProfile.load(model_file.parent / str(extra["reference"]))
         self._features = reference.feature_names
         rules = DriftRules.from_dict(extra["drift"])
-        self._taps = _Taps(self.name, str(self.version), reference, rules)
+        judges_drift = os.environ.get(REPLICA_ENV, "0") == "0"
+        self._taps = _Taps(self.name, str(self.version), reference, rules, judges_drift)
         REGISTRY.register(self._taps)
         spool = os.environ.get(SPOOL_ENV)
         self._spool = (

@@ -31,6 +31,7 @@ import yaml
 
 from shipway.errors import BadRequest, ServiceError, ShipwayError
 from shipway.paths import DEPLOY_DIR
+from shipway.serving.bundle import read_bundle
 
 API_VERSION = "mlops.seldon.io/v1alpha1"
 MODEL_LABEL = "shipway.io/model"
@@ -68,7 +69,9 @@ def validate(manifest: dict[str, Any]) -> None:
         raise BadRequest(f"{kind} {name}: {where}: {error.message}")
 
 
-def model_manifest(model: str, version: str, storage_uri: str, namespace: str) -> dict[str, Any]:
+def model_manifest(
+    model: str, version: str, storage_uri: str, namespace: str, replicas: int = 1
+) -> dict[str, Any]:
     manifest = {
         "apiVersion": API_VERSION,
         "kind": "Model",
@@ -77,7 +80,7 @@ def model_manifest(model: str, version: str, storage_uri: str, namespace: str) -
             "namespace": namespace,
             "labels": {MODEL_LABEL: model, VERSION_LABEL: version},
         },
-        "spec": {"storageUri": storage_uri, "requirements": REQUIREMENTS, "replicas": 1},
+        "spec": {"storageUri": storage_uri, "requirements": REQUIREMENTS, "replicas": replicas},
     }
     validate(manifest)
     return manifest
@@ -126,10 +129,14 @@ def manifests(
     shadow: str | None,
     storage: str,
     namespace: str = "default",
+    replicas: int = 1,
 ) -> list[dict[str, Any]]:
     """Every object serving `model` at this point: a Model per version, then the Experiment."""
     versions = sorted({*weights, *([shadow] if shadow else [])}, key=_version_order)
-    models = [model_manifest(model, v, storage_uri(storage, model, v), namespace) for v in versions]
+    models = [
+        model_manifest(model, v, storage_uri(storage, model, v), namespace, replicas)
+        for v in versions
+    ]
     return [*models, experiment_manifest(model, weights, shadow, namespace)]
 
 
@@ -200,10 +207,14 @@ class SeldonServing:
         return response
 
     def deploy(self, model: str, version: str, bundle: Path) -> dict[str, Any]:
-        """Create (or replace) the version's `Model`; `bundle` must have been uploaded to the
-        storage URI the template names."""
+        """Create (or replace) the version's `Model`, with the bundle's replicas; `bundle` must
+        have been uploaded to the storage URI the template names."""
         manifest = model_manifest(
-            model, version, storage_uri(self.storage, model, version), self.namespace
+            model,
+            version,
+            storage_uri(self.storage, model, version),
+            self.namespace,
+            read_bundle(bundle).replicas,
         )
         name = manifest["metadata"]["name"]
         current = self._call("GET", self._path("Model", name))
