@@ -8,7 +8,9 @@ runtime:
 - requests in either standard shape (one input per feature, or one `[n, k]` input named
   `features`), validated against the version's features; a bad one is a 400 naming the input,
   which the data plane never counts as the version's error;
-- one output, `score`: the positive class's probability, or the forecast;
+- one output, `score`: the positive class's probability, or the forecast, from the model's
+  trees walked with numpy for a request of a few rows and from XGBoost for more
+  (`shipway.serving.trees`, checked against XGBoost when the version loads);
 - taps off the hot path: a request only queues its rows and scores; the drift window (by time,
   `shipway.monitoring.drift`) and the score histogram are computed when Prometheus scrapes
   (`shipway_feature_drift_{psi,pvalue}`, `shipway_feature_drifted`, the same for
@@ -39,6 +41,7 @@ import numpy as np
 import xgboost as xgb
 from mlserver import MLModel
 from mlserver.errors import InferenceError, MLServerError
+from mlserver.logging import logger
 from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 from mlserver.utils import get_model_uri
 from prometheus_client import REGISTRY
@@ -56,6 +59,7 @@ from shipway.serving.protocol import (
     parse_infer_request,
     parse_row_keys,
 )
+from shipway.serving.trees import Scorer
 
 # Rows waiting to be binned: bounded, so a scrape that never comes cannot grow memory.
 _PENDING_BATCHES = 10_000
@@ -164,6 +168,9 @@ class ShipwayModel(MLModel):
         # A request holds a few rows: OpenMP threads cost more to wake than they save, and
         # they spin on the cores Envoy and the other versions need.
         self._booster.set_param({"nthread": 1})
+        self._score = Scorer(self._booster)
+        report = logger.info if self._score.trees is not None else logger.warning
+        report("%s v%s scores with the %s", self.name, self.version, self._score.why)
         reference = ReferenceProfile.load(model_file.parent / str(extra["reference"]))
         self._features = reference.feature_names
         rules = DriftRules.from_dict(extra["drift"])
@@ -206,7 +213,7 @@ class ShipwayModel(MLModel):
             await asyncio.sleep(self._added_latency)
         if self._error_ratio and self._rng.random() < self._error_ratio:
             raise MLServerError("injected fault (bundle parameters.extra.fault)", 500)
-        scores = np.asarray(self._booster.inplace_predict(rows), dtype=float).ravel()
+        scores = self._score(rows)
         self._taps.pending.append((time.time(), rows, scores))
         if self._spool is not None:
             headers = (parameters.headers if parameters else None) or {}
