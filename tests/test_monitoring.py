@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
@@ -133,8 +134,7 @@ def test_rule_names_follow_prometheus_naming() -> None:
         assert level == "shipway" and metric and operations
 
 
-@pytest.fixture(scope="module")
-def exporter() -> Iterator[tuple[int, dict[str, Gauge]]]:
+def _exporter() -> tuple[int, dict[str, Gauge], Any]:
     registry = CollectorRegistry()
     gauges = {
         "psi": Gauge(
@@ -155,17 +155,35 @@ def exporter() -> Iterator[tuple[int, dict[str, Gauge]]]:
     }
     port = free_port()
     server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    return port, gauges, server
+
+
+@pytest.fixture(scope="module")
+def exporter() -> Iterator[tuple[int, dict[str, Gauge]]]:
+    port, gauges, server = _exporter()
+    yield port, gauges
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def second_pod() -> Iterator[tuple[int, dict[str, Gauge]]]:
+    """A second model server of the same version, as a Seldon `Model` with replicas has: it
+    exports nothing until a test sets its gauges."""
+    port, gauges, server = _exporter()
     yield port, gauges
     server.shutdown()
 
 
 @pytest.fixture(scope="module")
 def prometheus(
-    tmp_path_factory: pytest.TempPathFactory, exporter: tuple[int, dict[str, Gauge]]
+    tmp_path_factory: pytest.TempPathFactory,
+    exporter: tuple[int, dict[str, Gauge]],
+    second_pod: tuple[int, dict[str, Gauge]],
 ) -> Iterator[PrometheusServer]:
     home = ShipwayHome(tmp_path_factory.mktemp("prom"))
     server = PrometheusServer(home, free_port()).start()
-    write_targets(server.config_dir, "shipway_serving", [f"127.0.0.1:{exporter[0]}"])
+    pods = [f"127.0.0.1:{exporter[0]}", f"127.0.0.1:{second_pod[0]}"]
+    write_targets(server.config_dir, "shipway_serving", pods)
     yield server
     server.stop()
     assert server.process is not None and not server.process.running()
@@ -223,7 +241,7 @@ def test_prometheus_scrapes_the_targets_shipway_writes_and_evaluates_rules(
         "version": "1",
     }
     targets = json.loads((prometheus.config_dir / "targets" / "shipway_serving.json").read_text())
-    assert targets[0]["targets"] == [f"127.0.0.1:{exporter[0]}"]
+    assert targets[0]["targets"][0] == f"127.0.0.1:{exporter[0]}"
 
 
 def test_a_bad_query_names_prometheus_parse_error(prometheus: PrometheusServer) -> None:
@@ -277,6 +295,36 @@ def test_drift_over_the_threshold_requests_one_retrain_per_cooldown(
     later = decide(client, "fraud_model", POLICY, first.cursor, now + 31 * 60)
     assert later.retrain
     assert later.run_key != first.run_key
+
+
+def test_drift_judged_by_two_pods_of_a_version_counts_once_per_feature(
+    prometheus: PrometheusServer,
+    exporter: tuple[int, dict[str, Gauge]],
+    second_pod: tuple[int, dict[str, Gauge]],
+) -> None:
+    client = PrometheusClient(prometheus.url)
+    _set(exporter[1], 400, 0.61, True)
+    _set(second_pod[1], 400, 0.22, False)
+    try:
+        client.wait_for(
+            "shipway_drift_window_samples", lambda f: sorted(s.value for s in f) == [400, 400]
+        )
+        decision = decide(client, "fraud_model", POLICY, None, time.time())
+        assert decision.retrain, decision.reason
+        assert decision.drifted == {"v1:amount": 0.61}
+        _set(exporter[1], 120, 0.9, None)
+        _set(second_pod[1], 150, 0.9, None)
+        client.wait_for(
+            "shipway_drift_window_samples", lambda f: sorted(s.value for s in f) == [120, 150]
+        )
+        # Two windows of 120 and 150 rows are one of 270: still under the minimum of 300.
+        waiting = decide(client, "fraud_model", POLICY, None, time.time())
+        assert "window samples {'1': 270.0} < 300 required" in waiting.reason
+    finally:
+        with warnings.catch_warnings():  # not multi-process safe: one process here (see _set)
+            warnings.simplefilter("ignore", UserWarning)
+            for gauge in second_pod[1].values():
+                gauge.clear()
 
 
 def test_a_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:

@@ -38,12 +38,17 @@ DRIFTED = ("shipway_feature_drifted", "shipway_prediction_drifted")
 
 
 def drift_queries(model: str) -> tuple[str, str, str]:
-    """What the runtime decided per version and feature, the PSI behind it, the window size."""
+    """What the runtime decided per version and feature, the PSI behind it, the window size.
+
+    Embedded, one replica per version judges drift; on Seldon every pod of a `Model` judges
+    its own share: per version and feature, a pod that saw drift counts, windows add up."""
+    m = f'{{model="{model}"}}'
     return (
-        " or ".join(f'{name}{{model="{model}"}}' for name in DRIFTED),
-        f'shipway_feature_drift_psi{{model="{model}"}} or '
-        f'shipway_prediction_drift_psi{{model="{model}"}}',
-        f'shipway_drift_window_samples{{model="{model}"}}',
+        f"max by (model, version, feature) ({DRIFTED[0]}{m}) or "
+        f"max by (model, version) ({DRIFTED[1]}{m})",
+        f"max by (model, version, feature) (shipway_feature_drift_psi{m}) or "
+        f"max by (model, version) (shipway_prediction_drift_psi{m})",
+        f"sum by (model, version) (shipway_drift_window_samples{m})",
     )
 
 
