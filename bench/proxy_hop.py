@@ -16,7 +16,6 @@ is not installed is left out and named.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -28,10 +27,16 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.serving_latency import FEATURES, Target, paced, saturate, train
-from shipway.monitoring.drift import DriftRules, build_reference
+from bench.serving_latency import (
+    FEATURES,
+    Target,
+    bench_bundle,
+    load_arguments,
+    paced,
+    saturate,
+    train,
+)
 from shipway.processes import LOOPBACK, ManagedProcess, free_ports
-from shipway.serving.bundle import write_bundle
 from shipway.serving.dataplane import DataPlane, Route, envoy_binary
 from shipway.serving.protocol import features_request
 from shipway.serving.runtime import start_mlserver
@@ -163,25 +168,13 @@ backend mlserver
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rate", type=float, default=50.0, help="requests per second (50)")
-    parser.add_argument("--requests", type=int, default=2000, help="requests per target (2000)")
-    parser.add_argument("--seconds", type=int, default=10, help="saturation seconds (10)")
-    parser.add_argument("--connections", type=int, default=16, help="saturation clients (16)")
+    parser = load_arguments(__doc__)
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="shipway-bench-proxy-"))
     _, frame = train(root)
     rows = frame.sample(args.requests, random_state=1, replace=True).to_numpy()
-    bundle = write_bundle(
-        root / "bundle" / "1",
-        "bench_model",
-        "1",
-        root / "model.ubj",
-        build_reference(frame, FEATURES, 10),
-        "binary_classification",
-        DriftRules(max_rows=1000),
-    )
+    bundle = bench_bundle(root, frame)
     processes: list[ManagedProcess] = []
     try:
         server = start_mlserver(bundle, root / "logs", own_group=True, spool_dir=root / "spool")

@@ -41,7 +41,7 @@ import xgboost as xgb
 
 from shipway.monitoring.drift import DriftRules, build_reference
 from shipway.processes import LOOPBACK, ManagedProcess, free_port, free_ports
-from shipway.serving.bundle import write_bundle
+from shipway.serving.bundle import Bundle, write_bundle
 from shipway.serving.dataplane import VERSION_HEADER, DataPlane, Route
 from shipway.serving.protocol import features_request
 from shipway.serving.runtime import start_mlserver, start_replicas
@@ -57,6 +57,29 @@ def train(dest: Path) -> tuple[xgb.XGBClassifier, pd.DataFrame]:
     model.fit(frame.to_numpy(), label.astype(int).to_numpy())
     model.save_model(dest / "model.ubj")
     return model, frame
+
+
+def bench_bundle(root: Path, frame: pd.DataFrame) -> Bundle:
+    """The served bundle of the model `train` wrote to `root`."""
+    return write_bundle(
+        root / "bundle" / "1",
+        "bench_model",
+        "1",
+        root / "model.ubj",
+        build_reference(frame, FEATURES, 10),
+        "binary_classification",
+        DriftRules(max_rows=1000),
+    )
+
+
+def load_arguments(doc: str | None) -> argparse.ArgumentParser:
+    """The load both serving benchmarks put on their targets."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=50.0, help="requests per second (50)")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per target (2000)")
+    parser.add_argument("--seconds", type=int, default=10, help="saturation seconds (10)")
+    parser.add_argument("--connections", type=int, default=16, help="saturation clients (16)")
+    return parser
 
 
 Target = tuple[str, str, Callable[[np.ndarray], dict[str, object]], dict[str, str]]
@@ -136,11 +159,7 @@ def saturate(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rate", type=float, default=50.0, help="requests per second (50)")
-    parser.add_argument("--requests", type=int, default=2000, help="requests per target (2000)")
-    parser.add_argument("--seconds", type=int, default=10, help="saturation seconds (10)")
-    parser.add_argument("--connections", type=int, default=16, help="saturation clients (16)")
+    parser = load_arguments(__doc__)
     parser.add_argument(
         "--replicas", type=int, default=2, help="replicas of the replicated version (2)"
     )
@@ -149,15 +168,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="shipway-bench-"))
     model, frame = train(root)
     rows = frame.sample(args.requests, random_state=1, replace=True).to_numpy()
-    bundle = write_bundle(
-        root / "bundle" / "1",
-        "bench_model",
-        "1",
-        root / "model.ubj",
-        build_reference(frame, FEATURES, 10),
-        "binary_classification",
-        DriftRules(max_rows=1000),
-    )
+    bundle = bench_bundle(root, frame)
     print(
         f"model: 150 trees, depth 5, {len(FEATURES)} features; {args.requests} single-row "
         f"requests per target at {args.rate:.0f} req/s overall; saturation: "

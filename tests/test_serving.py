@@ -558,12 +558,7 @@ def test_kill_9_of_a_model_server_loses_at_most_its_last_half_second_of_rows(
     lost = len(answered) - len(logged)
     assert old_enough <= logged, "rows answered over a second before the kill are logged"
     assert lost <= sum(1 for t, _ in answered if killed - t <= 1.0), lost
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        now = deployed.status()["toy_model"]["versions"]["1"]
-        if now["replicas"][0]["pid"] != pid and now["running"]:
-            break
-        time.sleep(0.5)
+    _wait_started_again(deployed, "toy_model", "1", 0, pid)
 
 
 def test_a_restarted_control_plane_serves_what_was_served(
@@ -614,14 +609,7 @@ def test_after_kill_9_of_the_data_plane_a_new_envoy_serves_the_same_weights(
 def test_a_crashed_model_server_is_started_again(serving: Serving, deployed: ServingClient) -> None:
     crashed = deployed.status()["toy_model"]["versions"]["2"]["replicas"][0]["pid"]
     os.kill(crashed, signal.SIGKILL)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        now = deployed.status()["toy_model"]["versions"]["2"]
-        if now["replicas"][0]["pid"] != crashed and now["running"]:
-            break
-        time.sleep(0.5)
-    else:
-        raise AssertionError("v2 was not started again within 90s")
+    _wait_started_again(deployed, "toy_model", "2", 0, crashed)
     body = features_request(toy_frame(1, seed=17)[TOY_FEATURES].to_numpy(), TOY_FEATURES)
     answer = httpx.post(
         f"{deployed.url}/v2/models/toy_model/infer", json=body, headers={"x-shipway-version": "2"}
@@ -673,14 +661,7 @@ def test_a_version_with_two_replicas_spreads_requests_and_survives_losing_one(
     with Load(f"{deployed.url}/v2/models/toy_replicas/infer", body) as load:
         time.sleep(0.5)
         os.kill(killed, signal.SIGKILL)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            now = deployed.status()["toy_replicas"]["versions"]["1"]
-            if now["replicas"][1]["pid"] != killed and now["running"]:
-                break
-            time.sleep(0.25)
-        else:
-            raise AssertionError("replica 1 was not started again within 90s")
+        _wait_started_again(deployed, "toy_replicas", "1", 1, killed)
         time.sleep(1.0)
     assert load.failures == [], f"{len(load.failures)} client-visible failures: {load.failures[:3]}"
     assert load.answers["1"] > 40, load.answers
@@ -711,6 +692,19 @@ def test_a_state_file_written_before_replicas_is_adopted(
     after = deployed.status()["toy_model"]["versions"]
     assert {v: _pids(s) for v, s in after.items()} == {v: _pids(s) for v, s in before.items()}
     assert all(s["running"] for s in after.values())
+
+
+def _wait_started_again(
+    client: ServingClient, model: str, version: str, replica: int, killed: int
+) -> None:
+    """Until the supervisor has replaced the killed replica and every replica runs."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        now = client.status()[model]["versions"][version]
+        if now["replicas"][replica]["pid"] != killed and now["running"]:
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"{model} v{version} replica {replica} was not started again in 90s")
 
 
 def _pids(version: dict[str, Any]) -> list[int]:
