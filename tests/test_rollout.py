@@ -232,6 +232,7 @@ def test_people_pause_resume_and_abort_a_rollout_with_the_cli_and_each_act_is_au
     assert main(["rollout", "abort", model, "--reason", "bad slice"]) == 0
     out = capsys.readouterr().out
     assert "rolled_back" in out and "served traffic:   {'1': 100}" in out
+    assert "model servers:    v1 1/1 running" in out
     assert sorted(serving.status()[model]["versions"]) == ["1"], "the challenger is stopped"
 
     assert main(["rollout", "abort", model, "--reason", "again"]) == 2

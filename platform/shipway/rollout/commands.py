@@ -50,6 +50,13 @@ def status_lines(home: ShipwayHome, declared: DeclaredModel) -> list[str]:
             f"  served traffic:   {served.get('weights')}"
             + (f", shadow v{served['shadow']}" if served.get("shadow") else "")
         )
+        lines.append(
+            "  model servers:    "
+            + ", ".join(
+                f"v{v} {sum(r['running'] for r in s['replicas'])}/{len(s['replicas'])} running"
+                for v, s in served.get("versions", {}).items()
+            )
+        )
     except ServiceError as exc:
         lines.append(f"  served traffic:   unknown ({exc})")
     if state.reason:
