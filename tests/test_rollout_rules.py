@@ -178,6 +178,17 @@ def test_a_check_without_data_follows_the_no_data_policy_not_a_failed_check() ->
     assert decide(state, POLICY, slow, POLICY.interval_seconds).action == ROLLBACK
 
 
+def test_a_champion_that_answered_without_its_latency_scraped_yet_holds_the_step() -> None:
+    state = start("m", "2", "1", POLICY, now=0.0)
+    # A slow challenger in shadow; the champion's histogram not yet in Prometheus.
+    unscraped = Analysis(200, 1.0, 90.0, None, 0.11, None, champion_requests=150)
+    held = decide(state, POLICY, unscraped, POLICY.interval_seconds)
+    assert held.action == HOLD, held.reason
+    assert "no data for latency_p99_ratio, score_divergence: holding" in held.reason
+    scraped = dataclasses.replace(unscraped, champion_latency_p99_ms=4.0, champion_score_mean=0.1)
+    assert decide(state, POLICY, scraped, POLICY.interval_seconds).action == ROLLBACK
+
+
 def test_latency_is_compared_at_a_quantile_the_challenger_s_requests_support() -> None:
     assert latency_quantile(1000) == 0.99
     assert latency_quantile(50) == 0.9, "5 of 50 requests above it, not the slowest alone"

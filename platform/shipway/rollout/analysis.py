@@ -157,9 +157,12 @@ def analyse(
 def checks(analysis: Analysis, policy: RolloutChecks, min_requests: int = 0) -> list[Check]:
     """Each check of the policy on one interval; one with no data does not pass. A check
     against the champion is judged only on an interval where the champion answered
-    `min_requests` too: at 100% it answers none, and a p99 of a few stray requests is noise."""
+    `min_requests` too: at 100% it answers none, and a p99 of a few stray requests is noise.
+    A champion that answered but whose metric is not in Prometheus yet (Envoy publishes a new
+    cluster's histograms at its next stats flush) leaves the check without data, not out."""
     a = analysis
     compared = a.champion_requests is None or a.champion_requests >= min_requests
+    answered = a.champion_requests is not None
     found = [
         Check(
             "success_rate",
@@ -173,7 +176,7 @@ def checks(analysis: Analysis, policy: RolloutChecks, min_requests: int = 0) -> 
         if a.latency_p99_ms is not None and a.champion_latency_p99_ms
         else None
     )
-    if compared and a.champion_latency_p99_ms is not None:
+    if compared and (answered or a.champion_latency_p99_ms is not None):
         found.append(
             Check(
                 "latency_p99_ratio",
@@ -195,8 +198,13 @@ def checks(analysis: Analysis, policy: RolloutChecks, min_requests: int = 0) -> 
                 a.latency_p99_ms is not None and a.latency_p99_ms <= policy.max_latency_p99_ms,
             )
         )
-    if compared and policy.max_score_divergence is not None and a.champion_score_mean is not None:
-        divergence = abs(a.score_mean - a.champion_score_mean) if a.score_mean is not None else None
+    judged_score = answered or a.champion_score_mean is not None
+    if compared and policy.max_score_divergence is not None and judged_score:
+        divergence = (
+            abs(a.score_mean - a.champion_score_mean)
+            if a.score_mean is not None and a.champion_score_mean is not None
+            else None
+        )
         found.append(
             Check(
                 "score_divergence",
