@@ -321,6 +321,21 @@ def _cluster(name: str, ports: list[int]) -> dict[str, Any]:
         "type": "STATIC",
         "connect_timeout": "1s",
         "lb_policy": "LEAST_REQUEST",
+        # A replica that refuses connections (killed, restarting) leaves the rotation at once
+        # for a few seconds; the model's own 5xx never eject it: the rollout judges those.
+        "outlier_detection": {
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 1,
+            "enforcing_consecutive_local_origin_failure": 100,
+            "enforcing_consecutive_5xx": 0,
+            "enforcing_consecutive_gateway_failure": 0,
+            "enforcing_success_rate": 0,
+            "enforcing_failure_percentage": 0,
+            "enforcing_local_origin_success_rate": 0,
+            "interval": "1s",
+            "base_ejection_time": "2s",
+            "max_ejection_percent": 100,
+        },
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [
@@ -364,7 +379,7 @@ _RETRY = {
             },
         }
     ],
-    "host_selection_retry_max_attempts": 3,
+    "host_selection_retry_max_attempts": 5,
 }
 
 
