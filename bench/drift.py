@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shipway.monitoring.drift import CATEGORICAL, DriftRule, DriftRules, build_reference, compare
+from shipway.stats.drift import CATEGORICAL, DriftRule, DriftRules, build_reference, compare
 
 PEER = Path(__file__).parent / "evidently"
 UV = Path(__file__).parents[1] / ".tools" / "bin" / "uv"

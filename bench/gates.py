@@ -22,8 +22,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 
-from shipway.data.contracts import Batch, Reference, evaluate, load_contract
+from shipway.data.contracts import load_contract
 from shipway.data.events import generate_events
+from shipway.data.gates import Batch, Reference, evaluate
 from shipway.paths import RAW_EVENTS_CONTRACT
 
 CONTRACT = RAW_EVENTS_CONTRACT

@@ -39,12 +39,12 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from shipway.monitoring.drift import DriftRules, build_reference
 from shipway.processes import LOOPBACK, ManagedProcess, free_port, free_ports
 from shipway.serving.bundle import Bundle, write_bundle
 from shipway.serving.dataplane import VERSION_HEADER, DataPlane, Route
 from shipway.serving.protocol import features_request
 from shipway.serving.runtime import start_mlserver, start_replicas
+from shipway.stats.drift import DriftRules, build_reference
 
 FEATURES = [f"f{i}" for i in range(16)]
 

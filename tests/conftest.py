@@ -31,11 +31,11 @@ from dagster import (
 
 from shipway.code_location import code_location
 from shipway.models.catalog import load_models
-from shipway.monitoring.drift import CATEGORICAL, HOUR_OF_DAY, DriftRules, build_reference
 from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT, ShipwayHome
 from shipway.serving.bundle import Bundle, write_bundle
 from shipway.serving.package import VERIFY_KEY_ENV, public_key_text
 from shipway.stack import Ports, Stack, running_stack
+from shipway.stats.drift import CATEGORICAL, HOUR_OF_DAY, DriftRules, build_reference
 
 TOY_FEATURES = ["amount", "hour_of_day", "customer_txn_count_7d"]
 TOY_KINDS = {"hour_of_day": HOUR_OF_DAY, "customer_txn_count_7d": CATEGORICAL}

@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shipway.data.contracts import Batch, evaluate, load_contract, single_column_auc
+from shipway.data.contracts import load_contract
 from shipway.data.events import generate_events
+from shipway.data.gates import Batch, evaluate
 from shipway.errors import PolicyError
 from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT
+from shipway.stats.metrics import single_column_auc
 
 RAW = RAW_EVENTS_CONTRACT
 

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from shipway.monitoring.drift import (
+from shipway.names import SCORE
+from shipway.stats.drift import (
     CATEGORICAL,
     HOUR_OF_DAY,
     NUMERIC,
-    SCORE,
     DriftRule,
     DriftRules,
     DriftWindow,

@@ -19,11 +19,11 @@ from shipway.models.declaration import MonitoringPolicy, QualityRule
 from shipway.monitoring.assets import live_quality_asset
 from shipway.monitoring.quality import QualityReport, live_quality
 from shipway.paths import ShipwayHome
-from shipway.release.statistics import metric_functions, point_values
 from shipway.resources import ShipwayHomeResource
 from shipway.serving.controller import _QualityCollector
 from shipway.serving.prediction_log import ingest, read_predictions
 from shipway.serving.prediction_spool import PredictionSpool, Scored
+from shipway.stats.metrics import metric_functions, point_values
 from tests.conftest import materialization
 
 START = datetime(2026, 10, 1, tzinfo=UTC)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from shipway.cli import main
 from shipway.errors import ShipwayError
+from shipway.serving import runtime
 from shipway.serving.bundle import Bundle, read_bundle
 from shipway.serving.controller import ControlPlane
 from shipway.serving.dataplane import DataPlane
@@ -80,6 +83,23 @@ def test_a_package_holds_bundle_runtime_lock_sbom_lineage_and_dockerfile_and_ver
     assert 'CMD ["mlserver", "start", "/opt/models/toy_model/1"]' in dockerfile
     checked = verify_package(package.path, key.public_key())
     assert (checked.model, checked.version, checked.key_id) == ("toy_model", "1", package.key_id)
+
+
+def test_the_runtime_in_a_package_imports_in_the_serving_environment_from_the_package_alone(
+    package: Package,
+) -> None:
+    # The package serves without the platform: its runtime/ must hold every Shipway module the
+    # runtime imports. Only the serving environment's Python and the package are on the path.
+    python = Path(runtime.mlserver_binary()).with_name("python")
+    found = subprocess.run(
+        [str(python), "-c", "import shipway.serving.mlserver_runtime as r; print(r.__file__)"],
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(package.path / "runtime")},
+        cwd=package.path,
+        capture_output=True,
+        text=True,
+    )
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert found.stdout.strip().startswith(str(package.path / "runtime"))
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from shipway.models.declaration import ApprovalPolicy, ModelDeclaration, load_de
 from shipway.paths import ASSETS_DIR, ShipwayHome
 from shipway.release.audit import Audit, AuditEntry
 from shipway.release.report import Judge
-from shipway.release.statistics import metric_functions, paired_bootstrap, point_values
+from shipway.stats.metrics import metric_functions, paired_bootstrap, point_values
 
 FRAUD = load_declaration(ASSETS_DIR / "fraud" / "model.yaml")
 

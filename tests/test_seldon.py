@@ -23,7 +23,6 @@ import yaml
 from shipway.cli import main
 from shipway.errors import BadRequest, ServiceError, ShipwayError
 from shipway.models.declaration import RolloutChecks, RolloutPolicy
-from shipway.monitoring.drift import DriftRules, build_reference
 from shipway.paths import ShipwayHome
 from shipway.processes import free_port
 from shipway.resources import ServingResource
@@ -33,6 +32,7 @@ from shipway.rollout.state import PROMOTED, ROLLED_BACK, RolloutState, RolloutSt
 from shipway.serving import seldon
 from shipway.serving.bundle import write_bundle
 from shipway.serving.seldon import SeldonServing
+from shipway.stats.drift import DriftRules, build_reference
 from tests.conftest import TOY_FEATURES, JsonHandler, toy_frame
 
 TOKEN = "kube-test-token"

@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from shipway.errors import ShipwayError
-from shipway.monitoring.drift import DriftRules, build_reference
 from shipway.processes import ManagedProcess, free_ports
 from shipway.serving.bundle import Bundle, write_bundle
 from shipway.serving.client import TOKEN_ENV, ServingClient, control_plane_process
@@ -31,6 +30,7 @@ from shipway.serving.dataplane import DataPlane
 from shipway.serving.package import VERIFY_KEY_ENV, build_package, public_key_text
 from shipway.serving.prediction_log import read_predictions
 from shipway.serving.protocol import features_request
+from shipway.stats.drift import DriftRules, build_reference
 from tests.conftest import TOY_DRIFT, TOY_FEATURES, Load, toy_frame
 
 pytestmark = pytest.mark.integration

@@ -223,7 +223,8 @@ def _contract_on(frame: pd.DataFrame, where: str, contract_path: Path) -> str:
     event (CI asks whether the rules hold, not whether the data is recent)."""
     import pandas as pd
 
-    from shipway.data.contracts import Batch, evaluate, load_contract
+    from shipway.data.contracts import load_contract
+    from shipway.data.gates import Batch, evaluate
 
     as_of = pd.Timestamp(frame["event_timestamp"].max()).to_pydatetime() + timedelta(hours=1)
     results = evaluate(load_contract(contract_path), Batch.of(frame), as_of=as_of)

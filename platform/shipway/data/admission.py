@@ -18,7 +18,8 @@ from typing import Literal
 import pandas as pd
 from deltalake import write_deltalake
 
-from shipway.data.contracts import Batch, Contract, GateResult, Reference, evaluate
+from shipway.data.contracts import Contract
+from shipway.data.gates import Batch, GateResult, Reference, evaluate
 from shipway.data.lake import arrow_schema, read_table, table_exists, table_info
 from shipway.errors import ShipwayError
 from shipway.paths import ShipwayHome

@@ -18,8 +18,9 @@ from dagster import (
 
 from shipway.data.admission import Ledger, reference_from
 from shipway.data.contract_checks import contract_checks
-from shipway.data.contracts import Contract, Reference, load_contract
+from shipway.data.contracts import Contract, load_contract
 from shipway.data.events import SCENARIOS, generate_events
+from shipway.data.gates import Reference
 from shipway.data.lake import TableInfo, land_days, overwrite_table, read_table, table_exists
 from shipway.errors import ShipwayError
 from shipway.paths import ShipwayHome

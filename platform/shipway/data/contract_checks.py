@@ -22,7 +22,8 @@ from dagster import (
 )
 
 from shipway.data.admission import audit
-from shipway.data.contracts import Contract, GateResult, Reference, load_contract
+from shipway.data.contracts import Contract, load_contract
+from shipway.data.gates import GateResult, Reference
 from shipway.data.lake import TableInfo, table_info
 from shipway.paths import ShipwayHome
 from shipway.resources import ShipwayHomeResource

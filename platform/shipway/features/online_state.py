@@ -14,14 +14,13 @@ scanned): the feature service exports both, and the `online_store` asset shows t
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from shipway.files import write_atomic
+from shipway.names import EVENT_TIMESTAMP
 from shipway.paths import ShipwayHome
-
-TIMESTAMP = "event_timestamp"
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ def table_span(path: Path) -> TableSpan | None:
     table = DeltaTable(str(path))
     actions = table.get_add_actions(flatten=True)
     bounds = []
-    for column in (f"min.{TIMESTAMP}", f"max.{TIMESTAMP}"):
+    for column in (f"min.{EVENT_TIMESTAMP}", f"max.{EVENT_TIMESTAMP}"):
         if column not in actions.schema.names:
             return None
         values = [v for v in actions.column(column).to_pylist() if v is not None]
@@ -99,11 +98,8 @@ class OnlineState:
             return cls()
 
     def save(self, home: ShipwayHome) -> None:
-        path = self.path(home)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps({"views": {k: asdict(v) for k, v in self.views.items()}}))
-        tmp.replace(path)
+        views = {k: asdict(v) for k, v in self.views.items()}
+        write_atomic(self.path(home), json.dumps({"views": views}))
 
     def freshness(self, home: ShipwayHome) -> dict[str, Freshness]:
         out: dict[str, Freshness] = {}

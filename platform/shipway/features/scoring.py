@@ -29,8 +29,9 @@ import pandas as pd
 
 from shipway.errors import BadRequest, NotFound
 from shipway.features.lookup import OnlineLookup
+from shipway.names import SCORE
 from shipway.paths import ShipwayHome
-from shipway.serving.protocol import EXTRA_INPUTS_PARAMETER, ROW_KEYS_PARAMETER, SCORE_OUTPUT
+from shipway.serving.protocol import EXTRA_INPUTS_PARAMETER, ROW_KEYS_PARAMETER
 
 STATE_CHECK_SECONDS = 1.0
 
@@ -139,7 +140,7 @@ class Scorer:
                 raise BadRequest(f"model {model}: {detail}")
             raise ScoringUnavailable(f"model {model} answered {response.status_code}: {detail}")
         answer = response.json()
-        scores = next(o["data"] for o in answer["outputs"] if o["name"] == SCORE_OUTPUT)
+        scores = next(o["data"] for o in answer["outputs"] if o["name"] == SCORE)
         return {
             "model": model,
             "model_version": answer.get("model_version"),

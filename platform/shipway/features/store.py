@@ -22,6 +22,7 @@ import pandas as pd
 from shipway.errors import ShipwayError
 from shipway.features.online_state import OnlineState, ViewState, Window, windows
 from shipway.features.service import ServiceSpec, entity_rows, feature_frame
+from shipway.files import write_atomic
 from shipway.paths import FEATURE_REPO_DIR, ShipwayHome
 from shipway.processes import LOOPBACK, environment
 
@@ -81,13 +82,10 @@ def store_yaml(home: ShipwayHome) -> Path:
             "type": "redis",
             "connection_string": os.environ.get(REDIS_ENV, f"{LOOPBACK}:6379"),
         }
-    home.feast.mkdir(parents=True, exist_ok=True)
     path = home.feast / "feature_store.yaml"
     text = yaml.safe_dump(config, sort_keys=False)
     if not path.exists() or path.read_text() != text:
-        tmp = path.with_name(f".feature_store.yaml.{os.getpid()}")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_atomic(path, text)
     return path
 
 
@@ -146,7 +144,7 @@ def apply_repository(home: ShipwayHome) -> Applied:
                 return Applied(digest, None)
     marker.unlink(missing_ok=True)
     output = feast_cli(home, "apply")
-    marker.write_text(json.dumps({"digest": digest, "applied_at": time.time()}))
+    write_atomic(marker, json.dumps({"digest": digest, "applied_at": time.time()}))
     return Applied(digest, output)
 
 

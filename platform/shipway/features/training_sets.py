@@ -23,9 +23,9 @@ from shipway.data.lake import TableInfo, overwrite_table, read_table, table_info
 from shipway.errors import ShipwayError
 from shipway.features.service import ServiceSpec, feature_frame, registry_spec
 from shipway.features.store import feast_cli, feature_store, historical_features
+from shipway.names import EVENT_TIMESTAMP
 from shipway.paths import ShipwayHome
 
-TIMESTAMP = "event_timestamp"
 Log = Callable[[str], None]
 
 
@@ -98,7 +98,7 @@ def build(
     """
     store = feature_store(home)
     spec = registry_spec(store, inputs.feature_service)
-    wanted = [*rules.keys, TIMESTAMP, *spec.request_fields, rules.column]
+    wanted = [*rules.keys, EVENT_TIMESTAMP, *spec.request_fields, rules.column]
     if rules.available_at:
         wanted.append(rules.available_at)
     columns = list(dict.fromkeys(wanted))
@@ -108,7 +108,7 @@ def build(
     if rows.empty:
         raise ShipwayError(f"{rules.table} v{inputs.versions[rules.table]} has no rows to train on")
     # Labels arrive late: train only on matured rows whose label is known at the newest one.
-    stamps = rows[TIMESTAMP]
+    stamps = rows[EVENT_TIMESTAMP]
     cutoff = stamps.max()
     matured = cutoff - pd.Timedelta(days=inputs.label_maturity_days)
     warm = stamps.min() + pd.Timedelta(days=inputs.feature_warmup_days)
@@ -124,11 +124,13 @@ def build(
     )
     joined = historical_features(store, labelled, inputs.feature_service)
     frame = feature_frame(joined, spec)
-    keys = joined[[*rules.keys, TIMESTAMP, rules.column]]
+    keys = joined[[*rules.keys, EVENT_TIMESTAMP, rules.column]]
     # A total order (time, then keys): the join returns rows in no set order, and XGBoost's
     # row subsampling depends on row order, so the same inputs must give the same sequence.
     out = (
-        keys.join(frame).sort_values([TIMESTAMP, *rules.keys], kind="stable").reset_index(drop=True)
+        keys.join(frame)
+        .sort_values([EVENT_TIMESTAMP, *rules.keys], kind="stable")
+        .reset_index(drop=True)
     )
     derived = {
         "label_cutoff": cutoff.isoformat(),

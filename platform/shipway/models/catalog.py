@@ -24,12 +24,11 @@ from shipway.errors import PolicyError, ShipwayError
 from shipway.features.service import ServiceSpec, repository
 from shipway.features.training_sets import LabelRules
 from shipway.models.declaration import ModelDeclaration, load_declaration
-from shipway.monitoring.drift import SCORE
+from shipway.names import EVENT_TIMESTAMP, SCORE
 from shipway.paths import DBT_PROJECT_DIR
 
 DECLARATION_FILE = "model.yaml"
 TRAINING_SET_CONTRACT = Path("contracts") / "training_set.yaml"
-TIMESTAMP = "event_timestamp"
 
 
 @dataclass(frozen=True)
@@ -179,7 +178,7 @@ def _check_sources(model: DeclaredModel, tables: Mapping[str, list[str]]) -> Non
         "label.available_at": [label.available_at] if label.available_at else [],
         "label.row_id": [label.row_id] if label.row_id else [],
         "entity_keys": declaration.entity_keys,
-        "label.table": [TIMESTAMP],
+        "label.table": [EVENT_TIMESTAMP],
         "feature_service": list(service.request_fields),
     }
     for field, names in wanted.items():

@@ -48,16 +48,12 @@ from mlflow.tracking import MlflowClient
 from shipway.data.admission import Ledger, reference_from
 from shipway.data.assets import newest_event
 from shipway.data.contract_checks import contract_checks
-from shipway.data.contracts import Contract, Reference, load_contract
+from shipway.data.contracts import Contract, load_contract
+from shipway.data.gates import Reference
 from shipway.data.lake import content_digest, read_table, table_info
 from shipway.errors import ShipwayError
 from shipway.features.assets import FEATURE_VIEWS, ONLINE_STORE
-from shipway.features.training_sets import (
-    TrainingSetInputs,
-    build,
-    recorded_features,
-    write,
-)
+from shipway.features.training_sets import TrainingSetInputs, build, recorded_features, write
 from shipway.models.catalog import DeclaredModel
 from shipway.models.tracking import CHAMPION, RELEASE_TAG, registered_run_url
 from shipway.models.training import log_and_register, registered_bundle, train

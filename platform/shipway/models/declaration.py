@@ -25,10 +25,10 @@ from pydantic import (
     model_validator,
 )
 
-from shipway.monitoring.drift import DriftRule, DriftRules
-from shipway.release.statistics import BOOTSTRAPPABLE
 from shipway.reviewed import load_reviewed_file
 from shipway.serving.bundle import MAX_REPLICAS
+from shipway.stats.drift import DriftRule, DriftRules
+from shipway.stats.metrics import BOOTSTRAPPABLE
 
 Problem = Literal["binary_classification", "regression"]
 

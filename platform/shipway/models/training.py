@@ -32,9 +32,9 @@ from sklearn.metrics import (
 from shipway.errors import ShipwayError
 from shipway.models.declaration import ModelDeclaration
 from shipway.models.tracking import git_commit, lock_hash, model_version_url, run_url
-from shipway.monitoring.drift import SCORE, ReferenceProfile, build_reference
+from shipway.names import SCORE
 from shipway.serving.bundle import MODEL_FILE, REFERENCE_FILE, Bundle, write_bundle
-from shipway.serving.protocol import SCORE_OUTPUT
+from shipway.stats.drift import ReferenceProfile, build_reference
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def signature(features: list[str]) -> ModelSignature:
     """The model's inputs by name and order, as MLflow shows and checks them."""
     return ModelSignature(
         inputs=Schema([ColSpec("double", name) for name in features]),
-        outputs=Schema([ColSpec("double", SCORE_OUTPUT)]),
+        outputs=Schema([ColSpec("double", SCORE)]),
     )
 
 

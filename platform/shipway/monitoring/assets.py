@@ -48,7 +48,6 @@ from shipway.errors import ShipwayError
 from shipway.features.service import feature_frame, registry_spec
 from shipway.features.store import feature_store, historical_features
 from shipway.models.catalog import DeclaredModel
-from shipway.monitoring.drift import DriftRules, ReferenceProfile
 from shipway.monitoring.figures import markdown_image, plt
 from shipway.monitoring.live_drift import daily_drift, figure, markdown
 from shipway.monitoring.quality import QualityReport, live_quality
@@ -59,6 +58,7 @@ from shipway.resources import PrometheusResource, ShipwayHomeResource
 from shipway.rollout.state import PROMOTED, RolloutStore
 from shipway.serving.bundle import REFERENCE_FILE, read_bundle
 from shipway.serving.prediction_log import maintain, read_predictions, table_name
+from shipway.stats.drift import DriftRules, ReferenceProfile
 
 WaitingForLabels = Callable[[SensorEvaluationContext, ShipwayHome], str | None]
 """Why a retrain now would learn nothing new (no label matured since the last training set),

@@ -1,6 +1,6 @@
 """Drift over time: each served version's prediction log, day by day, against its reference.
 
-The live window (`shipway.monitoring.drift.DriftWindow`) answers "is it drifting now"; this
+The live window (`shipway.stats.drift.DriftWindow`) answers "is it drifting now"; this
 answers "since when, and which features": the rows a version served each day (mirrored shadow
 rows are left out) compared with the reference and the rules of its bundle, the same
 statistics and decisions. A day has no statistics under the rules' minimum count.
@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from shipway.monitoring.drift import SCORE, DriftRules, FeatureDrift, ReferenceProfile, compare
 from shipway.monitoring.figures import markdown_image, plt
+from shipway.names import SCORE
+from shipway.stats.drift import DriftRules, FeatureDrift, ReferenceProfile, compare
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from shipway.errors import ServiceError, ShipwayError
+from shipway.files import write_atomic
 from shipway.paths import DEPLOY_DIR, ShipwayHome
 from shipway.processes import LOOPBACK, ManagedProcess, ensure_port_free, require_binary
 
@@ -27,11 +28,10 @@ INSTALL_HINT = "run deploy/setup.sh, which installs Debian's prometheus package"
 
 def write_targets(config_dir: Path, job: str, targets: list[str]) -> None:
     """Atomically replace the file_sd targets of `job`: Prometheus never reads half a file."""
-    folder = config_dir / "targets"
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{job}.json.tmp"
-    tmp.write_text(json.dumps([{"targets": targets, "labels": {}}]))
-    tmp.replace(folder / f"{job}.json")
+    write_atomic(
+        config_dir / "targets" / f"{job}.json",
+        json.dumps([{"targets": targets, "labels": {}}]),
+    )
 
 
 class PrometheusServer:

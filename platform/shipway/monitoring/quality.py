@@ -7,7 +7,7 @@ version and day how many predictions are labelled (coverage) and the metrics the
 problem has; a version's live quality is that over the last `window_days` of its predictions,
 judged only with `min_labelled` labelled rows (and both classes, for a classifier).
 
-Metrics are the release gates' own (`shipway.release.statistics`), so a live ROC-AUC and a
+Metrics are the release gates' own (`shipway.stats.metrics`), so a live ROC-AUC and a
 gated ROC-AUC are the same number on the same rows. Pure: frames in, a report out.
 """
 
@@ -21,12 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shipway.files import write_atomic
 from shipway.models.declaration import LIVE_METRICS, MonitoringPolicy, QualityRule
-from shipway.release.statistics import (
-    expected_calibration_error,
-    metric_functions,
-    point_values,
-)
+from shipway.stats.metrics import expected_calibration_error, metric_functions, point_values
 
 
 @dataclass(frozen=True)
@@ -92,11 +89,7 @@ class QualityReport:
         return "\n".join(lines)
 
     def save(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1))
-        tmp.replace(path)
-        return path
+        return write_atomic(path, json.dumps(asdict(self), indent=1))
 
     @classmethod
     def load(cls, path: Path) -> QualityReport:

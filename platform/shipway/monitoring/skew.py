@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shipway.files import write_atomic
 from shipway.models.declaration import SkewPolicy
 
 SKEW_DIR = ".skew"
@@ -97,13 +98,7 @@ class SkewReport:
         return "\n".join(lines)
 
     def save(self, root: Path) -> Path:
-        folder = root / SKEW_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{self.model}.json"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(asdict(self)))
-        tmp.replace(path)
-        return path
+        return write_atomic(root / SKEW_DIR / f"{self.model}.json", json.dumps(asdict(self)))
 
     @classmethod
     def load(cls, path: Path) -> SkewReport:

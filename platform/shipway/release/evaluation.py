@@ -23,10 +23,11 @@ from shipway.data.lake import read_table, table_info
 from shipway.errors import ShipwayError
 from shipway.features.service import feature_frame, registry_spec
 from shipway.features.store import feature_store, historical_features
-from shipway.features.training_sets import TIMESTAMP, TrainingSetInputs
+from shipway.features.training_sets import TrainingSetInputs
 from shipway.models.catalog import DeclaredModel
 from shipway.models.tracking import CHAMPION
 from shipway.models.training import download_model
+from shipway.names import EVENT_TIMESTAMP
 from shipway.paths import ShipwayHome
 
 # Run params that describe the run rather than how the model was trained.
@@ -163,9 +164,9 @@ def build_evaluation_set(
     start = challenger.split_at
     if champion is not None:
         start = max(start, champion.split_at)
-    stamps = pd.to_datetime(frame[TIMESTAMP], utc=True)
+    stamps = pd.to_datetime(frame[EVENT_TIMESTAMP], utc=True)
     rows = frame[stamps >= start].reset_index(drop=True)
-    identity = [*rules.keys, TIMESTAMP]
+    identity = [*rules.keys, EVENT_TIMESTAMP]
 
     champion_joins = champion is not None and (
         champion.feature_service != challenger.feature_service
@@ -179,7 +180,7 @@ def build_evaluation_set(
     wanted = [c for c in extra_columns if c not in rows.columns]
     if champion_service is not None:
         wanted += [f for f in champion_service.request_fields if f not in rows.columns]
-    wanted = list(dict.fromkeys(w for w in wanted if w != TIMESTAMP))
+    wanted = list(dict.fromkeys(w for w in wanted if w != EVENT_TIMESTAMP))
     if wanted and not rows.empty:
         label_rows = read_table(
             home.table(rules.table),
@@ -197,14 +198,14 @@ def build_evaluation_set(
         else:
             entity = rows[[*declaration.entity_keys, *champion_service.request_fields]]
             entity = entity.loc[:, ~entity.columns.duplicated()]
-            if TIMESTAMP not in entity.columns:
-                entity = entity.assign(**{TIMESTAMP: rows[TIMESTAMP]})
+            if EVENT_TIMESTAMP not in entity.columns:
+                entity = entity.assign(**{EVENT_TIMESTAMP: rows[EVENT_TIMESTAMP]})
             joined = historical_features(feature_store(home), entity, champion.feature_service)
             features = feature_frame(joined, champion_service)
-            keyed = joined[[*declaration.entity_keys, TIMESTAMP]].join(features)
-            keyed = keyed.drop_duplicates([*declaration.entity_keys, TIMESTAMP])
-            aligned = rows[[*declaration.entity_keys, TIMESTAMP]].merge(
-                keyed, on=[*declaration.entity_keys, TIMESTAMP], how="left"
+            keyed = joined[[*declaration.entity_keys, EVENT_TIMESTAMP]].join(features)
+            keyed = keyed.drop_duplicates([*declaration.entity_keys, EVENT_TIMESTAMP])
+            aligned = rows[[*declaration.entity_keys, EVENT_TIMESTAMP]].merge(
+                keyed, on=[*declaration.entity_keys, EVENT_TIMESTAMP], how="left"
             )
             champion_matrix = aligned[champion.features].to_numpy(dtype=np.float64)
     return EvaluationSet(

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from shipway.models.declaration import ModelDeclaration, SliceRule
-from shipway.release.statistics import (
+from shipway.stats.metrics import (
     PairedInterval,
     expected_calibration_error,
     higher_is_better,

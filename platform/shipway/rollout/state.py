@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shipway.files import write_atomic
+
 if TYPE_CHECKING:
     from shipway.models.declaration import RolloutPolicy
 
@@ -90,11 +92,7 @@ class RolloutStore:
         return [RolloutState(**json.loads(p.read_text())) for p in sorted(self.root.glob("*.json"))]
 
     def save(self, state: RolloutState) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.path(state.model)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(asdict(state), indent=1))
-        tmp.replace(path)
+        write_atomic(self.path(state.model), json.dumps(asdict(state), indent=1))
 
     @contextlib.contextmanager
     def locked(self, model: str) -> Iterator[None]:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shipway.errors import BadRequest
-from shipway.monitoring.drift import DriftRules, ReferenceProfile
-from shipway.serving.protocol import SCORE_OUTPUT
+from shipway.names import SCORE
+from shipway.stats.drift import DriftRules, ReferenceProfile
 
 MODEL_FILE = "model.ubj"
 SETTINGS_FILE = "model-settings.json"
@@ -85,7 +85,7 @@ def write_bundle(
         "inputs": [
             {"name": name, "datatype": "FP64", "shape": [-1]} for name in reference.feature_names
         ],
-        "outputs": [{"name": SCORE_OUTPUT, "datatype": "FP64", "shape": [-1]}],
+        "outputs": [{"name": SCORE, "datatype": "FP64", "shape": [-1]}],
         "parameters": {"uri": f"./{MODEL_FILE}", "version": version, "extra": extra},
     }
     (dest / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))

@@ -13,9 +13,11 @@ import httpx
 import numpy as np
 
 from shipway.errors import ServiceError, ShipwayError
+from shipway.files import write_atomic
+from shipway.names import SCORE
 from shipway.processes import LOOPBACK, ManagedProcess, ensure_port_free
 from shipway.serving.dataplane import DataPlane
-from shipway.serving.protocol import SCORE_OUTPUT, features_request
+from shipway.serving.protocol import features_request
 
 CONTROL_ENV = "SHIPWAY_CONTROL_URL"
 SERVING_ENV = "SHIPWAY_SERVING_URL"
@@ -107,7 +109,7 @@ class ServingClient:
         answer = self._call(
             "POST", f"/v2/models/{model}/infer", features_request(rows, feature_names, row_keys)
         )
-        output = next(o for o in answer["outputs"] if o["name"] == SCORE_OUTPUT)
+        output = next(o for o in answer["outputs"] if o["name"] == SCORE)
         return str(answer["model_version"]), np.asarray(output["data"])
 
 
@@ -117,13 +119,8 @@ def endpoint_file(home_serving: Path) -> Path:
 
 def write_endpoint(home_serving: Path, control_url: str, url: str, token: str) -> Path:
     """Where `shipway rollout` finds serving: readable by the owner only (it holds the token)."""
-    path = endpoint_file(home_serving)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
-        json.dump({"control_url": control_url, "url": url, "token": token}, out)
-    tmp.replace(path)
-    return path
+    document = {"control_url": control_url, "url": url, "token": token}
+    return write_atomic(endpoint_file(home_serving), json.dumps(document), mode=0o600)
 
 
 def control_plane_process(

@@ -42,6 +42,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as Endpoint
 
 from shipway.errors import BadRequest, NotFound, ServiceError, ShipwayError
+from shipway.files import write_atomic
 from shipway.monitoring.quality import QualityReport
 from shipway.monitoring.skew import SKEW_DIR, SkewReport
 from shipway.rollout.state import RolloutStore
@@ -161,10 +162,7 @@ class SavedState:
             ) from None
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1, sort_keys=True))
-        tmp.replace(path)
+        write_atomic(path, json.dumps(asdict(self), indent=1, sort_keys=True))
 
 
 def _is_our_mlserver(pid: int, bundle: Path) -> bool:
@@ -473,10 +471,7 @@ class ControlPlane:
             for s in m.versions.values()
             for r in s.replicas
         ]
-        self.targets_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.targets_dir / ".mlserver.json.tmp"
-        tmp.write_text(json.dumps(groups))
-        tmp.replace(self.targets_dir / "mlserver.json")
+        write_atomic(self.targets_dir / "mlserver.json", json.dumps(groups))
 
     # --- changes ---------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 
+from shipway.files import write_atomic
 from shipway.processes import LOOPBACK, ManagedProcess, require_binary
 
 MAX_REQUEST_BYTES = 1 << 20
@@ -173,7 +174,7 @@ class DataPlane:
             },
         }
         path = self.config_dir / "bootstrap.yaml"
-        _write_atomic(path, bootstrap)
+        _write_json(path, bootstrap)
         return path
 
     def _source(self, name: str) -> dict[str, Any]:
@@ -235,11 +236,11 @@ class DataPlane:
             for r in routes
             for v, ports in r.ports.items()
         ]
-        _write_atomic(
+        _write_json(
             self.config_dir / "cds.yaml",
             {"version_info": version, "resources": [{"@type": _CLUSTER, **c} for c in clusters]},
         )
-        _write_atomic(
+        _write_json(
             self.config_dir / "rds.yaml",
             {"version_info": version, "resources": [{"@type": _ROUTES, **_route_config(routes)}]},
         )
@@ -466,9 +467,7 @@ def _route_config(routes: list[Route]) -> dict[str, Any]:
     }
 
 
-def _write_atomic(path: Path, content: dict[str, Any]) -> None:
+def _write_json(path: Path, content: dict[str, Any]) -> None:
     # Envoy watches for the file being moved into place: write beside it, then rename. JSON is
     # YAML too, and leaves Envoy's YAML parser nothing to guess: a bare `n` or `on` is a bool.
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(content, indent=1))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(content, indent=1))

@@ -2,7 +2,7 @@
 
 It runs inside MLServer, in the serving environment (`deploy/serving/.venv`), with `platform/`
 on its path; it imports only modules that need numpy and pandas (`shipway.errors`,
-`shipway.serving.protocol`, `shipway.monitoring.drift`). What it adds to MLServer's stock XGBoost
+`shipway.serving.protocol`, `shipway.stats.drift`). What it adds to MLServer's stock XGBoost
 runtime:
 
 - requests in either standard shape (one input per feature, or one `[n, k]` input named
@@ -12,7 +12,7 @@ runtime:
   trees walked with numpy for a request of a few rows and from XGBoost for more
   (`shipway.serving.trees`, checked against XGBoost when the version loads);
 - taps off the hot path: a request only queues its rows and scores; the drift window (by time,
-  `shipway.monitoring.drift`) and the score histogram are computed when Prometheus scrapes
+  `shipway.stats.drift`) and the score histogram are computed when Prometheus scrapes
   (`shipway_feature_drift_{psi,pvalue}`, `shipway_feature_drifted`, the same for
   `shipway_prediction_drift*`, `shipway_drift_window_samples`, `shipway_prediction_score`;
   no drift series while the window holds fewer rows than the policy's minimum; of a version's
@@ -49,17 +49,17 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from shipway.errors import BadRequest
-from shipway.monitoring.drift import SCORE, DriftRules, DriftWindow, ReferenceProfile
+from shipway.names import SCORE
 from shipway.serving.bundle import REPLICA_ENV
 from shipway.serving.prediction_spool import SPOOL_ENV, PredictionSpool, Scored
 from shipway.serving.protocol import (
     SCORE_BUCKETS,
-    SCORE_OUTPUT,
     ignores_extra_inputs,
     parse_infer_request,
     parse_row_keys,
 )
 from shipway.serving.trees import Scorer
+from shipway.stats.drift import DriftRules, DriftWindow, ReferenceProfile
 
 # Rows waiting to be binned: bounded, so a scrape that never comes cannot grow memory.
 _PENDING_BATCHES = 10_000
@@ -233,7 +233,7 @@ class ShipwayModel(MLModel):
             id=payload.id,
             outputs=[
                 ResponseOutput(
-                    name=SCORE_OUTPUT,
+                    name=SCORE,
                     shape=[len(scores)],
                     datatype="FP64",
                     data=scores.tolist(),

@@ -58,16 +58,22 @@ MANIFEST = "manifest.json"
 SIGNATURE = "signature.json"
 SERVING_ENVIRONMENT = DEPLOY_DIR / "serving"
 FORMAT = "shipway-model-package/1"
-# What `shipway.serving.mlserver_runtime` imports, and the packages' __init__ files.
+# What `shipway.serving.mlserver_runtime` imports, and the packages' __init__ files: the
+# runtime's import closure within Shipway (a test holds this list to it).
 RUNTIME_SOURCES = (
     "shipway/__init__.py",
     "shipway/errors.py",
-    "shipway/monitoring/__init__.py",
-    "shipway/monitoring/drift.py",
+    "shipway/files.py",
+    "shipway/names.py",
+    "shipway/stats/__init__.py",
+    "shipway/stats/divergence.py",
+    "shipway/stats/drift.py",
     "shipway/serving/__init__.py",
+    "shipway/serving/bundle.py",
     "shipway/serving/mlserver_runtime.py",
     "shipway/serving/prediction_spool.py",
     "shipway/serving/protocol.py",
+    "shipway/serving/trees.py",
 )
 
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from shipway.files import write_atomic
+
 SPOOL_ENV = "SHIPWAY_PREDICTION_SPOOL"
 SUFFIX = ".json"
 # Queued requests kept while the disk does not take them; past this the oldest are dropped
@@ -94,10 +96,7 @@ class PredictionSpool:
             if not taken:
                 return None
             name = f"{self.version}-{time.time_ns()}-{os.getpid()}-{next(self._sequence)}"
-            path = self.folder / f"{name}{SUFFIX}"
-            tmp = self.folder / f".{name}.tmp"
-            tmp.write_text(json.dumps(_columns(self, taken)))
-            tmp.replace(path)
+            path = write_atomic(self.folder / f"{name}{SUFFIX}", json.dumps(_columns(self, taken)))
             self.written_rows += sum(len(s.scores) for s in taken)
             return path
 

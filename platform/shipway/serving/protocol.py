@@ -26,7 +26,6 @@ from shipway.errors import BadRequest
 FEATURES_INPUT = "features"
 ROW_KEYS_PARAMETER = "row_keys"
 EXTRA_INPUTS_PARAMETER = "extra_inputs"
-SCORE_OUTPUT = "score"
 # Buckets of the `shipway_prediction_score` histogram.
 SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 

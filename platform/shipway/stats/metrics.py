@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 # Metrics where a larger value is better; every other gated metric is an error (smaller wins).
 HIGHER_IS_BETTER = frozenset({"roc_auc", "pr_auc", "recall_at_precision_50", "r2"})
@@ -219,3 +220,14 @@ def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int
         if mask.any():
             total += mask.sum() * abs(float(scores[mask].mean()) - float(labels[mask].mean()))
     return total / max(len(scores), 1)
+
+
+def single_column_auc(values: np.ndarray, labels: np.ndarray) -> float:
+    """How well one column alone ranks positives above negatives, either way round (0.5..1)."""
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return 0.5
+    ranks = stats.rankdata(values)
+    auc = (ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+    return float(max(auc, 1 - auc))

@@ -1,0 +1,45 @@
+"""Writing a file whole or not at all: one helper for every state, report and config file.
+
+A reader (Envoy, Prometheus, a restarted control plane) sees the old content or the new, never
+half of it; and once `write_atomic` returns, the new content survives a power loss: the data
+is flushed to disk before the rename, and the rename is flushed with its folder. Imports only
+the standard library: the model servers' prediction spool uses it too.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> Path:
+    """Replace `path` with `data` (text is UTF-8), created with `mode`: a temporary file beside
+    it, fsynced, renamed over it, and the folder fsynced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode() if isinstance(data, str) else data
+    # A unique name: two writers of one file never share a temporary file, and the suffix
+    # keeps it out of every glob of the real names (`*.json`).
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temporary = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(payload)
+            out.flush()
+            os.fsync(out.fileno())
+        temporary.chmod(mode)
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_folder(path.parent)
+    return path
+
+
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename into it, a file created or removed) to disk."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
