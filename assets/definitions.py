@@ -4,7 +4,7 @@ declared in `assets/<folder>/model.yaml`, on the shared raw events (contract in
 
 import os
 
-from shipway.code_location import code_location
+from shipway.defs.code_location import code_location
 from shipway.models.catalog import load_models
 from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT, ShipwayHome
 

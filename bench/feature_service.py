@@ -38,15 +38,9 @@ import pandas as pd
 from deltalake import write_deltalake
 from serving_latency import saturate
 
+from shipway.features.online_state import ONLINE_STORE_ENV, REDIS_ENV
 from shipway.features.process import feature_server_process, redis_process
-from shipway.features.store import (
-    ONLINE_STORE_ENV,
-    REDIS_ENV,
-    feast_cli,
-    feature_store,
-    materialize_incremental,
-    store_yaml,
-)
+from shipway.features.store import feast_cli, feature_store, materialize_incremental, store_yaml
 from shipway.paths import FEATURE_REPO_DIR, ShipwayHome
 from shipway.processes import LOOPBACK, ManagedProcess, free_ports
 

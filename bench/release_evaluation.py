@@ -25,7 +25,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from shipway.data.events import CATEGORIES
 from shipway.models.declaration import load_declaration
 from shipway.paths import ASSETS_DIR
-from shipway.release.report import Judge
+from shipway.release.judge import Judge
 
 
 def _data(rows: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:

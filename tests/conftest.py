@@ -27,9 +27,11 @@ from dagster import (
     DagsterInstance,
     Definitions,
     ExecuteInProcessResult,
+    JobDefinition,
 )
 
-from shipway.code_location import code_location
+from shipway.defs.code_location import code_location
+from shipway.defs.data import LANDING_JOB
 from shipway.models.catalog import load_models
 from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT, ShipwayHome
 from shipway.serving.bundle import Bundle, write_bundle
@@ -103,6 +105,13 @@ def assets_copy(tmp_path: Path) -> Path:
 def definitions_of(models_dir: Path = ASSETS_DIR) -> Definitions:
     """The code location `assets/definitions.py` would build from `models_dir`."""
     return code_location(load_models(models_dir, RAW_EVENTS_CONTRACT), RAW_EVENTS_CONTRACT)
+
+
+def landing_job() -> JobDefinition:
+    """The code location's landing job, as `shipway data land` runs it."""
+    from assets.definitions import defs
+
+    return defs.resolve_job_def(LANDING_JOB)
 
 
 def toy_bundle(dest: Path, version: str, seed: int) -> Bundle:

@@ -196,6 +196,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Smoke]:
         os.environ.update({k: v for k, v in saved.items() if v is not None})
 
 
+@pytest.mark.integration
 def test_ci_builds_only_the_touched_models_training_set_and_passes_its_gates(
     smoke: Smoke,
 ) -> None:
@@ -228,6 +229,7 @@ def test_ci_builds_only_the_touched_models_training_set_and_passes_its_gates(
     assert "**fraud_model**: feature_repo/fraud_model.py (defines fraud_model_v1)" in summary
 
 
+@pytest.mark.integration
 def test_ci_output_is_a_signed_package_that_verifies_and_refuses_tampering(
     smoke: Smoke,
 ) -> None:
@@ -254,6 +256,7 @@ def test_ci_output_is_a_signed_package_that_verifies_and_refuses_tampering(
         verify_package(tampered, smoke.public)
 
 
+@pytest.mark.integration
 def test_a_failing_smoke_gate_names_the_metric_the_threshold_and_the_policy_file(
     smoke: Smoke, tmp_path: Path
 ) -> None:
@@ -274,6 +277,7 @@ def test_a_failing_smoke_gate_names_the_metric_the_threshold_and_the_policy_file
     assert "pr_auc" not in reason, "only the failing gate is named"
 
 
+@pytest.mark.integration
 def test_a_non_reproducible_training_fails_with_both_artifact_hashes(
     smoke: Smoke, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -298,6 +302,7 @@ def test_a_non_reproducible_training_fails_with_both_artifact_hashes(
     assert "one artifact" in ci.reproducible(workspace.home, "fraud_model")
 
 
+@pytest.mark.integration
 def test_a_tightened_contract_fails_on_the_latest_accepted_snapshot(
     smoke: Smoke, tmp_path: Path
 ) -> None:
@@ -312,6 +317,7 @@ def test_a_tightened_contract_fails_on_the_latest_accepted_snapshot(
         ci.snapshot_contract(workspace.home, tightened)
 
 
+@pytest.mark.integration
 def test_feast_plan_against_a_registry_holding_this_repository_changes_nothing(
     smoke: Smoke, tmp_path: Path
 ) -> None:

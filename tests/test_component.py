@@ -11,8 +11,8 @@ from dagster import (
     materialize,
 )
 
+from shipway.defs.versions import latest_model_version, version_in_run
 from shipway.errors import ShipwayError
-from shipway.models.component import latest_model_version, version_in_run
 
 
 def _trainer(version: str):  # type: ignore[no-untyped-def]

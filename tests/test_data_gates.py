@@ -20,6 +20,7 @@ from shipway.data.contracts import GATES
 from shipway.data.events import generate_events
 from shipway.data.lake import read_table, table_info
 from shipway.paths import ShipwayHome
+from tests.conftest import landing_job
 
 EVENTS_PER_DAY = 300
 BASELINE_START = date(2026, 9, 1)
@@ -48,7 +49,7 @@ def _land_frame(home: ShipwayHome, frame: pd.DataFrame, as_of: str, name: str) -
     path = home.root / "incoming" / f"{name}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, index=False)
-    return land(home, {"from_file": str(path), "as_of": as_of})
+    return land(home, landing_job(), {"from_file": str(path), "as_of": as_of})
 
 
 def _next_batch(events_per_day: int = EVENTS_PER_DAY) -> pd.DataFrame:
@@ -260,7 +261,7 @@ def test_a_fixed_batch_is_readmitted_and_published(home: ShipwayHome, tmp_path: 
     fixed["merchant_category"] = fixed["merchant_category"].replace("crypto", "online_retail")
     fixed.to_parquet(fixed_path, index=False)
 
-    outcome = readmit(home, rejected.admission.id, fixed_path, None)
+    outcome = readmit(home, landing_job(), rejected.admission.id, fixed_path, None)
     assert outcome.accepted, outcome.gate_lines
     assert outcome.admission is not None
     assert outcome.admission.readmits == rejected.admission.id

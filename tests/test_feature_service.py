@@ -19,16 +19,10 @@ import pytest
 from deltalake import write_deltalake
 
 from shipway.data.events import generate_events
-from shipway.features.assets import lag_check
-from shipway.features.online_state import OnlineState
+from shipway.defs.features import lag_check
+from shipway.features.online_state import ONLINE_STORE_ENV, REDIS_ENV, OnlineState
 from shipway.features.process import feature_server_process, redis_ping, redis_process
-from shipway.features.store import (
-    ONLINE_STORE_ENV,
-    REDIS_ENV,
-    feast_cli,
-    feature_store,
-    materialize_incremental,
-)
+from shipway.features.store import feast_cli, feature_store, materialize_incremental
 from shipway.paths import ShipwayHome
 from shipway.processes import LOOPBACK, ManagedProcess, free_ports
 from tests.conftest import Platform, customer_feature_rows, merchant_feature_rows

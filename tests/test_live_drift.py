@@ -10,11 +10,11 @@ import xgboost as xgb
 from dagster import AssetKey, materialize
 
 from assets.definitions import models
+from shipway.defs.monitoring import live_drift_asset
+from shipway.defs.resources import ShipwayHomeResource
 from shipway.models.catalog import declared_model
-from shipway.monitoring.assets import live_drift_asset
 from shipway.monitoring.live_drift import daily_drift
 from shipway.paths import ShipwayHome
-from shipway.resources import ShipwayHomeResource
 from shipway.serving.bundle import read_bundle, write_bundle
 from shipway.serving.prediction_log import ingest, read_predictions
 from shipway.serving.prediction_spool import PredictionSpool, Scored
@@ -38,7 +38,7 @@ def _served(home: ShipwayHome, tmp_path: Path) -> list[str]:
     )
     booster = xgb.Booster()
     booster.load_model(str(toy.path / "model.ubj"))
-    spool = PredictionSpool(home.serving / ".predictions", MODEL, "1", TOY_FEATURES)
+    spool = PredictionSpool(home.served.prediction_spool, MODEL, "1", TOY_FEATURES)
     today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
     days = []
     for back, scale in ((2, 1.0), (1, 1.0), (0, 3.0)):
@@ -52,7 +52,7 @@ def _served(home: ShipwayHome, tmp_path: Path) -> list[str]:
             if back == 0 and i < 100:
                 spool.add(Scored(f"m{key}", at, False, row[None, :] * 0, np.array([0.0]), [key]))
     spool.close()
-    ingest(home.serving / ".predictions", home.lake)
+    ingest(home.served.prediction_spool, home.lake)
     return days
 
 

@@ -14,13 +14,12 @@ from deltalake import write_deltalake
 from prometheus_client import CollectorRegistry, generate_latest
 
 from assets.definitions import models
+from shipway.defs.monitoring import live_quality_asset
+from shipway.defs.resources import ShipwayHomeResource
 from shipway.models.catalog import declared_model
 from shipway.models.declaration import MonitoringPolicy, QualityRule
-from shipway.monitoring.assets import live_quality_asset
-from shipway.monitoring.quality import QualityReport, live_quality
+from shipway.monitoring.quality import QualityCollector, QualityReport, live_quality
 from shipway.paths import ShipwayHome
-from shipway.resources import ShipwayHomeResource
-from shipway.serving.controller import _QualityCollector
 from shipway.serving.prediction_log import ingest, read_predictions
 from shipway.serving.prediction_spool import PredictionSpool, Scored
 from shipway.stats.metrics import metric_functions, point_values
@@ -113,12 +112,12 @@ def test_the_live_quality_asset_reports_exports_and_plots_from_real_tables(
 ) -> None:
     home = ShipwayHome(tmp_path)
     predictions, labels = _world(2000, seed=4, skill=1.0)
-    spool = PredictionSpool(home.serving / ".predictions", "fraud_model", "1", ["amount"])
+    spool = PredictionSpool(home.served.prediction_spool, "fraud_model", "1", ["amount"])
     stamps = (predictions["at"].astype("int64") / 1e9).tolist()
     for key, at, score in zip(predictions["row_key"], stamps, predictions["score"], strict=True):
         spool.add(Scored(key, at, True, np.array([[1.0]]), np.array([score]), [key]))
     spool.close()
-    ingest(home.serving / ".predictions", home.lake)
+    ingest(home.served.prediction_spool, home.lake)
     _landed_labels(home, labels)
     # As of the newest landed event (day 4), labels known 3 days late cover about day 1 only.
     asset = live_quality_asset(
@@ -135,11 +134,11 @@ def test_the_live_quality_asset_reports_exports_and_plots_from_real_tables(
     assert isinstance(roc, float) and roc > 0.8
     assert "| v1 | 2026-10-01 |" in str(values["report"])
     assert str(values["figure"]).startswith("![live roc_auc by day](data:image/png;base64,")
-    report = QualityReport.load(home.serving / ".quality" / "fraud_model.json")
+    report = QualityReport.load(home.served.quality_reports / "fraud_model.json")
     assert report.window[0].labelled == values["v1_labelled"]
 
     registry = CollectorRegistry()
-    registry.register(_QualityCollector(home.serving))
+    registry.register(QualityCollector(home.served.quality_reports))
     exported = generate_latest(registry).decode()
     assert f'shipway_live_quality{{metric="roc_auc",model="fraud_model",version="1"}} {roc}' in (
         exported

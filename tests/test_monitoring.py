@@ -20,6 +20,7 @@ from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_cont
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from assets.definitions import models
+from shipway.defs.resources import PrometheusResource, ShipwayHomeResource
 from shipway.errors import ServiceError
 from shipway.features.service import repository
 from shipway.models.catalog import declared_model
@@ -34,7 +35,6 @@ from shipway.monitoring.prometheus import (
 from shipway.monitoring.retraining import decide, decide_quality, waiting_for_labels
 from shipway.paths import REPO_ROOT, ShipwayHome
 from shipway.processes import free_port
-from shipway.resources import PrometheusResource, ShipwayHomeResource
 from shipway.rollout.analysis import analyse
 from shipway.rollout.controller import start
 from shipway.rollout.state import RolloutStore
@@ -186,7 +186,6 @@ def prometheus(
     write_targets(server.config_dir, "shipway_serving", pods)
     yield server
     server.stop()
-    assert server.process is not None and not server.process.running()
 
 
 POLICY = DriftPolicy(
@@ -227,6 +226,7 @@ def _scraped(client: PrometheusClient, samples: int, amount_psi: float | None) -
     )
 
 
+@pytest.mark.integration
 def test_prometheus_scrapes_the_targets_shipway_writes_and_evaluates_rules(
     prometheus: PrometheusServer, exporter: tuple[int, dict[str, Gauge]]
 ) -> None:
@@ -244,6 +244,7 @@ def test_prometheus_scrapes_the_targets_shipway_writes_and_evaluates_rules(
     assert targets[0]["targets"][0] == f"127.0.0.1:{exporter[0]}"
 
 
+@pytest.mark.integration
 def test_a_bad_query_names_prometheus_parse_error(prometheus: PrometheusServer) -> None:
     with pytest.raises(ServiceError, match=r"rejected 'max by \(': .*parse error"):
         PrometheusClient(prometheus.url).query("max by (")
@@ -254,6 +255,7 @@ def test_an_unreachable_prometheus_is_named() -> None:
         PrometheusClient(f"http://127.0.0.1:{free_port()}").query("up")
 
 
+@pytest.mark.integration
 def test_no_retrain_on_a_window_too_small_to_judge(
     prometheus: PrometheusServer, exporter: tuple[int, dict[str, Gauge]]
 ) -> None:
@@ -265,6 +267,7 @@ def test_no_retrain_on_a_window_too_small_to_judge(
     assert "window samples {'1': 120.0} < 300 required in 15 min" in decision.reason
 
 
+@pytest.mark.integration
 def test_no_retrain_when_the_runtime_judged_no_feature_drifted(
     prometheus: PrometheusServer, exporter: tuple[int, dict[str, Gauge]]
 ) -> None:
@@ -278,6 +281,7 @@ def test_no_retrain_when_the_runtime_judged_no_feature_drifted(
     )
 
 
+@pytest.mark.integration
 def test_drift_over_the_threshold_requests_one_retrain_per_cooldown(
     prometheus: PrometheusServer, exporter: tuple[int, dict[str, Gauge]]
 ) -> None:
@@ -297,6 +301,7 @@ def test_drift_over_the_threshold_requests_one_retrain_per_cooldown(
     assert later.run_key != first.run_key
 
 
+@pytest.mark.integration
 def test_drift_judged_by_two_pods_of_a_version_counts_once_per_feature(
     prometheus: PrometheusServer,
     exporter: tuple[int, dict[str, Gauge]],
@@ -391,6 +396,7 @@ def quality_prometheus(
     return PrometheusClient(prometheus.url), exporter[1]
 
 
+@pytest.mark.integration
 def test_a_live_quality_drop_of_the_champion_requests_one_retrain_per_cooldown(
     quality_prometheus: tuple[PrometheusClient, dict[str, Gauge]],
 ) -> None:
@@ -408,6 +414,7 @@ def test_a_live_quality_drop_of_the_champion_requests_one_retrain_per_cooldown(
     assert not again.retrain and "in cooldown" in again.reason
 
 
+@pytest.mark.integration
 def test_live_quality_on_too_few_labels_waits_for_them(
     quality_prometheus: tuple[PrometheusClient, dict[str, Gauge]],
 ) -> None:
@@ -420,6 +427,7 @@ def test_live_quality_on_too_few_labels_waits_for_them(
     )
 
 
+@pytest.mark.integration
 def test_the_quality_sensor_requests_a_retrain_unless_a_rollout_is_under_way(
     quality_prometheus: tuple[PrometheusClient, dict[str, Gauge]], tmp_path: Path
 ) -> None:
@@ -428,7 +436,7 @@ def test_the_quality_sensor_requests_a_retrain_unless_a_rollout_is_under_way(
     client, gauges = quality_prometheus
     _quality(client, gauges, "6", labelled=900, roc=0.55)
     home = ShipwayHome(tmp_path)
-    store = RolloutStore(home.serving)
+    store = RolloutStore(home.served.rollouts)
     store.save(start("fraud_model", "6", None, RolloutPolicy(), 0.0))
     sensor = defs.resolve_sensor_def("fraud_model_quality_sensor")
     resources = {
@@ -450,6 +458,7 @@ def test_the_quality_sensor_requests_a_retrain_unless_a_rollout_is_under_way(
     assert "fraud_model v7 is rolling out (shadow)" in str(skipped.skip_message)
 
 
+@pytest.mark.integration
 def test_the_rollout_analysis_reads_the_challenger_s_live_quality_once_it_has_the_labels(
     quality_prometheus: tuple[PrometheusClient, dict[str, Gauge]],
 ) -> None:

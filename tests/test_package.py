@@ -20,7 +20,7 @@ from shipway.cli import main
 from shipway.errors import ShipwayError
 from shipway.serving import runtime
 from shipway.serving.bundle import Bundle, read_bundle
-from shipway.serving.controller import ControlPlane
+from shipway.serving.control_plane import ControlPlane
 from shipway.serving.dataplane import DataPlane
 from shipway.serving.package import (
     REQUIRE_SIGNED_ENV,

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from dagster import AssetKey
 from mlflow.tracking import MlflowClient
 
-import shipway.models.component
+import shipway.defs.models
 from shipway.cli import main
 from shipway.data.admission import Ledger
 from shipway.data.commands import land
@@ -31,6 +31,7 @@ from tests.conftest import (
     assets_copy,
     check_evaluation,
     definitions_of,
+    landing_job,
     materialization,
 )
 
@@ -148,7 +149,7 @@ def test_with_a_signing_key_the_deployment_serves_the_versions_signed_package(
     assert result.success
     deployed = materialization(result, "fraud_model_deployment")
     version = str(deployed["model_version"])
-    package = platform.home.serving / "packages" / f"{MODEL}-{version}"
+    package = platform.home.served.packages / f"{MODEL}-{version}"
     assert deployed["bundle"] == str(package / "bundle")
     checked = verify_package(package, PLATFORM_SIGNER.public_key())
     assert deployed["signed_by"] == checked.key_id
@@ -174,6 +175,7 @@ def test_a_past_training_set_is_rebuilt_identically_by_time_travel(
     # New days land after the training set was built: the rebuild must read the old version.
     more = land(
         home,
+        landing_job(),
         {
             "start_date": "2026-10-26",
             "days": 2,
@@ -204,7 +206,7 @@ def test_a_leaking_training_set_is_rejected_and_the_model_keeps_the_accepted_one
         leaked = frame.assign(amount_to_customer_avg_30d=frame["is_fraud"] * 40.0 + 1.0)
         return leaked, derived
 
-    monkeypatch.setattr(shipway.models.component, "build", leaking_build)
+    monkeypatch.setattr(shipway.defs.models, "build", leaking_build)
     result = platform.materialize(
         definitions, "fraud_model_lifecycle", "fraud_model_training_set", MODEL
     )

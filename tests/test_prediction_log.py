@@ -11,10 +11,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from deltalake import DeltaTable
+from prometheus_client import generate_latest
 
 from assets.definitions import models
 from shipway.errors import BadRequest
 from shipway.models.catalog import declared_model
+from shipway.paths import ServingHome
+from shipway.rollout.metrics import RolloutCollector, rollout_phase
+from shipway.rollout.state import RolloutState, RolloutStore
+from shipway.serving.bundle import MODEL_FILE, Bundle, PredictionKeys, read_bundle, write_bundle
+from shipway.serving.control_plane import ControlPlane
+from shipway.serving.dataplane import DataPlane
 from shipway.serving.prediction_log import (
     CLAIMED,
     ingest,
@@ -140,6 +147,59 @@ def test_prediction_keys_are_the_label_row_id_or_the_entity_keys_and_time() -> N
         "customer_id=8|at=2026-11-30T11:00:00",
     ]
     assert spend.prediction_keys(frame[["customer_id"]]) is None
+
+
+def test_a_bundle_carries_its_models_prediction_keys_so_scoring_needs_no_declaration(
+    bundles: dict[str, Bundle], tmp_path: Path
+) -> None:
+    spend = declared_model(models, "customer_spend").declaration
+    toy = bundles["1"]
+    written = write_bundle(
+        tmp_path / "1",
+        toy.model,
+        "1",
+        toy.path / MODEL_FILE,
+        toy.reference,
+        toy.problem,
+        toy.drift,
+        prediction_keys=spend.prediction_keys,
+    )
+    keys = read_bundle(written.path).prediction_keys
+    assert keys == PredictionKeys(None, ("customer_id",))
+    entities = {"customer_id": [7], "event_timestamp": ["2026-11-30T10:00:05Z"]}
+    assert keys.of(pd.DataFrame(entities)) == ["customer_id=7|at=2026-11-30T10:00:05"]
+    assert read_bundle(toy.path).prediction_keys is None  # an older bundle: callers send row_keys
+
+
+def test_an_unreadable_rollout_state_costs_its_row_labels_and_its_series_nothing_more(
+    tmp_path: Path,
+) -> None:
+    # The control plane is handed the rollout's phase and collector; a state file it cannot
+    # read must not set good spool files aside, nor take down /metrics for every model.
+    rollouts = RolloutStore(tmp_path / "serving" / ".rollouts")
+    rollouts.save(RolloutState("good_model", "2", "1", "canary", 0, 0.0, 0.0))
+    rollouts.path("toy_model").write_text('{"model": "toy_model", "phase": ')
+    plane = ControlPlane(
+        tmp_path / "serving",
+        DataPlane(tmp_path / "dataplane"),
+        tmp_path / "logs",
+        None,
+        lake=tmp_path / "lake",
+        collectors=[RolloutCollector(rollouts)],
+        rollout_phase=rollout_phase(rollouts),
+    )
+    spool = PredictionSpool(ServingHome(plane.root).prediction_spool, "toy_model", "1", FEATURES)
+    spool.add(_scored("r1", 3, 1_764_547_200.0))
+    spool.close()
+    assert plane.ingest() == {"toy_model": 3}
+    logged = read_predictions(tmp_path / "lake", "toy_model")
+    assert list(logged["rollout"]) == ["", "", ""]
+    metrics = generate_latest(plane.registry).decode().splitlines()
+    phases = [line for line in metrics if line.startswith("shipway_rollout_phase{")]
+    assert phases == [
+        'shipway_rollout_phase{champion="1",model="good_model",phase="canary",version="2"} 1.0'
+    ]
+    assert 'shipway_prediction_log_rows_total{model="toy_model"} 3.0' in metrics
 
 
 def test_an_unreadable_spool_file_is_kept_aside_and_the_others_are_logged(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from mlflow.tracking import MlflowClient
 from shipway.cli import main
 from shipway.data.admission import Ledger
 from shipway.data.lake import content_digest, overwrite_table, read_table, table_info
+from shipway.defs.resources import ShipwayHomeResource
 from shipway.features.training_sets import recorded_features
 from shipway.models.catalog import DeclaredModel, declared_model, load_models
 from shipway.models.declaration import ApprovalPolicy
@@ -39,7 +40,6 @@ from shipway.release.audit import Audit
 from shipway.release.commands import package_version, reproduce_version
 from shipway.release.gate import release_gate
 from shipway.release.report import ReleaseReport
-from shipway.resources import ShipwayHomeResource
 from shipway.serving.package import SIGNING_KEY_ENV, verify_package
 from tests.conftest import Platform, assets_copy, check_evaluation, definitions_of, materialization
 

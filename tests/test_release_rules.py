@@ -21,7 +21,7 @@ from shipway.errors import BadRequest, NotFound
 from shipway.models.declaration import ApprovalPolicy, ModelDeclaration, load_declaration
 from shipway.paths import ASSETS_DIR, ShipwayHome
 from shipway.release.audit import Audit, AuditEntry
-from shipway.release.report import Judge
+from shipway.release.judge import Judge
 from shipway.stats.metrics import metric_functions, paired_bootstrap, point_values
 
 FRAUD = load_declaration(ASSETS_DIR / "fraud" / "model.yaml")

@@ -24,7 +24,7 @@ from shipway.monitoring.quality import Quality, QualityReport
 from shipway.paths import ShipwayHome
 from shipway.rollout.analysis import Analysis, analyse
 from shipway.rollout.controller import Controller, Decision, start
-from shipway.rollout.state import PROMOTED, ROLLED_BACK, RolloutState, RolloutStore
+from shipway.rollout.state import Phase, RolloutState, RolloutStore
 from shipway.serving.bundle import Bundle, write_bundle
 from shipway.serving.protocol import features_request
 from shipway.stack import Ports, Stack, running_stack
@@ -88,7 +88,7 @@ def _rollout(
     def analysis(state: RolloutState, seconds: int) -> Analysis:
         return analyse(prometheus, model, state.challenger, state.champion, seconds)
 
-    store = RolloutStore(stack.home.serving)
+    store = RolloutStore(stack.home.served.rollouts)
     controller = Controller(
         model, policy, store, serving, champions.append, lambda s, d: None, analysis
     )
@@ -106,7 +106,7 @@ def _rollout(
             state = found
             if decision.action not in ("wait", "done"):
                 decisions.append(decision)
-            if state.finished and (state.phase != PROMOTED or state.retired):
+            if state.finished and (state.phase != Phase.PROMOTED or state.retired):
                 break
             time.sleep(1.0)
     return state, decisions, champions, load_run.answers, load_run.failures
@@ -127,7 +127,7 @@ def test_a_good_challenger_is_promoted_through_every_step_with_no_failed_request
     assert [d.action for d in decisions].count("fail") <= 1, [d.reason for d in decisions]
     weights = [d["weight"] for d in state.decisions if d["action"] not in waits]
     assert weights == [10, 50, 100, 100, 100]
-    assert state.phase == PROMOTED and champions[-1] == "2"
+    assert state.phase == Phase.PROMOTED and champions[-1] == "2"
     assert failures == [], f"{len(failures)} client-visible failures: {failures[:3]}"
     assert answers["1"] > 0 and answers["2"] > 0
     served = stack.serving().status()["toy_good"]
@@ -153,7 +153,7 @@ def test_a_faulty_challenger_is_rolled_back_at_the_first_analysis_and_callers_ne
     stack: Stack, bundles: dict[str, Bundle], model: str, fault: dict[str, float], named: str
 ) -> None:
     state, decisions, _, answers, failures = _rollout(stack, bundles, model, POLICY, fault)
-    assert state.phase == ROLLED_BACK
+    assert state.phase == Phase.ROLLED_BACK
     actions = [d.action for d in decisions]
     assert actions[-1] == "rollback" and set(actions[:-1]) <= {"hold"}, actions
     # Within two intervals: the first analysis, or the next when the first window held too few
@@ -169,7 +169,7 @@ def test_a_faulty_challenger_is_rolled_back_at_the_first_analysis_and_callers_ne
 def test_no_data_ends_as_the_policy_says(stack: Stack, bundles: dict[str, Bundle]) -> None:
     canary = POLICY.model_copy(update={"strategy": "canary", "no_data": "fail"})
     state, decisions, _, _, _ = _rollout(stack, bundles, "toy_quiet", canary, load=False)
-    assert state.phase == ROLLED_BACK
+    assert state.phase == Phase.ROLLED_BACK
     assert [d.action for d in decisions] == ["rollback"]
     assert "no data" in state.reason and "< min_requests 10" in state.reason
 
@@ -184,7 +184,7 @@ def test_a_controller_that_died_between_deciding_and_applying_is_repaired_on_its
         serving.deploy(model, version, stack.home.serving / model / version)
     serving.set_traffic(model, {"1": 90, "2": 10})
     # The decision to go to 50% was saved, then the process was killed before applying it.
-    store = RolloutStore(stack.home.serving)
+    store = RolloutStore(stack.home.served.rollouts)
     state = start(model, "2", "1", POLICY.model_copy(update={"strategy": "canary"}), time.time())
     state.step = 1
     store.save(state)
@@ -216,7 +216,7 @@ def test_people_pause_resume_and_abort_a_rollout_with_the_cli_and_each_act_is_au
         serving.deploy(model, version, stack.home.serving / model / version)
     policy = RolloutPolicy(strategy="canary", steps=[10, 50, 100], interval_seconds=600)
     state = start(model, "2", "1", policy, time.time())
-    RolloutStore(stack.home.serving).save(state)
+    RolloutStore(stack.home.served.rollouts).save(state)
     serving.set_traffic(model, *state.traffic(policy))
     monkeypatch.setenv("SHIPWAY_HOME", str(stack.home.root))
     monkeypatch.setenv("SHIPWAY_IDENTITY", "alice@example.com")
@@ -226,7 +226,7 @@ def test_people_pause_resume_and_abort_a_rollout_with_the_cli_and_each_act_is_au
     assert main(["rollout", "pause", model, "--reason", "investigating latency"]) == 0
     out = capsys.readouterr().out
     assert "pause by alice@example.com: investigating latency" in out and "(paused)" in out
-    assert RolloutStore(stack.home.serving).load(model).paused  # type: ignore[union-attr]
+    assert RolloutStore(stack.home.served.rollouts).load(model).paused  # type: ignore[union-attr]
     assert main(["rollout", "resume", model, "--reason", "ok"]) == 0
     assert "(paused)" not in capsys.readouterr().out
     assert main(["rollout", "abort", model, "--reason", "bad slice"]) == 0
@@ -258,11 +258,11 @@ def test_every_dashboard_query_parses_and_returns_series_after_traffic(
         serving.deploy(model, version, stack.home.serving / model / version)
     policy = RolloutPolicy(strategy="shadow_then_canary", interval_seconds=600)
     state = start(model, "2", "1", policy, time.time())
-    RolloutStore(stack.home.serving).save(state)
+    RolloutStore(stack.home.served.rollouts).save(state)
     serving.set_traffic(model, *state.traffic(policy))
     QualityReport(
         model, "2026-11-30T00:00:00", "2026-11-16", [Quality("1", 400, 300, {"r2": 0.41})], []
-    ).save(stack.home.serving / ".quality" / f"{model}.json")
+    ).save(stack.home.served.quality_reports / f"{model}.json")
     board = dashboards.dashboard(declared_model(models, model).declaration)
     rows = toy_frame(20, seed=31)[TOY_FEATURES].to_numpy()
     keys = [f"dash-{i}" for i in range(20)]

@@ -21,14 +21,14 @@ import pytest
 import yaml
 
 from shipway.cli import main
+from shipway.defs.resources import ServingResource
 from shipway.errors import BadRequest, ServiceError, ShipwayError
 from shipway.models.declaration import RolloutChecks, RolloutPolicy
 from shipway.paths import ShipwayHome
 from shipway.processes import free_port
-from shipway.resources import ServingResource
 from shipway.rollout.analysis import Analysis
 from shipway.rollout.controller import Controller, start
-from shipway.rollout.state import PROMOTED, ROLLED_BACK, RolloutState, RolloutStore
+from shipway.rollout.state import Phase, RolloutState, RolloutStore
 from shipway.serving import seldon
 from shipway.serving.bundle import write_bundle
 from shipway.serving.seldon import SeldonServing
@@ -253,7 +253,7 @@ def _ticks(controller: Controller, start_at: float, count: int, kube: KubeStandI
         weights = ",".join(f"{c['name'][-2:]}={c['weight']}" for c in spec["candidates"])
         mirror = spec.get("mirror", {}).get("name", "")[-2:]
         seen.append(f"{decision.action}:{weights}" + (f"+mirror {mirror}" if mirror else ""))
-        if state.finished and (state.phase != PROMOTED or state.retired):
+        if state.finished and (state.phase != Phase.PROMOTED or state.retired):
             break
     return seen
 
@@ -332,7 +332,7 @@ def test_a_failing_challenger_on_seldon_is_rolled_back_and_its_model_deleted(
     cluster, controller, state = _canary_on_cluster(kube, tmp_path, FAILING)
     cluster.set_traffic("fraud_model", *state.traffic(controller.policy))
     found, decision = controller.tick(controller.policy.interval_seconds + 1.0)
-    assert found is not None and found.phase == ROLLED_BACK
+    assert found is not None and found.phase == Phase.ROLLED_BACK
     assert "success_rate 0.5 (limit 0.99) FAILED" in decision.reason
     assert kube.experiment("fraud-model") == {
         "candidates": [{"name": "fraud-model-v1", "weight": 100}]
@@ -378,7 +378,7 @@ def test_render_seldon_writes_the_rollout_s_current_point(
     assert "fraud_model serves nothing" in capsys.readouterr().err
     state = start("fraud_model", "7", "6", POLICY, 0.0)
     state.phase, state.step = "canary", 1
-    RolloutStore(home.serving).save(state)
+    RolloutStore(home.served.rollouts).save(state)
     assert main([*args, "--storage", "s3://bucket/{model}/{version}"]) == 0
     files = sorted(p.name for p in out.glob("*.yaml"))
     assert files == [
@@ -403,7 +403,7 @@ def test_the_seldon_token_is_configured_by_its_name_and_read_at_run_time(
     """Dagster shows a resource's configuration in its UI: an EnvVar shows as its name."""
     from dagster import EnvVar, build_resources
 
-    from shipway.code_location import SELDON_TOKEN_ENV, resources
+    from shipway.defs.resources import SELDON_TOKEN_ENV, resources
 
     monkeypatch.setenv(SELDON_TOKEN_ENV, TOKEN)
     monkeypatch.setenv("SHIPWAY_SELDON_API_URL", "http://127.0.0.1:1")

@@ -23,11 +23,10 @@ from shipway.features.store import (
 )
 from shipway.models.catalog import declared_model
 from shipway.models.declaration import SkewPolicy
-from shipway.monitoring.assets import skew_report
-from shipway.monitoring.skew import SkewReport, feature_skew, latest
+from shipway.monitoring.live import skew_report
+from shipway.monitoring.skew import SkewCollector, SkewReport, feature_skew, latest
 from shipway.paths import ShipwayHome
 from shipway.release.gate import skew_outcome
-from shipway.serving.controller import _SkewCollector
 from shipway.serving.prediction_log import SCHEMA, table_name
 from tests.conftest import customer_feature_rows, merchant_feature_rows
 
@@ -89,7 +88,7 @@ def test_a_skew_report_survives_its_file_and_is_exported(tmp_path: Path) -> None
     report.save(tmp_path)
     assert latest(tmp_path, "m") == report
     assert latest(tmp_path, "other") is None
-    (_, family_rows) = list(_SkewCollector(tmp_path).collect())
+    (_, family_rows) = list(SkewCollector(tmp_path).collect())
     assert [s.value for s in family_rows.samples] == [40]
 
 
@@ -179,10 +178,10 @@ def test_a_stale_online_store_is_caught_as_skew_and_fails_the_next_release_gate(
     assert "customer_txn_count_7d" in stale.summary()
 
     # Saved, the verdict is what the next release gate reads: a failed rule naming the feature.
-    stale.save(home.serving)
-    rule = skew_outcome(latest(home.serving, MODEL), "fraud_model_feature_skew")
+    stale.save(home.served.skew_reports)
+    rule = skew_outcome(latest(home.served.skew_reports, MODEL), "fraud_model_feature_skew")
     assert rule is not None and not rule.passed
     assert "customer_txn_count_7d" in rule.observed
-    clean.save(home.serving)
-    passed = skew_outcome(latest(home.serving, MODEL), "fraud_model_feature_skew")
+    clean.save(home.served.skew_reports)
+    passed = skew_outcome(latest(home.served.skew_reports, MODEL), "fraud_model_feature_skew")
     assert passed is not None and passed.passed

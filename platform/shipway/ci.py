@@ -206,7 +206,23 @@ def static_checks() -> str:
     _run([_bin("ruff"), "format", "--check", "."], "ruff format --check")
     _run([_bin("mypy")], "mypy")
     _run([_bin("bandit"), "-q", "-r", "platform", "-ll"], "bandit (medium and high)")
-    return "ruff, ruff format, mypy and bandit clean"
+    layering()
+    return "ruff, ruff format, mypy, bandit and the layering contracts clean"
+
+
+def layering() -> str:
+    """`lint-imports`: the contracts of pyproject.toml (every import points down the layers, no
+    cycle), failing with each import that breaks one."""
+    argv = [_bin("lint-imports"), "--no-cache", "--no-logo"]
+    result = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        broken = [line.strip() for line in result.stdout.splitlines() if line.startswith("- ")]
+        found = "; ".join(broken) or result.stdout.strip()[-500:] or result.stderr.strip()[-500:]
+        raise CIFailure(
+            f"lint-imports: an import runs up a layer or closes a cycle (README, Architecture): "
+            f"{found}"
+        )
+    return result.stdout.strip().splitlines()[-1]
 
 
 def feature_tests() -> str:
@@ -288,7 +304,7 @@ def smoke_build(
     import pandas as pd
     from dagster import AssetKey, DagsterInstance
 
-    from shipway.code_location import code_location
+    from shipway.defs.code_location import code_location
     from shipway.models.catalog import load_models
 
     frame = pd.read_parquet(sample, columns=["event_timestamp"])

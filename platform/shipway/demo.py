@@ -37,6 +37,13 @@ from dagster import (
 )
 
 from shipway.data.events import generate_events
+from shipway.defs.deployment import FAULT_TAG
+from shipway.defs.resources import (
+    MlflowResource,
+    PrometheusResource,
+    ServingResource,
+    ShipwayHomeResource,
+)
 from shipway.errors import ShipwayError
 from shipway.features.store import feature_store, online_features
 from shipway.models.catalog import (
@@ -45,18 +52,11 @@ from shipway.models.catalog import (
     declared_model,
     require_declared,
 )
-from shipway.models.component import FAULT_TAG
 from shipway.models.declaration import load_declaration
 from shipway.monitoring.prometheus import PrometheusClient
 from shipway.paths import ASSETS_DIR, ShipwayHome
 from shipway.processes import output_to
-from shipway.resources import (
-    MlflowResource,
-    PrometheusResource,
-    ServingResource,
-    ShipwayHomeResource,
-)
-from shipway.rollout.state import PROMOTED, RolloutState, RolloutStore
+from shipway.rollout.state import Phase, RolloutState, RolloutStore
 from shipway.serving.protocol import features_request
 from shipway.serving.traffic import TrafficReport, send_rows
 from shipway.stack import Ports, Stack, preflight, running_stack
@@ -200,7 +200,7 @@ def _loop(stack: Stack, config: DemoConfig, declared: DeclaredModel, timeline: T
         result = _run_job(defs, instance, timeline, declaration.retrain_job, declared, tags)
         _report_contract(result, declaration.training_set, timeline)
         passed = _require_gate_passed(result, declaration.gate, "v2", timeline, strict=False)
-    rollout = RolloutStore(stack.home.serving).load(model)
+    rollout = RolloutStore(stack.home.served.rollouts).load(model)
     if not passed or rollout is None or rollout.challenger == "1":
         outcome_text = "blocked by its gate" if not passed else "registered, awaiting approval"
         timeline.say(f"loop closed: drift → sensor → retrain → {model} v2 {outcome_text}")
@@ -213,7 +213,7 @@ def _loop(stack: Stack, config: DemoConfig, declared: DeclaredModel, timeline: T
         f"intervals, under {config.rollout_rate:.0f} req/s of live traffic"
     ):
         final = _drive_rollout(defs, instance, stack, store, drifted, declared, config, timeline)
-    if final.phase == PROMOTED:
+    if final.phase == Phase.PROMOTED:
         timeline.say(
             f"loop closed: drift → sensor → retrain → gates → rollout → {model} v2 is champion"
         )
@@ -253,7 +253,7 @@ def _drive_rollout(
 
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
-    rollouts = RolloutStore(stack.home.serving)
+    rollouts = RolloutStore(stack.home.served.rollouts)
     deadline = time.monotonic() + 20 * declaration.rollout.interval_seconds
     try:
         while time.monotonic() < deadline:

@@ -19,3 +19,7 @@ class BadRequest(ShipwayError):
 
 class NotFound(BadRequest):
     """A request names a model or version that is not deployed (HTTP 404)."""
+
+
+class BadGateway(ShipwayError):
+    """A service a request passes through failed (HTTP 502); the message names it."""

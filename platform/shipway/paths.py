@@ -21,6 +21,57 @@ RAW_EVENTS_CONTRACT = ASSETS_DIR / "contracts" / "raw_events.yaml"
 
 
 @dataclass(frozen=True)
+class ServingHome:
+    """Serving's folder: each version's bundle (`<model>/<version>/`), and what the control
+    plane and the platform keep beside them. The one place that names each of these files."""
+
+    root: Path
+
+    def bundle(self, model: str, version: str) -> Path:
+        return self.root / model / version
+
+    @property
+    def state(self) -> Path:
+        """What the control plane serves, to serve it again after a restart."""
+        return self.root / ".control" / "state.json"
+
+    @property
+    def endpoint(self) -> Path:
+        """Where `shipway up` left serving's URLs and token for people (owner-only)."""
+        return self.root / ".control" / "endpoint.json"
+
+    @property
+    def rollouts(self) -> Path:
+        """One rollout state file per model."""
+        return self.root / ".rollouts"
+
+    @property
+    def quality_reports(self) -> Path:
+        """Each model's latest live-quality report, exported by the control plane."""
+        return self.root / ".quality"
+
+    @property
+    def skew_reports(self) -> Path:
+        """Each model's latest training/serving skew report, exported by the control plane."""
+        return self.root / ".skew"
+
+    @property
+    def prediction_spool(self) -> Path:
+        """Scored rows the model servers wrote, on their way to the prediction log."""
+        return self.root / ".predictions"
+
+    @property
+    def dataplane(self) -> Path:
+        """Envoy's configuration files (filesystem xDS)."""
+        return self.root / ".dataplane"
+
+    @property
+    def packages(self) -> Path:
+        """Signed packages the deployment serves, one folder per model version."""
+        return self.root / "packages"
+
+
+@dataclass(frozen=True)
 class ShipwayHome:
     root: Path
 
@@ -52,6 +103,11 @@ class ShipwayHome:
     @property
     def serving(self) -> Path:
         return self.root / "serving"
+
+    @property
+    def served(self) -> ServingHome:
+        """The files in `serving`, by name: state, reports, spool, packages."""
+        return ServingHome(self.serving)
 
     @property
     def prometheus(self) -> Path:

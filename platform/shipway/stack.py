@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shipway.errors import ServiceError
+from shipway.features.online_state import ONLINE_STORE_ENV, REDIS_ENV, online_store_kind
 from shipway.features.process import (
     FEATURES_ENV,
     feature_server_process,
     redis_binary,
     redis_process,
 )
-from shipway.features.store import ONLINE_STORE_ENV, REDIS_ENV, online_store_kind
 from shipway.models.tracking import mlflow_server_process
 from shipway.monitoring.prometheus import INSTALL_HINT as PROMETHEUS_HINT
 from shipway.monitoring.prometheus import PrometheusServer, write_targets
@@ -78,9 +78,7 @@ class Stack:
 
     @property
     def dataplane(self) -> DataPlane:
-        return DataPlane(
-            self.home.serving / ".dataplane", self.ports.serving, self.ports.serving_stats
-        )
+        return DataPlane(self.home.served.dataplane, self.ports.serving, self.ports.serving_stats)
 
     @property
     def mlflow_url(self) -> str:

@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import pandas as pd
-from deltalake import write_deltalake
 
 from shipway.data.contracts import Contract
 from shipway.data.gates import Batch, GateResult, Reference, evaluate
 from shipway.data.lake import arrow_schema, read_table, table_exists, table_info
+from shipway.data.ledger import DeltaLedger
 from shipway.errors import ShipwayError
 from shipway.paths import ShipwayHome
 
@@ -48,31 +48,25 @@ class Admission:
 
 class Ledger:
     def __init__(self, home: ShipwayHome) -> None:
-        self.path = home.table(LEDGER_TABLE)
+        self.table = DeltaLedger(home.table(LEDGER_TABLE), "recorded_at")
 
     def record(self, admission: Admission) -> None:
-        row = pd.DataFrame(
+        self.table.append(
             {
-                "dataset": [admission.dataset],
-                "table": [admission.table],
-                "version": [admission.version],
-                "status": [admission.status],
-                "recorded_at": [pd.Timestamp(admission.recorded_at).tz_convert("UTC")],
-                "run_id": [admission.run_id],
-                "failed_gates": [json.dumps(admission.failed_gates)],
-                "reasons": [json.dumps(admission.reasons)],
-                "readmits": [admission.readmits or ""],
+                "dataset": admission.dataset,
+                "table": admission.table,
+                "version": admission.version,
+                "status": admission.status,
+                "recorded_at": admission.recorded_at,
+                "run_id": admission.run_id,
+                "failed_gates": json.dumps(admission.failed_gates),
+                "reasons": json.dumps(admission.reasons),
+                "readmits": admission.readmits or "",
             }
         )
-        row["recorded_at"] = row["recorded_at"].astype("datetime64[us, UTC]")
-        write_deltalake(str(self.path), row, mode="append")
 
     def entries(self, dataset: str | None = None) -> list[Admission]:
-        if not table_exists(self.path):
-            return []
-        frame = read_table(self.path).sort_values("recorded_at", kind="stable")
-        if dataset is not None:
-            frame = frame[frame["dataset"] == dataset]
+        where = {"dataset": dataset} if dataset is not None else {}
         return [
             Admission(
                 dataset=str(row["dataset"]),
@@ -85,7 +79,7 @@ class Ledger:
                 reasons=json.loads(str(row["reasons"])),
                 readmits=str(row["readmits"]) or None,
             )
-            for row in frame.to_dict("records")
+            for row in self.table.records(**where)
         ]
 
     def last_accepted(self, dataset: str) -> Admission | None:
@@ -181,3 +175,13 @@ def reference_from(
         sizes = frame.groupby(group_by, sort=True).size()
         frame = frame[frame[group_by].isin(sizes.index[-groups:])]
     return Reference(f"{label} v{info.version}", frame, sizes)
+
+
+def accepted_reference(home: ShipwayHome, table: str, contract: Contract) -> Reference | None:
+    """The dataset's own last accepted version, every contracted column: what a training set's
+    statistical gates compare its next version with (None before one is accepted)."""
+    accepted = Ledger(home).last_accepted(contract.dataset)
+    if accepted is None:
+        return None
+    columns = list(contract.columns)
+    return reference_from(home, table, accepted.version, columns, f"{table} (accepted)")

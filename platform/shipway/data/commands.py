@@ -1,19 +1,21 @@
-"""`shipway data`: land batches, inspect the quarantine, re-admit a fixed batch, rebuild a
-training set. Landing goes through the same Dagster job as the UI, so a batch landed here is
-audited by the same contract and shows up in the asset's history."""
+"""`shipway data`: land batches, inspect the quarantine, re-admit a fixed batch. Landing runs the
+landing job the caller hands in (the code location's `land_raw_events`, the one the UI runs), so
+a batch landed here is audited by the same contract and shows up in the asset's history."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shipway.data.admission import Admission, Ledger
 from shipway.data.lake import read_table, table_exists, table_info
 from shipway.errors import ShipwayError
 from shipway.paths import ShipwayHome
 
-LANDING_JOB = "land_raw_events"
+if TYPE_CHECKING:
+    from dagster import JobDefinition
+
 BATCH_STEP = "raw_events_batch"
 
 
@@ -27,14 +29,13 @@ class LandingOutcome:
         return self.admission is not None and self.admission.status == "accepted"
 
 
-def land(home: ShipwayHome, config: dict[str, Any]) -> LandingOutcome:
-    """Run the landing job in-process against the home's Dagster instance."""
+def land(home: ShipwayHome, job: JobDefinition, config: dict[str, Any]) -> LandingOutcome:
+    """Run the landing `job` in-process against the home's Dagster instance, with `config` for
+    its batch (a file or generated days, the landing time)."""
     from dagster import DagsterInstance
 
-    from assets.definitions import defs
-
     instance = DagsterInstance.from_config(str(home.prepare_dagster()))
-    result = defs.resolve_job_def(LANDING_JOB).execute_in_process(
+    result = job.execute_in_process(
         instance=instance,
         # The outcome is printed from the gate results; the run's own log stays in Dagster.
         run_config={
@@ -94,7 +95,7 @@ def export(home: ShipwayHome, batch_id: str, destination: Path) -> int:
 
 
 def readmit(
-    home: ShipwayHome, batch_id: str, fixed: Path | None, as_of: str | None
+    home: ShipwayHome, job: JobDefinition, batch_id: str, fixed: Path | None, as_of: str | None
 ) -> LandingOutcome:
     """Land a quarantined batch again (fixed, or as it was under a fixed contract)."""
     entry = Ledger(home).rejected(batch_id)
@@ -104,7 +105,7 @@ def readmit(
         export(home, batch_id, source)
     info = table_info(home.table(entry.table), entry.version)
     landed_at = as_of or info.commit_metadata.get("as_of", "")
-    return land(home, {"from_file": str(source), "as_of": landed_at, "readmits": batch_id})
+    return land(home, job, {"from_file": str(source), "as_of": landed_at, "readmits": batch_id})
 
 
 def status_lines(home: ShipwayHome, training_sets: list[str]) -> list[str]:

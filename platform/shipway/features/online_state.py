@@ -5,7 +5,8 @@ row it already loaded (Feast's `materialize` over [that row, the table's newest]
 new features costs a day, not the whole history. A restatement of old days (a dbt backfill) is
 not "new": `full=True` (`shipway features materialize --full`) reloads everything.
 
-The state (`<feast dir>/online_state_<store>.json`, one per online store kind) is written after
+The online store is `$SHIPWAY_ONLINE_STORE`'s: SQLite (the embedded default) or Redis. The
+state (`<feast dir>/online_state_<store>.json`, one per online store kind) is written after
 Feast has written the rows, so a run killed halfway is simply redone. Freshness compares it with
 the Delta tables' own newest row (from the transaction log's file statistics, nothing is
 scanned): the feature service exports both, and the `online_store` asset shows them.
@@ -14,13 +15,27 @@ scanned): the feature service exports both, and the `online_store` asset shows t
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from shipway.errors import ShipwayError
 from shipway.files import write_atomic
 from shipway.names import EVENT_TIMESTAMP
 from shipway.paths import ShipwayHome
+
+ONLINE_STORE_ENV = "SHIPWAY_ONLINE_STORE"
+REDIS_ENV = "SHIPWAY_REDIS"
+ONLINE_STORES = ("sqlite", "redis")
+
+
+def online_store_kind() -> str:
+    """`sqlite` (the embedded default) or `redis`: $SHIPWAY_ONLINE_STORE."""
+    kind = os.environ.get(ONLINE_STORE_ENV, "sqlite")
+    if kind not in ONLINE_STORES:
+        raise ShipwayError(f"{ONLINE_STORE_ENV}={kind!r}: choose one of {list(ONLINE_STORES)}")
+    return kind
 
 
 @dataclass(frozen=True)
@@ -82,8 +97,6 @@ class OnlineState:
 
     @classmethod
     def path(cls, home: ShipwayHome) -> Path:
-        from shipway.features.store import online_store_kind
-
         return home.feast / f"online_state_{online_store_kind()}.json"
 
     @classmethod

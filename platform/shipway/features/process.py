@@ -16,7 +16,7 @@ REDIS_HINT = "install Redis: deploy/setup.sh does (Debian's redis-server)"
 def feature_server_process(
     home: ShipwayHome, port: int, serving_url: str | None = None
 ) -> ManagedProcess:
-    argv = [sys.executable, "-m", "shipway.features.server", "--port", str(port)]
+    argv = [sys.executable, "-m", "shipway.cli", "features", "serve", "--port", str(port)]
     if serving_url:
         argv += ["--serving-url", serving_url]
     return ManagedProcess(

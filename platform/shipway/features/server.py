@@ -13,29 +13,28 @@
 A bare ASGI app on uvicorn (httptools, uvloop): no framework sits between the socket and the
 lookup, whose plan is made once per feature service (`shipway.features.lookup`). The registry
 is read again when `feast apply` changes it. Errors are 4xx with {"error": ...} naming the
-field; a lookup's own failure is a 500 and is counted.
+field; a lookup's own failure is a 500 and is counted. Scoring is handed in by whoever starts
+the service (`shipway features serve` gives it `shipway.serving.scoring`), so this module
+knows nothing of serving.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from shipway.errors import BadRequest, NotFound
+from shipway.errors import BadGateway, BadRequest, NotFound
+from shipway.features.lookup import OnlineLookup
 from shipway.features.online_state import OnlineState
-from shipway.features.scoring import ScoringUnavailable
-from shipway.paths import ASSETS_DIR, ShipwayHome
-from shipway.processes import LOOPBACK
+from shipway.paths import ShipwayHome
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +80,22 @@ class _FreshnessCollector(Collector):
         yield lag
 
 
+class Scorer(Protocol):
+    """One-call scoring: a model's scores for a request's entities, looked up with `lookup`
+    (missing entities counted in `missing`). BadRequest, NotFound and BadGateway are answered
+    400, 404 and 502."""
+
+    async def score(
+        self, model: str, body: Any, request_id: str, lookup: OnlineLookup, missing: Counter
+    ) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
+
+
 class FeatureServer:
-    def __init__(
-        self, home: ShipwayHome, serving_url: str | None = None, models_dir: Path = ASSETS_DIR
-    ) -> None:
+    def __init__(self, home: ShipwayHome, scorer: Scorer | None = None) -> None:
         self.home = home
-        self.models_dir = models_dir
-        self.serving_url = serving_url.rstrip("/") if serving_url else None
+        self.scorer = scorer
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "shipway_feature_requests",
@@ -112,7 +120,6 @@ class FeatureServer:
         self._lookup: Any = None
         self._registry_mtime: float | None = None
         self._checked = 0.0
-        self._scorer: Any = None
 
     # --- registry ---------------------------------------------------------------------------
 
@@ -128,12 +135,10 @@ class FeatureServer:
                     "no feature registry yet: materialize feature_views (feast apply) first"
                 )
             if mtime != self._registry_mtime:
-                from shipway.features.lookup import OnlineLookup
                 from shipway.features.store import feature_store
 
                 self._lookup = OnlineLookup(feature_store(self.home))
                 self._registry_mtime = mtime
-                self._scorer = None
                 log.info("feature registry read: %s", sorted(self._lookup.services))
         return self._lookup
 
@@ -164,15 +169,9 @@ class FeatureServer:
         return answer
 
     async def score(self, model: str, body: Any, request_id: str) -> dict[str, Any]:
-        from shipway.features.scoring import Scorer
-
-        if self.serving_url is None:
+        if self.scorer is None:
             raise NotFound("scoring needs the serving front door: start with --serving-url")
-        lookup = self.lookup()
-        if self._scorer is None:
-            self._scorer = Scorer(self.home, lookup, self.serving_url, self.models_dir)
-        answer: dict[str, Any] = await self._scorer.score(model, body, request_id, self.missing)
-        return answer
+        return await self.scorer.score(model, body, request_id, self.lookup(), self.missing)
 
     def health(self) -> dict[str, Any]:
         lookup = self.lookup()
@@ -207,7 +206,7 @@ class FeatureServer:
                 code, payload = 404, {"error": f"no endpoint {method} {path}"}
         except NotFound as exc:
             code, payload = (503 if "registry" in str(exc) else 404), {"error": str(exc)}
-        except ScoringUnavailable as exc:
+        except BadGateway as exc:
             code, payload = 502, {"error": str(exc)}
         except BadRequest as exc:
             code, payload = 400, {"error": str(exc)}
@@ -232,8 +231,8 @@ class FeatureServer:
                     log.warning("%s", exc)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self._scorer is not None:
-                    await self._scorer.close()
+                if self.scorer is not None:
+                    await self.scorer.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -271,37 +270,3 @@ async def _respond(
         headers.append((b"x-request-id", request_id.encode()))
     await send({"type": "http.response.start", "status": code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def main(argv: list[str] | None = None) -> int:
-    import uvicorn
-
-    parser = argparse.ArgumentParser(
-        prog="python -m shipway.features.server",
-        description="Shipway's feature service: Feast's /get-online-features, /score/{model}, "
-        "/metrics, on 127.0.0.1",
-    )
-    parser.add_argument("--port", type=int, default=6566, help="port on 127.0.0.1 (6566)")
-    parser.add_argument(
-        "--serving-url", help="the data plane's front door, for /score (e.g. http://127.0.0.1:8000)"
-    )
-    parser.add_argument(
-        "--models-dir", type=Path, default=ASSETS_DIR, help="model declarations (assets/)"
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    server = FeatureServer(ShipwayHome.from_env(), args.serving_url, args.models_dir)
-    uvicorn.run(
-        server,
-        host=LOOPBACK,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

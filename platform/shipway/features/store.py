@@ -20,15 +20,18 @@ from pathlib import Path
 import pandas as pd
 
 from shipway.errors import ShipwayError
-from shipway.features.online_state import OnlineState, ViewState, Window, windows
+from shipway.features.online_state import (
+    REDIS_ENV,
+    OnlineState,
+    ViewState,
+    Window,
+    online_store_kind,
+    windows,
+)
 from shipway.features.service import ServiceSpec, entity_rows, feature_frame
 from shipway.files import write_atomic
 from shipway.paths import FEATURE_REPO_DIR, ShipwayHome
 from shipway.processes import LOOPBACK, environment
-
-ONLINE_STORE_ENV = "SHIPWAY_ONLINE_STORE"
-REDIS_ENV = "SHIPWAY_REDIS"
-ONLINE_STORES = ("sqlite", "redis")
 
 
 def ensure_delta_extension() -> None:
@@ -57,14 +60,6 @@ def ensure_delta_extension() -> None:
         con.install_extension(str(files[0]))
     finally:
         con.close()
-
-
-def online_store_kind() -> str:
-    """`sqlite` (the embedded default) or `redis`: $SHIPWAY_ONLINE_STORE."""
-    kind = os.environ.get(ONLINE_STORE_ENV, "sqlite")
-    if kind not in ONLINE_STORES:
-        raise ShipwayError(f"{ONLINE_STORE_ENV}={kind!r}: choose one of {list(ONLINE_STORES)}")
-    return kind
 
 
 def store_yaml(home: ShipwayHome) -> Path:

@@ -19,7 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from shipway.data.lake import TableInfo, overwrite_table, read_table, table_info
+from shipway.data.admission import Ledger
+from shipway.data.lake import TableInfo, content_digest, overwrite_table, read_table, table_info
 from shipway.errors import ShipwayError
 from shipway.features.service import ServiceSpec, feature_frame, registry_spec
 from shipway.features.store import feast_cli, feature_store, historical_features
@@ -162,6 +163,41 @@ def recorded_features(info: TableInfo) -> list[str]:
             f"{Path(info.path).name} v{info.version} records no feature list: rebuild it"
         )
     return features.split(",")
+
+
+@dataclass(frozen=True)
+class TrainingSetVersion:
+    """One version of a model's training set, as training reads it."""
+
+    info: TableInfo
+    frame: pd.DataFrame
+
+    @property
+    def where(self) -> str:
+        return f"{Path(self.info.path).name} v{self.info.version}"
+
+    @property
+    def features(self) -> list[str]:
+        return recorded_features(self.info)
+
+    def lineage(self) -> dict[str, str]:
+        """What a model trained on it records: this version, its content and its inputs."""
+        return {
+            "training_set_version": str(self.info.version),
+            "training_set_digest": content_digest(self.frame),
+            **self.info.commit_metadata,
+        }
+
+
+def read_version(home: ShipwayHome, table: str, version: int | None) -> TrainingSetVersion:
+    """A version of the training set `table` (the latest with None), by time travel."""
+    info = table_info(home.table(table), version)
+    return TrainingSetVersion(info, read_table(home.table(table), version=info.version))
+
+
+def accepted_version(home: ShipwayHome, table: str) -> TrainingSetVersion:
+    """The newest version its contract accepted, never a rejected one."""
+    return read_version(home, table, Ledger(home).require_accepted(table).version)
 
 
 @dataclass(frozen=True)

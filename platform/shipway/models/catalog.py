@@ -50,8 +50,8 @@ class DeclaredModel:
         return self.folder / TRAINING_SET_CONTRACT
 
     def prediction_keys(self, frame: pd.DataFrame) -> list[str] | None:
-        """Which prediction point each row is (`prediction_keys`)."""
-        return prediction_keys(self.declaration, frame)
+        """Which prediction point each row is (`PredictionKeys`)."""
+        return self.declaration.prediction_keys.of(frame)
 
     @property
     def label_rules(self) -> LabelRules:
@@ -67,23 +67,6 @@ class DeclaredModel:
             feature_warmup_days=self.declaration.training.feature_warmup_days,
             available_at=label.available_at,
         )
-
-
-def prediction_keys(declaration: ModelDeclaration, frame: pd.DataFrame) -> list[str] | None:
-    """Which prediction point each row is, as its label row will say it: the label's `row_id`
-    where the model declares one, else its entity keys and `event_timestamp`. None when `frame`
-    lacks those columns (its predictions cannot be joined to labels)."""
-    label = declaration.label
-    if label.row_id is not None:
-        return frame[label.row_id].astype(str).tolist() if label.row_id in frame else None
-    keys = declaration.entity_keys
-    if not all(k in frame for k in [*keys, "event_timestamp"]):
-        return None
-    stamp = pd.to_datetime(frame["event_timestamp"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%S")
-    joined = stamp.radd("at=")
-    for key in reversed(keys):
-        joined = f"{key}=" + frame[key].astype(str) + "|" + joined
-    return joined.tolist()
 
 
 def require_declared(name: str, declared: Collection[str]) -> None:

@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from shipway.reviewed import load_reviewed_file
-from shipway.serving.bundle import MAX_REPLICAS
+from shipway.serving.bundle import MAX_REPLICAS, PredictionKeys
 from shipway.stats.drift import DriftRule, DriftRules
 from shipway.stats.metrics import BOOTSTRAPPABLE
 
@@ -462,6 +462,11 @@ class ModelDeclaration(_Strict):
                 "its feature service, e.g. the trailing spend), so gates can compare against it"
             )
         return training
+
+    @property
+    def prediction_keys(self) -> PredictionKeys:
+        """How a served row names its prediction point, as its label row will."""
+        return PredictionKeys(self.label.row_id, tuple(self.entity_keys))
 
     @property
     def training_set(self) -> str:

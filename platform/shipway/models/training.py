@@ -279,4 +279,5 @@ def registered_bundle(
         fault=fault,
         feature_service=registry.get_run(run_id).data.params.get("feature_service"),
         replicas=declaration.serving.replicas,
+        prediction_keys=declaration.prediction_keys,
     )

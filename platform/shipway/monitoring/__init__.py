@@ -1,7 +1,7 @@
-"""Monitoring: the Prometheus server and client, live feature drift against the training
-reference, live quality (the prediction log joined with labels as they land), and the
-retraining decisions a model's drift and quality sensors make from Prometheus.
-May import `shipway.errors`, `shipway.paths`, `shipway.processes`, the policy types of
-`shipway.models.declaration` and the metrics of `shipway.release.statistics`; `assets` (the
-Dagster definitions) also the lake, the prediction log and the resources.
+"""Monitoring: the Prometheus server and client, live quality (the prediction log joined with
+labels as they land), drift by day, training/serving skew (`live` runs them from the lake),
+the retraining decisions a model's sensors make from Prometheus, and the alert rules and
+Grafana dashboards generated from each declaration. The collectors the serving control plane
+exports live here too (`quality.QualityCollector`, `skew.SkewCollector`).
+Layer 7: may import `shipway.models` and every layer below it.
 """

@@ -14,16 +14,22 @@ gated ROC-AUC are the same number on the same rows. Pure: frames in, a report ou
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from shipway.files import write_atomic
 from shipway.models.declaration import LIVE_METRICS, MonitoringPolicy, QualityRule
 from shipway.stats.metrics import expected_calibration_error, metric_functions, point_values
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -152,3 +158,44 @@ def live_quality(
         )
     ]
     return QualityReport(model, as_of.isoformat(), window_start, window, daily)
+
+
+class QualityCollector(Collector):
+    """Each model's live quality, as `<model>_live_quality` last computed it (read at scrape
+    from `<folder>/<model>.json`, `ServingHome.quality_reports`): the judged window's metrics,
+    labelled rows and coverage. The serving control plane exports it; an unreadable report
+    leaves out its model alone."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        names = ["model", "version"]
+        quality = GaugeMetricFamily(
+            "shipway_live_quality",
+            "Live quality per version over the policy's window (labels as they landed)",
+            labels=[*names, "metric"],
+        )
+        labelled = GaugeMetricFamily(
+            "shipway_live_labelled_predictions",
+            "Predictions in the window whose label has landed",
+            labels=names,
+        )
+        coverage = GaugeMetricFamily(
+            "shipway_label_coverage", "Share of the window's predictions labelled", labels=names
+        )
+        for path in sorted(self.folder.glob("*.json")) if self.folder.exists() else []:
+            try:
+                report = QualityReport.load(path)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("live quality report %s is unreadable: %s", path, exc)
+                continue
+            for q in report.window:
+                labels = [report.model, q.version]
+                labelled.add_metric(labels, q.labelled)
+                coverage.add_metric(labels, q.coverage)
+                for metric, value in q.metrics.items():
+                    quality.add_metric([*labels, metric], value)
+        yield quality
+        yield labelled
+        yield coverage

@@ -7,7 +7,7 @@ and the request's time, so Feast's point-in-time join gives what training would 
 it. A stale online store, a materialization bug, or a serving path that computes a feature
 differently shows as values that differ. Per feature: the share of compared rows whose values
 differ beyond the policy's tolerance. A feature past `max_share` is skewed; the verdict is saved
-(`<serving>/.skew/<model>.json`) for the control plane's metrics
+(`ServingHome.skew_reports`) for the control plane's metrics
 (`shipway_feature_skew_share{model, feature}`) and the next release gate, which refuses to
 roll out while the latest verdict is skewed.
 
@@ -18,18 +18,21 @@ compared; they are counted, not guessed at.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from shipway.files import write_atomic
 from shipway.models.declaration import SkewPolicy
 
-SKEW_DIR = ".skew"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,9 @@ class SkewReport:
             )
         return "\n".join(lines)
 
-    def save(self, root: Path) -> Path:
-        return write_atomic(root / SKEW_DIR / f"{self.model}.json", json.dumps(asdict(self)))
+    def save(self, folder: Path) -> Path:
+        """`<folder>/<model>.json` (`ServingHome.skew_reports`)."""
+        return write_atomic(folder / f"{self.model}.json", json.dumps(asdict(self)))
 
     @classmethod
     def load(cls, path: Path) -> SkewReport:
@@ -107,8 +111,8 @@ class SkewReport:
         return cls(**raw)
 
 
-def latest(root: Path, model: str) -> SkewReport | None:
-    path = root / SKEW_DIR / f"{model}.json"
+def latest(folder: Path, model: str) -> SkewReport | None:
+    path = folder / f"{model}.json"
     return SkewReport.load(path) if path.exists() else None
 
 
@@ -185,3 +189,36 @@ def as_floats(frame: pd.DataFrame) -> pd.DataFrame:
         {c: pd.to_numeric(frame[c], errors="coerce").astype(np.float64) for c in frame.columns},
         index=frame.index,
     )
+
+
+class SkewCollector(Collector):
+    """Each model's training/serving skew, as `<model>_feature_skew` last measured it (read at
+    scrape from `<folder>/<model>.json`, `ServingHome.skew_reports`). The serving control plane
+    exports it; an unreadable report leaves out its model alone."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        share = GaugeMetricFamily(
+            "shipway_feature_skew_share",
+            "Share of compared served rows whose feature value differs from the point-in-time "
+            "offline value",
+            labels=["model", "feature"],
+        )
+        compared = GaugeMetricFamily(
+            "shipway_feature_skew_compared_rows",
+            "Served rows compared with their offline vectors in the last skew run",
+            labels=["model"],
+        )
+        for path in sorted(self.folder.glob("*.json")) if self.folder.exists() else []:
+            try:
+                report = SkewReport.load(path)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("skew report %s is unreadable: %s", path, exc)
+                continue
+            compared.add_metric([report.model], report.compared)
+            for feature in report.features:
+                share.add_metric([report.model, feature.feature], feature.share)
+        yield share
+        yield compared

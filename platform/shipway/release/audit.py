@@ -17,9 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from deltalake import write_deltalake
 
-from shipway.data.lake import read_table, table_exists
+from shipway.data.ledger import DeltaLedger
 from shipway.errors import BadRequest, NotFound
 from shipway.paths import ShipwayHome
 from shipway.release.report import AWAITING_APPROVAL, PROMOTED
@@ -57,36 +56,28 @@ class AuditEntry:
 
 class Audit:
     def __init__(self, home: ShipwayHome) -> None:
-        self.path = home.table(AUDIT_TABLE)
+        self.table = DeltaLedger(home.table(AUDIT_TABLE), "at")
 
     def append(self, entry: AuditEntry) -> AuditEntry:
-        row = pd.DataFrame(
+        self.table.append(
             {
-                "at": [pd.Timestamp(entry.at)],
-                "model": [entry.model],
-                "version": [entry.version],
-                "event": [entry.event],
-                "state": [entry.state],
-                "actor": [entry.actor],
-                "reason": [entry.reason],
-                "mlflow_run_id": [entry.mlflow_run_id],
-                "dagster_run_id": [entry.dagster_run_id],
-                "data_versions": [json.dumps(entry.data_versions, sort_keys=True)],
-                "details": [json.dumps(entry.details, sort_keys=True, default=str)],
+                "at": entry.at,
+                "model": entry.model,
+                "version": entry.version,
+                "event": entry.event,
+                "state": entry.state,
+                "actor": entry.actor,
+                "reason": entry.reason,
+                "mlflow_run_id": entry.mlflow_run_id,
+                "dagster_run_id": entry.dagster_run_id,
+                "data_versions": json.dumps(entry.data_versions, sort_keys=True),
+                "details": json.dumps(entry.details, sort_keys=True, default=str),
             }
         )
-        row["at"] = row["at"].astype("datetime64[us, UTC]")
-        write_deltalake(str(self.path), row, mode="append")
         return entry
 
     def entries(self, model: str | None = None, version: str | None = None) -> list[AuditEntry]:
-        if not table_exists(self.path):
-            return []
-        frame = read_table(self.path).sort_values("at", kind="stable")
-        if model is not None:
-            frame = frame[frame["model"] == model]
-        if version is not None:
-            frame = frame[frame["version"] == version]
+        where = {k: v for k, v in (("model", model), ("version", version)) if v is not None}
         return [
             AuditEntry(
                 model=str(r["model"]),
@@ -101,7 +92,7 @@ class Audit:
                 details=json.loads(str(r["details"])),
                 at=pd.Timestamp(r["at"]).to_pydatetime(),
             )
-            for r in frame.to_dict("records")
+            for r in self.table.records(**where)
         ]
 
     def state(self, model: str, version: str) -> AuditEntry | None:

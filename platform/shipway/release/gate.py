@@ -33,8 +33,9 @@ from shipway.release.evaluation import (
     candidate,
     current_champion,
 )
+from shipway.release.judge import Judge
 from shipway.release.operational import measure
-from shipway.release.report import PROMOTED, Judge, Outcome, ReleaseReport
+from shipway.release.report import PROMOTED, Outcome, ReleaseReport
 from shipway.release.reproduce import reproduce
 
 GATE_ACTOR = "shipway release gate"
@@ -181,7 +182,7 @@ def release_gate(
             reproducibility=reproduction,
             lineage=lineage,
         )
-        skew = skew_outcome(latest_skew(home.serving, name), declaration.feature_skew)
+        skew = skew_outcome(latest_skew(home.served.skew_reports, name), declaration.feature_skew)
         if skew is not None:
             report.outcomes.append(skew)
         parameter_changes = _parameter_changes(challenger, champion)

@@ -1,5 +1,7 @@
-"""Progressive delivery: shadow, canary steps, promotion or rollback, decided on Prometheus.
-May import `shipway.errors`, `shipway.paths`, `shipway.monitoring`, `shipway.serving`,
-`shipway.release.audit`; `shipway.models` imports it, not the other way round (but for the
-policy's type).
+"""Progressive delivery: deploying a released version (`deploy`), then shadow, canary steps,
+promotion or rollback, decided on Prometheus (`analysis`, `controller`), with their effects
+on the audit and MLflow (`effects`), the saved state (`state`), its metrics (`metrics`) and
+what `shipway rollout` and `shipway render seldon` do (`commands`).
+Layer 9, the top of the domain: may import every layer below; only `shipway.defs` and the
+entry points import it.
 """

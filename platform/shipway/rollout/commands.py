@@ -17,11 +17,11 @@ from shipway.paths import ShipwayHome
 from shipway.release.audit import Audit, AuditEntry, identity
 from shipway.release.commands import tracking_uri
 from shipway.rollout.controller import PAUSE, PROMOTE, RESUME, ROLLBACK, Controller, Decision
-from shipway.rollout.sensor import champion_setter
+from shipway.rollout.effects import champion_setter
 from shipway.rollout.state import RolloutState, RolloutStore
 from shipway.serving import seldon
 from shipway.serving.client import ServingClient
-from shipway.serving.controller import SavedState
+from shipway.serving.state import SavedState
 
 COMMANDS = {"pause": PAUSE, "resume": RESUME, "promote": PROMOTE, "abort": ROLLBACK}
 
@@ -32,7 +32,7 @@ def _at(seconds: float) -> str:
 
 def status_lines(home: ShipwayHome, declared: DeclaredModel) -> list[str]:
     name, policy = declared.declaration.name, declared.declaration.rollout
-    state = RolloutStore(home.serving).load(name)
+    state = RolloutStore(home.served.rollouts).load(name)
     if state is None:
         return [f"{name}: no rollout yet"]
     weights, shadow = state.traffic(policy)
@@ -86,7 +86,7 @@ def command(home: ShipwayHome, declared: DeclaredModel, action: str, reason: str
     controller = Controller(
         name,
         policy,
-        RolloutStore(home.serving),
+        RolloutStore(home.served.rollouts),
         ServingClient.for_home(home.serving),
         champion_setter(tracking_uri(), name),
         record,
@@ -97,10 +97,10 @@ def command(home: ShipwayHome, declared: DeclaredModel, action: str, reason: str
 def served_point(home: ShipwayHome, declared: DeclaredModel) -> tuple[dict[str, int], str | None]:
     """What the model serves now: its rollout state's point, else what serving saved."""
     name, policy = declared.declaration.name, declared.declaration.rollout
-    state = RolloutStore(home.serving).load(name)
+    state = RolloutStore(home.served.rollouts).load(name)
     if state is not None:
         return state.traffic(policy)
-    saved = SavedState.load(home.serving / ".control" / "state.json").models.get(name)
+    saved = SavedState.load(home.served.state).models.get(name)
     if not saved or not saved.get("weights"):
         raise ShipwayError(
             f"{name} serves nothing in {home.serving}: deploy a version first "

@@ -26,10 +26,7 @@ from shipway.errors import BadRequest
 from shipway.models.declaration import RolloutPolicy
 from shipway.rollout.analysis import Analysis, Check, checks
 from shipway.rollout.state import (
-    CANARY,
-    PROMOTED,
-    ROLLED_BACK,
-    SHADOW,
+    Phase,
     RolloutState,
     RolloutStore,
 )
@@ -77,7 +74,11 @@ def start(
         model=model,
         challenger=challenger,
         champion=champion,
-        phase=PROMOTED if champion is None else SHADOW if shadow_first else CANARY,
+        phase=Phase.PROMOTED
+        if champion is None
+        else Phase.SHADOW
+        if shadow_first
+        else Phase.CANARY,
         step=-1 if shadow_first else 0,
         step_started=now,
         started=now,
@@ -86,7 +87,7 @@ def start(
 
 
 def _where(state: RolloutState, policy: RolloutPolicy) -> str:
-    if state.phase == SHADOW:
+    if state.phase == Phase.SHADOW:
         return "shadow (0%, mirrored)"
     return f"{state.phase} {state.weight(policy)}%"
 
@@ -96,11 +97,11 @@ def decide(
 ) -> Decision:
     """What to do at `now`. `analysis` is of the interval since `state.step_started`; it is
     only read once a full interval has passed."""
-    if state.phase == PROMOTED:
+    if state.phase == Phase.PROMOTED:
         if not state.retired and state.retire_at is not None and now >= state.retire_at:
             return Decision(RETIRE, f"grace over: stop v{state.champion}")
         return Decision(DONE, f"v{state.challenger} promoted")
-    if state.phase == ROLLED_BACK:
+    if state.phase == Phase.ROLLED_BACK:
         return Decision(DONE, f"v{state.challenger} rolled back: {state.reason}")
     if state.paused:
         return Decision(PAUSED, f"paused at {_where(state, policy)}")
@@ -126,7 +127,7 @@ def decide(
     if failed:
         return _failed(state, policy, found, analysis, "; ".join(c.line() for c in failed))
     passed = "; ".join(c.line() for c in found)
-    if state.phase == SHADOW:
+    if state.phase == Phase.SHADOW:
         if state.shadow_passed + 1 < policy.shadow_intervals:
             return Decision(STAY, f"shadow interval passed ({passed})", found, analysis)
         first = policy.steps[-1] if policy.strategy == "blue_green" else policy.steps[0]
@@ -177,19 +178,19 @@ def apply(
         new.failed = new.held = 0
         new.step_started = now
     elif action == ADVANCE:
-        if new.phase == SHADOW:
-            new.phase = CANARY
+        if new.phase == Phase.SHADOW:
+            new.phase = Phase.CANARY
             new.step = len(policy.steps) - 1 if policy.strategy == "blue_green" else 0
         else:
             new.step += 1
         new.failed = new.held = 0
         new.step_started = now
     elif action == PROMOTE:
-        new.phase = PROMOTED
+        new.phase = Phase.PROMOTED
         new.retire_at = now + policy.grace_seconds
         new.reason = decision.reason
     elif action == ROLLBACK:
-        new.phase = ROLLED_BACK
+        new.phase = Phase.ROLLED_BACK
         new.reason = decision.reason
     elif action == RETIRE:
         new.retired = True
@@ -281,7 +282,7 @@ class Controller:
 
     def _reconcile(self, state: RolloutState) -> None:
         """Serve what the state means; a promoted or rolled-back state is re-asserted too."""
-        if state.phase == PROMOTED:
+        if state.phase == Phase.PROMOTED:
             self.set_champion(state.challenger)
         served = self.serving.status().get(self.model)
         if served is None:

@@ -20,11 +20,18 @@ from shipway.files import write_atomic
 if TYPE_CHECKING:
     from shipway.models.declaration import RolloutPolicy
 
-SHADOW = "shadow"
-CANARY = "canary"
-PROMOTED = "promoted"
-ROLLED_BACK = "rolled_back"
-FINISHED = (PROMOTED, ROLLED_BACK)
+
+class Phase:
+    """Where a rollout is: mirrored traffic only, a canary step, or finished either way (plain
+    strings: they are saved as they are, and shown in Dagster and Prometheus)."""
+
+    SHADOW = "shadow"
+    CANARY = "canary"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+
+
+FINISHED = (Phase.PROMOTED, Phase.ROLLED_BACK)
 
 
 @dataclass
@@ -33,7 +40,7 @@ class RolloutState:
     challenger: str
     champion: str | None
     phase: str
-    """shadow | canary | promoted | rolled_back"""
+    """A `Phase`: shadow | canary | promoted | rolled_back"""
     step: int
     """Index into the policy's steps while in canary; -1 in shadow."""
     step_started: float
@@ -56,26 +63,27 @@ class RolloutState:
 
     def weight(self, policy: RolloutPolicy) -> int:
         """The challenger's share of traffic at this point."""
-        if self.phase == CANARY:
+        if self.phase == Phase.CANARY:
             return policy.steps[self.step]
-        return 100 if self.phase == PROMOTED else 0
+        return 100 if self.phase == Phase.PROMOTED else 0
 
     def traffic(self, policy: RolloutPolicy) -> tuple[dict[str, int], str | None]:
         """The serving weights (and shadow) this state means."""
-        if self.champion is None or self.phase == PROMOTED:
+        if self.champion is None or self.phase == Phase.PROMOTED:
             return {self.challenger: 100}, None
-        if self.phase == ROLLED_BACK:
+        if self.phase == Phase.ROLLED_BACK:
             return {self.champion: 100}, None
         weight = self.weight(policy)
         weights = {self.champion: 100 - weight, self.challenger: weight}
-        return weights, self.challenger if self.phase == SHADOW else None
+        return weights, self.challenger if self.phase == Phase.SHADOW else None
 
 
 class RolloutStore:
-    """`<serving home>/.rollouts/<model>.json`: the current (or last) rollout of each model."""
+    """`<folder>/<model>.json` (`ServingHome.rollouts`): the current (or last) rollout of each
+    model."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root / ".rollouts"
+    def __init__(self, folder: Path) -> None:
+        self.root = folder
 
     def path(self, model: str) -> Path:
         return self.root / f"{model}.json"
@@ -86,13 +94,20 @@ class RolloutStore:
             return None
         return RolloutState(**json.loads(path.read_text()))
 
-    def all(self) -> list[RolloutState]:
-        if not self.root.exists():
-            return []
-        return [RolloutState(**json.loads(p.read_text())) for p in sorted(self.root.glob("*.json"))]
+    def models(self) -> list[str]:
+        """The models with a rollout state file."""
+        return sorted(p.stem for p in self.root.glob("*.json")) if self.root.exists() else []
 
     def save(self, state: RolloutState) -> None:
         write_atomic(self.path(state.model), json.dumps(asdict(state), indent=1))
+
+    def serving_champion(self, model: str) -> str | None:
+        """The version serving all traffic, or the champion of a rollout under way (the rollout
+        state is the serving truth; MLflow's `champion` alias follows it)."""
+        state = self.load(model)
+        if state is None:
+            return None
+        return state.challenger if state.phase == Phase.PROMOTED else state.champion
 
     @contextlib.contextmanager
     def locked(self, model: str) -> Iterator[None]:

@@ -3,8 +3,8 @@
 Layout (`<serving>/<model>/<version>/`): `model.ubj` (XGBoost), `model-settings.json`
 (MLServer: Shipway's runtime, the feature inputs and the `score` output as the version's Open
 Inference Protocol metadata, and in `parameters.extra` the version's serving settings from the
-model's declaration: problem type, the drift rules, the replicas to run, an optional injected
-fault),
+model's declaration: problem type, the drift rules, the replicas to run, its feature service
+and prediction keys (what one-call scoring looks up and names), an optional injected fault),
 `reference.json` (feature order + training distribution of the features and the score).
 Every version carries its own settings, so two models served side by side each keep theirs.
 """
@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pandas as pd
 
 from shipway.errors import BadRequest
-from shipway.names import SCORE
+from shipway.names import EVENT_TIMESTAMP, SCORE
 from shipway.stats.drift import DriftRules, ReferenceProfile
 
 MODEL_FILE = "model.ubj"
@@ -34,6 +38,35 @@ REPLICA_ENV = "SHIPWAY_REPLICA"
 
 
 @dataclass(frozen=True)
+class PredictionKeys:
+    """Which prediction point a scored row is, as its label row will say it: the label's
+    `row_id` where the model declares one, else its entity keys and `event_timestamp`."""
+
+    row_id: str | None
+    entity_keys: tuple[str, ...]
+
+    def of(self, frame: pd.DataFrame) -> list[str] | None:
+        """Each row's key; None when `frame` lacks the columns (its predictions cannot be
+        joined to labels)."""
+        if self.row_id is not None:
+            return frame[self.row_id].astype(str).tolist() if self.row_id in frame else None
+        if not all(k in frame for k in [*self.entity_keys, EVENT_TIMESTAMP]):
+            return None
+        stamp = pd.to_datetime(frame[EVENT_TIMESTAMP], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%S")
+        joined = stamp.radd("at=")
+        for key in reversed(self.entity_keys):
+            joined = f"{key}=" + frame[key].astype(str) + "|" + joined
+        return list(joined)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"row_id": self.row_id, "entity_keys": list(self.entity_keys)}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> PredictionKeys:
+        return cls(raw["row_id"], tuple(str(k) for k in raw["entity_keys"]))
+
+
+@dataclass(frozen=True)
 class Bundle:
     path: Path
     model: str
@@ -45,6 +78,8 @@ class Bundle:
     """The Feast feature service the version was trained with: what scoring looks up."""
     replicas: int = 1
     """Model servers the control plane runs for this version."""
+    prediction_keys: PredictionKeys | None = None
+    """How scoring names each row for the prediction log, from the caller's entities."""
 
     @property
     def reference(self) -> ReferenceProfile:
@@ -62,6 +97,7 @@ def write_bundle(
     fault: dict[str, float] | None = None,
     feature_service: str | None = None,
     replicas: int = 1,
+    prediction_keys: PredictionKeys | None = None,
 ) -> Bundle:
     """`fault` ({"error_ratio": 0.3, "latency_ms": 50}) makes a deliberately bad version."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -78,6 +114,8 @@ def write_bundle(
         extra["feature_service"] = feature_service
     if replicas != 1:
         extra["replicas"] = replicas
+    if prediction_keys is not None:
+        extra["prediction_keys"] = prediction_keys.to_dict()
     settings = {
         "name": model,
         "implementation": RUNTIME,
@@ -89,7 +127,9 @@ def write_bundle(
         "parameters": {"uri": f"./{MODEL_FILE}", "version": version, "extra": extra},
     }
     (dest / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
-    return Bundle(dest, model, version, problem, drift, fault, feature_service, replicas)
+    return Bundle(
+        dest, model, version, problem, drift, fault, feature_service, replicas, prediction_keys
+    )
 
 
 def read_bundle(path: Path) -> Bundle:
@@ -110,6 +150,9 @@ def read_bundle(path: Path) -> Bundle:
             extra.get("fault"),
             extra.get("feature_service"),
             extra.get("replicas", 1),
+            PredictionKeys.from_dict(extra["prediction_keys"])
+            if "prediction_keys" in extra
+            else None,
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise BadRequest(f"bundle {path}: {SETTINGS_FILE} is malformed ({exc!r})") from None

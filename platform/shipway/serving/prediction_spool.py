@@ -2,7 +2,7 @@
 
 A request only appends its rows to an in-memory queue. A thread writes what has queued to one
 file every `flush_seconds` (or sooner past `flush_rows`), written whole under a temporary name
-and renamed, so a reader never sees half a file. `shipway.monitoring.prediction_log` moves
+and renamed, so a reader never sees half a file. `shipway.serving.prediction_log` moves
 the files into the model's Delta table and deletes them.
 
 What a `kill -9` of the model server can lose is what had queued since the last flush: at

@@ -1,6 +1,6 @@
 """Seldon Core v2 on Kubernetes: the rollout's scale-out serving target.
 
-The embedded control plane (`shipway.serving.controller`) serves each version as an MLServer
+The embedded control plane (`shipway.serving.control_plane`) serves each version as an MLServer
 process behind Envoy. On a cluster, Seldon Core does that: each version is a `Model`, and one
 `Experiment` per model splits traffic between them (candidates with weights) and mirrors it
 for shadow. This module holds both halves of that target:

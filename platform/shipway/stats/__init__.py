@@ -2,6 +2,6 @@
 
 `divergence` (PSI, KS, chi²), `drift` (reference profiles of a training set, live windows
 compared with them) and `metrics` (model metrics on the same rows and their paired bootstrap).
-A leaf: imports nothing of Shipway's but `shipway.names`. The model servers load `drift` and
-`divergence` too, so they import no pandas-heavy or platform code beyond that.
+Layer 2, a leaf: may import nothing of Shipway's but `shipway.names`. The model servers load
+`drift` and `divergence` too, so nothing here may need more than numpy, scipy and pandas.
 """

@@ -25,8 +25,8 @@ from shipway.data.admission import audit
 from shipway.data.contracts import Contract, load_contract
 from shipway.data.gates import GateResult, Reference
 from shipway.data.lake import TableInfo, table_info
+from shipway.defs.resources import ShipwayHomeResource
 from shipway.paths import ShipwayHome
-from shipway.resources import ShipwayHomeResource
 
 ReferenceLoader = Callable[[ShipwayHome, Contract], Reference | None]
 AsOf = Callable[[TableInfo], datetime | None]

@@ -1,5 +1,6 @@
-"""Feast as Dagster assets: the applied repository and the online store. Shared by every model:
-each model's training set is built by its own component (`shipway.models.component`)."""
+"""Feast as Dagster assets: the applied repository and the online store, and the
+`refresh_features` job. Shared by every model: each model's training set is its own
+(`shipway.defs.models`). The logic is `shipway.features`."""
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -10,28 +11,27 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
-    AssetsDefinition,
+    AssetSelection,
+    Definitions,
     MaterializeResult,
     asset,
+    define_asset_job,
 )
 
-from shipway.features.online_state import Freshness, OnlineState
+from shipway.defs.data import LANDING
+from shipway.defs.resources import ShipwayHomeResource
+from shipway.features.online_state import Freshness, OnlineState, online_store_kind
 from shipway.features.service import repository
-from shipway.features.store import (
-    apply_repository,
-    feature_store,
-    materialize_incremental,
-    online_store_kind,
-)
-from shipway.resources import ShipwayHomeResource
+from shipway.features.store import apply_repository, feature_store, materialize_incremental
 
 FEATURE_VIEWS = "feature_views"
 ONLINE_STORE = "online_store"
 ONLINE_LAG_CHECK = "online_store_up_to_date"
 
 
-def feature_definitions() -> tuple[AssetsDefinition, AssetsDefinition]:
-    """`feature_views` (feast apply) and `online_store`, after every feature table."""
+def feature_definitions() -> Definitions:
+    """`feature_views` (feast apply) and `online_store`, after every feature table, and the
+    job that refreshes them (with dbt's tables) after a landing."""
     tables = [AssetKey(t) for t in repository().tables]
 
     @asset(
@@ -110,7 +110,18 @@ def feature_definitions() -> tuple[AssetsDefinition, AssetsDefinition]:
         )
         yield lag_check(fresh)
 
-    return feature_views, online_store
+    return Definitions(
+        assets=[feature_views, online_store],
+        jobs=[
+            define_asset_job(
+                "refresh_features",
+                selection=AssetSelection.assets(ONLINE_STORE).upstream()
+                - AssetSelection.assets(*LANDING),
+                description="dbt's feature tables, feast apply and the online store: what "
+                "serving looks up, fresh after a landing.",
+            )
+        ],
+    )
 
 
 def _iso(stamp: float) -> str:

@@ -1,9 +1,10 @@
 """One-call scoring: entity ids and request fields in, the score out.
 
-For `POST /score/{model}` the feature service looks the features up (each served version's own
-feature service, recorded in its bundle), fills the views' defaults as training did, and calls
-the model through the data plane's front door: Envoy picks the version by the rollout's weights,
-so a canary sees its share of scoring traffic like any other. The answer carries the request id
+For `POST /score/{model}` the feature service (`shipway.features.server`, which is handed a
+`OneCallScorer` by whoever starts it) looks the features up (each served version's own feature
+service, recorded in its bundle), fills the views' defaults as training did, and calls the
+model through the data plane's front door: Envoy picks the version by the rollout's weights, so
+a canary sees its share of scoring traffic like any other. The answer carries the request id
 and the version that answered; the prediction log records the exact vector that version scored.
 
 Request body:
@@ -13,84 +14,81 @@ Request body:
                   "transaction_id": ["t-1"]},
      "row_keys": ["t-1"]}
 
-`row_keys` is optional: without it, the model's declared prediction keys (its label's row id,
-or its entity keys and time) are taken from the entities, when they are there.
+`row_keys` is optional: without it, the served bundle's prediction keys (the label's row id, or
+the entity keys and time, from the model's declaration) are taken from the entities, when they
+are there.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pandas as pd
+from prometheus_client import Counter
 
-from shipway.errors import BadRequest, NotFound
+from shipway.errors import BadGateway, BadRequest, NotFound, ServiceError
 from shipway.features.lookup import OnlineLookup
 from shipway.names import SCORE
-from shipway.paths import ShipwayHome
+from shipway.paths import ServingHome
+from shipway.serving.bundle import Bundle
 from shipway.serving.protocol import EXTRA_INPUTS_PARAMETER, ROW_KEYS_PARAMETER
+from shipway.serving.state import SavedState
 
 STATE_CHECK_SECONDS = 1.0
 
 
-class Scorer:
-    def __init__(
-        self, home: ShipwayHome, lookup: OnlineLookup, serving_url: str, models_dir: Path
-    ) -> None:
-        self.home = home
-        self.models_dir = models_dir
-        self.lookup = lookup
+class OneCallScorer:
+    """Scores a model's rows through the front door at `serving_url`, with the versions and
+    bundles the control plane in `serving` saved (re-read within a second of a change)."""
+
+    def __init__(self, serving: ServingHome, serving_url: str) -> None:
+        self.serving = serving
         self.http = httpx.AsyncClient(base_url=serving_url, timeout=30.0)
-        self._served: dict[str, dict[str, str | None]] = {}
+        self._saved = SavedState({})
         self._state_mtime: float | None = None
         self._checked = 0.0
-        self._keys: dict[str, Any] = {}
 
     async def close(self) -> None:
         await self.http.aclose()
 
-    def served(self, model: str) -> dict[str, str | None]:
-        """Version → its feature service, for the versions serving now holds for `model`."""
+    def served(self, model: str) -> dict[str, Bundle | None]:
+        """Version → its bundle (None if unreadable), for the versions serving now holds."""
         now = time.monotonic()
         if now - self._checked > STATE_CHECK_SECONDS:
             self._checked = now
-            path = self.home.serving / ".control" / "state.json"
+            path = self.serving.state
             mtime = path.stat().st_mtime if path.exists() else None
             if mtime != self._state_mtime:
+                try:
+                    self._saved = SavedState.load(path)
+                except ServiceError:
+                    self._saved = SavedState({})
                 self._state_mtime = mtime
-                self._served = _served_versions(path)
-        if model not in self._served or not self._served[model]:
-            raise NotFound(f"model {model!r} is not served; served: {sorted(self._served)}")
-        return self._served[model]
+        bundles = self._saved.bundles(model)
+        if not bundles:
+            raise NotFound(f"model {model!r} is not served; served: {sorted(self._saved.models)}")
+        return bundles
 
-    def prediction_keys(self, model: str, entities: dict[str, list[Any]]) -> list[str] | None:
-        from shipway.models.catalog import declaration_files, prediction_keys
-        from shipway.models.declaration import load_declaration
-
-        if model not in self._keys:
-            found = (load_declaration(p) for p in declaration_files(self.models_dir))
-            self._keys[model] = next((d for d in found if d.name == model), None)
-        declaration = self._keys[model]
-        if declaration is None:
-            return None
-        return prediction_keys(declaration, pd.DataFrame(entities))
-
-    async def score(self, model: str, body: Any, request_id: str, missing: Any) -> dict[str, Any]:
+    async def score(
+        self, model: str, body: Any, request_id: str, lookup: OnlineLookup, missing: Counter
+    ) -> dict[str, Any]:
+        """The scores of `body`'s entities; lookups with `lookup`, missing entities counted
+        in `missing` (by feature service and view)."""
         if not isinstance(body, dict) or not isinstance(body.get("entities"), dict):
             raise BadRequest('request body must be {"entities": {column: [values]}}')
         entities: dict[str, list[Any]] = body["entities"]
-        services = sorted({s for s in self.served(model).values() if s is not None})
+        bundles = [b for b in self.served(model).values() if b is not None]
+        services = sorted({b.feature_service for b in bundles if b.feature_service is not None})
         if not services:
             raise NotFound(
                 f"model {model!r}: no served version records its feature service; redeploy it"
             )
         columns: dict[str, list[float | None]] = {}
         for service in services:
-            plan = self.lookup.service_plan(service)
-            found = self.lookup.lookup(plan, entities, fill_defaults=True)
+            plan = lookup.service_plan(service)
+            found = lookup.lookup(plan, entities, fill_defaults=True)
             for view, count in found.missing.items():
                 missing.labels(service, view).inc(count)
             for _, feature in plan.outputs:
@@ -105,8 +103,9 @@ class Scorer:
                 "has no row and the feature view declares no default"
             )
         row_keys = body.get("row_keys")
-        if row_keys is None:
-            row_keys = self.prediction_keys(model, entities)
+        keys = next((b.prediction_keys for b in bundles if b.prediction_keys is not None), None)
+        if row_keys is None and keys is not None:
+            row_keys = keys.of(pd.DataFrame(entities))
         parameters: dict[str, Any] = {}
         if row_keys is not None:
             parameters[ROW_KEYS_PARAMETER] = [str(k) for k in row_keys]
@@ -133,12 +132,12 @@ class Scorer:
                 headers={"x-request-id": request_id},
             )
         except httpx.HTTPError as exc:
-            raise ScoringUnavailable(f"the serving front door is unreachable: {exc}") from None
+            raise BadGateway(f"the serving front door is unreachable: {exc}") from None
         if response.status_code >= 400:
             detail = _error_of(response)
             if response.status_code < 500:
                 raise BadRequest(f"model {model}: {detail}")
-            raise ScoringUnavailable(f"model {model} answered {response.status_code}: {detail}")
+            raise BadGateway(f"model {model} answered {response.status_code}: {detail}")
         answer = response.json()
         scores = next(o["data"] for o in answer["outputs"] if o["name"] == SCORE)
         return {
@@ -150,33 +149,8 @@ class Scorer:
         }
 
 
-class ScoringUnavailable(Exception):
-    """The data plane failed: the scoring endpoint answers 502 and says why."""
-
-
 def _error_of(response: httpx.Response) -> str:
     try:
         return str(response.json().get("error", response.text))
     except ValueError:
         return response.text
-
-
-def _served_versions(path: Path) -> dict[str, dict[str, str | None]]:
-    from shipway.serving.bundle import read_bundle
-
-    if not path.exists():
-        return {}
-    try:
-        models = json.loads(path.read_text())["models"]
-    except (ValueError, KeyError):
-        return {}
-    served: dict[str, dict[str, str | None]] = {}
-    for model, record in models.items():
-        versions = record.get("versions", {})
-        served[model] = {}
-        for version, where in versions.items():
-            try:
-                served[model][version] = read_bundle(Path(where["bundle"])).feature_service
-            except (BadRequest, KeyError, TypeError):
-                served[model][version] = None
-    return served

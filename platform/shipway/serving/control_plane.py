@@ -1,53 +1,47 @@
 """The serving control plane: the embedded stand-in for Seldon Core's scheduler.
 
 On Kubernetes, Seldon Core runs one `Model` per version and an `Experiment` splits traffic
-between them. Here this process does that job on 127.0.0.1, and never touches a request:
+between them. Here `ControlPlane` does that job on 127.0.0.1, and never touches a request:
 
 - it starts each version's MLServer replicas (Shipway's runtime, from a bundle under the
   serving home, as many as the bundle's `replicas`), restarts one that crashes, and stops
   them when the version is undeployed;
 - it tells the data plane (Envoy, `shipway.serving.dataplane`) which versions exist, their
   weights and the shadow, and waits until Envoy runs that configuration;
-- it persists what is served (`.control/state.json`, written atomically) and reconciles on
-  start: a model server still running from before (a control plane killed with -9) is adopted,
-  one that is gone is started again, so a restart serves what was served;
+- it persists what is served (`shipway.serving.state`) and reconciles on start: a model server
+  still running from before (a control plane killed with -9) is adopted, one that is gone is
+  started again, so a restart serves what was served;
 - given the lake, it moves the model servers' prediction spool into each model's prediction
-  log (`shipway.serving.prediction_log`) every few seconds, and once more after stopping them;
-- every change needs `Authorization: Bearer $SHIPWAY_SERVING_TOKEN`; reading status does not.
+  log (`shipway.serving.prediction_log`) every few seconds, and once more after stopping them.
+
+It knows bundles, not declarations, rollouts or releases: whoever starts it hands it the
+metric collectors to export beside its own and the phase of each model's rollout, which it
+writes beside each logged row. Its HTTP face is `shipway.serving.control_api`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.registry import Collector
-from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route as Endpoint
 
-from shipway.errors import BadRequest, NotFound, ServiceError, ShipwayError
+from shipway.errors import BadRequest, NotFound, ShipwayError
 from shipway.files import write_atomic
-from shipway.monitoring.quality import QualityReport
-from shipway.monitoring.skew import SKEW_DIR, SkewReport
-from shipway.rollout.state import RolloutStore
+from shipway.paths import ServingHome
 from shipway.serving.bundle import Bundle, read_bundle
-from shipway.serving.client import TOKEN_ENV
 from shipway.serving.dataplane import DataPlane, Route
 from shipway.serving.package import (
     MANIFEST,
@@ -58,13 +52,15 @@ from shipway.serving.package import (
 )
 from shipway.serving.prediction_log import ingest
 from shipway.serving.runtime import start_replicas, version_ready_url
+from shipway.serving.state import SavedState
 
 log = logging.getLogger(__name__)
 
-MAX_ADMIN_BODY = 64 * 1024
 SUPERVISE_SECONDS = 1.0
 INGEST_SECONDS = 5.0
 APPLY_TIMEOUT = 10.0
+RolloutPhase = Callable[[str], str | None]
+"""The phase of a model's rollout under way (`canary`, `shadow`), or None outside one."""
 
 
 class Stoppable(Protocol):
@@ -144,140 +140,12 @@ class ServedModel:
         )
 
 
-@dataclass(frozen=True)
-class SavedState:
-    """What `.control/state.json` holds: enough to serve the same again after a restart."""
-
-    models: dict[str, dict[str, Any]]
-
-    @classmethod
-    def load(cls, path: Path) -> SavedState:
-        if not path.exists():
-            return cls({})
-        try:
-            return cls(json.loads(path.read_text())["models"])
-        except (ValueError, KeyError) as exc:
-            raise ServiceError(
-                f"serving state {path} is unreadable ({exc!r}); move it away"
-            ) from None
-
-    def save(self, path: Path) -> None:
-        write_atomic(path, json.dumps(asdict(self), indent=1, sort_keys=True))
-
-
 def _is_our_mlserver(pid: int, bundle: Path) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
     return any(b"mlserver" in part for part in cmdline) and str(bundle).encode() in cmdline
-
-
-class _RolloutCollector(Collector):
-    """Each model's rollout, read from its state file at scrape: phase, step, failed checks and
-    the last analysed values (so a dashboard shows what the controller decided on)."""
-
-    def __init__(self, store: RolloutStore) -> None:
-        self.store = store
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        phase = GaugeMetricFamily(
-            "shipway_rollout_phase",
-            "1 for the phase each model's latest rollout is in",
-            labels=["model", "version", "champion", "phase"],
-        )
-        failed = GaugeMetricFamily(
-            "shipway_rollout_failed_checks",
-            "Failed analysis intervals in a row",
-            labels=["model", "version"],
-        )
-        analysis = GaugeMetricFamily(
-            "shipway_rollout_analysis",
-            "Values of the latest analysed interval",
-            labels=["model", "version", "value"],
-        )
-        for state in self.store.all():
-            labels = [state.model, state.challenger]
-            phase.add_metric([*labels, state.champion or "", state.phase], 1)
-            failed.add_metric(labels, state.failed)
-            last = next((d for d in reversed(state.decisions) if d.get("analysis")), None)
-            for key, value in (last or {}).get("analysis", {}).items():
-                if value is not None:
-                    analysis.add_metric([*labels, key], float(value))
-        yield phase
-        yield failed
-        yield analysis
-
-
-class _QualityCollector(Collector):
-    """Each model's live quality, as `<model>_live_quality` last computed it (read at scrape
-    from `.quality/<model>.json`): the judged window's metrics, labelled rows and coverage."""
-
-    def __init__(self, root: Path) -> None:
-        self.folder = root / ".quality"
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        names = ["model", "version"]
-        quality = GaugeMetricFamily(
-            "shipway_live_quality",
-            "Live quality per version over the policy's window (labels as they landed)",
-            labels=[*names, "metric"],
-        )
-        labelled = GaugeMetricFamily(
-            "shipway_live_labelled_predictions",
-            "Predictions in the window whose label has landed",
-            labels=names,
-        )
-        coverage = GaugeMetricFamily(
-            "shipway_label_coverage", "Share of the window's predictions labelled", labels=names
-        )
-        for path in sorted(self.folder.glob("*.json")) if self.folder.exists() else []:
-            try:
-                report = QualityReport.load(path)
-            except (ValueError, KeyError, TypeError) as exc:
-                log.error("live quality report %s is unreadable: %s", path, exc)
-                continue
-            for q in report.window:
-                labels = [report.model, q.version]
-                labelled.add_metric(labels, q.labelled)
-                coverage.add_metric(labels, q.coverage)
-                for metric, value in q.metrics.items():
-                    quality.add_metric([*labels, metric], value)
-        yield quality
-        yield labelled
-        yield coverage
-
-
-class _SkewCollector(Collector):
-    """Each model's training/serving skew, as `<model>_feature_skew` last measured it (read at
-    scrape from `.skew/<model>.json`)."""
-
-    def __init__(self, root: Path) -> None:
-        self.folder = root / SKEW_DIR
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        share = GaugeMetricFamily(
-            "shipway_feature_skew_share",
-            "Share of compared served rows whose feature value differs from the point-in-time "
-            "offline value",
-            labels=["model", "feature"],
-        )
-        compared = GaugeMetricFamily(
-            "shipway_feature_skew_compared_rows",
-            "Served rows compared with their offline vectors in the last skew run",
-            labels=["model"],
-        )
-        for path in sorted(self.folder.glob("*.json")) if self.folder.exists() else []:
-            try:
-                report = SkewReport.load(path)
-            except (ValueError, KeyError, TypeError) as exc:
-                log.error("skew report %s is unreadable: %s", path, exc)
-                continue
-            compared.add_metric([report.model], report.compared)
-            for feature in report.features:
-                share.add_metric([report.model, feature.feature], feature.share)
-        yield share
-        yield compared
 
 
 class ControlPlane:
@@ -288,15 +156,20 @@ class ControlPlane:
         log_dir: Path,
         targets_dir: Path | None,
         lake: Path | None = None,
+        collectors: Iterable[Collector] = (),
+        rollout_phase: RolloutPhase = lambda model: None,
     ) -> None:
+        """`root` is the serving home; with `lake`, the prediction spool goes to Delta there.
+        `collectors` are exported on /metrics beside the control plane's own metrics."""
         self.root = root.resolve()
+        home = ServingHome(self.root)
         self.lake = lake
-        self.spool = self.root / ".predictions" if lake is not None else None
-        self.rollouts = RolloutStore(self.root)
+        self.spool = home.prediction_spool if lake is not None else None
+        self.rollout_phase = rollout_phase
         self.dataplane = dataplane
         self.log_dir = log_dir
         self.targets_dir = targets_dir
-        self.state_path = self.root / ".control" / "state.json"
+        self.state_path = home.state
         self.models: dict[str, ServedModel] = {}
         self.lock = asyncio.Lock()
         self.registry = CollectorRegistry()
@@ -330,9 +203,8 @@ class ControlPlane:
             ["model"],
             registry=self.registry,
         )
-        self.registry.register(_RolloutCollector(self.rollouts))
-        self.registry.register(_QualityCollector(self.root))
-        self.registry.register(_SkewCollector(self.root))
+        for collector in collectors:
+            self.registry.register(collector)
 
     # --- state -----------------------------------------------------------------------------
 
@@ -343,7 +215,7 @@ class ControlPlane:
                 "shadow": model.shadow,
                 "versions": {
                     v: {
-                        "bundle": str(s.bundle.path),
+                        **s.record(),
                         "replicas": [
                             {**r.record(), "running": r.process.running()} for r in s.replicas
                         ],
@@ -617,13 +489,20 @@ class ControlPlane:
     # --- prediction log --------------------------------------------------------------------
 
     def _rollout_of(self, model: str, version: str) -> str:
-        state = self.rollouts.load(model)
+        """Where the version stands in its model's rollout, for the prediction log's rows;
+        empty outside a rollout, or when the phase cannot be read (the rows are logged all
+        the same: a label is not worth a row)."""
+        try:
+            phase = self.rollout_phase(model)
+        except Exception:
+            log.exception("%s: the rollout's phase is unreadable; rows logged without it", model)
+            return ""
         served = self.models.get(model)
-        if state is None or state.finished or served is None:
+        if phase is None or served is None:
             return ""
         if served.shadow == version:
-            return f"{state.phase}: v{version} mirrored"
-        return f"{state.phase}: v{version} at {served.weights.get(version, 0)}%"
+            return f"{phase}: v{version} mirrored"
+        return f"{phase}: v{version} at {served.weights.get(version, 0)}%"
 
     def ingest(self) -> dict[str, int]:
         if self.spool is None or self.lake is None:
@@ -643,122 +522,3 @@ class ControlPlane:
         while True:
             await asyncio.sleep(INGEST_SECONDS)
             await run_in_threadpool(self.ingest)
-
-
-def create_app(
-    root: Path,
-    dataplane: DataPlane,
-    log_dir: Path,
-    targets_dir: Path | None = None,
-    lake: Path | None = None,
-) -> Starlette:
-    token = os.environ.get(TOKEN_ENV, "")
-    if not token:
-        raise ServiceError(
-            f"{TOKEN_ENV} is not set: the control plane changes what is served and needs a "
-            "token (`shipway up` makes one; or export one)"
-        )
-    plane = ControlPlane(root, dataplane, log_dir, targets_dir, lake)
-
-    def authorize(request: Request) -> None:
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            raise Unauthorized(
-                f"changing what is served needs 'Authorization: Bearer ${TOKEN_ENV}'"
-            )
-
-    async def body_of(request: Request) -> Any:
-        authorize(request)
-        declared = request.headers.get("content-length", "0")
-        if not declared.isdigit() or int(declared) > MAX_ADMIN_BODY:
-            raise TooLarge(f"request body of {declared} bytes exceeds {MAX_ADMIN_BODY}")
-        raw = b""
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_ADMIN_BODY:
-                raise TooLarge(f"request body exceeds {MAX_ADMIN_BODY} bytes")
-        try:
-            return json.loads(raw or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BadRequest("request body is not valid JSON") from None
-
-    def answer(model: str, applied: bool) -> Response:
-        return JSONResponse({**plane.status().get(model, {}), "applied": applied})
-
-    async def deploy(request: Request) -> Response:
-        body = await body_of(request)
-        if not isinstance(body, dict) or not isinstance(body.get("bundle"), str):
-            raise BadRequest('body must be {"bundle": "<path to a bundle folder>"}')
-        p = request.path_params
-        applied = await plane.deploy(p["model"], p["version"], Path(body["bundle"]))
-        return answer(p["model"], applied)
-
-    async def traffic(request: Request) -> Response:
-        body = await body_of(request)
-        if not isinstance(body, dict) or not isinstance(body.get("weights"), dict):
-            raise BadRequest(
-                'body must be {"weights": {"<version>": <percent>, ...}, "shadow": "<version>"}'
-            )
-        shadow = body.get("shadow")
-        if shadow is not None and not isinstance(shadow, str):
-            raise BadRequest(f'"shadow" must be a version string or null, got {shadow!r}')
-        model = request.path_params["model"]
-        return answer(model, await plane.set_traffic(model, body["weights"], shadow))
-
-    async def undeploy(request: Request) -> Response:
-        await body_of(request)
-        p = request.path_params
-        return answer(p["model"], await plane.undeploy(p["model"], p["version"]))
-
-    async def status(request: Request) -> Response:
-        return JSONResponse(plane.status())
-
-    async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def metrics(request: Request) -> Response:
-        return Response(generate_latest(plane.registry), media_type="text/plain")
-
-    def error(status: int) -> Any:
-        async def handler(request: Request, exc: Exception) -> Response:
-            return JSONResponse({"error": str(exc)}, status_code=status)
-
-        return handler
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await plane.reconcile()
-        tasks = [asyncio.create_task(t) for t in (plane.supervise(), plane.log_predictions())]
-        yield
-        for task in tasks:
-            task.cancel()
-        await plane.shutdown()
-
-    app = Starlette(
-        routes=[
-            Endpoint("/admin/models", status, methods=["GET"]),
-            Endpoint("/admin/models/{model}/versions/{version}", deploy, methods=["PUT"]),
-            Endpoint("/admin/models/{model}/versions/{version}", undeploy, methods=["DELETE"]),
-            Endpoint("/admin/models/{model}/traffic", traffic, methods=["PUT"]),
-            Endpoint("/health", health),
-            Endpoint("/metrics", metrics),
-        ],
-        exception_handlers={
-            Unauthorized: error(401),
-            TooLarge: error(413),
-            NotFound: error(404),
-            BadRequest: error(400),
-            ShipwayError: error(503),
-        },
-        lifespan=lifespan,
-    )
-    app.state.plane = plane
-    return app
-
-
-class Unauthorized(ShipwayError):
-    """A change to what is served came without the serving token."""
-
-
-class TooLarge(BadRequest):
-    """A request body over the limit."""

@@ -9,15 +9,12 @@ from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
     DbtCliResource,
-    DbtProject,
     dbt_assets,
 )
 
 from shipway.data.warehouse import delta_outputs, publish_to_delta
-from shipway.paths import DBT_PROJECT_DIR
-from shipway.resources import ShipwayHomeResource
+from shipway.defs.resources import ShipwayHomeResource, dbt_project
 
-dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 dbt_project.prepare_if_dev()
 
 
