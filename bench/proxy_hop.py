@@ -177,21 +177,23 @@ def main() -> int:
     bundle = bench_bundle(root, frame)
     processes: list[ManagedProcess] = []
     try:
-        server = start_mlserver(bundle, root / "logs", own_group=True, spool_dir=root / "spool")
+        # On a loopback port: nginx, HAProxy and wrk speak TCP.
+        server = start_mlserver(
+            bundle, root / "logs", root / "metrics", own_group=True, spool_dir=root / "spool"
+        )
+        port = server.port
         processes.append(server.process)
         front, stats, minimal_port, nginx_port, haproxy_port = free_ports(5)
         dataplane = DataPlane(root / "dataplane", front, stats)
         processes.append(dataplane.process(root / "logs").start())
-        dataplane.publish([Route("bench_model", {"1": [server.http_port]}, {"1": 100})])
+        dataplane.publish([Route("bench_model", {"1": [port]}, {"1": 100})])
         time.sleep(1.0)
         infer = "/v2/models/bench_model/infer"
         targets: list[Target] = [
             ("Envoy (Shipway's front door)", f"{dataplane.url}{infer}", _oip, {}),
         ]
         pids = {targets[0][0]: processes[-1].pid}
-        processes.append(
-            minimal_envoy(root / "envoy-minimal", minimal_port, server.http_port).start()
-        )
+        processes.append(minimal_envoy(root / "envoy-minimal", minimal_port, port).start())
         targets.append(
             ("Envoy, minimal configuration", f"http://{LOOPBACK}:{minimal_port}{infer}", _oip, {})
         )
@@ -200,12 +202,10 @@ def main() -> int:
             if shutil.which(name.lower()) is None:
                 print(f"{name}: not installed (apt-get install {name.lower()}); left out")
                 continue
-            processes.append(start(root / name.lower(), port, server.http_port).start())
+            processes.append(start(root / name.lower(), port, port).start())
             targets.append((name, f"http://{LOOPBACK}:{port}{infer}", _oip, {}))
             pids[name] = processes[-1].pid
-        targets.append(
-            ("MLServer direct", f"http://{LOOPBACK}:{server.http_port}{infer}", _oip, {})
-        )
+        targets.append(("MLServer direct", f"http://{LOOPBACK}:{port}{infer}", _oip, {}))
         print(
             f"{args.requests} single-row requests per target at {args.rate:.0f} req/s overall; "
             f"saturation: {args.connections} connections x {args.seconds}s",

@@ -41,7 +41,7 @@ import xgboost as xgb
 
 from shipway.processes import LOOPBACK, ManagedProcess, free_port, free_ports
 from shipway.serving.bundle import Bundle, write_bundle
-from shipway.serving.dataplane import VERSION_HEADER, DataPlane, Route
+from shipway.serving.dataplane import VERSION_HEADER, DataPlane, Endpoint, Route
 from shipway.serving.protocol import features_request
 from shipway.serving.runtime import start_mlserver, start_replicas
 from shipway.stats.drift import DriftRules, build_reference
@@ -179,19 +179,26 @@ def main() -> int:
 
     processes: list[ManagedProcess] = []
     try:
+        # Loopback ports, not sockets: wrk measures MLServer direct too, and speaks only TCP.
         replicas = start_replicas(
-            bundle, root / "logs", list(range(args.replicas)), spool_dir=root / "predictions"
+            bundle,
+            root / "logs",
+            root / "metrics",
+            list(range(args.replicas)),
+            spool_dir=root / "predictions",
         )
         processes += [r.process for r in replicas]
         server = replicas[0]
-        unlogged = start_mlserver(bundle, root / "logs-unlogged", own_group=True)
+        unlogged = start_mlserver(
+            bundle, root / "logs-unlogged", root / "metrics-unlogged", own_group=True
+        )
         processes.append(unlogged.process)
         front, stats = free_ports(2)
         dataplane = DataPlane(root / "dataplane", front, stats)
         processes.append(dataplane.process(root / "logs").start())
         # One bundle, two served versions: "1" on the first replica alone, "n" on all of them
         # (picked with the version header, as a pinned caller would).
-        ports = {"1": [server.http_port], "n": [r.http_port for r in replicas]}
+        ports: dict[str, list[Endpoint]] = {"1": [server.port], "n": [r.port for r in replicas]}
         dataplane.publish([Route("bench_model", ports, {"1": 100})])
         time.sleep(1.0)
 
@@ -233,8 +240,8 @@ def main() -> int:
 
         infer = "/v2/models/bench_model/infer"
         pinned = {VERSION_HEADER: "n"}
-        direct = f"http://{LOOPBACK}:{server.http_port}{infer}"
-        unlogged_url = f"http://{LOOPBACK}:{unlogged.http_port}{infer}"
+        direct = f"http://{LOOPBACK}:{server.port}{infer}"
+        unlogged_url = f"http://{LOOPBACK}:{unlogged.port}{infer}"
         mlflow_url = f"http://{LOOPBACK}:{mlflow_port}/invocations"
         targets: list[Target] = [
             ("front door, 1 replica", f"{dataplane.url}{infer}", oip, {}),

@@ -5,9 +5,11 @@ tests/test_serving.py."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -17,10 +19,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from shipway.cli import main
-from shipway.errors import ShipwayError
+from shipway.errors import BadRequest, ShipwayError
+from shipway.paths import REPO_ROOT, ServingHome
 from shipway.serving import runtime
-from shipway.serving.bundle import Bundle, read_bundle
-from shipway.serving.control_plane import ControlPlane
+from shipway.serving.bundle import MODEL_FILE, Bundle, read_bundle, write_bundle
+from shipway.serving.control_plane import Conflict, ControlPlane, ServedModel, ServedVersion
 from shipway.serving.dataplane import DataPlane
 from shipway.serving.package import (
     REQUIRE_SIGNED_ENV,
@@ -32,6 +35,7 @@ from shipway.serving.package import (
     build_package,
     key_id,
     public_key_text,
+    require_signed,
     signing_key,
     verify_package,
 )
@@ -183,23 +187,159 @@ def test_keys_come_from_the_environment_or_a_file_and_are_never_written_or_print
     assert "REFUSED: package" in capsys.readouterr().err
 
 
-def test_production_serving_refuses_an_unsigned_bundle_and_checks_a_packaged_one(
+def _plane(root: Path) -> ControlPlane:
+    """A control plane on `root`, for its checks; nothing is started."""
+    return ControlPlane(root, DataPlane(root / "dp"), root / "logs", None)
+
+
+def _under(root: Path, source: Path) -> Path:
+    """A copy of a bundle or package under the serving home (where bundles are served from)."""
+    dest = root / source.parent.name / source.name
+    shutil.copytree(source, dest)
+    return dest
+
+
+def test_production_serving_refuses_an_unsigned_bundle_and_serves_a_package_from_its_copy(
     bundles: dict[str, Bundle],
     package: Package,
     key: Ed25519PrivateKey,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # The control plane's check before it starts a model server; nothing is started here.
-    plane = ControlPlane(tmp_path, DataPlane(tmp_path / "dp"), tmp_path / "logs", None)
+    root = tmp_path / "serving"
+    plane = _plane(root)
+    unsigned = _under(root, bundles["1"].path)
+    packaged = _under(root, package.path) / "bundle"
     monkeypatch.delenv(REQUIRE_SIGNED_ENV, raising=False)
     monkeypatch.delenv(VERIFY_KEY_ENV, raising=False)
-    plane._check_signature(bundles["1"])  # development: an unpackaged bundle is served
+    assert plane._admit(unsigned).path == unsigned.resolve()  # development: served as it is
     with pytest.raises(PackageError, match="has no \\$SHIPWAY_VERIFY_KEY"):
-        plane._check_signature(read_bundle(package.bundle))
+        plane._admit(packaged)
     monkeypatch.setenv(VERIFY_KEY_ENV, public_key_text(key.public_key()))
-    plane._check_signature(read_bundle(package.bundle))
+    served = plane._admit(packaged)
+    # Served from the control plane's private, read-only copy, not where it was handed over.
+    assert served.path.parent.parent == ServingHome(root.resolve()).verified
+    assert stat.S_IMODE((served.path / "model.ubj").stat().st_mode) == 0o444
+    for production in ("1", "true", "TRUE", "yes", "on"):
+        monkeypatch.setenv(REQUIRE_SIGNED_ENV, production)
+        with pytest.raises(PackageError, match="is not a signed package"):
+            plane._admit(unsigned)
+        assert plane._admit(packaged) == served
+
+
+def test_production_mode_is_a_yes_or_a_no_and_anything_else_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for value, wanted in (("true", True), ("Yes", True), ("0", False), ("off", False), ("", False)):
+        monkeypatch.setenv(REQUIRE_SIGNED_ENV, value)
+        assert require_signed() is wanted
+    monkeypatch.setenv(REQUIRE_SIGNED_ENV, "enabled")
+    with pytest.raises(ShipwayError, match="SHIPWAY_REQUIRE_SIGNED='enabled' is neither true"):
+        require_signed()
+
+
+def test_a_link_or_a_special_file_anywhere_in_a_package_is_refused_naming_it(
+    package: Package, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    # A linked folder is not in the manifest and MLServer would follow it: code no signature
+    # covers. A signed file swapped for a link to the same bytes elsewhere verifies by digest,
+    # but whatever the link's target holds later is what loads.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "model-settings.json").write_text("{}")
+    (package.path / "bundle" / "plugins").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(PackageError, match="bundle/plugins is a symbolic link"):
+        verify_package(package.path, key.public_key())
+    (package.path / "bundle" / "plugins").unlink()
+
+    model = package.path / "bundle" / "model.ubj"
+    moved = outside / "model.ubj"
+    shutil.move(model, moved)
+    model.symlink_to(moved)
+    with pytest.raises(PackageError, match=r"bundle/model\.ubj is a symbolic link"):
+        verify_package(package.path, key.public_key())
+    model.unlink()
+    shutil.move(moved, model)
+
+    os.mkfifo(package.path / "runtime" / "pipe")
+    with pytest.raises(PackageError, match="runtime/pipe is a special file"):
+        verify_package(package.path, key.public_key())
+
+
+def test_a_verified_copy_is_verified_again_before_a_model_server_starts_from_it(
+    package: Package, key: Ed25519PrivateKey, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "serving"
+    plane = _plane(root)
+    monkeypatch.setenv(VERIFY_KEY_ENV, public_key_text(key.public_key()))
+    handed = _under(root, package.path)
+    served = plane._admit(handed / "bundle")
+    # What was handed over may change now: serving loads its own copy.
+    (handed / "bundle" / "model.ubj").write_bytes(b"swapped after the check")
+    plane._verify_installed(served)
+    copy = served.path / "model.ubj"
+    copy.chmod(0o644)
+    copy.write_bytes(b"swapped in the copy")
+    with pytest.raises(PackageError, match=r"bundle/model\.ubj differs from its digest"):
+        plane._verify_installed(served)
+
+
+def test_a_saved_state_cannot_serve_what_a_deployment_could_not(
+    bundles: dict[str, Bundle], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Checked before any model server starts: these raise instead of starting one.
+    plane = _plane(tmp_path / "serving")
+    outside = bundles["1"].path
+    with pytest.raises(BadRequest, match="is outside the serving home"):
+        plane._revive("toy_model", "1", {"bundle": str(outside), "replicas": []})
+    inside = _under(tmp_path / "serving", outside)
     monkeypatch.setenv(REQUIRE_SIGNED_ENV, "1")
-    with pytest.raises(PackageError, match="is not a signed package and SHIPWAY_REQUIRE_SIGNED=1"):
-        plane._check_signature(bundles["1"])
-    plane._check_signature(read_bundle(package.bundle))
+    with pytest.raises(PackageError, match="is not a signed package"):
+        plane._revive("toy_model", "1", {"bundle": str(inside), "replicas": []})
+
+
+def test_a_served_version_is_never_redeployed_with_other_contents(
+    bundles: dict[str, Bundle], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "serving"
+    plane = _plane(root)
+    monkeypatch.delenv(REQUIRE_SIGNED_ENV, raising=False)
+    served = _under(root, bundles["1"].path)
+    other = bundles["2"]
+    changed = write_bundle(
+        root / "elsewhere" / "1",
+        "toy_model",
+        "1",
+        other.path / MODEL_FILE,
+        other.reference,
+        other.problem,
+        other.drift,
+    )
+    running = ServedVersion(read_bundle(served), [])
+    plane.models["toy_model"] = ServedModel("toy_model", {"1": running}, {"1": 100})
+    assert asyncio.run(plane.deploy("toy_model", "1", served))  # the same contents: applied
+    with pytest.raises(Conflict, match=r"toy_model v1 is already served from .* other contents"):
+        asyncio.run(plane.deploy("toy_model", "1", changed.path))
+    assert plane.models["toy_model"].versions["1"] is running
+
+
+def test_a_signing_key_file_others_can_read_or_inside_the_repository_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_file = tmp_path / "signing.key"
+    assert main(["keys", "generate", "--out", str(key_file)]) == 0
+    monkeypatch.delenv(SIGNING_KEY_ENV, raising=False)
+    monkeypatch.setenv(SIGNING_KEY_FILE_ENV, str(key_file))
+    signing_key()
+    key_file.chmod(0o644)
+    with pytest.raises(ShipwayError, match="mode 0644: a signing key must be readable by its"):
+        signing_key()
+    inside = REPO_ROOT / "tests" / f".leaked-{os.getpid()}.key"
+    try:
+        shutil.copy(key_file, inside)
+        inside.chmod(0o600)
+        monkeypatch.setenv(SIGNING_KEY_FILE_ENV, str(inside))
+        with pytest.raises(ShipwayError, match="inside the repository"):
+            signing_key()
+    finally:
+        inside.unlink(missing_ok=True)

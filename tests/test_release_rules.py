@@ -4,10 +4,15 @@ little evidence is never a pass, tiers ask for approval, and the audit table kee
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, PERMISSION_DENIED
+from mlflow.tracking import MlflowClient
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
@@ -17,11 +22,15 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from shipway.errors import BadRequest, NotFound
+from shipway.errors import BadRequest, NotFound, ServiceError, ShipwayError
 from shipway.models.declaration import ApprovalPolicy, ModelDeclaration, load_declaration
+from shipway.models.tracking import champion_version
 from shipway.paths import ASSETS_DIR, ShipwayHome
+from shipway.processes import free_port
 from shipway.release.audit import Audit, AuditEntry
+from shipway.release.evaluation import current_champion
 from shipway.release.judge import Judge
+from shipway.rollout.deploy import baseline
 from shipway.stats.metrics import metric_functions, paired_bootstrap, point_values
 
 FRAUD = load_declaration(ASSETS_DIR / "fraud" / "model.yaml")
@@ -143,6 +152,42 @@ def _awaiting(home: ShipwayHome, version: str) -> None:
     )
 
 
+def test_of_an_approval_and_a_rejection_at_once_the_first_decides_and_the_second_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both read "awaiting approval" before either writes, as two people at once would: without
+    # one lock over read and append, both succeed and the approval wins over a final rejection.
+    home = ShipwayHome(tmp_path)
+    _awaiting(home, "5")
+    read = Audit.state
+
+    def slow_state(self: Audit, model: str, version: str) -> AuditEntry | None:
+        found = read(self, model, version)
+        time.sleep(0.5)
+        return found
+
+    monkeypatch.setattr(Audit, "state", slow_state)
+    outcomes: dict[str, str] = {}
+
+    def decide(approve: bool) -> None:
+        try:
+            entry = Audit(home).decide("fraud_model", "5", approve, "at once")
+            outcomes["approve" if approve else "reject"] = entry.state
+        except BadRequest as exc:
+            outcomes["approve" if approve else "reject"] = f"refused: {exc}"
+
+    threads = [threading.Thread(target=decide, args=(a,)) for a in (False, True)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.1)
+    for thread in threads:
+        thread.join()
+    assert outcomes["reject"] == "rejected"
+    assert outcomes["approve"].startswith("refused: fraud_model v5 is not awaiting approval")
+    states = [e.state for e in Audit(home).entries("fraud_model", "5") if e.event == "approval"]
+    assert states == ["rejected"]
+
+
 def test_an_approval_records_identity_and_a_rejection_is_final(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -173,3 +218,39 @@ def test_an_approval_records_identity_and_a_rejection_is_final(
         ("3", "approval", "approved"),
         ("4", "approval", "rejected"),
     ]
+
+
+def test_a_registry_that_cannot_be_read_is_never_taken_for_no_champion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Taken for "no champion", an unreachable MLflow let the gate judge absolute rules alone
+    # and the deployment go to 100% at once.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ServiceError, match="cannot say which fraud_model version is the champion"):
+        current_champion(unreachable, "fraud_model", tmp_path)
+
+    def no_alias(self: MlflowClient, model: str, alias: str) -> None:
+        raise MlflowException(f"Registered model alias {alias} not found.", INVALID_PARAMETER_VALUE)
+
+    monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", no_alias)
+    assert current_champion(unreachable, "fraud_model", tmp_path) is None
+
+    def refused(self: MlflowClient, model: str, alias: str) -> None:
+        raise MlflowException("Permission denied", PERMISSION_DENIED)
+
+    monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", refused)
+    with pytest.raises(ServiceError, match="PERMISSION_DENIED"):
+        champion_version(unreachable, "fraud_model")
+
+
+def test_a_champion_serving_does_not_run_stops_a_deployment_instead_of_skipping_its_canary() -> (
+    None
+):
+    running: dict[str, object] = {"3": {}, "4": {}}
+    assert baseline("fraud_model", "4", None, running) is None
+    assert baseline("fraud_model", "4", "4", running) is None
+    assert baseline("fraud_model", "4", "3", running) == "3"
+    with pytest.raises(ShipwayError, match=r"champion v2, which serving does not run .*v2 again"):
+        baseline("fraud_model", "4", "2", running)

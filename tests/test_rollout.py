@@ -174,6 +174,47 @@ def test_no_data_ends_as_the_policy_says(stack: Stack, bundles: dict[str, Bundle
     assert "no data" in state.reason and "< min_requests 10" in state.reason
 
 
+def test_requests_pinned_to_the_challenger_never_count_in_its_analysis(
+    stack: Stack, bundles: dict[str, Bundle]
+) -> None:
+    # Any caller may pin a version (its path, or x-shipway-version). If those requests counted,
+    # a caller could fill a challenger's min_requests, dilute its errors or spoil its scores.
+    model = "toy_pinned"
+    _bundles(stack, bundles, model, {})
+    serving = stack.serving()
+    for version in ("1", "2"):
+        serving.deploy(model, version, stack.home.serving / model / version)
+    serving.set_traffic(model, {"1": 100})
+    body = features_request(toy_frame(5, seed=41)[TOY_FEATURES].to_numpy(), TOY_FEATURES)
+    url = f"{stack.serving_url}/v2/models/{model}"
+    prometheus = PrometheusClient(stack.prometheus_url)
+
+    def send(times: int) -> None:
+        with httpx.Client(timeout=10.0) as http:
+            for _ in range(times):
+                assert http.post(f"{url}/versions/2/infer", json=body).status_code == 200
+                pinned = http.post(f"{url}/infer", json=body, headers={"x-shipway-version": "2"})
+                assert pinned.json()["model_version"] == "2"
+                assert http.post(f"{url}/infer", json=body).json()["model_version"] == "1"
+
+    def total(promql: str, least: float) -> None:
+        prometheus.wait_for(promql, lambda found: sum(s.value for s in found) >= least)
+
+    pinned = f'envoy_cluster_upstream_rq_total{{model="{model}",version="2",traffic="pinned"}}'
+    weighted = f'envoy_cluster_upstream_rq_total{{model="{model}",version="1"}}'
+    # Every series exists in Prometheus before the traffic the analysis's window measures.
+    send(1)
+    total(pinned, 2)
+    total(weighted, 1)
+    send(15)
+    total(pinned, 32)
+    total(f'shipway_prediction_score_count{{model="{model}",version="1"}}', 80)
+    found = analyse(prometheus, model, "2", "1", 120)
+    assert found.requests == 0.0 and found.score_mean is None, found
+    assert found.champion_requests is not None and found.champion_requests > 0
+    assert found.champion_score_mean is not None
+
+
 def test_a_controller_that_died_between_deciding_and_applying_is_repaired_on_its_next_tick(
     stack: Stack, bundles: dict[str, Bundle]
 ) -> None:

@@ -8,6 +8,8 @@ import json
 import os
 import shutil
 import signal
+import stat
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -144,6 +146,14 @@ def test_a_signed_package_round_trips_through_serving_and_a_tampered_one_is_refu
     model.load_model(source.path / "model.ubj")
     assert version == "1"
     np.testing.assert_allclose(scores, model.predict_proba(rows)[:, 1], rtol=1e-5)
+
+    # What was handed over may change after its check: serving loads its own verified copy,
+    # and verifies that again when the supervisor starts a crashed model server.
+    (package.bundle / "model.ubj").write_bytes(b"swapped after deployment")
+    (replica,) = deployed.status()["toy_signed"]["versions"]["1"]["replicas"]
+    os.kill(replica["pid"], signal.SIGKILL)
+    _wait_started_again(deployed, "toy_signed", "1", 0, replica["pid"])
+    np.testing.assert_allclose(deployed.infer("toy_signed", rows, TOY_FEATURES)[1], scores)
 
     tampered = shutil.copytree(package.path, packages / "toy_signed-2")
     settings = tampered / "bundle" / "model-settings.json"
@@ -385,8 +395,34 @@ def test_changes_need_the_token_and_a_refused_change_leaves_serving_as_it_was(
     too_big = httpx.put(url, json=huge, headers={"Authorization": f"Bearer {TOKEN}"})
     assert too_big.status_code == 413
     assert deployed.status()["toy_model"] == before
-    # Reading what is served needs no token.
-    assert httpx.get(f"{deployed.control_url}/admin/models").status_code == 200
+    # Status names every model server's socket and pid: it needs the token too.
+    assert httpx.get(f"{deployed.control_url}/admin/models").status_code == 401
+
+
+def test_only_envoy_and_the_control_plane_reach_a_model_server(
+    serving: Serving, deployed: ServingClient
+) -> None:
+    (replica,) = deployed.status()["toy_model"]["versions"]["1"]["replicas"]
+    socket = Path(replica["socket"])
+    assert socket.is_socket()
+    folder = socket.parent.stat()
+    assert folder.st_uid == os.getuid() and stat.S_IMODE(folder.st_mode) == 0o700
+    # No TCP port of the model server answers its API (load, unload, infer): only its
+    # read-only metrics port listens.
+    listening = subprocess.run(
+        ["ss", "-Hltnp"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    ports = {
+        int(line.split()[3].rsplit(":", 1)[1])
+        for line in listening
+        if f"pid={replica['pid']}," in line
+    }
+    assert ports == {replica["metrics_port"]}
+    # It was not handed the serving token (nor any other credential of the control plane).
+    environ = Path(f"/proc/{replica['pid']}/environ").read_bytes().split(b"\0")
+    names = {entry.split(b"=", 1)[0].decode() for entry in environ if entry}
+    assert TOKEN_ENV not in names and VERIFY_KEY_ENV not in names
+    assert all(TOKEN.encode() not in entry for entry in environ)
 
 
 def test_no_log_state_or_package_file_holds_the_admin_token_or_the_signing_key(
@@ -526,6 +562,21 @@ def test_every_scored_row_is_logged_with_its_key_and_vector_and_mirrored_rows_ar
     assert 'shipway_prediction_log_rows_total{model="toy_model"}' in metrics
 
 
+def test_a_callers_host_header_never_marks_its_rows_as_shadow(
+    serving: Serving, deployed: ServingClient
+) -> None:
+    # A mirrored request is told apart by its Host (Envoy appends `-shadow`); a caller who
+    # sends such a Host must not hide its rows from live drift and skew.
+    deployed.set_traffic("toy_model", {"1": 100})
+    rows = toy_frame(3, seed=23)[TOY_FEATURES].to_numpy()
+    body = features_request(rows, TOY_FEATURES, [f"host-a-{i}" for i in range(3)])
+    forged = {"Host": "shipway-shadow"}
+    answer = httpx.post(f"{deployed.url}/v2/models/toy_model/infer", json=body, headers=forged)
+    assert answer.status_code == 200, answer.text
+    logged = _logged(serving, "host-a-", rows=3)
+    assert len(logged) == 3 and logged["served"].all()
+
+
 def test_a_graceful_stop_logs_every_answered_row(serving: Serving, deployed: ServingClient) -> None:
     rows = toy_frame(50, seed=22)[TOY_FEATURES].to_numpy()
     keys = [f"log-b-{i:02d}" for i in range(50)]
@@ -636,7 +687,7 @@ def test_a_version_with_two_replicas_spreads_requests_and_survives_losing_one(
     deployed.set_traffic("toy_replicas", {"1": 100})
     replicas = deployed.status()["toy_replicas"]["versions"]["1"]["replicas"]
     assert [r["replica"] for r in replicas] == [0, 1] and all(r["running"] for r in replicas)
-    assert len({r["http_port"] for r in replicas}) == 2
+    assert len({r["socket"] for r in replicas}) == 2
     rows = toy_frame(1, seed=31)[TOY_FEATURES].to_numpy()
     for _ in range(60):
         deployed.infer("toy_replicas", rows, TOY_FEATURES)
@@ -676,21 +727,28 @@ def test_a_version_with_two_replicas_spreads_requests_and_survives_losing_one(
     assert _pids(deployed.status()["toy_replicas"]["versions"]["1"]) == pids
 
 
-def test_a_state_file_written_before_replicas_is_adopted(
+def test_a_state_file_from_before_sockets_is_served_again_on_sockets_never_adopted(
     serving: Serving, deployed: ServingClient
 ) -> None:
+    # A state file written before replicas (one server's port and pid at the top of each
+    # record), when model servers listened on TCP ports anyone could reach: its servers are
+    # stopped and the same versions served again, on sockets.
     before = deployed.status()["toy_model"]["versions"]
     serving.kill_control()
     state_path = serving.root / ".control" / "state.json"
     state = json.loads(state_path.read_text())
     for record in state["models"]["toy_model"]["versions"].values():
         (replica,) = record.pop("replicas")
-        record.update({k: replica[k] for k in ("http_port", "metrics_port", "pid")})
+        record.update({"http_port": 8080, "metrics_port": replica["metrics_port"]})
+        record["pid"] = replica["pid"]
     state_path.write_text(json.dumps(state))
     serving.start_control()
     after = deployed.status()["toy_model"]["versions"]
-    assert {v: _pids(s) for v, s in after.items()} == {v: _pids(s) for v, s in before.items()}
-    assert all(s["running"] for s in after.values())
+    assert set(after) == set(before) and all(s["running"] for s in after.values())
+    for version, served in after.items():
+        (old,) = _pids(before[version])
+        assert _pids(served) != [old] and not Path(f"/proc/{old}").exists()
+        assert all(Path(r["socket"]).is_socket() for r in served["replicas"])
 
 
 def _wait_started_again(

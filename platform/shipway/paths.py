@@ -70,6 +70,12 @@ class ServingHome:
         """Signed packages the deployment serves, one folder per model version."""
         return self.root / "packages"
 
+    @property
+    def verified(self) -> Path:
+        """The control plane's read-only copies of the packages it verified, by manifest
+        digest: what model servers load, verified again at every start."""
+        return self.root / ".verified"
+
 
 @dataclass(frozen=True)
 class ShipwayHome:

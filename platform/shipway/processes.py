@@ -27,6 +27,26 @@ from shipway.errors import ServiceError
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+# What a child that must not see its parent's credentials still needs of the environment.
+SAFE_VARIABLES = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "PYTHONDONTWRITEBYTECODE",
+)
+
+
+def safe_environment() -> dict[str, str]:
+    """The parent's environment without anything secret: locale, paths, user. A service that
+    must not hold the serving token, a signing key or another credential starts with this and
+    what it needs (`ManagedProcess(inherit_environment=False)`)."""
+    return {k: os.environ[k] for k in SAFE_VARIABLES if k in os.environ}
 
 
 def free_port() -> int:
@@ -87,15 +107,18 @@ class ManagedProcess:
         ready_timeout: float = 120.0,
         own_group: bool = True,
         ready_probe: Callable[[], bool] | None = None,
+        inherit_environment: bool = True,
     ) -> None:
         """Ready when `ready_url` answers below 400, or `ready_probe` (for a service that does
-        not speak HTTP) returns True; with neither, as soon as it is launched."""
+        not speak HTTP) returns True; with neither, as soon as it is launched. The child's
+        environment is the parent's with `env` on top, or `env` alone without
+        `inherit_environment`."""
         self.name = name
         self.ready_probe = ready_probe
         self.argv = list(argv)
         self.log_path = log_path
         self.ready_url = ready_url
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**(os.environ if inherit_environment else {}), **(env or {})}
         self.cwd = cwd
         self.ready_timeout = ready_timeout
         self.own_group = own_group

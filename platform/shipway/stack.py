@@ -191,7 +191,9 @@ def running_stack(
         if online_store_kind() == "redis":
             group.start(redis_process(home, ports.redis))
         features = feature_server_process(home, ports.features, stack.serving_url)
-        features.env.update(stack.environment())
+        features.env.update(
+            {k: v for k, v in stack.environment().items() if k in (ONLINE_STORE_ENV, REDIS_ENV)}
+        )
         group.start(features, wait=False)
         if with_dagster:
             group.start(dagster_process(stack), wait=False)

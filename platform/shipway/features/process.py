@@ -1,4 +1,7 @@
-"""The feature service and Redis as processes: what `shipway up`, the demo and tests start."""
+"""The feature service and Redis as processes: what `shipway up`, the demo and tests start.
+
+Neither is handed its parent's credentials: each starts from `safe_environment()` and the
+variables it reads (the home's paths, which online store)."""
 
 from __future__ import annotations
 
@@ -6,8 +9,9 @@ import os
 import socket
 import sys
 
+from shipway.features.online_state import ONLINE_STORE_ENV, REDIS_ENV
 from shipway.paths import ShipwayHome
-from shipway.processes import LOOPBACK, ManagedProcess, require_binary
+from shipway.processes import LOOPBACK, ManagedProcess, require_binary, safe_environment
 
 FEATURES_ENV = "SHIPWAY_FEATURES_URL"
 REDIS_HINT = "install Redis: deploy/setup.sh does (Debian's redis-server)"
@@ -24,8 +28,15 @@ def feature_server_process(
         argv=argv,
         log_path=home.logs / "feature-service.log",
         ready_url=f"http://{LOOPBACK}:{port}/metrics",
-        env=home.environment(),
+        env={**safe_environment(), **home.environment(), **online_store_environment()},
+        inherit_environment=False,
     )
+
+
+def online_store_environment() -> dict[str, str]:
+    """Which online store, and where Redis is: what the feature service reads of the
+    environment beyond the home's paths."""
+    return {k: os.environ[k] for k in (ONLINE_STORE_ENV, REDIS_ENV) if k in os.environ}
 
 
 def redis_binary() -> str:
@@ -66,6 +77,8 @@ def redis_process(home: ShipwayHome, port: int) -> ManagedProcess:
             "no",
         ],
         log_path=home.logs / "redis.log",
+        env=safe_environment(),
+        inherit_environment=False,
         ready_probe=lambda: redis_ping(port),
         ready_timeout=30.0,
     )

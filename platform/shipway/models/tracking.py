@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from shipway.errors import ServiceError
 from shipway.git import git
 from shipway.paths import REPO_ROOT, ShipwayHome
 from shipway.processes import LOOPBACK, ManagedProcess, ensure_port_free
@@ -60,6 +61,31 @@ def lock_hash() -> str:
     """sha256 of uv.lock: the locked environment a run was trained in."""
     lock = REPO_ROOT / "uv.lock"
     return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else "unknown"
+
+
+# What MLflow answers when a model has no alias of that name (or is not registered yet).
+_NO_ALIAS = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def champion_version(tracking_uri: str, model: str) -> str | None:
+    """The version MLflow's `champion` alias names, None when the model has none yet. Any other
+    failure (the registry unreachable, a refused read) raises, naming it: a gate or a
+    deployment never takes a registry it cannot read for "no champion", which would release a
+    version without comparing it and without a canary."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return str(MlflowClient(tracking_uri).get_model_version_by_alias(model, CHAMPION).version)
+    except MlflowException as exc:
+        if exc.error_code in _NO_ALIAS and "not found" in str(exc).lower():
+            return None
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise ServiceError(
+            f"the MLflow registry at {tracking_uri} cannot say which {model} version is the "
+            f"champion ({exc.error_code}: {str(exc)[:300]}); nothing is released until it can"
+        ) from None
 
 
 def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:

@@ -20,7 +20,13 @@ import httpx
 from shipway.errors import ServiceError, ShipwayError
 from shipway.files import write_atomic
 from shipway.paths import DEPLOY_DIR, ShipwayHome
-from shipway.processes import LOOPBACK, ManagedProcess, ensure_port_free, require_binary
+from shipway.processes import (
+    LOOPBACK,
+    ManagedProcess,
+    ensure_port_free,
+    require_binary,
+    safe_environment,
+)
 
 PROMETHEUS_CONFIG_DIR = DEPLOY_DIR / "prometheus"
 INSTALL_HINT = "run deploy/setup.sh, which installs Debian's prometheus package"
@@ -64,9 +70,12 @@ class PrometheusServer:
                 binary,
                 f"--config.file={self.config_dir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.home.prometheus / 'data'}",
+                # No --web.enable-lifecycle: an unauthenticated POST /-/quit would remove a
+                # rollout's only evidence. Nothing here reloads or stops it over HTTP.
                 f"--web.listen-address={LOOPBACK}:{self.port}",
-                "--web.enable-lifecycle",
             ],
+            env=safe_environment(),
+            inherit_environment=False,
             log_path=self.home.logs / "prometheus.log",
             ready_url=f"{self.url}/-/ready",
         )

@@ -9,9 +9,12 @@ history too). A version's release state is its latest gate or approval entry; th
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import getpass
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +60,19 @@ class AuditEntry:
 class Audit:
     def __init__(self, home: ShipwayHome) -> None:
         self.table = DeltaLedger(home.table(AUDIT_TABLE), "at")
+        self.lock_path = home.lake / f".{AUDIT_TABLE}.lock"
+
+    @contextlib.contextmanager
+    def _deciding(self) -> Iterator[None]:
+        """One decision at a time across processes: a version's state is read and its
+        decision appended under this lock, so of two at once the second sees the first."""
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock_path.open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def append(self, entry: AuditEntry) -> AuditEntry:
         self.table.append(
@@ -109,9 +125,14 @@ class Audit:
 
     def decide(self, model: str, version: str, approve: bool, reason: str) -> AuditEntry:
         """Record a named human's approval or rejection of a release awaiting it. A rejection
-        is final: the version can never be approved afterwards."""
+        is final: the version can never be approved afterwards; of an approval and a rejection
+        at once, the first decides and the second is refused."""
         if not reason.strip():
             raise BadRequest("--reason is required: say why, for the audit trail")
+        with self._deciding():
+            return self._decide(model, version, approve, reason)
+
+    def _decide(self, model: str, version: str, approve: bool, reason: str) -> AuditEntry:
         current = self.state(model, version)
         if current is None:
             raise NotFound(

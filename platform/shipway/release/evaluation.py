@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from shipway.data.lake import read_table, table_info
@@ -25,7 +24,7 @@ from shipway.features.service import feature_frame, registry_spec
 from shipway.features.store import feature_store, historical_features
 from shipway.features.training_sets import TrainingSetInputs
 from shipway.models.catalog import DeclaredModel
-from shipway.models.tracking import CHAMPION
+from shipway.models.tracking import champion_version
 from shipway.models.training import download_model
 from shipway.names import EVENT_TIMESTAMP
 from shipway.paths import ShipwayHome
@@ -118,11 +117,10 @@ def candidate(
 
 
 def current_champion(tracking_uri: str, model: str, dest: Path) -> Candidate | None:
-    try:
-        version = MlflowClient(tracking_uri).get_model_version_by_alias(model, CHAMPION).version
-    except MlflowException:
-        return None
-    return candidate(tracking_uri, model, str(version), dest)
+    """The champion to judge a challenger against; None only when there is none yet. A registry
+    that cannot be read, or a champion whose artifacts cannot, stops the gate (it raises)."""
+    version = champion_version(tracking_uri, model)
+    return None if version is None else candidate(tracking_uri, model, version, dest)
 
 
 @dataclass(frozen=True)

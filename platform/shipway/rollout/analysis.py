@@ -110,7 +110,9 @@ def analyse(
     w = f"{max(window_seconds, 10)}s"
 
     def of(version: str) -> str:
-        return f'model="{model}",version="{version}"'
+        # Not `traffic="pinned"`: the requests a caller pinned to a version, which the
+        # rollout's weights did not choose (Envoy's own clusters for them).
+        return f'model="{model}",version="{version}",traffic!="pinned"'
 
     c = of(challenger)
 

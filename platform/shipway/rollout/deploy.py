@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from shipway.errors import ShipwayError
 from shipway.models.declaration import ModelDeclaration
-from shipway.models.tracking import CHAMPION, RELEASE_TAG
+from shipway.models.tracking import CHAMPION, RELEASE_TAG, champion_version
 from shipway.models.training import registered_bundle
 from shipway.paths import ShipwayHome
 from shipway.release.audit import RELEASABLE, Audit, AuditEntry
@@ -87,6 +86,22 @@ def begin(
     return state
 
 
+def baseline(model: str, version: str, champion: str | None, running: Any) -> str | None:
+    """The champion `version` rolls out against: None when there is none yet (or it is this
+    version). A champion that serving does not run is no reason to skip the canary: it stops
+    the deployment, saying how to serve the champion again."""
+    if champion is None or champion == version:
+        return None
+    if champion not in running:
+        raise ShipwayError(
+            f"{model} v{version} would roll out against champion v{champion}, which serving "
+            f"does not run (it runs {sorted(running) or 'nothing'}); nothing was deployed. Serve "
+            f"v{champion} again first: run {model}_release with run tag "
+            f"shipway/model_version={champion}"
+        )
+    return champion
+
+
 def deploy_release(
     home: ShipwayHome,
     declaration: ModelDeclaration,
@@ -121,6 +136,10 @@ def deploy_release(
             f"{name} to train and gate a new version"
         )
     registry = MlflowClient(tracking_uri)
+    # Before anything is served: an unreadable registry, or a champion serving does not run,
+    # stops the deployment instead of releasing at 100% without a canary.
+    running = client.status().get(name, {}).get("versions", {})
+    champion = baseline(name, version, champion_version(tracking_uri, name), running)
     bundle = registered_bundle(
         tracking_uri, declaration, version, home.served.bundle(name, version), fault=fault
     )
@@ -134,13 +153,6 @@ def deploy_release(
             "%s v%s packaged and signed with key %s: %s", name, version, signed_by, package.path
         )
     client.deploy(name, version, served)
-    try:
-        champion: str | None = registry.get_model_version_by_alias(name, CHAMPION).version
-    except MlflowException:
-        champion = None
-    running = client.status().get(name, {}).get("versions", {})
-    if champion == version or champion not in running:
-        champion = None
     rollout = begin(home, declaration, client, version, champion, dagster_run_id)
     if champion is None:
         registry.set_registered_model_alias(name, CHAMPION, version)

@@ -6,7 +6,8 @@
     PUT    /admin/models/{model}/traffic                  {"weights": {...}, "shadow": "<v>"}
     GET    /health, /metrics
 
-Every change needs `Authorization: Bearer $SHIPWAY_SERVING_TOKEN`; reading status does not.
+Every call but /health and /metrics needs `Authorization: Bearer $SHIPWAY_SERVING_TOKEN`:
+status names each model server's socket and pid.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from starlette.routing import Route as Endpoint
 
 from shipway.errors import BadRequest, NotFound, ServiceError, ShipwayError
 from shipway.serving.client import TOKEN_ENV
-from shipway.serving.control_plane import ControlPlane
+from shipway.serving.control_plane import Conflict, ControlPlane
 
 MAX_ADMIN_BODY = 64 * 1024
 
@@ -92,6 +93,8 @@ def create_app(plane: ControlPlane, token: str) -> Starlette:
         return answer(p["model"], await plane.undeploy(p["model"], p["version"]))
 
     async def status(request: Request) -> Response:
+        # Status names every model server's socket and pid: for the token holder only.
+        authorize(request)
         return JSONResponse(plane.status())
 
     async def health(request: Request) -> Response:
@@ -127,6 +130,7 @@ def create_app(plane: ControlPlane, token: str) -> Starlette:
         exception_handlers={
             Unauthorized: error(401),
             TooLarge: error(413),
+            Conflict: error(409),
             NotFound: error(404),
             BadRequest: error(400),
             ShipwayError: error(503),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -33,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
@@ -41,17 +41,25 @@ from starlette.concurrency import run_in_threadpool
 from shipway.errors import BadRequest, NotFound, ShipwayError
 from shipway.files import write_atomic
 from shipway.paths import ServingHome
-from shipway.serving.bundle import Bundle, read_bundle
+from shipway.serving.bundle import (
+    MODEL_FILE,
+    REFERENCE_FILE,
+    SETTINGS_FILE,
+    Bundle,
+    read_bundle,
+)
 from shipway.serving.dataplane import DataPlane, Route
 from shipway.serving.package import (
     MANIFEST,
     REQUIRE_SIGNED_ENV,
     PackageError,
+    install_package,
+    require_signed,
     verify_key,
     verify_package,
 )
 from shipway.serving.prediction_log import ingest
-from shipway.serving.runtime import start_replicas, version_ready_url
+from shipway.serving.runtime import is_ready, socket_folder, start_replicas
 from shipway.serving.state import SavedState
 
 log = logging.getLogger(__name__)
@@ -95,10 +103,10 @@ class AdoptedProcess:
 
 @dataclass
 class Replica:
-    """One MLServer process serving a version."""
+    """One MLServer process serving a version, on its Unix socket."""
 
     index: int
-    http_port: int
+    socket: Path
     metrics_port: int
     pid: int
     process: Stoppable
@@ -106,7 +114,7 @@ class Replica:
     def record(self) -> dict[str, Any]:
         return {
             "replica": self.index,
-            "http_port": self.http_port,
+            "socket": str(self.socket),
             "metrics_port": self.metrics_port,
             "pid": self.pid,
         }
@@ -134,18 +142,33 @@ class ServedModel:
     def route(self) -> Route:
         return Route(
             self.name,
-            {v: [r.http_port for r in s.replicas] for v, s in self.versions.items()},
+            {v: [r.socket for r in s.replicas] for v, s in self.versions.items()},
             dict(self.weights),
             self.shadow,
         )
 
 
-def _is_our_mlserver(pid: int, bundle: Path) -> bool:
+def _is_our_model_server(pid: int, bundle: Path) -> bool:
+    """Whether `pid` is a model server (`mlserver start`, or `shipway.serving.model_server`) of
+    this bundle: a pid saved long ago may belong to another program now."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return any(b"mlserver" in part for part in cmdline) and str(bundle).encode() in cmdline
+    server = any(b"mlserver" in part or b"model_server" in part for part in cmdline)
+    return server and str(bundle).encode() in cmdline
+
+
+def _content(bundle: Bundle) -> str:
+    """What a bundle serves, as one digest of its files."""
+    digest = hashlib.sha256()
+    for name in (MODEL_FILE, SETTINGS_FILE, REFERENCE_FILE):
+        digest.update(name.encode() + b"\0" + (bundle.path / name).read_bytes())
+    return digest.hexdigest()
+
+
+class Conflict(BadRequest):
+    """A change that contradicts what is served (HTTP 409), e.g. a version's other contents."""
 
 
 class ControlPlane:
@@ -163,6 +186,8 @@ class ControlPlane:
         `collectors` are exported on /metrics beside the control plane's own metrics."""
         self.root = root.resolve()
         home = ServingHome(self.root)
+        self.home = home
+        self.sockets = socket_folder(self.root)
         self.lake = lake
         self.spool = home.prediction_spool if lake is not None else None
         self.rollout_phase = rollout_phase
@@ -247,9 +272,13 @@ class ControlPlane:
 
     def _revive(self, model: str, version: str, record: dict[str, Any]) -> ServedVersion:
         """Adopt each saved replica still serving; start the others (and any the bundle now
-        asks for beyond those saved) again. A state file from before replicas holds one
-        server's ports and pid at the top of the record."""
-        bundle = read_bundle(Path(record["bundle"]))
+        asks for beyond those saved) again. The saved bundle passes the same checks as a new
+        deployment (under the serving home, signed where it must be): a state file cannot
+        serve what a deployment could not. A replica saved before model servers listened on
+        sockets (a state file's top-level ports) is stopped and started again, never adopted."""
+        bundle = self._admit(Path(record["bundle"]))
+        if (bundle.model, bundle.version) != (model, version):
+            raise BadRequest(f"the saved bundle holds {bundle.model} v{bundle.version}")
         saved = {int(r.get("replica", 0)): r for r in record.get("replicas", [record])}
         adopted: list[Replica] = []
         for index, replica in sorted(saved.items()):
@@ -266,28 +295,25 @@ class ControlPlane:
         self, model: str, version: str, bundle: Bundle, index: int, record: dict[str, Any]
     ) -> Replica | None:
         pid = int(record.get("pid", 0))
-        if not pid or not _is_our_mlserver(pid, bundle.path):
+        if not pid or not _is_our_model_server(pid, bundle.path):
             return None
-        with contextlib.suppress(httpx.HTTPError):
-            url = version_ready_url(bundle, int(record["http_port"]))
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                log.info("adopted %s v%s replica %s (pid %s)", model, version, index, pid)
-                return Replica(
-                    index,
-                    int(record["http_port"]),
-                    int(record["metrics_port"]),
-                    pid,
-                    AdoptedProcess(pid),
-                )
+        socket = Path(record["socket"]) if "socket" in record else None
+        if socket is not None and socket.parent == self.sockets and is_ready(bundle, socket):
+            log.info("adopted %s v%s replica %s (pid %s)", model, version, index, pid)
+            return Replica(index, socket, int(record["metrics_port"]), pid, AdoptedProcess(pid))
         AdoptedProcess(pid).stop()
         return None
 
     def _start_replicas(self, bundle: Bundle, indices: list[int]) -> list[Replica]:
         if not indices:
             return []
+        self._verify_installed(bundle)
+        metrics = self.root / ".metrics" / bundle.model / bundle.version
+        started = start_replicas(
+            bundle, self.log_dir, metrics, indices, sockets=self.sockets, spool_dir=self.spool
+        )
         return [
-            Replica(r.replica, r.http_port, r.metrics_port, r.process.pid, r.process)
-            for r in start_replicas(bundle, self.log_dir, indices, spool_dir=self.spool)
+            Replica(r.replica, r.socket, r.metrics_port, r.process.pid, r.process) for r in started
         ]
 
     def _start(self, bundle: Bundle) -> ServedVersion:
@@ -347,20 +373,20 @@ class ControlPlane:
 
     # --- changes ---------------------------------------------------------------------------
 
-    def _bundle_under_root(self, path: Path) -> Bundle:
+    def _admit(self, path: Path) -> Bundle:
+        """The bundle at `path` as it may be served, or a refusal naming why.
+
+        It must lie under the serving home. A bundle inside a model package (`<package>/
+        bundle`) is served only as signed, with the key in $SHIPWAY_VERIFY_KEY(_FILE), and
+        from the package's verified private copy (`install_package`); with
+        $SHIPWAY_REQUIRE_SIGNED on (production), a bundle outside a package is refused."""
         resolved = path.resolve()
         if not resolved.is_relative_to(self.root):
             raise BadRequest(
                 f"bundle {path} is outside the serving home {self.root}; "
                 "bundles are served only from there"
             )
-        return read_bundle(resolved)
-
-    def _check_signature(self, bundle: Bundle) -> None:
-        """A bundle inside a model package (`<package>/bundle`) is served only as signed, with
-        the key in $SHIPWAY_VERIFY_KEY(_FILE); with $SHIPWAY_REQUIRE_SIGNED=1 (production) an
-        unpackaged bundle is refused too."""
-        package = bundle.path.parent
+        package = resolved.parent
         if (package / MANIFEST).exists():
             public = verify_key()
             if public is None:
@@ -368,17 +394,28 @@ class ControlPlane:
                     f"package {package} cannot be verified: the control plane has no "
                     f"$SHIPWAY_VERIFY_KEY or $SHIPWAY_VERIFY_KEY_FILE"
                 )
-            checked = verify_package(package, public)
-            log.info("verified package %s (key %s)", package, checked.key_id)
-        elif os.environ.get(REQUIRE_SIGNED_ENV) == "1":
+            installed = install_package(package, self.home.verified, public)
+            log.info("verified package %s (key %s): %s", package, installed.key_id, installed.path)
+            return read_bundle(installed.bundle)
+        if require_signed():
             raise PackageError(
-                f"bundle {bundle.path} is not a signed package and {REQUIRE_SIGNED_ENV}=1: "
+                f"bundle {path} is not a signed package and {REQUIRE_SIGNED_ENV} is on: "
                 "production serves only packages from `shipway models package`"
             )
+        return read_bundle(resolved)
+
+    def _verify_installed(self, bundle: Bundle) -> None:
+        """Before a model server starts from a package's verified copy, verify it again: a
+        restart (the supervisor's, or a restarted control plane's) loads only signed bytes."""
+        package = bundle.path.parent
+        if package.parent == self.home.verified:
+            public = verify_key()
+            if public is None:
+                raise PackageError(f"package {package} cannot be verified: no verifying key")
+            verify_package(package, public)
 
     async def deploy(self, model: str, version: str, bundle_path: Path) -> bool:
-        bundle = self._bundle_under_root(bundle_path)
-        await run_in_threadpool(self._check_signature, bundle)
+        bundle = await run_in_threadpool(self._admit, bundle_path)
         if (bundle.model, bundle.version) != (model, version):
             raise BadRequest(
                 f"bundle {bundle_path} holds {bundle.model} v{bundle.version}, "
@@ -386,7 +423,14 @@ class ControlPlane:
             )
         async with self.lock:
             served = self.models.setdefault(model, ServedModel(model))
-            if version in served.versions:
+            running = served.versions.get(version)
+            if running is not None:
+                if _content(running.bundle) != _content(bundle):
+                    raise Conflict(
+                        f"{model} v{version} is already served from {running.bundle.path}, "
+                        f"with other contents than {bundle_path}; a version's contents never "
+                        "change: deploy a new version, or undeploy this one first"
+                    )
                 return True
             served.versions[version] = await run_in_threadpool(self._start, bundle)
             served.weights.setdefault(version, 0)

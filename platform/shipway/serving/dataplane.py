@@ -35,7 +35,8 @@ from typing import Any
 import httpx
 
 from shipway.files import write_atomic
-from shipway.processes import LOOPBACK, ManagedProcess, require_binary
+from shipway.processes import LOOPBACK, ManagedProcess, require_binary, safe_environment
+from shipway.serving.protocol import PINNED_HEADER
 
 MAX_REQUEST_BYTES = 1 << 20
 MAX_CONNECTIONS = 10_000
@@ -76,9 +77,16 @@ _HCM = (
 )
 
 
-def cluster_name(model: str, version: str) -> str:
-    """One name per served version, in Envoy's stats and in Prometheus (`model`, `version`)."""
-    return f"{model}__v{version}"
+def cluster_name(model: str, version: str, pinned: bool = False) -> str:
+    """One name per served version, in Envoy's stats and in Prometheus (`model`, `version`).
+    Requests pinned to a version (its path, or `x-shipway-version`) go to a cluster of their
+    own with the same replicas, `<model>__v<version>__pinned` (Prometheus: `traffic="pinned"`),
+    so a rollout's analysis counts only the traffic its weights chose."""
+    return f"{model}__v{version}" + ("__pinned" if pinned else "")
+
+
+Endpoint = Path | int
+"""Where a replica answers: its Unix socket (what the control plane starts) or a loopback port."""
 
 
 @dataclass(frozen=True)
@@ -86,8 +94,8 @@ class Route:
     """What the data plane knows of one model: where each version listens, who takes traffic."""
 
     model: str
-    ports: dict[str, list[int]]
-    """Each version's replicas, by the port they listen on."""
+    ports: dict[str, list[Endpoint]]
+    """Each version's replicas, by the socket (or port) they listen on."""
     weights: dict[str, int]
     shadow: str | None = None
 
@@ -232,9 +240,10 @@ class DataPlane:
         self.config_dir.mkdir(parents=True, exist_ok=True)
         version = str(time.time_ns())
         clusters = [
-            _cluster(cluster_name(r.model, v), ports)
+            _cluster(cluster_name(r.model, v, pinned), ports)
             for r in routes
             for v, ports in r.ports.items()
+            for pinned in (False, True)
         ]
         _write_json(
             self.config_dir / "cds.yaml",
@@ -280,6 +289,8 @@ class DataPlane:
             ],
             log_path=log_dir / "envoy.log",
             ready_url=f"http://{self.metrics_target}/ready",
+            env=safe_environment(),
+            inherit_environment=False,
         )
 
 
@@ -316,7 +327,13 @@ def _listener(
     }
 
 
-def _cluster(name: str, ports: list[int]) -> dict[str, Any]:
+def _address(endpoint: Endpoint) -> dict[str, Any]:
+    if isinstance(endpoint, Path):
+        return {"pipe": {"path": str(endpoint)}}
+    return {"socket_address": {"address": LOOPBACK, "port_value": endpoint}}
+
+
+def _cluster(name: str, endpoints: list[Endpoint]) -> dict[str, Any]:
     return {
         "name": name,
         "type": "STATIC",
@@ -342,14 +359,7 @@ def _cluster(name: str, ports: list[int]) -> dict[str, Any]:
             "endpoints": [
                 {
                     "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {
-                                    "socket_address": {"address": LOOPBACK, "port_value": port}
-                                }
-                            }
-                        }
-                        for port in ports
+                        {"endpoint": {"address": _address(endpoint)}} for endpoint in endpoints
                     ]
                 }
             ],
@@ -366,6 +376,16 @@ def _json_response(status: int, payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _header(name: str, value: str) -> dict[str, Any]:
+    """A request header Envoy sets, replacing any value the caller sent."""
+    return {"header": {"key": name, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+
+# Every model route sends one Host upstream, whatever the caller sent: Envoy appends `-shadow`
+# to a mirrored request's Host, which is how a model server tells a shadow request from a
+# served one, so a caller's own Host must never say it.
+SERVED_HOST = "shipway"
+_HOST = {"host_rewrite_literal": SERVED_HOST}
 _RETRY = {
     # A version's server restarting (or one connection reset) is retried, on another replica
     # where there is one, not shown to callers.
@@ -388,8 +408,15 @@ def _model_routes(route: Route) -> list[dict[str, Any]]:
     prefix = f"/v2/models/{route.model}"
     routes: list[dict[str, Any]] = []
     for version in route.ports:
-        target = {"cluster": cluster_name(route.model, version), "retry_policy": _RETRY}
-        routes.append({"match": {"prefix": f"{prefix}/versions/{version}/"}, "route": target})
+        target = {
+            "cluster": cluster_name(route.model, version, pinned=True),
+            "retry_policy": _RETRY,
+            **_HOST,
+        }
+        pinned = {"request_headers_to_add": [_header(PINNED_HEADER, "1")]}
+        routes.append(
+            {"match": {"prefix": f"{prefix}/versions/{version}/"}, "route": target, **pinned}
+        )
         routes.append(
             {
                 "match": {
@@ -399,6 +426,7 @@ def _model_routes(route: Route) -> list[dict[str, Any]]:
                     ],
                 },
                 "route": target,
+                **pinned,
             }
         )
     live = route.live
@@ -413,6 +441,7 @@ def _model_routes(route: Route) -> list[dict[str, Any]]:
             }
             for m in matches
         ]
+    chosen = {"request_headers_to_add": [_header(PINNED_HEADER, "0")]}
     weighted: dict[str, Any] = {
         "weighted_clusters": {
             "clusters": [
@@ -422,6 +451,7 @@ def _model_routes(route: Route) -> list[dict[str, Any]]:
         },
         "retry_policy": _RETRY,
         "timeout": "30s",
+        **_HOST,
     }
     if route.shadow is not None and route.shadow in route.ports:
         routes.append(
@@ -433,9 +463,10 @@ def _model_routes(route: Route) -> list[dict[str, Any]]:
                         {"cluster": cluster_name(route.model, route.shadow)}
                     ],
                 },
+                **chosen,
             }
         )
-    routes += [{"match": m, "route": weighted} for m in matches]
+    routes += [{"match": m, "route": weighted, **chosen} for m in matches]
     return routes
 
 

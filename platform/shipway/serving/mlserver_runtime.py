@@ -53,6 +53,7 @@ from shipway.names import SCORE
 from shipway.serving.bundle import REPLICA_ENV
 from shipway.serving.prediction_spool import SPOOL_ENV, PredictionSpool, Scored
 from shipway.serving.protocol import (
+    PINNED_HEADER,
     SCORE_BUCKETS,
     ignores_extra_inputs,
     parse_infer_request,
@@ -67,7 +68,8 @@ _PENDING_BATCHES = 10_000
 
 class _Taps(Collector):
     """Rows and scores queued by requests, folded into drift (where `judges_drift`) and score
-    metrics at scrape."""
+    metrics at scrape. The score histogram, which a rollout compares between versions, holds
+    the requests the weights chose (and mirrored ones), not those a caller pinned here."""
 
     def __init__(
         self,
@@ -79,15 +81,19 @@ class _Taps(Collector):
     ):
         self.labels = [model, version]
         self.drift = DriftWindow(reference, rules) if judges_drift else None
-        self.pending: deque[tuple[float, np.ndarray, np.ndarray]] = deque(maxlen=_PENDING_BATCHES)
+        self.pending: deque[tuple[float, np.ndarray, np.ndarray, bool]] = deque(
+            maxlen=_PENDING_BATCHES
+        )
         self.buckets = np.zeros(len(SCORE_BUCKETS) + 1, dtype=np.int64)
         self.score_sum = 0.0
 
     def _drain(self) -> None:
         while self.pending:
-            at, rows, scores = self.pending.popleft()
+            at, rows, scores, pinned = self.pending.popleft()
             if self.drift is not None:
                 self.drift.add(rows, scores, at)
+            if pinned:
+                continue
             self.buckets += np.bincount(
                 np.searchsorted(SCORE_BUCKETS, scores, side="left"), minlength=len(self.buckets)
             )
@@ -152,7 +158,8 @@ def _drift_families(window: DriftWindow, labels: list[str]) -> Iterator[GaugeMet
 
 
 def _mirrored(host: str) -> bool:
-    """Envoy marks a mirrored request by its host: `127.0.0.1-shadow:8000`."""
+    """Envoy marks a mirrored request by its host: `shipway-shadow` (every model route sends
+    the Host `shipway`, whatever the caller sent, so only a mirror says `-shadow`)."""
     return host.rsplit(":", 1)[0].endswith("-shadow")
 
 
@@ -214,9 +221,9 @@ class ShipwayModel(MLModel):
         if self._error_ratio and self._rng.random() < self._error_ratio:
             raise MLServerError("injected fault (bundle parameters.extra.fault)", 500)
         scores = self._score(rows)
-        self._taps.pending.append((time.time(), rows, scores))
+        headers = (parameters.headers if parameters else None) or {}
+        self._taps.pending.append((time.time(), rows, scores, headers.get(PINNED_HEADER) == "1"))
         if self._spool is not None:
-            headers = (parameters.headers if parameters else None) or {}
             self._spool.add(
                 Scored(
                     request_id=payload.id or headers.get("x-request-id") or uuid.uuid4().hex,

@@ -15,9 +15,16 @@ Layout (`<model>-<version>/`):
   manifest's bytes and the id of the key that made it.
 
 The signing key comes from $SHIPWAY_SIGNING_KEY (base64 of the 32-byte private key) or the file
-$SHIPWAY_SIGNING_KEY_FILE names (outside the repository); verifying needs only the public key,
-$SHIPWAY_VERIFY_KEY or $SHIPWAY_VERIFY_KEY_FILE. No key's value is ever printed or written into a
-package.
+$SHIPWAY_SIGNING_KEY_FILE names (outside the repository, readable by its owner only); verifying
+needs only the public key, $SHIPWAY_VERIFY_KEY or $SHIPWAY_VERIFY_KEY_FILE. No key's value is
+ever printed or written into a package.
+
+A package holds regular files and folders only: a symbolic link or a special file (a pipe, a
+device) is refused when building and when verifying, wherever it points, since MLServer follows
+links and would load what no signature covers. Serving never loads a package where it was
+handed over: `install_package` verifies it, copies its files to a private, read-only folder
+named by the manifest's digest, and verifies the copy, which is verified again every time a
+model server starts from it.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tomllib
 import uuid
 from dataclasses import dataclass
@@ -54,6 +62,8 @@ VERIFY_KEY_ENV = "SHIPWAY_VERIFY_KEY"
 VERIFY_KEY_FILE_ENV = "SHIPWAY_VERIFY_KEY_FILE"
 # Production mode on the control plane: serve signed packages only.
 REQUIRE_SIGNED_ENV = "SHIPWAY_REQUIRE_SIGNED"
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("", "0", "false", "no", "off")
 MANIFEST = "manifest.json"
 SIGNATURE = "signature.json"
 SERVING_ENVIRONMENT = DEPLOY_DIR / "serving"
@@ -91,13 +101,46 @@ def _key_bytes(value: str, where: str) -> bytes:
     return raw
 
 
-def _from_environment(value_env: str, file_env: str) -> tuple[bytes, str] | None:
+def require_signed() -> bool:
+    """Production mode: $SHIPWAY_REQUIRE_SIGNED as a yes or a no; anything else is refused, so
+    a misspelt value never turns the check off."""
+    value = os.environ.get(REQUIRE_SIGNED_ENV, "").strip().lower()
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    given = os.environ[REQUIRE_SIGNED_ENV]
+    raise ShipwayError(
+        f"${REQUIRE_SIGNED_ENV}={given!r} is neither true ({', '.join(TRUE)}) nor false "
+        f"({', '.join(f or '(empty)' for f in FALSE)}); set one of them"
+    )
+
+
+def _private_key_file(path: Path, file_env: str) -> None:
+    """A private key is read only from a file its owner alone can read, outside the repository."""
+    if path.resolve().is_relative_to(REPO_ROOT.resolve()):
+        raise ShipwayError(
+            f"${file_env} names {path}, inside the repository: keep signing keys out of it"
+        )
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ShipwayError(
+            f"${file_env} names {path} with mode {mode:04o}: a signing key must be readable by "
+            f"its owner only (chmod 600 {path})"
+        )
+
+
+def _from_environment(
+    value_env: str, file_env: str, private: bool = False
+) -> tuple[bytes, str] | None:
     if os.environ.get(value_env):
         return _key_bytes(os.environ[value_env], f"${value_env}"), f"${value_env}"
     if os.environ.get(file_env):
         path = Path(os.environ[file_env])
         if not path.is_file():
             raise ShipwayError(f"${file_env} names {path}, which is not a file")
+        if private:
+            _private_key_file(path, file_env)
         return _key_bytes(path.read_text(), f"{path} (${file_env})"), str(path)
     return None
 
@@ -118,7 +161,7 @@ def signing_configured() -> bool:
 
 
 def signing_key() -> Ed25519PrivateKey:
-    found = _from_environment(SIGNING_KEY_ENV, SIGNING_KEY_FILE_ENV)
+    found = _from_environment(SIGNING_KEY_ENV, SIGNING_KEY_FILE_ENV, private=True)
     if found is None:
         raise ShipwayError(
             f"no signing key: set ${SIGNING_KEY_FILE_ENV} to a key file outside the repository "
@@ -147,6 +190,29 @@ def generate_key(path: Path) -> Ed25519PublicKey:
     with os.fdopen(descriptor, "w") as handle:
         handle.write(base64.b64encode(raw).decode() + "\n")
     return key.public_key()
+
+
+def _entries(root: Path, where: str) -> list[Path]:
+    """Every regular file under `root`; a symbolic link or a special file anywhere is refused,
+    naming it (links are not followed: a link to a folder is one entry, and refused)."""
+    files: list[Path] = []
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        for name in sorted([*dirs, *names]):
+            path = Path(folder) / name
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                raise PackageError(
+                    f"{where}: {path.relative_to(root)} is a symbolic link (to "
+                    f"{path.readlink()}); a package holds regular files only; refused"
+                )
+            if stat.S_ISREG(mode):
+                files.append(path)
+            elif not stat.S_ISDIR(mode):
+                raise PackageError(
+                    f"{where}: {path.relative_to(root)} is a special file; a package holds "
+                    "regular files only; refused"
+                )
+    return sorted(files)
 
 
 def _sha256(path: Path) -> str:
@@ -237,6 +303,7 @@ def build_package(
 ) -> Package:
     """Write the package of the bundle in `bundle_dir` to `dest/<model>-<version>/`, signed."""
     bundle = read_bundle(bundle_dir)
+    _entries(bundle_dir, f"bundle {bundle_dir}")
     root = dest / f"{bundle.model}-{bundle.version}"
     if root.exists():
         shutil.rmtree(root)
@@ -304,8 +371,8 @@ def verify_package(root: Path, public: Ed25519PublicKey) -> Package:
         ) from None
     present = {
         str(p.relative_to(root))
-        for p in root.rglob("*")
-        if p.is_file() and p.name not in (MANIFEST, SIGNATURE)
+        for p in _entries(root, where)
+        if str(p.relative_to(root)) not in (MANIFEST, SIGNATURE)
     }
     missing = sorted(set(files) - present)
     extra = sorted(present - set(files))
@@ -324,3 +391,53 @@ def verify_package(root: Path, public: Ed25519PublicKey) -> Package:
             f"{manifest.get('model')} v{manifest.get('version')}; refused"
         )
     return Package(root, bundle.model, bundle.version, manifest, str(signature["key_id"]))
+
+
+def manifest_digest(root: Path) -> str:
+    """The sha256 of a package's manifest: it names every file's digest, so it names the whole."""
+    return _sha256(root / MANIFEST)
+
+
+def install_package(package: Path, installed: Path, public: Ed25519PublicKey) -> Package:
+    """The package verified, copied to `installed/<manifest digest>/` (read-only, its folder
+    private to this user) and the copy verified: what serving loads from then on, whatever
+    happens to the package it was handed. Installing an installed copy verifies it again."""
+    checked = verify_package(package, public)
+    target = installed / manifest_digest(package)[:32]
+    if package.resolve() == target.resolve():
+        return checked
+    if target.exists():
+        try:
+            return verify_package(target, public)
+        except PackageError:
+            _make_writable(target)
+            shutil.rmtree(target)
+    installed.mkdir(parents=True, exist_ok=True)
+    installed.chmod(0o700)
+    staging = installed / f".{target.name}.{uuid.uuid4().hex}"
+    for path in _entries(package, str(package)):
+        dest = staging / path.relative_to(package)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dest)
+    _make_read_only(staging)
+    try:
+        staging.rename(target)
+    except OSError:
+        # Another deployment installed the same package first: keep theirs.
+        _make_writable(staging)
+        shutil.rmtree(staging)
+    return verify_package(target, public)
+
+
+def _make_read_only(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            (Path(folder) / name).chmod(0o444)
+        Path(folder).chmod(0o555)
+
+
+def _make_writable(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        Path(folder).chmod(0o755)
+        for name in files:
+            (Path(folder) / name).chmod(0o644)

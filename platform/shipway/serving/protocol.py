@@ -26,6 +26,9 @@ from shipway.errors import BadRequest
 FEATURES_INPUT = "features"
 ROW_KEYS_PARAMETER = "row_keys"
 EXTRA_INPUTS_PARAMETER = "extra_inputs"
+# Set by Envoy on every model request (never the caller's): "1" when the caller pinned the
+# version (its path or `x-shipway-version`), "0" when the rollout's weights chose it.
+PINNED_HEADER = "x-shipway-pinned"
 # Buckets of the `shipway_prediction_score` histogram.
 SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 

@@ -5,21 +5,37 @@ MLServer runs from its own virtual environment (`deploy/serving/.venv`, built by
 Processes per version mirror Seldon Core, where each version is its own `Model` with its
 `replicas`: one MLServer process uses one core, so a version that must answer more than one
 core's worth of requests runs several, and Envoy spreads its requests over them.
+
+A model server the control plane starts answers on Unix sockets in a folder only this user can
+enter (`shipway.serving.model_server`): nothing but Envoy and the control plane reaches its API.
+Its metrics port (read-only, for Prometheus) stays on 127.0.0.1. It gets only the environment
+it needs: never the serving token, a signing key or another credential of its parent. A
+benchmark's standalone server may listen on a loopback port instead (`sockets=None`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
-from collections.abc import Sequence
+import stat
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
+from shipway.errors import ServiceError
 from shipway.paths import DEPLOY_DIR, PLATFORM_DIR
-from shipway.processes import LOOPBACK, ManagedProcess, free_ports, require_binary
+from shipway.processes import LOOPBACK, ManagedProcess, free_ports, require_binary, safe_environment
 from shipway.serving.bundle import REPLICA_ENV, Bundle
 from shipway.serving.prediction_spool import SPOOL_ENV
 
 DEFAULT_MLSERVER = DEPLOY_DIR / "serving" / ".venv" / "bin" / "mlserver"
+# Named here, read by `shipway.serving.model_server` in the serving environment.
+HTTP_SOCKET_ENV = "SHIPWAY_HTTP_SOCKET"
+GRPC_SOCKET_ENV = "SHIPWAY_GRPC_SOCKET"
 
 
 def mlserver_binary() -> str:
@@ -31,43 +47,98 @@ def mlserver_binary() -> str:
     )
 
 
+def socket_folder(serving_root: Path) -> Path:
+    """The private folder of a serving home's model-server sockets (mode 0700, this user's).
+
+    Under the system's temporary folder, not the serving home: a socket's path must stay under
+    108 bytes. Named by the serving home, so a restarted control plane finds its servers."""
+    digest = hashlib.sha256(str(serving_root.resolve()).encode()).hexdigest()[:12]
+    folder = Path(tempfile.gettempdir()) / f"shipway-{os.getuid()}-{digest}"
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    found = folder.lstat()
+    if (
+        not stat.S_ISDIR(found.st_mode)
+        or found.st_uid != os.getuid()
+        or stat.S_IMODE(found.st_mode) != 0o700
+    ):
+        raise ServiceError(
+            f"model-server socket folder {folder} is not a folder of this user with mode 0700; "
+            "someone else made it: remove it and start again"
+        )
+    return folder
+
+
+Listen = Path | int
+"""Where a model server's HTTP API answers: a Unix socket, or a loopback port (benchmarks)."""
+
+
 @dataclass
 class VersionRuntime:
     bundle: Bundle
     replica: int
-    http_port: int
+    http: Listen
     metrics_port: int
     process: ManagedProcess
-
-    @property
-    def infer_url(self) -> str:
-        b = self.bundle
-        return f"http://{LOOPBACK}:{self.http_port}/v2/models/{b.model}/versions/{b.version}/infer"
 
     @property
     def metrics_target(self) -> str:
         return f"{LOOPBACK}:{self.metrics_port}"
 
+    @property
+    def port(self) -> int:
+        """The loopback port it answers on (a benchmark's standalone server)."""
+        if not isinstance(self.http, int):
+            raise ServiceError(f"{self.process.name} listens on {self.http}, not a port")
+        return self.http
 
-def version_ready_url(bundle: Bundle, http_port: int) -> str:
-    b = bundle
-    return f"http://{LOOPBACK}:{http_port}/v2/models/{b.model}/versions/{b.version}/ready"
+    @property
+    def socket(self) -> Path:
+        """The Unix socket it answers on (what the control plane starts)."""
+        if not isinstance(self.http, Path):
+            raise ServiceError(f"{self.process.name} listens on port {self.http}, not a socket")
+        return self.http
+
+
+def client(listen: Listen, timeout: float = 2.0) -> httpx.Client:
+    """An HTTP client of a model server's API, on its socket or its port."""
+    if isinstance(listen, Path):
+        return httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(listen)), base_url="http://model", timeout=timeout
+        )
+    return httpx.Client(base_url=f"http://{LOOPBACK}:{listen}", timeout=timeout)
+
+
+def ready_path(bundle: Bundle) -> str:
+    return f"/v2/models/{bundle.model}/versions/{bundle.version}/ready"
+
+
+def is_ready(bundle: Bundle, listen: Listen) -> bool:
+    with contextlib.suppress(httpx.HTTPError), client(listen) as http:
+        return http.get(ready_path(bundle)).status_code == 200
+    return False
+
+
+def _readiness(bundle: Bundle, listen: Listen) -> Callable[[], bool]:
+    return lambda: is_ready(bundle, listen)
 
 
 def start_mlserver(
     bundle: Bundle,
     log_dir: Path,
+    metrics_dir: Path,
     own_group: bool = False,
     spool_dir: Path | None = None,
     replica: int = 0,
+    sockets: Path | None = None,
     ports: Sequence[int] | None = None,
     wait: bool = True,
 ) -> VersionRuntime:
-    """Start MLServer on `ports` (HTTP, gRPC, metrics; free loopback ones by default), with
-    `wait` until the version is ready; with `spool_dir`, every scored row goes to the
-    prediction spool there."""
+    """Start one model server, with `wait` until the version is ready. With `sockets` (a
+    folder from `socket_folder`) it answers there; without, on loopback `ports` (HTTP, gRPC,
+    metrics; free ones by default). With `spool_dir`, every scored row goes to the prediction
+    spool there. MLServer's metrics database lives in `metrics_dir`, never in the bundle."""
     http_port, grpc_port, metrics_port = free_ports(3) if ports is None else ports
-    metrics_dir = bundle.path / ".metrics" / str(replica)
     metrics_dir.mkdir(parents=True, exist_ok=True)
     env = {
         "MLSERVER_HOST": LOOPBACK,
@@ -90,24 +161,41 @@ def start_mlserver(
     }
     if spool_dir is not None:
         env[SPOOL_ENV] = str(spool_dir)
-    ready = version_ready_url(bundle, http_port)
+    listen: Listen = http_port
+    argv = [mlserver_binary(), "start", str(bundle.path)]
+    if sockets is not None:
+        name = hashlib.sha256(f"{bundle.model}/{bundle.version}".encode()).hexdigest()[:12]
+        listen = sockets / f"{name}-{replica}-http.sock"
+        grpc_socket = sockets / f"{name}-{replica}-grpc.sock"
+        for stale in (listen, grpc_socket):
+            stale.unlink(missing_ok=True)
+        env[HTTP_SOCKET_ENV], env[GRPC_SOCKET_ENV] = str(listen), str(grpc_socket)
+        python = Path(mlserver_binary()).with_name("python")
+        argv = [str(python), "-m", "shipway.serving.model_server", str(bundle.path)]
     process = ManagedProcess(
         name=f"mlserver {bundle.model} v{bundle.version} replica {replica}",
-        argv=[mlserver_binary(), "start", str(bundle.path)],
+        argv=argv,
         log_path=log_dir / f"mlserver-{bundle.model}-{bundle.version}-{replica}.log",
-        ready_url=ready,
-        env=env,
+        ready_probe=_readiness(bundle, listen),
+        env={**safe_environment(), **env},
+        inherit_environment=False,
         own_group=own_group,
     )
     process.start(wait=wait)
-    return VersionRuntime(bundle, replica, http_port, metrics_port, process)
+    return VersionRuntime(bundle, replica, listen, metrics_port, process)
 
 
 def start_replicas(
-    bundle: Bundle, log_dir: Path, replicas: Sequence[int], spool_dir: Path | None = None
+    bundle: Bundle,
+    log_dir: Path,
+    metrics_root: Path,
+    replicas: Sequence[int],
+    sockets: Path | None = None,
+    spool_dir: Path | None = None,
 ) -> list[VersionRuntime]:
     """Start these replicas of a version side by side and wait until all are ready; if one
-    never is, none is left running."""
+    never is, none is left running. Replica i keeps its MLServer metrics in
+    `metrics_root/<i>`."""
     ports = free_ports(3 * len(replicas))
     started: list[VersionRuntime] = []
     try:
@@ -116,8 +204,10 @@ def start_replicas(
                 start_mlserver(
                     bundle,
                     log_dir,
+                    metrics_root / str(replica),
                     spool_dir=spool_dir,
                     replica=replica,
+                    sockets=sockets,
                     ports=ports[3 * i : 3 * i + 3],
                     wait=False,
                 )
