@@ -67,6 +67,16 @@ def test_up_serves_every_component_and_ctrl_c_stops_them_all(tmp_path: Path) -> 
         # Nothing applied yet: lookups say what to do first.
         empty = httpx.post(f"{features}/get-online-features", json={"feature_service": "x"})
         assert empty.status_code == 503 and "feature_views" in empty.json()["error"]
+        # Prometheus's lifecycle API is off: nobody can stop the rollout's only evidence.
+        quit_ = httpx.post(f"http://127.0.0.1:{ports['prometheus']}/-/quit")
+        assert quit_.status_code == 403 and "Lifecycle API is not enabled" in quit_.text
+        assert httpx.get(f"http://127.0.0.1:{ports['prometheus']}/-/ready").status_code == 200
+        # Only the control plane (and Dagster, which deploys) hold the serving token: no other
+        # service `up` starts was handed it.
+        for name in ("features", "prometheus", "serving", "mlflow"):
+            environ = _environ(_listening_pid(ports[name]))
+            assert "SHIPWAY_SERVING_TOKEN" not in environ, name
+        assert "SHIPWAY_SERVING_TOKEN" in _environ(_listening_pid(ports["control"]))
         nodes = _lineage(ports["dagster"])
         assert nodes["fraud_model_deployment"] == ("fraud_model", {"fraud_model"})
         assert nodes["fraud_model"] == ("fraud_model", {"fraud_model_training_set"})
@@ -101,3 +111,18 @@ def _lineage(port: int) -> dict[str, tuple[str, set[str]]]:
         )
         for n in nodes
     }
+
+
+def _listening_pid(port: int) -> int:
+    """The process that listens on 127.0.0.1:`port`."""
+    listening = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True)
+    for line in listening.stdout.splitlines():
+        if line.split()[3] == f"127.0.0.1:{port}":
+            return int(line.split("pid=", 1)[1].split(",", 1)[0])
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def _environ(pid: int) -> dict[str, str]:
+    entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    pairs = (e.decode(errors="replace").split("=", 1) for e in entries if b"=" in e)
+    return {k: v for k, v in pairs}
