@@ -39,8 +39,8 @@ def _wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float) -> st
 def test_up_serves_every_component_and_ctrl_c_stops_them_all(tmp_path: Path) -> None:
     # With Redis as the online store: `up` starts it too, and the feature service reads it.
     names = ("dagster", "mlflow", "prometheus", "serving", "serving-stats", "control", "features")
-    redis_port = free_ports(1)[0]
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    *chosen, redis_port = free_ports(len(names) + 1)
+    ports = dict(zip(names, chosen, strict=True))
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("shipway")), "up"]
         + [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]

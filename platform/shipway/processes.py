@@ -67,22 +67,29 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def ensure_port_free(port: int, service: str) -> None:
-    """Fail with one actionable line when `port` is already taken.
+def ensure_port_free(port: int, service: str, wait: float = 0.0) -> None:
+    """Fail with one actionable line when `port` is already taken (after up to `wait` seconds:
+    a service restarted right after its predecessor was killed finds the port free once the
+    kernel has let go of it).
 
     The probe binds the way the servers themselves do (`SO_REUSEADDR`), so a port held only by
     a closed connection in TIME_WAIT counts as free, as it does for MLflow, MLServer and
     Prometheus, while a listener or a live connection on it does not.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError:
-            raise ServiceError(
-                f"{service}: port {LOOPBACK}:{port} is already in use; stop what listens there "
-                f"(`ss -ltnp 'sport = :{port}'`) or choose another port"
-            ) from None
+    deadline = time.monotonic() + wait
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((LOOPBACK, port))
+                return
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise ServiceError(
+                        f"{service}: port {LOOPBACK}:{port} is already in use; stop what listens "
+                        f"there (`ss -ltnp 'sport = :{port}'`) or choose another port"
+                    ) from None
+        time.sleep(0.2)
 
 
 def require_binary(path_or_name: str, service: str, install_hint: str) -> str:

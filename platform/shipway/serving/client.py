@@ -132,7 +132,9 @@ def control_plane_process(
     lake: Path | None = None,
 ) -> ManagedProcess:
     """The serving control plane as its own process (what `shipway serve` runs)."""
-    ensure_port_free(port, "serving control plane")
+    # A control plane is restarted right after one was killed (kill -9, a crash): its port
+    # may take a moment to come free.
+    ensure_port_free(port, "serving control plane", wait=10.0)
     argv = [
         sys.executable,
         "-m",
