@@ -19,12 +19,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from dagster import AssetKey, build_sensor_context
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from shipway.cli import main
@@ -34,8 +36,10 @@ from shipway.defs.resources import ShipwayHomeResource
 from shipway.features.training_sets import recorded_features
 from shipway.models.catalog import DeclaredModel, declared_model, load_models
 from shipway.models.declaration import ApprovalPolicy
+from shipway.models.tracking import PASSWORD_ENV, USERNAME_ENV, VIEWER_USER, credentials
 from shipway.models.training import log_and_register, train
 from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT
+from shipway.processes import environment
 from shipway.release.audit import Audit
 from shipway.release.commands import package_version, reproduce_version
 from shipway.release.gate import release_gate
@@ -356,3 +360,30 @@ def test_a_registered_version_is_packaged_with_its_lineage_and_the_package_verif
     assert service["feature_service"] == model.declaration.feature_service
     assert len(service["features"]) > 3
     assert verify_package(built.path, key.public_key()).version == version
+
+
+def test_only_the_platform_moves_an_alias_and_people_only_read(
+    platform: Platform, tmp_path: Path
+) -> None:
+    # MLflow runs with its own authentication: an alias moved by anyone else would change what
+    # the next gate compares against and what the next deployment trusts.
+    uri = platform.stack.mlflow_url
+    name = f"auth_probe_{uuid.uuid4().hex[:8]}"
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run() as run:
+        (tmp_path / "model.txt").write_text("probe")
+        mlflow.log_artifact(str(tmp_path / "model.txt"))
+    registry = MlflowClient(uri)
+    registry.create_registered_model(name)
+    source = f"runs:/{run.info.run_id}/model.txt"
+    version = registry.create_model_version(name, source, run_id=run.info.run_id).version
+    anonymous = {USERNAME_ENV: "", PASSWORD_ENV: ""}
+    with environment(anonymous), pytest.raises(MlflowException, match=r"401|[Uu]nauthori"):
+        MlflowClient(uri).set_registered_model_alias(name, "champion", version)
+    viewer = credentials(platform.home, VIEWER_USER).environment()
+    with environment(viewer):
+        assert MlflowClient(uri).get_registered_model(name).name == name
+        with pytest.raises(MlflowException, match=r"PERMISSION_DENIED|[Pp]ermission"):
+            MlflowClient(uri).set_registered_model_alias(name, "champion", version)
+    registry.set_registered_model_alias(name, "champion", version)
+    assert registry.get_model_version_by_alias(name, "champion").version == version

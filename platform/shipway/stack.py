@@ -23,7 +23,7 @@ from shipway.features.process import (
     redis_binary,
     redis_process,
 )
-from shipway.models.tracking import mlflow_server_process
+from shipway.models.tracking import credentials, ensure_viewer, mlflow_server_process
 from shipway.monitoring.prometheus import INSTALL_HINT as PROMETHEUS_HINT
 from shipway.monitoring.prometheus import PrometheusServer, write_targets
 from shipway.paths import REPO_ROOT, ShipwayHome
@@ -109,6 +109,7 @@ class Stack:
         return {
             **self.home.environment(),
             "MLFLOW_TRACKING_URI": self.mlflow_url,
+            **credentials(self.home).environment(),
             SERVING_ENV: self.serving_url,
             CONTROL_ENV: self.control_url,
             TOKEN_ENV: self.token,
@@ -198,6 +199,8 @@ def running_stack(
         if with_dagster:
             group.start(dagster_process(stack), wait=False)
         group.wait_ready()
+        if with_mlflow:
+            ensure_viewer(stack.mlflow_url, home)
         yield stack
 
 

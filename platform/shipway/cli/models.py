@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="releases: pending approvals, approve/reject, audit history, lineage, reproduce",
         description="Every gate verdict, approval, rejection and reproduction is appended to "
         "the release audit (Delta table release_audit in $SHIPWAY_HOME). Talks to the MLflow "
-        "server at $MLFLOW_TRACKING_URI (default http://127.0.0.1:5000, as `shipway up`).",
+        "server at $MLFLOW_TRACKING_URI (default http://127.0.0.1:5000, as `shipway up`) as "
+        "$MLFLOW_TRACKING_USERNAME, else as the platform (credentials in $SHIPWAY_HOME).",
     )
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     pending = models_sub.add_parser("pending", help="versions whose release awaits approval")
@@ -71,9 +72,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
+    from shipway.models.tracking import use_platform_credentials
     from shipway.release import commands
 
     home = ShipwayHome.from_env()
+    use_platform_credentials(home)
     uri = commands.tracking_uri()
     action = args.models_command
     if action == "pending":

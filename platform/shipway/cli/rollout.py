@@ -36,9 +36,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _rollout(args: argparse.Namespace) -> int:
+    from shipway.models.tracking import use_platform_credentials
     from shipway.rollout import commands
 
     home = ShipwayHome.from_env()
+    use_platform_credentials(home)
     declared = model_named(args.model)
     if args.rollout_command != "status":
         state = commands.command(home, declared, args.rollout_command, args.reason)

@@ -63,6 +63,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
+    from shipway.models.tracking import VIEWER_USER
     from shipway.stack import Ports, running_stack
 
     ports = Ports(
@@ -86,7 +87,8 @@ def _up(args: argparse.Namespace) -> int:
     with running_stack(home, ports, with_dagster=True) as stack:
         print(
             f"  Dagster UI  {stack.dagster_url}\n"
-            f"  MLflow      {stack.mlflow_url}\n"
+            f"  MLflow      {stack.mlflow_url} (log in as {VIEWER_USER}: password in "
+            f"{home.mlflow / 'credentials.json'})\n"
             f"  Prometheus  {stack.prometheus_url}\n"
             f"  serving     {stack.serving_url}/v2/models/<model>/infer (Envoy)\n"
             f"  Envoy stats http://{stack.dataplane.metrics_target}/stats/prometheus\n"

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import secrets
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from shipway.errors import ServiceError
+from shipway.files import write_atomic
 from shipway.git import git
 from shipway.paths import REPO_ROOT, ShipwayHome
-from shipway.processes import LOOPBACK, ManagedProcess, ensure_port_free
+from shipway.processes import (
+    LOOPBACK,
+    ManagedProcess,
+    ensure_port_free,
+    environment,
+    safe_environment,
+)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -19,16 +30,78 @@ CHALLENGER = "challenger"
 RELEASE_TAG = "shipway.release"
 
 
+USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
+PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
+PLATFORM_USER = "shipway"
+"""MLflow's admin: the platform, which registers versions and moves aliases (`champion`)."""
+VIEWER_USER = "viewer"
+"""People: read everything (MLflow's default permission), change nothing."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+    def environment(self) -> dict[str, str]:
+        """What MLflow's client reads (every request carries them)."""
+        return {USERNAME_ENV: self.username, PASSWORD_ENV: self.password}
+
+
+# The server's own secret (Flask's, for CSRF tokens), kept beside the users' passwords.
+_SERVER_SECRET = "server_secret"
+
+
+def _secrets(home: ShipwayHome) -> dict[str, str]:
+    """A home's MLflow passwords and server secret, made on first use and kept owner-only
+    (`<home>/mlflow/credentials.json`, mode 0600); never printed, never logged."""
+    path = home.mlflow / "credentials.json"
+    known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    names = (PLATFORM_USER, VIEWER_USER, _SERVER_SECRET)
+    if any(name not in known for name in names):
+        known = {name: known.get(name) or secrets.token_urlsafe(24) for name in names}
+        write_atomic(path, json.dumps(known), mode=0o600)
+    return known
+
+
+def credentials(home: ShipwayHome, user: str = PLATFORM_USER) -> Credentials:
+    """A home's MLflow credentials for `user` (the platform's by default)."""
+    return Credentials(user, _secrets(home)[user])
+
+
+def use_platform_credentials(home: ShipwayHome) -> None:
+    """For a command run by hand (`shipway models ...`): the home's platform credentials,
+    unless the environment names others."""
+    if not os.environ.get(USERNAME_ENV) and (home.mlflow / "credentials.json").exists():
+        os.environ.update(credentials(home).environment())
+
+
 def mlflow_server_process(home: ShipwayHome, port: int) -> ManagedProcess:
-    """An MLflow tracking server with a SQLite backend and local artifacts, on 127.0.0.1."""
+    """An MLflow tracking server on 127.0.0.1 with a SQLite backend, local artifacts and
+    MLflow's own authentication (`--app-name basic-auth`): every request needs a user; the
+    platform's may change anything, everyone else may read (`default_permission = READ`), so
+    only the platform moves the `champion` alias a gate compares against and a deployment
+    trusts."""
     ensure_port_free(port, "MLflow server")
     home.mlflow.mkdir(parents=True, exist_ok=True)
+    admin = credentials(home)
+    config = write_atomic(
+        home.mlflow / "basic_auth.ini",
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{home.mlflow / 'basic_auth.db'}\n"
+        f"admin_username = {admin.username}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+        mode=0o600,
+    )
     mlflow = Path(sys.executable).with_name("mlflow")
     return ManagedProcess(
         name="mlflow server",
         argv=[
             str(mlflow),
             "server",
+            "--app-name",
+            "basic-auth",
             "--host",
             LOOPBACK,
             "--port",
@@ -43,8 +116,31 @@ def mlflow_server_process(home: ShipwayHome, port: int) -> ManagedProcess:
         ],
         log_path=home.logs / "mlflow.log",
         ready_url=f"http://{LOOPBACK}:{port}/health",
+        env={
+            **safe_environment(),
+            "MLFLOW_AUTH_CONFIG_PATH": str(config),
+            # Read when the user store is empty: the admin is created with it, once.
+            "MLFLOW_AUTH_ADMIN_PASSWORD": admin.password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": _secrets(home)[_SERVER_SECRET],
+        },
+        inherit_environment=False,
         ready_timeout=180.0,
     )
+
+
+def ensure_viewer(tracking_uri: str, home: ShipwayHome) -> None:
+    """The read-only user people log in to MLflow's UI with (password in the home's
+    credentials file), made by the platform's admin once."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server import get_app_client
+
+    viewer = credentials(home, VIEWER_USER)
+    with environment(credentials(home).environment()):
+        auth = get_app_client("basic-auth", tracking_uri=tracking_uri)
+        try:
+            auth.get_user(viewer.username)
+        except MlflowException:
+            auth.create_user(viewer.username, viewer.password)
 
 
 def git_commit() -> str:
