@@ -1,4 +1,5 @@
-"""Writing a file whole or not at all: one helper for every state, report and config file.
+"""Writing a file whole or not at all: one helper for every state, report and config file; and
+one writer at a time, across processes, where a file is read, changed and written back.
 
 A reader (Envoy, Prometheus, a restarted control plane) sees the old content or the new, never
 half of it; and once `write_atomic` returns, the new content survives a power loss: the data
@@ -8,8 +9,11 @@ the standard library: the model servers' prediction spool uses it too.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -43,3 +47,16 @@ def fsync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_path` (created if missing) while the block runs: a
+    process that dies holding it releases it (the kernel closes its files)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

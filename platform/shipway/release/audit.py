@@ -10,7 +10,6 @@ history too). A version's release state is its latest gate or approval entry; th
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import getpass
 import json
 import os
@@ -23,6 +22,7 @@ import pandas as pd
 
 from shipway.data.ledger import DeltaLedger
 from shipway.errors import BadRequest, NotFound
+from shipway.files import locked
 from shipway.paths import ShipwayHome
 from shipway.release.report import AWAITING_APPROVAL, PROMOTED
 
@@ -66,13 +66,8 @@ class Audit:
     def _deciding(self) -> Iterator[None]:
         """One decision at a time across processes: a version's state is read and its
         decision appended under this lock, so of two at once the second sees the first."""
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.lock_path.open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with locked(self.lock_path):
+            yield
 
     def append(self, entry: AuditEntry) -> AuditEntry:
         self.table.append(

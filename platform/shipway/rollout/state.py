@@ -8,13 +8,13 @@ setting the weights (kill -9 of any process) resumes at the state's step, never 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shipway.files import locked as file_locked
 from shipway.files import write_atomic
 
 if TYPE_CHECKING:
@@ -112,10 +112,5 @@ class RolloutStore:
     @contextlib.contextmanager
     def locked(self, model: str) -> Iterator[None]:
         """One writer per model at a time: the sensor's tick, a person's `shipway rollout`."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / f".{model}.lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with file_locked(self.root / f".{model}.lock"):
+            yield

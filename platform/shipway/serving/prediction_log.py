@@ -17,9 +17,8 @@ committed row nor writes one twice.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 
 from shipway.data.lake import table_exists
+from shipway.files import locked
 from shipway.serving.prediction_spool import SUFFIX, read_spool_file
 
 log = logging.getLogger(__name__)
@@ -55,16 +55,6 @@ SCHEMA = pa.schema(
 
 def table_name(model: str) -> str:
     return f"{model}_predictions"
-
-
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    with (folder / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _frame(path: Path, batch: str, rollout: str) -> pa.Table:
@@ -111,7 +101,7 @@ def ingest(
         return written
     for folder in sorted(p for p in spool_root.iterdir() if p.is_dir()):
         model = folder.name
-        with _locked(folder):
+        with locked(folder / ".lock"):
             leftover = sorted(folder.glob(f"*{CLAIMED}"))
             claimed = []
             for path in sorted(folder.glob(f"*{SUFFIX}")):
