@@ -91,7 +91,11 @@ def mlflow_server_process(home: ShipwayHome, port: int) -> ManagedProcess:
         "default_permission = READ\n"
         f"database_uri = sqlite:///{home.mlflow / 'basic_auth.db'}\n"
         f"admin_username = {admin.username}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # A password check is a scrypt hash, ~75 ms of CPU: without the cache every request of
+        # a training run pays it. A password changed through the API takes effect at once on
+        # the worker that changed it, on the others within the TTL.
+        "auth_cache_ttl_seconds = 60\n",
         mode=0o600,
     )
     mlflow = Path(sys.executable).with_name("mlflow")
