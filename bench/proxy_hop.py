@@ -186,7 +186,7 @@ def main() -> int:
         front, stats, minimal_port, nginx_port, haproxy_port = free_ports(5)
         dataplane = DataPlane(root / "dataplane", front, stats)
         processes.append(dataplane.process(root / "logs").start())
-        dataplane.publish([Route("bench_model", {"1": [port]}, {"1": 100})])
+        dataplane.publish([Route("bench_model", {"1": [port]}, {"1": 100})], callers=None)
         time.sleep(1.0)
         infer = "/v2/models/bench_model/infer"
         targets: list[Target] = [

@@ -1,7 +1,9 @@
-"""Serving, five ways in one run on the same XGBoost model: Shipway's front door (Envoy →
-MLServer with Shipway's runtime and its prediction log, as `shipway up` serves) to a version
-with one replica and to one with `--replicas`, the first replica's MLServer direct, a second
-MLServer without the prediction log, and `mlflow models serve`.
+"""Serving, six ways in one run on the same XGBoost model: Shipway's front door (Envoy →
+MLServer with Shipway's runtime and its prediction log, as `shipway up` serves: each request
+with a caller's API key, checked, and held to the caller's rate) to a version with one replica
+and to one with `--replicas`, the same front door open (no keys, no rate limits: what they
+cost), the first replica's MLServer direct, a second MLServer without the prediction log, and
+`mlflow models serve`.
 
     .venv/bin/python bench/serving_latency.py                      # 50 req/s, 2000 requests
     .venv/bin/python bench/serving_latency.py --rate 100 --seconds 15 --replicas 3
@@ -39,6 +41,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from shipway import callers
 from shipway.processes import LOOPBACK, ManagedProcess, free_port, free_ports
 from shipway.serving.bundle import Bundle, write_bundle
 from shipway.serving.dataplane import VERSION_HEADER, DataPlane, Endpoint, Route
@@ -193,14 +196,21 @@ def main() -> int:
             bundle, root / "logs-unlogged", root / "metrics-unlogged", own_group=True
         )
         processes.append(unlogged.process)
-        front, stats = free_ports(2)
+        front, stats, open_front, open_stats = free_ports(4)
         dataplane = DataPlane(root / "dataplane", front, stats)
+        open_door = DataPlane(root / "dataplane-open", open_front, open_stats)
         processes.append(dataplane.process(root / "logs").start())
+        processes.append(open_door.process(root / "logs-open").start())
         # One bundle, two served versions: "1" on the first replica alone, "n" on all of them
         # (picked with the version header, as a pinned caller would).
         ports: dict[str, list[Endpoint]] = {"1": [server.port], "n": [r.port for r in replicas]}
-        dataplane.publish([Route("bench_model", ports, {"1": 100})])
+        key = callers.new_key()
+        # A rate no run reaches: every request pays the check, none is refused.
+        bench = callers.Caller("bench", callers.digest(key), 1_000_000, 1_000_000)
+        dataplane.publish([Route("bench_model", ports, {"1": 100})], callers={"bench": bench})
+        open_door.publish([Route("bench_model", ports, {"1": 100})], callers=None)
         time.sleep(1.0)
+        keyed = {"Authorization": callers.credentials("bench", key)}
 
         mlflow_dir = root / "mlflow_model"
         mlflow.xgboost.save_model(
@@ -239,13 +249,14 @@ def main() -> int:
             return {"dataframe_split": {"columns": list(range(row.shape[1])), "data": row.tolist()}}
 
         infer = "/v2/models/bench_model/infer"
-        pinned = {VERSION_HEADER: "n"}
+        pinned = {**keyed, VERSION_HEADER: "n"}
         direct = f"http://{LOOPBACK}:{server.port}{infer}"
         unlogged_url = f"http://{LOOPBACK}:{unlogged.port}{infer}"
         mlflow_url = f"http://{LOOPBACK}:{mlflow_port}/invocations"
         targets: list[Target] = [
-            ("front door, 1 replica", f"{dataplane.url}{infer}", oip, {}),
+            ("front door, 1 replica", f"{dataplane.url}{infer}", oip, keyed),
             (f"front door, {args.replicas} replicas", f"{dataplane.url}{infer}", oip, pinned),
+            ("front door open, 1 replica", f"{open_door.url}{infer}", oip, {}),
             ("MLServer direct", direct, oip, {}),
             ("MLServer, no prediction log", unlogged_url, oip, {}),
             ("mlflow models serve", mlflow_url, mlflow_body, {}),

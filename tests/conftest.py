@@ -30,10 +30,11 @@ from dagster import (
     JobDefinition,
 )
 
+from shipway import callers
 from shipway.defs.code_location import code_location
 from shipway.defs.data import LANDING_JOB
 from shipway.models.catalog import load_models
-from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT, ShipwayHome
+from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT, ServingHome, ShipwayHome
 from shipway.serving.bundle import Bundle, write_bundle
 from shipway.serving.package import VERIFY_KEY_ENV, public_key_text
 from shipway.stack import Ports, Stack, running_stack
@@ -142,12 +143,14 @@ class Load:
     url: str
     body: dict[str, object]
     rate: float = 40.0
+    headers: dict[str, str] = field(default_factory=dict)
+    """A caller's credentials (`ServingClient.api_headers`)."""
     answers: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
-        with httpx.Client(timeout=10.0) as http:
+        with httpx.Client(timeout=10.0, headers=self.headers) as http:
             while not self._stop.is_set():
                 try:
                     response = http.post(self.url, json=self.body)
@@ -167,6 +170,17 @@ class Load:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+CALLER, CALLER_KEY = "tests", "test-caller-key-2b9e41"  # distinctive: secrets tests grep for it
+CALLER_HEADERS = {"Authorization": callers.credentials(CALLER, CALLER_KEY)}
+
+
+def allow_test_caller(serving: ServingHome) -> None:
+    """Let the tests' caller (CALLER_HEADERS) call a serving home's front door and feature
+    service, at a rate no test reaches."""
+    caller = callers.Caller(CALLER, callers.digest(CALLER_KEY), 10_000, 10_000)
+    callers.update(serving.callers, lambda known: known.update({CALLER: caller}))
 
 
 @pytest.fixture
@@ -192,6 +206,11 @@ class Platform:
     @property
     def home(self) -> ShipwayHome:
         return self.stack.home
+
+    @property
+    def caller(self) -> dict[str, str]:
+        """The platform caller's credentials, for the front door and the feature service."""
+        return self.stack.serving().api_headers
 
     def materialize(
         self, definitions: Definitions, job: str, *assets: str, raise_on_error: bool = False

@@ -104,7 +104,9 @@ def test_the_new_model_materializes_end_to_end_and_serves(
     answer = httpx.post(
         f"{features}/score/fraud_lite",
         json={"entities": entities, "row_keys": row_keys},
-        headers={"x-request-id": "one-call-1"},
+        # The caller's key: the feature service hands it on to the front door, which holds
+        # the caller to its rate there too (a 401 here would be the front door's).
+        headers={**platform.caller, "x-request-id": "one-call-1"},
     )
     assert answer.status_code == 200, answer.text
     scored = answer.json()
@@ -118,9 +120,15 @@ def test_the_new_model_materializes_end_to_end_and_serves(
             np.asarray(by_key.loc[key, "vector"], dtype=float), vectors[i], rtol=1e-9
         )
 
-    wrong = httpx.post(f"{features}/score/fraud_lite", json={"entities": {"customer_id": [1]}})
+    wrong = httpx.post(
+        f"{features}/score/fraud_lite",
+        json={"entities": {"customer_id": [1]}},
+        headers=platform.caller,
+    )
     assert wrong.status_code == 400 and "merchant_id" in wrong.json()["error"]
-    nobody = httpx.post(f"{features}/score/no_such_model", json={"entities": entities})
+    nobody = httpx.post(
+        f"{features}/score/no_such_model", json={"entities": entities}, headers=platform.caller
+    )
     assert nobody.status_code == 404 and "no_such_model" in nobody.json()["error"]
 
 

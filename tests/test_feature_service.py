@@ -25,7 +25,13 @@ from shipway.features.process import feature_server_process, redis_ping, redis_p
 from shipway.features.store import feast_cli, feature_store, materialize_incremental
 from shipway.paths import ShipwayHome
 from shipway.processes import LOOPBACK, ManagedProcess, free_ports
-from tests.conftest import Platform, customer_feature_rows, merchant_feature_rows
+from tests.conftest import (
+    CALLER_HEADERS,
+    Platform,
+    allow_test_caller,
+    customer_feature_rows,
+    merchant_feature_rows,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +87,9 @@ def test_lookups_over_http_are_the_sdk_s_values_for_known_and_unknown_entities(
     entities = _entities(transactions)
     entities["customer_id"][0] = 10_000_000  # nobody
     answer = httpx.post(
-        f"{url}/get-online-features", json={"feature_service": SERVICE, "entities": entities}
+        f"{url}/get-online-features",
+        json={"feature_service": SERVICE, "entities": entities},
+        headers=platform.caller,
     )
     assert answer.status_code == 200, answer.text
     body = answer.json()
@@ -97,6 +105,7 @@ def test_lookups_over_http_are_the_sdk_s_values_for_known_and_unknown_entities(
     filled = httpx.post(
         f"{url}/get-online-features",
         json={"feature_service": SERVICE, "entities": entities, "fill_defaults": True},
+        headers=platform.caller,
     ).json()
     assert _by_name(filled)["customer_txn_count_7d"][0] == 0
     listed = httpx.post(
@@ -106,6 +115,7 @@ def test_lookups_over_http_are_the_sdk_s_values_for_known_and_unknown_entities(
             "entities": {"merchant_id": entities["merchant_id"]},
             "full_feature_names": True,
         },
+        headers=platform.caller,
     ).json()
     assert listed["metadata"]["feature_names"] == [
         "merchant_id",
@@ -141,7 +151,9 @@ def test_lookups_over_http_are_the_sdk_s_values_for_known_and_unknown_entities(
 def test_a_malformed_lookup_is_a_400_naming_what_is_wrong(
     platform: Platform, body: Any, named: str
 ) -> None:
-    answer = httpx.post(f"{platform.stack.features_url}/get-online-features", json=body)
+    answer = httpx.post(
+        f"{platform.stack.features_url}/get-online-features", json=body, headers=platform.caller
+    )
     assert answer.status_code == 400
     assert named in answer.json()["error"]
 
@@ -151,12 +163,16 @@ def test_bad_request_fields_and_non_json_are_named(platform: Platform) -> None:
     entities = _entities(_transactions("2026-10-25", 1, seed=3))
     for field, bad in (("event_timestamp", "yesterday"), ("amount", "12"), ("channel", 3)):
         answer = httpx.post(
-            url, json={"feature_service": SERVICE, "entities": {**entities, field: [bad]}}
+            url,
+            json={"feature_service": SERVICE, "entities": {**entities, field: [bad]}},
+            headers=platform.caller,
         )
         assert answer.status_code == 400 and field in answer.json()["error"], answer.text
-    broken = httpx.post(url, content=b"{", headers={"content-type": "application/json"})
+    json_type = {**platform.caller, "content-type": "application/json"}
+    broken = httpx.post(url, content=b"{", headers=json_type)
     assert broken.status_code == 400 and "not JSON" in broken.json()["error"]
-    assert httpx.get(f"{platform.stack.features_url}/nowhere").status_code == 404
+    nowhere = f"{platform.stack.features_url}/nowhere"
+    assert httpx.get(nowhere, headers=platform.caller).status_code == 404
 
 
 # --- Redis, incremental materialization, freshness -----------------------------------------
@@ -181,6 +197,7 @@ def redis_home(home: ShipwayHome, monkeypatch: pytest.MonkeyPatch) -> Iterator[R
     monkeypatch.setenv(REDIS_ENV, f"{LOOPBACK}:{port}")
     write_deltalake(home.table("customer_features"), customer_feature_rows(DAY, [1, 2, 3], 5))
     write_deltalake(home.table("merchant_features"), merchant_feature_rows(DAY))
+    allow_test_caller(home.served)
     running = RedisHome(home, port, redis_process(home, port).start())
     try:
         feast_cli(home, "apply")
@@ -200,7 +217,9 @@ def _lookup(url: str, customers: list[int]) -> dict[str, list[Any]]:
         "merchant_category": ["travel"] * n,
     }
     answer = httpx.post(
-        f"{url}/get-online-features", json={"feature_service": SERVICE, "entities": entities}
+        f"{url}/get-online-features",
+        json={"feature_service": SERVICE, "entities": entities},
+        headers=CALLER_HEADERS,
     )
     assert answer.status_code == 200, answer.text
     return _by_name(answer.json())

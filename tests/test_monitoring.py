@@ -49,9 +49,10 @@ def test_the_committed_config_passes_promtool() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_the_recording_and_alert_rules_pass_their_unit_tests() -> None:
+@pytest.mark.parametrize("rules", ["shipway", "callers"])
+def test_the_recording_and_alert_rules_pass_their_unit_tests(rules: str) -> None:
     result = _promtool(
-        "test", "rules", str(PROMETHEUS_CONFIG_DIR / "tests" / "shipway_rules_test.yml")
+        "test", "rules", str(PROMETHEUS_CONFIG_DIR / "tests" / f"{rules}_rules_test.yml")
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -123,10 +124,11 @@ def test_a_policy_change_is_a_rule_change_and_no_threshold_is_global() -> None:
     assert all("alert" not in r for g in shared["groups"] for r in g["rules"])
 
 
-def test_rule_names_follow_prometheus_naming() -> None:
+@pytest.mark.parametrize("rules_file", ["shipway", "callers"])
+def test_rule_names_follow_prometheus_naming(rules_file: str) -> None:
     import yaml
 
-    rules = yaml.safe_load((PROMETHEUS_CONFIG_DIR / "rules" / "shipway.yml").read_text())
+    rules = yaml.safe_load((PROMETHEUS_CONFIG_DIR / "rules" / f"{rules_file}.yml").read_text())
     records = [r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r]
     assert records
     for name in records:

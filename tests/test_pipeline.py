@@ -23,7 +23,7 @@ from shipway.data.admission import Ledger
 from shipway.data.commands import land
 from shipway.data.lake import table_info
 from shipway.features import training_sets
-from shipway.serving.client import endpoint_file
+from shipway.models.tracking import VIEWER_USER, credentials
 from shipway.serving.package import SIGNING_KEY_ENV, verify_package
 from tests.conftest import (
     PLATFORM_SIGNER,
@@ -132,12 +132,22 @@ def test_a_passing_gate_deploys_the_version_it_gated_with_its_lineage_and_no_sec
 
     # The serving token reached the run through EnvVar: no store of Dagster's, MLflow's or
     # serving's, and no log, holds its value; only the owner-only file `shipway rollout` reads.
-    token = platform.stack.token.encode()
-    endpoint = endpoint_file(home.serving)
-    assert endpoint.stat().st_mode & 0o777 == 0o600 and token in endpoint.read_bytes()
-    files = [p for p in home.root.rglob("*") if p.is_file() and p != endpoint]
+    # Likewise the platform caller's API key and MLflow's passwords (each owner-only file
+    # holds its own).
+    endpoint = home.served.endpoint
+    mlflow_passwords = home.mlflow / "credentials.json"
+    secrets = [platform.stack.token.encode(), platform.stack.key.encode()]
+    secrets += [
+        credentials(home).password.encode(),
+        credentials(home, VIEWER_USER).password.encode(),
+    ]
+    assert endpoint.stat().st_mode & 0o777 == 0o600 and secrets[0] in endpoint.read_bytes()
+    assert mlflow_passwords.stat().st_mode & 0o777 == 0o600
+    kept = {endpoint, mlflow_passwords}
+    files = [p for p in home.root.rglob("*") if p.is_file() and p not in kept]
     assert any(p.suffix == ".db" for p in files) and any(p.suffix == ".log" for p in files)
-    assert [str(p.relative_to(home.root)) for p in files if token in p.read_bytes()] == []
+    leaks = [str(p.relative_to(home.root)) for p in files for s in secrets if s in p.read_bytes()]
+    assert leaks == []
 
 
 def test_with_a_signing_key_the_deployment_serves_the_versions_signed_package(

@@ -97,7 +97,12 @@ def _rollout(
     serving.set_traffic(model, *state.traffic(policy))
     decisions: list[Decision] = []
     body = features_request(toy_frame(10, seed=3)[TOY_FEATURES].to_numpy(), TOY_FEATURES)
-    load_run = Load(f"{stack.serving_url}/v2/models/{model}/infer", body, rate=40 if load else 0.5)
+    load_run = Load(
+        f"{stack.serving_url}/v2/models/{model}/infer",
+        body,
+        rate=40 if load else 0.5,
+        headers=serving.api_headers,
+    )
     with load_run:
         deadline = time.monotonic() + 12 * INTERVAL
         while time.monotonic() < deadline:
@@ -190,7 +195,7 @@ def test_requests_pinned_to_the_challenger_never_count_in_its_analysis(
     prometheus = PrometheusClient(stack.prometheus_url)
 
     def send(times: int) -> None:
-        with httpx.Client(timeout=10.0) as http:
+        with httpx.Client(timeout=10.0, headers=serving.api_headers) as http:
             for _ in range(times):
                 assert http.post(f"{url}/versions/2/infer", json=body).status_code == 200
                 pinned = http.post(f"{url}/infer", json=body, headers={"x-shipway-version": "2"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -24,7 +25,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from shipway import callers
 from shipway.errors import ShipwayError
+from shipway.paths import ServingHome
 from shipway.processes import ManagedProcess, free_ports
 from shipway.serving.bundle import Bundle, write_bundle
 from shipway.serving.client import TOKEN_ENV, ServingClient, control_plane_process
@@ -33,7 +36,15 @@ from shipway.serving.package import VERIFY_KEY_ENV, build_package, public_key_te
 from shipway.serving.prediction_log import read_predictions
 from shipway.serving.protocol import features_request
 from shipway.stats.drift import DriftRules, build_reference
-from tests.conftest import TOY_DRIFT, TOY_FEATURES, Load, toy_frame
+from tests.conftest import (
+    CALLER,
+    CALLER_KEY,
+    TOY_DRIFT,
+    TOY_FEATURES,
+    Load,
+    allow_test_caller,
+    toy_frame,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +62,12 @@ class Serving:
 
     @property
     def client(self) -> ServingClient:
-        return ServingClient(f"http://127.0.0.1:{self.control_port}", self.dataplane.url, TOKEN)
+        return ServingClient(
+            f"http://127.0.0.1:{self.control_port}",
+            self.dataplane.url,
+            TOKEN,
+            f"{CALLER}:{CALLER_KEY}",
+        )
 
     @property
     def lake(self) -> Path:
@@ -85,6 +101,7 @@ def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
     dataplane = DataPlane(root / ".dataplane", front, stats)
     envoy = dataplane.process(root / "logs").start()
     started = Serving(root, dataplane, envoy, control, envoy)
+    allow_test_caller(ServingHome(root))
     started.start_control()
     yield started
     started.control.stop()
@@ -258,7 +275,9 @@ def _input(name: str, data: list[object], shape: object = None) -> dict[str, obj
 def test_bad_requests_get_a_400_that_names_the_problem(
     deployed: ServingClient, body: object, message: str
 ) -> None:
-    response = httpx.post(f"{deployed.url}/v2/models/toy_model/infer", json=body)
+    response = httpx.post(
+        f"{deployed.url}/v2/models/toy_model/infer", json=body, headers=deployed.api_headers
+    )
     assert 400 <= response.status_code < 500
     assert message in response.text
 
@@ -267,7 +286,9 @@ def test_an_unknown_model_or_version_is_a_404_naming_what_is_deployed(
     deployed: ServingClient,
 ) -> None:
     body = features_request(toy_frame(1, seed=4)[TOY_FEATURES].to_numpy(), TOY_FEATURES)
-    response = httpx.post(f"{deployed.url}/v2/models/no_such_model/infer", json=body)
+    response = httpx.post(
+        f"{deployed.url}/v2/models/no_such_model/infer", json=body, headers=deployed.api_headers
+    )
     assert response.status_code == 404
     assert "'toy_model'" in response.json()["error"]
     with pytest.raises(ShipwayError, match="404: model 'toy_model' has no running version '9'"):
@@ -444,11 +465,97 @@ def test_no_log_state_or_package_file_holds_the_admin_token_or_the_signing_key(
     assert holding == []
 
 
+def test_the_front_door_needs_a_caller_s_key_and_holds_each_caller_to_its_rate(
+    serving: Serving, deployed: ServingClient
+) -> None:
+    url = f"{deployed.url}/v2/models/toy_model/infer"
+    body = features_request(toy_frame(1, seed=31)[TOY_FEATURES].to_numpy(), TOY_FEATURES)
+    nobody = httpx.post(url, json=body)
+    assert nobody.status_code == 401
+    guess = {"Authorization": callers.credentials(CALLER, "guess")}
+    assert httpx.post(url, json=body, headers=guess).status_code == 401
+    # A caller cannot name itself by header: Envoy sets who it is from the key alone.
+    spoof = {"Authorization": callers.credentials(CALLER, "guess"), "x-shipway-caller": CALLER}
+    assert httpx.post(url, json=body, headers=spoof).status_code == 401
+    assert httpx.get(f"{deployed.url}/v2/health/ready").status_code == 200
+
+    slow_key = callers.new_key()
+    assert deployed.set_caller("slow", callers.digest(slow_key), rate=1, burst=2)["applied"]
+    slow = {"Authorization": callers.credentials("slow", slow_key)}
+    # Requests that skip authentication (health checks) cannot name a caller and spend its rate.
+    for _ in range(4):
+        health = httpx.get(f"{deployed.url}/v2/health/live", headers={"x-shipway-caller": "slow"})
+        assert health.status_code == 200
+    codes = [httpx.post(url, json=body, headers=slow).status_code for _ in range(5)]
+    assert codes[:2] == [200, 200] and 429 in codes, codes
+    # Another caller's bucket is its own.
+    assert httpx.post(url, json=body, headers=deployed.api_headers).status_code == 200
+    stats = httpx.get(f"http://{serving.dataplane.metrics_target}/metrics").text
+    limited = re.search(
+        r"^envoy_http_local_rate_limit_rate_limited\{envoy_local_http_ratelimit_prefix="
+        r'"caller_slow"\} (\d+)$',
+        stats,
+        re.M,
+    )
+    assert limited is not None and int(limited.group(1)) == codes.count(429)
+    assert [c["caller"] for c in deployed.callers()] == ["slow", CALLER]
+    limits = httpx.get(f"{deployed.control_url}/metrics").text
+    assert 'shipway_caller_rate_limit{caller="slow"} 1.0' in limits
+    assert 'shipway_caller_burst_limit{caller="slow"} 2.0' in limits
+    assert "digest" not in str(deployed.callers())
+
+    # Revoked: the key stops working as soon as the front door has the change.
+    assert deployed.remove_caller("slow")["applied"]
+    time.sleep(1.1)  # a full bucket again: a 401 now is the revocation, not the rate
+    assert httpx.post(url, json=body, headers=slow).status_code == 401
+
+
+def test_a_bad_caller_change_is_refused_and_the_front_door_keeps_its_keys(
+    serving: Serving, deployed: ServingClient
+) -> None:
+    url = f"{deployed.control_url}/admin/callers/x"
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    good = {"digest": callers.digest("k"), "rate": 1, "burst": 1}
+    assert httpx.put(url, json=good).status_code == 401
+    for bad, named in [
+        ({**good, "rate": 0.5}, "rate must be a whole number >= 1, not 0.5"),
+        ({**good, "digest": "k"}, "digest must be {SHA}"),
+        ({"rate": 1}, 'body must be {"digest"'),
+    ]:
+        refused = httpx.put(url, json=bad, headers=admin)
+        assert refused.status_code == 400 and named in refused.json()["error"], refused.text
+    bad_name = httpx.put(
+        f"{deployed.control_url}/admin/callers/Bad%20Name", json=good, headers=admin
+    )
+    assert bad_name.status_code == 400 and "caller name 'Bad Name'" in bad_name.text
+    missing = httpx.delete(f"{deployed.control_url}/admin/callers/nobody", headers=admin)
+    assert missing.status_code == 404 and "no caller 'nobody'" in missing.text
+
+    # A callers file broken by hand: a caller change is refused, naming it; the front door
+    # keeps its keys, and a change of traffic (a rollback, say) still goes through.
+    path = ServingHome(serving.root).callers
+    kept = path.read_bytes()
+    path.write_text("{broken")
+    try:
+        with pytest.raises(ShipwayError, match=r"400: callers file .* is unreadable"):
+            deployed.set_caller("x", callers.digest("k"), 1, 1)
+        assert deployed.set_traffic("toy_model", {"1": 50, "2": 50})["applied"]
+        url = f"{deployed.url}/v2/models/toy_model/infer"
+        body = features_request(toy_frame(2, seed=32)[TOY_FEATURES].to_numpy(), TOY_FEATURES)
+        assert httpx.post(url, json=body, headers=deployed.api_headers).status_code == 200
+        assert httpx.post(url, json=body).status_code == 401
+    finally:
+        deployed.set_traffic("toy_model", {"1": 100})
+        path.write_bytes(kept)
+
+
 def test_the_front_door_refuses_oversized_bodies_before_any_model(
     deployed: ServingClient,
 ) -> None:
     response = httpx.post(
-        f"{deployed.url}/v2/models/toy_model/infer", content=b"[" + b"0," * (1 << 20) + b"0]"
+        f"{deployed.url}/v2/models/toy_model/infer",
+        content=b"[" + b"0," * (1 << 20) + b"0]",
+        headers=deployed.api_headers,
     )
     assert response.status_code == 413
 
@@ -477,20 +584,25 @@ def test_a_sticky_key_keeps_a_caller_on_one_version_and_a_header_pins_one(
     try:
         body = features_request(toy_frame(1, seed=13)[TOY_FEATURES].to_numpy(), TOY_FEATURES)
         url = f"{deployed.url}/v2/models/toy_model/infer"
+        auth = deployed.api_headers
         for key in ("17", "4242424242"):
             seen = {
-                httpx.post(url, json=body, headers={"x-shipway-sticky-key": key}).json()[
+                httpx.post(url, json=body, headers={**auth, "x-shipway-sticky-key": key}).json()[
                     "model_version"
                 ]
                 for _ in range(15)
             }
             assert len(seen) == 1, f"key {key} went to {seen}"
         pinned = {
-            httpx.post(url, json=body, headers={"x-shipway-version": "2"}).json()["model_version"]
+            httpx.post(url, json=body, headers={**auth, "x-shipway-version": "2"}).json()[
+                "model_version"
+            ]
             for _ in range(10)
         }
         assert pinned == {"2"}
-        by_path = httpx.post(f"{deployed.url}/v2/models/toy_model/versions/1/infer", json=body)
+        by_path = httpx.post(
+            f"{deployed.url}/v2/models/toy_model/versions/1/infer", json=body, headers=auth
+        )
         assert by_path.json()["model_version"] == "1"
     finally:
         deployed.set_traffic("toy_model", {"1": 100})
@@ -502,10 +614,13 @@ def test_a_stock_open_inference_protocol_client_checks_reads_metadata_and_infers
     import tritonclient.http as oip
 
     client = oip.InferenceServerClient(deployed.url.removeprefix("http://"))
+    auth = deployed.api_headers
+    # Health is open (a load balancer holds no key); a model's endpoints need one.
     assert client.is_server_live()
     assert client.is_server_ready()
-    assert client.is_model_ready("toy_model")
-    metadata = client.get_model_metadata("toy_model")
+    assert not client.is_model_ready("toy_model")
+    assert client.is_model_ready("toy_model", headers=auth)
+    metadata = client.get_model_metadata("toy_model", headers=auth)
     assert [i["name"] for i in metadata["inputs"]] == TOY_FEATURES
     assert [o["name"] for o in metadata["outputs"]] == ["score"]
     rows = toy_frame(4, seed=14)[TOY_FEATURES].to_numpy()
@@ -517,12 +632,12 @@ def test_a_stock_open_inference_protocol_client_checks_reads_metadata_and_infers
     matrix = oip.InferInput("features", [4, 3], "FP64")
     matrix.set_data_from_numpy(rows, binary_data=False)
     wanted = [oip.InferRequestedOutput("score", binary_data=False)]
-    one = client.infer("toy_model", per_feature, outputs=wanted).as_numpy("score")
-    two = client.infer("toy_model", [matrix], outputs=wanted).as_numpy("score")
+    one = client.infer("toy_model", per_feature, outputs=wanted, headers=auth).as_numpy("score")
+    two = client.infer("toy_model", [matrix], outputs=wanted, headers=auth).as_numpy("score")
     _, expected = deployed.infer("toy_model", rows, TOY_FEATURES)
     np.testing.assert_allclose(one, expected)
     np.testing.assert_allclose(two, expected)
-    assert not client.is_model_ready("no_such_model")
+    assert not client.is_model_ready("no_such_model", headers=auth)
 
 
 def _logged(serving: Serving, prefix: str, rows: int, timeout: float = 30.0) -> pd.DataFrame:
@@ -570,7 +685,7 @@ def test_a_callers_host_header_never_marks_its_rows_as_shadow(
     deployed.set_traffic("toy_model", {"1": 100})
     rows = toy_frame(3, seed=23)[TOY_FEATURES].to_numpy()
     body = features_request(rows, TOY_FEATURES, [f"host-a-{i}" for i in range(3)])
-    forged = {"Host": "shipway-shadow"}
+    forged = {**deployed.api_headers, "Host": "shipway-shadow"}
     answer = httpx.post(f"{deployed.url}/v2/models/toy_model/infer", json=body, headers=forged)
     assert answer.status_code == 200, answer.text
     logged = _logged(serving, "host-a-", rows=3)
@@ -662,7 +777,9 @@ def test_a_crashed_model_server_is_started_again(serving: Serving, deployed: Ser
     _wait_started_again(deployed, "toy_model", "2", 0, crashed)
     body = features_request(toy_frame(1, seed=17)[TOY_FEATURES].to_numpy(), TOY_FEATURES)
     answer = httpx.post(
-        f"{deployed.url}/v2/models/toy_model/infer", json=body, headers={"x-shipway-version": "2"}
+        f"{deployed.url}/v2/models/toy_model/infer",
+        json=body,
+        headers={**deployed.api_headers, "x-shipway-version": "2"},
     )
     assert answer.status_code == 200 and answer.json()["model_version"] == "2"
     restarts = httpx.get(f"{deployed.control_url}/metrics").text
@@ -708,7 +825,8 @@ def test_a_version_with_two_replicas_spreads_requests_and_survives_losing_one(
 
     killed = replicas[1]["pid"]
     body = features_request(rows, TOY_FEATURES)
-    with Load(f"{deployed.url}/v2/models/toy_replicas/infer", body) as load:
+    infer = f"{deployed.url}/v2/models/toy_replicas/infer"
+    with Load(infer, body, headers=deployed.api_headers) as load:
         time.sleep(0.5)
         os.kill(killed, signal.SIGKILL)
         _wait_started_again(deployed, "toy_replicas", "1", 1, killed)

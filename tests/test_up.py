@@ -4,6 +4,7 @@ everything."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def test_up_serves_every_component_and_ctrl_c_stops_them_all(tmp_path: Path) -> 
         stderr=subprocess.STDOUT,
         text=True,
         cwd=REPO_ROOT,
-        env={**os.environ, "SHIPWAY_HOME": str(tmp_path), "SHIPWAY_ONLINE_STORE": "redis"},
+        env={**_own_environment(tmp_path), "SHIPWAY_ONLINE_STORE": "redis"},
         start_new_session=True,
     )
     try:
@@ -64,8 +65,27 @@ def test_up_serves_every_component_and_ctrl_c_stops_them_all(tmp_path: Path) -> 
         assert redis_ping(redis_port)
         features = f"http://127.0.0.1:{ports['features']}"
         assert httpx.get(f"{features}/metrics").status_code == 200
+        # A caller gets a key from `shipway callers add` (README's recipe); both doors take it
+        # at once, and nothing but health and metrics opens without one.
+        issued = subprocess.run(
+            [str(Path(sys.executable).with_name("shipway")), "callers", "add", "scoring-team"],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            env=_own_environment(tmp_path),
+            check=True,
+        ).stdout
+        assert "serving applied it" in issued, issued
+        key = re.search(r"SHIPWAY_API_KEY=(scoring-team):(\S+)", issued)
+        assert key is not None, issued
+        auth = httpx.BasicAuth(key.group(1), key.group(2))
+        lookup = {"feature_service": "x"}
+        assert httpx.post(f"{features}/get-online-features", json=lookup).status_code == 401
+        infer = f"{front_door}/v2/models/nothing/infer"
+        assert httpx.post(infer, json={}).status_code == 401
+        assert httpx.post(infer, json={}, auth=auth).status_code == 404
         # Nothing applied yet: lookups say what to do first.
-        empty = httpx.post(f"{features}/get-online-features", json={"feature_service": "x"})
+        empty = httpx.post(f"{features}/get-online-features", json=lookup, auth=auth)
         assert empty.status_code == 503 and "feature_views" in empty.json()["error"]
         # Prometheus's lifecycle API is off: nobody can stop the rollout's only evidence.
         quit_ = httpx.post(f"http://127.0.0.1:{ports['prometheus']}/-/quit")
@@ -91,6 +111,15 @@ def test_up_serves_every_component_and_ctrl_c_stops_them_all(tmp_path: Path) -> 
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", "every service must stop on Ctrl-C"
     assert not redis_ping(redis_port), "Redis must stop on Ctrl-C"
+
+
+def _own_environment(home: Path) -> dict[str, str]:
+    """This process's environment without another stack's: a session fixture may have exported
+    its serving, MLflow and Dagster addresses and credentials here, and `up` and the CLI must
+    find this home's."""
+    inherited = ("SHIPWAY_", "MLFLOW_", "DAGSTER_")
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
+    return {**kept, "SHIPWAY_HOME": str(home)}
 
 
 def _lineage(port: int) -> dict[str, tuple[str, set[str]]]:

@@ -144,7 +144,10 @@ def run_demo(
         declared = declared_model(models, model_name)
         timeline.say(f"MLflow      {stack.mlflow_url}")
         timeline.say(f"Prometheus  {stack.prometheus_url}")
-        timeline.say(f"serving     {stack.serving_url}/v2/models/{model_name}/infer")
+        timeline.say(
+            f"serving     {stack.serving_url}/v2/models/{model_name}/infer  (an API key: "
+            "`shipway callers add <caller>`)"
+        )
         _loop(stack, config, declared, timeline)
         timeline.say("stopping services")
     timeline.summary()
@@ -242,7 +245,7 @@ def _drive_rollout(
 
     def send() -> None:
         url = f"{stack.serving_url}/v2/models/{declaration.name}/infer"
-        with httpx.Client(timeout=10.0) as http:
+        with httpx.Client(timeout=10.0, headers=stack.serving().api_headers) as http:
             i = 0
             while not stop.is_set():
                 rows = vectors[i % len(vectors) : i % len(vectors) + 5]

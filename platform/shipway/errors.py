@@ -23,3 +23,11 @@ class NotFound(BadRequest):
 
 class BadGateway(ShipwayError):
     """A service a request passes through failed (HTTP 502); the message names it."""
+
+
+class Unauthorized(ShipwayError):
+    """A request carries no credentials, or ones nobody issued (HTTP 401)."""
+
+
+class RateLimited(ShipwayError):
+    """A caller sent more than its rate allows (HTTP 429); the message names the caller."""

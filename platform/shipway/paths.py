@@ -41,6 +41,12 @@ class ServingHome:
         return self.root / ".control" / "endpoint.json"
 
     @property
+    def callers(self) -> Path:
+        """Who may call the front door and the feature service: each caller's key digest and
+        rate limit (owner-only)."""
+        return self.root / ".control" / "callers.json"
+
+    @property
     def rollouts(self) -> Path:
         """One rollout state file per model."""
         return self.root / ".rollouts"

@@ -22,7 +22,7 @@ from types import TracebackType
 
 import httpx
 
-from shipway.errors import ServiceError
+from shipway.errors import ServiceError, ShipwayError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,26 @@ SAFE_VARIABLES = (
     "TMPDIR",
     "PYTHONDONTWRITEBYTECODE",
 )
+
+
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
+
+
+def flag(name: str, default: bool) -> bool:
+    """A yes-or-no setting from the environment (`default` when unset or empty); any other
+    spelling is refused, so a typo never turns a safeguard off."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise ShipwayError(
+        f"${name}={os.environ[name]!r} is neither true ({', '.join(TRUE)}) nor false "
+        f"({', '.join(FALSE)}); set one of them"
+    )
 
 
 def safe_environment() -> dict[str, str]:

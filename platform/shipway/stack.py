@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shipway import callers
 from shipway.errors import ServiceError
 from shipway.features.online_state import ONLINE_STORE_ENV, REDIS_ENV, online_store_kind
 from shipway.features.process import (
@@ -69,12 +70,24 @@ def serving_token() -> str:
     return os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(24)
 
 
+PLATFORM_CALLER = "shipway"
+"""The caller the platform itself calls the front door as (the demo's traffic, tests): a key
+made per start, like the admin token, and kept only in the owner-only endpoint file."""
+PLATFORM_RATE = 100_000
+
+
 @dataclass
 class Stack:
     home: ShipwayHome
     ports: Ports
     token: str = field(default_factory=serving_token)
+    key: str = field(default_factory=callers.new_key)
     group: ServiceGroup = field(default_factory=ServiceGroup)
+
+    @property
+    def api_key(self) -> str:
+        """`<caller>:<key>`: what the platform presents to the front door."""
+        return f"{PLATFORM_CALLER}:{self.key}"
 
     @property
     def dataplane(self) -> DataPlane:
@@ -125,7 +138,7 @@ class Stack:
         }
 
     def serving(self) -> ServingClient:
-        return ServingClient(self.control_url, self.serving_url, self.token)
+        return ServingClient(self.control_url, self.serving_url, self.token, self.api_key)
 
 
 def prometheus_binary() -> str:
@@ -184,8 +197,15 @@ def running_stack(
             home.serving, dataplane, home.logs, targets, ports.control, lake=home.lake
         )
         control.env[TOKEN_ENV] = stack.token
+        # The platform's own caller, with this start's key, before anyone can call.
+        platform = callers.Caller(
+            PLATFORM_CALLER, callers.digest(stack.key), PLATFORM_RATE, PLATFORM_RATE
+        )
+        callers.update(home.served.callers, lambda known: known.update({PLATFORM_CALLER: platform}))
         group.start(control)
-        write_endpoint(home.serving, stack.control_url, stack.serving_url, stack.token)
+        write_endpoint(
+            home.serving, stack.control_url, stack.serving_url, stack.token, stack.api_key
+        )
         write_targets(prometheus.config_dir, "shipway_serving", [f"{LOOPBACK}:{ports.control}"])
         write_targets(prometheus.config_dir, "envoy", [dataplane.metrics_target])
         write_targets(prometheus.config_dir, "shipway_features", [f"{LOOPBACK}:{ports.features}"])

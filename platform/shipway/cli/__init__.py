@@ -14,16 +14,29 @@ import argparse
 import logging
 import sys
 
-from shipway.cli import ci, data, demo, features, keys, models, render, rollout, services
+from shipway.cli import (
+    callers,
+    ci,
+    data,
+    demo,
+    features,
+    keys,
+    models,
+    render,
+    rollout,
+    services,
+)
 from shipway.errors import ShipwayError
 
-GROUPS = (demo, services, features, data, models, ci, keys, rollout, render)
+GROUPS = (demo, services, features, callers, data, models, ci, keys, rollout, render)
 EPILOG = """examples:
   shipway demo                 the whole loop once, headless (about 3 minutes)
   shipway demo --model customer_spend
                                the same loop for another declared model
   shipway up                   Dagster, MLflow, Prometheus and serving until Ctrl-C
   shipway doctor               check what deploy/setup.sh installs
+  shipway callers add scoring-team --rate 50
+                               an API key (printed once) for the front door and features
   shipway data quarantine      batches a data contract rejected, and why
   shipway data readmit raw_events@v3 --from fixed.parquet
                                land a fixed batch in place of a rejected one

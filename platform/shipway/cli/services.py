@@ -90,12 +90,13 @@ def _up(args: argparse.Namespace) -> int:
             f"  MLflow      {stack.mlflow_url} (log in as {VIEWER_USER}: password in "
             f"{home.mlflow / 'credentials.json'})\n"
             f"  Prometheus  {stack.prometheus_url}\n"
-            f"  serving     {stack.serving_url}/v2/models/<model>/infer (Envoy)\n"
+            f"  serving     {stack.serving_url}/v2/models/<model>/infer (Envoy; an API key "
+            "each: `shipway callers add <caller>`)\n"
             f"  Envoy stats http://{stack.dataplane.metrics_target}/stats/prometheus\n"
             f"  control     {stack.control_url}/admin/models "
-            "(changes need $SHIPWAY_SERVING_TOKEN)\n"
+            "(needs $SHIPWAY_SERVING_TOKEN, in the endpoint file)\n"
             f"  features    {stack.features_url}/get-online-features, "
-            f"{stack.features_url}/score/<model>\n"
+            f"{stack.features_url}/score/<model> (the same API keys)\n"
             f"  state in {home.root}, logs in {home.logs}\n"
             "Ctrl-C stops everything.",
             flush=True,
@@ -124,7 +125,7 @@ def _serve(args: argparse.Namespace) -> int:
     rollouts = RolloutStore(home.rollouts)
     plane = ControlPlane(
         home.root,
-        DataPlane(args.dataplane_dir),
+        DataPlane.attach(args.dataplane_dir),
         args.log_dir,
         args.targets_dir,
         args.lake_dir,

@@ -8,7 +8,14 @@
                                 features and the model through the data plane's front door; the
                                 scores, the served version(s) and the request id out
     GET  /health                200 once the registry is read
-    GET  /metrics               Prometheus: requests, latency, missing entities, freshness
+    GET  /metrics               Prometheus: requests, latency, missing entities, freshness,
+                                refusals per caller
+
+Every endpoint but /health and /metrics needs a caller's API key (HTTP Basic, `curl -u
+<caller>:<key>`; `shipway callers add` makes one), the same key the front door takes: 401
+without one, 429 over the caller's rate (its own bucket, like the front door's). /score hands
+the caller's credentials on, so the front door holds the caller to its rate too.
+`SHIPWAY_REQUIRE_API_KEYS=no` opens both.
 
 A bare ASGI app on uvicorn (httptools, uvloop): no framework sits between the socket and the
 lookup, whose plan is made once per feature service (`shipway.features.lookup`). The registry
@@ -23,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any, Protocol
 
 import orjson
@@ -31,19 +38,26 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from shipway.errors import BadGateway, BadRequest, NotFound
+from shipway import callers
+from shipway.callers import Caller
+from shipway.errors import BadGateway, BadRequest, NotFound, RateLimited, Unauthorized
 from shipway.features.lookup import OnlineLookup
 from shipway.features.online_state import OnlineState
 from shipway.paths import ShipwayHome
 
 log = logging.getLogger(__name__)
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 MAX_BODY = 1 << 20
 REGISTRY_CHECK_SECONDS = 1.0
+CALLERS_CHECK_SECONDS = 1.0
+OPEN_PATHS = frozenset({"/health", "/metrics"})
+ANONYMOUS = "-"
+"""The `caller` label of a refusal whose credentials name nobody (an unknown name is not a
+label: a stranger must not be able to grow the metric)."""
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -82,20 +96,33 @@ class _FreshnessCollector(Collector):
 
 class Scorer(Protocol):
     """One-call scoring: a model's scores for a request's entities, looked up with `lookup`
-    (missing entities counted in `missing`). BadRequest, NotFound and BadGateway are answered
-    400, 404 and 502."""
+    (missing entities counted in `missing`), calling as the caller whose `authorization`
+    header came in. BadRequest, NotFound, Unauthorized, RateLimited and BadGateway are answered
+    400, 404, 401, 429 and 502."""
 
     async def score(
-        self, model: str, body: Any, request_id: str, lookup: OnlineLookup, missing: Counter
+        self,
+        model: str,
+        body: Any,
+        request_id: str,
+        lookup: OnlineLookup,
+        missing: Counter,
+        authorization: str | None,
     ) -> dict[str, Any]: ...
 
     async def close(self) -> None: ...
 
 
 class FeatureServer:
-    def __init__(self, home: ShipwayHome, scorer: Scorer | None = None) -> None:
+    def __init__(
+        self,
+        home: ShipwayHome,
+        scorer: Scorer | None = None,
+        require_keys: bool | None = None,
+    ) -> None:
         self.home = home
         self.scorer = scorer
+        self.require_keys = callers.required() if require_keys is None else require_keys
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "shipway_feature_requests",
@@ -116,10 +143,59 @@ class FeatureServer:
             ["feature_service", "feature_view"],
             registry=self.registry,
         )
+        self.refused = Counter(
+            "shipway_feature_refused",
+            "Requests refused before any lookup, by caller ('-': credentials that name nobody) "
+            "and reason (unauthenticated, rate_limited)",
+            ["caller", "reason"],
+            registry=self.registry,
+        )
         self.registry.register(_FreshnessCollector(home))
         self._lookup: Any = None
         self._registry_mtime: float | None = None
         self._checked = 0.0
+        self._callers: dict[str, Caller] = {}
+        self._callers_mtime: float | None = None
+        self._callers_checked = -CALLERS_CHECK_SECONDS
+        self._buckets = callers.Buckets()
+
+    # --- callers ----------------------------------------------------------------------------
+
+    def known_callers(self) -> dict[str, Caller]:
+        """The callers file, re-read within a second of a change (a revoked key stops
+        working then). An unreadable file lets nobody in; it is logged, not guessed at."""
+        now = time.monotonic()
+        if now - self._callers_checked > CALLERS_CHECK_SECONDS:
+            self._callers_checked = now
+            path = self.home.served.callers
+            mtime = path.stat().st_mtime if path.exists() else None
+            if mtime != self._callers_mtime:
+                try:
+                    self._callers = callers.load(path)
+                except BadRequest as exc:
+                    log.error("%s: every caller is refused until it is fixed", exc)
+                    self._callers = {}
+                self._callers_mtime = mtime
+        return self._callers
+
+    def admit(self, authorization: str | None) -> Caller | None:
+        """The caller these credentials belong to, if it is within its rate; None when keys
+        are not required. Refusals are counted by caller and reason."""
+        if not self.require_keys:
+            return None
+        caller = callers.identify(self.known_callers(), authorization)
+        if caller is None:
+            self.refused.labels(ANONYMOUS, "unauthenticated").inc()
+            raise Unauthorized(
+                "this endpoint needs a caller's API key: HTTP Basic <caller>:<key> "
+                "(`shipway callers add` makes one)"
+            )
+        if not self._buckets.take(caller):
+            self.refused.labels(caller.name, "rate_limited").inc()
+            raise RateLimited(
+                f"caller {caller.name} is over its rate of {caller.rate}/s (burst {caller.burst})"
+            )
+        return caller
 
     # --- registry ---------------------------------------------------------------------------
 
@@ -168,10 +244,14 @@ class FeatureServer:
         answer: dict[str, Any] = result.to_feast()
         return answer
 
-    async def score(self, model: str, body: Any, request_id: str) -> dict[str, Any]:
+    async def score(
+        self, model: str, body: Any, request_id: str, authorization: str | None = None
+    ) -> dict[str, Any]:
         if self.scorer is None:
             raise NotFound("scoring needs the serving front door: start with --serving-url")
-        return await self.scorer.score(model, body, request_id, self.lookup(), self.missing)
+        return await self.scorer.score(
+            model, body, request_id, self.lookup(), self.missing, authorization
+        )
 
     def health(self) -> dict[str, Any]:
         lookup = self.lookup()
@@ -190,12 +270,17 @@ class FeatureServer:
         method: str = scope["method"]
         endpoint = path if not path.startswith("/score/") else "/score"
         request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        authorization = _header(scope, b"authorization")
+        extra: list[tuple[bytes, bytes]] = []
         try:
+            if path not in OPEN_PATHS:
+                self.admit(authorization)
             if method == "POST" and path == "/get-online-features":
                 code, payload = 200, self.online_features(await _body(receive))
             elif method == "POST" and path.startswith("/score/"):
                 model = path.removeprefix("/score/")
-                code, payload = 200, await self.score(model, await _body(receive), request_id)
+                body = await _body(receive)
+                code, payload = 200, await self.score(model, body, request_id, authorization)
             elif method == "GET" and path == "/health":
                 code, payload = 200, self.health()
             elif method == "GET" and path == "/metrics":
@@ -204,6 +289,12 @@ class FeatureServer:
             else:
                 endpoint = "other"
                 code, payload = 404, {"error": f"no endpoint {method} {path}"}
+        except Unauthorized as exc:
+            code, payload = 401, {"error": str(exc)}
+            extra.append((b"www-authenticate", b'Basic realm="shipway"'))
+        except RateLimited as exc:
+            code, payload = 429, {"error": str(exc)}
+            extra.append((b"retry-after", b"1"))
         except NotFound as exc:
             code, payload = (503 if "registry" in str(exc) else 404), {"error": str(exc)}
         except BadGateway as exc:
@@ -213,7 +304,7 @@ class FeatureServer:
         except Exception as exc:  # a lookup that fails is the service's error, named and counted
             log.exception("%s %s failed", method, path)
             code, payload = 500, {"error": f"{type(exc).__name__}: {exc}"}
-        await _respond(send, code, orjson.dumps(payload), b"application/json", request_id)
+        await _respond(send, code, orjson.dumps(payload), b"application/json", request_id, extra)
         self.requests.labels(endpoint, str(code)).inc()
         self.latency.labels(endpoint).observe(time.perf_counter() - began)
 
@@ -263,10 +354,16 @@ async def _body(receive: Receive) -> Any:
 
 
 async def _respond(
-    send: Send, code: int, body: bytes, kind: bytes, request_id: str | None = None
+    send: Send,
+    code: int,
+    body: bytes,
+    kind: bytes,
+    request_id: str | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     headers = [(b"content-type", kind), (b"content-length", str(len(body)).encode())]
     if request_id is not None:
         headers.append((b"x-request-id", request_id.encode()))
+    headers += extra or []
     await send({"type": "http.response.start", "status": code, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -12,9 +12,11 @@ from typing import Any
 import httpx
 import numpy as np
 
+from shipway.callers import KEY_ENV, credentials
 from shipway.errors import ServiceError, ShipwayError
 from shipway.files import write_atomic
 from shipway.names import SCORE
+from shipway.paths import ServingHome
 from shipway.processes import LOOPBACK, ManagedProcess, ensure_port_free
 from shipway.serving.dataplane import DataPlane
 from shipway.serving.protocol import features_request
@@ -25,7 +27,15 @@ TOKEN_ENV = "SHIPWAY_SERVING_TOKEN"
 
 
 class ServingClient:
-    def __init__(self, control_url: str, url: str, token: str, timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        control_url: str,
+        url: str,
+        token: str,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+    ) -> None:
+        """`api_key` (`<caller>:<key>`) is what requests to the front door present."""
         self.control_url = control_url.rstrip("/")
         self.url = url.rstrip("/")
         self._control = httpx.Client(
@@ -33,7 +43,9 @@ class ServingClient:
             timeout=timeout,
             headers={"Authorization": f"Bearer {token}"},
         )
-        self._data = httpx.Client(base_url=self.url, timeout=timeout)
+        caller, _, key = (api_key or "").partition(":")
+        self.api_headers = {"Authorization": credentials(caller, key)} if api_key else {}
+        self._data = httpx.Client(base_url=self.url, timeout=timeout, headers=self.api_headers)
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         http = self._data if path.startswith("/v2/") else self._control
@@ -67,6 +79,20 @@ class ServingClient:
     def undeploy(self, model: str, version: str) -> None:
         self._call("DELETE", f"/admin/models/{model}/versions/{version}")
 
+    def set_caller(self, caller: str, digest: str, rate: int, burst: int) -> dict[str, Any]:
+        """Let `caller` call with the key whose digest this is, at `rate` per second."""
+        body = {"digest": digest, "rate": rate, "burst": burst}
+        result: dict[str, Any] = self._call("PUT", f"/admin/callers/{caller}", body)
+        return result
+
+    def remove_caller(self, caller: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("DELETE", f"/admin/callers/{caller}")
+        return result
+
+    def callers(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._call("GET", "/admin/callers")["callers"]
+        return found
+
     def endpoint(self, model: str) -> str:
         """Where callers score `model`: the front door's infer URL."""
         return f"{self.url}/v2/models/{model}/infer"
@@ -78,18 +104,24 @@ class ServingClient:
     @classmethod
     def for_home(cls, home_serving: Path) -> ServingClient:
         """Serving as `shipway up` left it for people: $SHIPWAY_CONTROL_URL,
-        $SHIPWAY_SERVING_URL and $SHIPWAY_SERVING_TOKEN, else the owner-only endpoint file."""
+        $SHIPWAY_SERVING_URL, $SHIPWAY_SERVING_TOKEN and $SHIPWAY_API_KEY, else the owner-only
+        endpoint file."""
         env = {k: os.environ.get(k) for k in (CONTROL_ENV, SERVING_ENV, TOKEN_ENV)}
         if all(env.values()):
-            return cls(str(env[CONTROL_ENV]), str(env[SERVING_ENV]), str(env[TOKEN_ENV]))
-        path = endpoint_file(home_serving)
+            return cls(
+                str(env[CONTROL_ENV]),
+                str(env[SERVING_ENV]),
+                str(env[TOKEN_ENV]),
+                os.environ.get(KEY_ENV),
+            )
+        path = ServingHome(home_serving).endpoint
         if not path.exists():
             raise ServiceError(
                 f"serving is not running for this home ({path} is missing): start `shipway up`,"
                 f" or set {CONTROL_ENV}, {SERVING_ENV} and {TOKEN_ENV}"
             )
         saved = json.loads(path.read_text())
-        return cls(saved["control_url"], saved["url"], saved["token"])
+        return cls(saved["control_url"], saved["url"], saved["token"], saved.get("api_key"))
 
     def version_metrics(self, model: str, version: str, replica: int = 0) -> str:
         """The Prometheus text one of a version's model servers exports (scores, MLServer's;
@@ -113,14 +145,13 @@ class ServingClient:
         return str(answer["model_version"]), np.asarray(output["data"])
 
 
-def endpoint_file(home_serving: Path) -> Path:
-    return home_serving / ".control" / "endpoint.json"
-
-
-def write_endpoint(home_serving: Path, control_url: str, url: str, token: str) -> Path:
-    """Where `shipway rollout` finds serving: readable by the owner only (it holds the token)."""
-    document = {"control_url": control_url, "url": url, "token": token}
-    return write_atomic(endpoint_file(home_serving), json.dumps(document), mode=0o600)
+def write_endpoint(
+    home_serving: Path, control_url: str, url: str, token: str, api_key: str
+) -> Path:
+    """Where `shipway rollout` and people find serving: readable by the owner only (it holds
+    the admin token and the platform caller's key)."""
+    document = {"control_url": control_url, "url": url, "token": token, "api_key": api_key}
+    return write_atomic(ServingHome(home_serving).endpoint, json.dumps(document), mode=0o600)
 
 
 def control_plane_process(

@@ -4,6 +4,9 @@
     PUT    /admin/models/{model}/versions/{version}       {"bundle": "<folder>"}: deploy
     DELETE /admin/models/{model}/versions/{version}       undeploy (no traffic left on it)
     PUT    /admin/models/{model}/traffic                  {"weights": {...}, "shadow": "<v>"}
+    GET    /admin/callers                                 who may call, and their limits
+    PUT    /admin/callers/{caller}                        {"digest": "{SHA}...", "rate", "burst"}
+    DELETE /admin/callers/{caller}                        its key no longer opens the front door
     GET    /health, /metrics
 
 Every call but /health and /metrics needs `Authorization: Bearer $SHIPWAY_SERVING_TOKEN`:
@@ -26,7 +29,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as Endpoint
 
-from shipway.errors import BadRequest, NotFound, ServiceError, ShipwayError
+from shipway.callers import Caller
+from shipway.errors import BadRequest, NotFound, ServiceError, ShipwayError, Unauthorized
 from shipway.serving.client import TOKEN_ENV
 from shipway.serving.control_plane import Conflict, ControlPlane
 
@@ -92,6 +96,28 @@ def create_app(plane: ControlPlane, token: str) -> Starlette:
         p = request.path_params
         return answer(p["model"], await plane.undeploy(p["model"], p["version"]))
 
+    async def callers_list(request: Request) -> Response:
+        authorize(request)
+        return JSONResponse({"callers": plane.callers()})
+
+    async def caller_set(request: Request) -> Response:
+        body = await body_of(request)
+        if not isinstance(body, dict) or not isinstance(body.get("digest"), str):
+            raise BadRequest(
+                'body must be {"digest": "{SHA}...", "rate": <requests per second, whole>, '
+                '"burst": <requests at once, whole>}'
+            )
+        caller = Caller(
+            request.path_params["caller"], body["digest"], body.get("rate", 0), body.get("burst", 0)
+        )
+        applied = await plane.set_caller(caller)
+        return JSONResponse({"callers": plane.callers(), "applied": applied})
+
+    async def caller_remove(request: Request) -> Response:
+        await body_of(request)
+        applied = await plane.remove_caller(request.path_params["caller"])
+        return JSONResponse({"callers": plane.callers(), "applied": applied})
+
     async def status(request: Request) -> Response:
         # Status names every model server's socket and pid: for the token holder only.
         authorize(request)
@@ -121,6 +147,9 @@ def create_app(plane: ControlPlane, token: str) -> Starlette:
     app = Starlette(
         routes=[
             Endpoint("/admin/models", status, methods=["GET"]),
+            Endpoint("/admin/callers", callers_list, methods=["GET"]),
+            Endpoint("/admin/callers/{caller}", caller_set, methods=["PUT"]),
+            Endpoint("/admin/callers/{caller}", caller_remove, methods=["DELETE"]),
             Endpoint("/admin/models/{model}/versions/{version}", deploy, methods=["PUT"]),
             Endpoint("/admin/models/{model}/versions/{version}", undeploy, methods=["DELETE"]),
             Endpoint("/admin/models/{model}/traffic", traffic, methods=["PUT"]),
@@ -139,10 +168,6 @@ def create_app(plane: ControlPlane, token: str) -> Starlette:
     )
     app.state.plane = plane
     return app
-
-
-class Unauthorized(ShipwayError):
-    """A change to what is served came without the serving token."""
 
 
 class TooLarge(BadRequest):

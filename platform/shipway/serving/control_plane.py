@@ -38,6 +38,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 
+from shipway import callers
+from shipway.callers import Caller
 from shipway.errors import BadRequest, NotFound, ShipwayError
 from shipway.files import write_atomic
 from shipway.paths import ServingHome
@@ -195,6 +197,9 @@ class ControlPlane:
         self.log_dir = log_dir
         self.targets_dir = targets_dir
         self.state_path = home.state
+        # Callers of the front door need a key unless $SHIPWAY_REQUIRE_API_KEYS says no.
+        self.require_keys = callers.required()
+        self._last_callers: dict[str, Caller] = {}
         self.models: dict[str, ServedModel] = {}
         self.lock = asyncio.Lock()
         self.registry = CollectorRegistry()
@@ -208,6 +213,19 @@ class ControlPlane:
             "shipway_shadow",
             "1 for the version that receives mirrored traffic",
             ["model", "version"],
+            registry=self.registry,
+        )
+        self.caller_rate = Gauge(
+            "shipway_caller_rate_limit",
+            "Requests per second a caller may send the front door (its refusals: "
+            "envoy_http_local_rate_limit_rate_limited{caller=...})",
+            ["caller"],
+            registry=self.registry,
+        )
+        self.caller_burst = Gauge(
+            "shipway_caller_burst_limit",
+            "Requests a caller may send the front door at once",
+            ["caller"],
             registry=self.registry,
         )
         self.restarts = Gauge(
@@ -319,8 +337,21 @@ class ControlPlane:
     def _start(self, bundle: Bundle) -> ServedVersion:
         return ServedVersion(bundle, self._start_replicas(bundle, list(range(bundle.replicas))))
 
+    def _allowed(self) -> dict[str, Caller] | None:
+        """Who may call (None: anyone). A callers file broken by hand keeps the front door's
+        keys as they were (none, at start): a rollback is never blocked by it, and nobody
+        is let in by it; the error is logged, and changing a caller is refused until fixed."""
+        if not self.require_keys:
+            return None
+        try:
+            self._last_callers = callers.load(self.home.callers)
+        except BadRequest as exc:
+            log.error("%s; the front door keeps the keys it had", exc)
+        return self._last_callers
+
     async def _commit(self) -> bool:
         """Persist, tell the data plane, wait until it runs this configuration."""
+        allowed = self._allowed()
         SavedState(
             {
                 name: {
@@ -331,10 +362,15 @@ class ControlPlane:
                 for name, m in self.models.items()
             }
         ).save(self.state_path)
-        generation = self.dataplane.publish([m.route() for m in self.models.values()])
+        generation = self.dataplane.publish([m.route() for m in self.models.values()], allowed)
         self._write_targets()
         self.weight.clear()
         self.shadow.clear()
+        self.caller_rate.clear()
+        self.caller_burst.clear()
+        for name, caller in (allowed or {}).items():
+            self.caller_rate.labels(name).set(caller.rate)
+            self.caller_burst.labels(name).set(caller.burst)
         for name, m in self.models.items():
             for v in m.versions:
                 self.weight.labels(name, v).set(m.weights.get(v, 0))
@@ -345,7 +381,7 @@ class ControlPlane:
         deadline = time.monotonic() + APPLY_TIMEOUT
         while time.monotonic() < deadline:
             try:
-                if await run_in_threadpool(self.dataplane.applied) == (generation, generation):
+                if await run_in_threadpool(self.dataplane.applied) == (generation,) * 3:
                     return True
             except Exception as exc:
                 log.debug("data plane not answering: %s", exc)
@@ -484,6 +520,34 @@ class ControlPlane:
             # Routes no longer name it: what it still answers drains, then it stops.
             for replica in stopped.replicas:
                 await run_in_threadpool(replica.process.stop)
+        return applied
+
+    # --- callers ---------------------------------------------------------------------------
+
+    def callers(self) -> list[dict[str, Any]]:
+        """Who may call, with their limits (never their keys' digests)."""
+        return [
+            {"caller": c.name, "rate": c.rate, "burst": c.burst}
+            for c in callers.load(self.home.callers).values()
+        ]
+
+    async def set_caller(self, caller: Caller) -> bool:
+        """Add a caller, or change its key or limits; the front door applies it at once."""
+
+        def add(known: dict[str, Caller]) -> None:
+            known[caller.name] = caller
+
+        async with self.lock:
+            callers.update(self.home.callers, add)
+            applied = await self._commit()
+        log.info("caller %s may call at %s/s (burst %s)", caller.name, caller.rate, caller.burst)
+        return applied
+
+    async def remove_caller(self, name: str) -> bool:
+        async with self.lock:
+            callers.update(self.home.callers, lambda known: callers.remove(known, name))
+            applied = await self._commit()
+        log.info("caller %s removed: its key no longer opens the front door", name)
         return applied
 
     def _model(self, model: str) -> ServedModel:

@@ -34,6 +34,8 @@ from typing import Any
 
 import httpx
 
+from shipway.callers import Caller
+from shipway.errors import ServiceError
 from shipway.files import write_atomic
 from shipway.processes import LOOPBACK, ManagedProcess, require_binary, safe_environment
 from shipway.serving.protocol import PINNED_HEADER
@@ -70,6 +72,14 @@ LATENCY_BUCKETS_MS = [
 ]
 
 _CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+_LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+BASIC_AUTH = "envoy.filters.http.basic_auth"
+PORTS_FILE = "ports.json"
+NOBODY = "_nobody:{SHA}" + "A" * 27 + "="
+"""The one user of a front door nobody may call yet: `_` starts no caller's name, and no key
+is known whose SHA-1 is all zeros."""
+# Set by Envoy's basic-auth filter to the caller it authenticated (never the caller's own).
+CALLER_HEADER = "x-shipway-caller"
 _ROUTES = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 _HCM = (
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
@@ -118,6 +128,18 @@ class DataPlane:
     port: int = 8000
     stats_port: int = 8001
 
+    @classmethod
+    def attach(cls, config_dir: Path) -> DataPlane:
+        """The data plane whose Envoy was started on `config_dir` (its ports as it recorded
+        them): what a control plane in another process publishes to."""
+        try:
+            ports = json.loads((config_dir / PORTS_FILE).read_text())
+            return cls(config_dir, int(ports["front_door"]), int(ports["stats"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ServiceError(
+                f"no data plane in {config_dir} ({exc}): start its Envoy first"
+            ) from None
+
     @property
     def admin_socket(self) -> Path:
         return self.config_dir / "admin.sock"
@@ -132,12 +154,20 @@ class DataPlane:
 
     def write_bootstrap(self) -> Path:
         self.config_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(
+            self.config_dir / PORTS_FILE,
+            json.dumps({"front_door": self.port, "stats": self.stats_port}),
+        )
         if not (self.config_dir / "cds.yaml").exists():
-            self.publish([])
+            # Closed until the control plane says who may call: keys required, no caller yet.
+            self.publish([], callers={})
         bootstrap = {
             "node": {"id": "shipway", "cluster": "shipway"},
             "admin": {"address": {"pipe": {"path": str(self.admin_socket), "mode": 0o600}}},
-            "dynamic_resources": {"cds_config": self._source("cds.yaml")},
+            "dynamic_resources": {
+                "cds_config": self._source("cds.yaml"),
+                "lds_config": self._source("lds.yaml"),
+            },
             "overload_manager": {
                 "resource_monitors": [
                     {
@@ -156,7 +186,7 @@ class DataPlane:
                 ]
             },
             "static_resources": {
-                "listeners": [self._front_door(), self._stats_listener()],
+                "listeners": [self._stats_listener()],
                 "clusters": [
                     {
                         "name": "envoy_admin",
@@ -191,21 +221,57 @@ class DataPlane:
             "resource_api_version": "V3",
         }
 
-    def _front_door(self) -> dict[str, Any]:
+    def _front_door(self, callers: dict[str, Caller] | None) -> dict[str, Any]:
+        """The front door's listener. With `callers` (a dict, even empty), every request but
+        the health checks needs a caller's key (HTTP Basic, checked against the keys'
+        digests), and each caller is held to its rate by a local rate limit of its own
+        (`caller_<name>` in Envoy's stats: its refusals, per caller). Without, it is open."""
+        filters: list[dict[str, Any]] = []
+        if callers is not None:
+            # The caller header is Envoy's word, never the caller's: dropped as a request comes
+            # in, so a request that skips authentication (a health check) cannot name a caller
+            # and spend its rate.
+            filters.append(
+                {
+                    "name": "envoy.filters.http.header_mutation",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http."
+                        "header_mutation.v3.HeaderMutation",
+                        "mutations": {"request_mutations": [{"remove": CALLER_HEADER}]},
+                    },
+                }
+            )
+            # Envoy refuses an empty user list: with no caller yet, one no key can match (a name
+            # no caller may have, the digest of no key anyone holds).
+            users = "\n".join(
+                [f"{c.name}:{c.digest}" for _, c in sorted(callers.items())] or [NOBODY]
+            )
+            filters.append(
+                {
+                    "name": BASIC_AUTH,
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.basic_auth."
+                        "v3.BasicAuth",
+                        "users": {"inline_string": users},
+                        "forward_username_header": CALLER_HEADER,
+                    },
+                }
+            )
+            filters += [_rate_limit(c) for _, c in sorted(callers.items())]
+        filters.append(
+            {
+                "name": "envoy.filters.http.buffer",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                    "max_request_bytes": MAX_REQUEST_BYTES,
+                },
+            }
+        )
         return _listener(
             "front_door",
             self.port,
             {"rds": {"route_config_name": "front_door", "config_source": self._source("rds.yaml")}},
-            [
-                {
-                    "name": "envoy.filters.http.buffer",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3."
-                        "Buffer",
-                        "max_request_bytes": MAX_REQUEST_BYTES,
-                    },
-                }
-            ],
+            filters,
         )
 
     def _stats_listener(self) -> dict[str, Any]:
@@ -234,9 +300,11 @@ class DataPlane:
         }
         return _listener("stats", self.stats_port, {"route_config": route}, [])
 
-    def publish(self, routes: list[Route]) -> str:
-        """Write clusters, then routes (each atomically), so no route names a missing
-        cluster; returns the generation Envoy reports once it has both."""
+    def publish(self, routes: list[Route], callers: dict[str, Caller] | None) -> str:
+        """Write clusters, then routes, then the front door's listener (each atomically), so
+        no route names a missing cluster (`callers`: keys required, None: open); returns the
+        generation Envoy reports once it runs all three. A listener written again unchanged
+        is not replaced (Envoy compares its hash), so its connections are not drained."""
         self.config_dir.mkdir(parents=True, exist_ok=True)
         version = str(time.time_ns())
         clusters = [
@@ -253,10 +321,17 @@ class DataPlane:
             self.config_dir / "rds.yaml",
             {"version_info": version, "resources": [{"@type": _ROUTES, **_route_config(routes)}]},
         )
+        _write_json(
+            self.config_dir / "lds.yaml",
+            {
+                "version_info": version,
+                "resources": [{"@type": _LISTENER, **self._front_door(callers)}],
+            },
+        )
         return version
 
-    def applied(self) -> tuple[str, str]:
-        """The (clusters, routes) versions Envoy runs, read from its admin socket."""
+    def applied(self) -> tuple[str, str, str]:
+        """The (clusters, routes, listeners) versions Envoy runs, read from its admin socket."""
         transport = httpx.HTTPTransport(uds=str(self.admin_socket))
         with httpx.Client(transport=transport, timeout=2.0) as admin:
             stats = admin.get("http://envoy/stats?filter=version_text&format=json").json()
@@ -265,7 +340,7 @@ class DataPlane:
         routes = next(
             (v for k, v in values.items() if k.endswith("rds.front_door.version_text")), ""
         )
-        return clusters, routes
+        return clusters, routes, values.get("listener_manager.lds.version_text", "")
 
     def process(self, log_dir: Path) -> ManagedProcess:
         """Envoy on the files as they are: a restarted one serves what the last one did. A
@@ -324,6 +399,50 @@ def _listener(
                 ]
             }
         ],
+    }
+
+
+def _rate_limit(caller: Caller) -> dict[str, Any]:
+    """One caller's local rate limit: its own bucket for requests Envoy authenticated as it;
+    every other request passes this filter untouched (its default bucket never runs out)."""
+    unlimited = {
+        "max_tokens": 1_000_000_000,
+        "tokens_per_fill": 1_000_000_000,
+        "fill_interval": "1s",
+    }
+    always = {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}
+    return {
+        "name": "envoy.filters.http.local_ratelimit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3."
+            "LocalRateLimit",
+            "stat_prefix": f"caller_{caller.name}",
+            "token_bucket": unlimited,
+            "filter_enabled": {**always, "runtime_key": f"caller_{caller.name}_enabled"},
+            "filter_enforced": {**always, "runtime_key": f"caller_{caller.name}_enforced"},
+            "descriptors": [
+                {
+                    "entries": [{"key": "caller", "value": caller.name}],
+                    "token_bucket": {
+                        "max_tokens": caller.burst,
+                        "tokens_per_fill": caller.rate,
+                        "fill_interval": "1s",
+                    },
+                }
+            ],
+            "rate_limits": [
+                {
+                    "actions": [
+                        {
+                            "request_headers": {
+                                "header_name": CALLER_HEADER,
+                                "descriptor_key": "caller",
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
     }
 
 
@@ -477,9 +596,17 @@ def _route_config(routes: list[Route]) -> dict[str, Any]:
         if served
         else _json_response(503, {"error": "no model has a version taking traffic"})
     )
+    open_ = {
+        "typed_per_filter_config": {
+            BASIC_AUTH: {
+                "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                "disabled": True,
+            }
+        }
+    }
     entries: list[dict[str, Any]] = [
-        {"match": {"path": "/v2/health/live"}, **_json_response(200, {"live": True})},
-        {"match": {"path": "/v2/health/ready"}, **ready},
+        {"match": {"path": "/v2/health/live"}, **_json_response(200, {"live": True}), **open_},
+        {"match": {"path": "/v2/health/ready"}, **ready, **open_},
     ]
     for route in routes:
         entries += _model_routes(route)

@@ -54,6 +54,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from shipway.errors import BadRequest, ShipwayError
 from shipway.paths import DEPLOY_DIR, PLATFORM_DIR, REPO_ROOT
+from shipway.processes import flag
 from shipway.serving.bundle import MODEL_FILE, REFERENCE_FILE, SETTINGS_FILE, read_bundle
 
 SIGNING_KEY_ENV = "SHIPWAY_SIGNING_KEY"
@@ -62,8 +63,6 @@ VERIFY_KEY_ENV = "SHIPWAY_VERIFY_KEY"
 VERIFY_KEY_FILE_ENV = "SHIPWAY_VERIFY_KEY_FILE"
 # Production mode on the control plane: serve signed packages only.
 REQUIRE_SIGNED_ENV = "SHIPWAY_REQUIRE_SIGNED"
-TRUE = ("1", "true", "yes", "on")
-FALSE = ("", "0", "false", "no", "off")
 MANIFEST = "manifest.json"
 SIGNATURE = "signature.json"
 SERVING_ENVIRONMENT = DEPLOY_DIR / "serving"
@@ -102,18 +101,9 @@ def _key_bytes(value: str, where: str) -> bytes:
 
 
 def require_signed() -> bool:
-    """Production mode: $SHIPWAY_REQUIRE_SIGNED as a yes or a no; anything else is refused, so
-    a misspelt value never turns the check off."""
-    value = os.environ.get(REQUIRE_SIGNED_ENV, "").strip().lower()
-    if value in TRUE:
-        return True
-    if value in FALSE:
-        return False
-    given = os.environ[REQUIRE_SIGNED_ENV]
-    raise ShipwayError(
-        f"${REQUIRE_SIGNED_ENV}={given!r} is neither true ({', '.join(TRUE)}) nor false "
-        f"({', '.join(f or '(empty)' for f in FALSE)}); set one of them"
-    )
+    """Production mode: $SHIPWAY_REQUIRE_SIGNED as a yes or a no (off when unset); anything
+    else is refused, so a misspelt value never turns the check off."""
+    return flag(REQUIRE_SIGNED_ENV, default=False)
 
 
 def _private_key_file(path: Path, file_env: str) -> None:

@@ -28,7 +28,14 @@ import httpx
 import pandas as pd
 from prometheus_client import Counter
 
-from shipway.errors import BadGateway, BadRequest, NotFound, ServiceError
+from shipway.errors import (
+    BadGateway,
+    BadRequest,
+    NotFound,
+    RateLimited,
+    ServiceError,
+    Unauthorized,
+)
 from shipway.features.lookup import OnlineLookup
 from shipway.names import SCORE
 from shipway.paths import ServingHome
@@ -72,10 +79,17 @@ class OneCallScorer:
         return bundles
 
     async def score(
-        self, model: str, body: Any, request_id: str, lookup: OnlineLookup, missing: Counter
+        self,
+        model: str,
+        body: Any,
+        request_id: str,
+        lookup: OnlineLookup,
+        missing: Counter,
+        authorization: str | None = None,
     ) -> dict[str, Any]:
         """The scores of `body`'s entities; lookups with `lookup`, missing entities counted
-        in `missing` (by feature service and view)."""
+        in `missing` (by feature service and view); the front door is called with the
+        caller's own `authorization`, so it holds that caller to its rate."""
         if not isinstance(body, dict) or not isinstance(body.get("entities"), dict):
             raise BadRequest('request body must be {"entities": {column: [values]}}')
         entities: dict[str, list[Any]] = body["entities"]
@@ -125,16 +139,23 @@ class OneCallScorer:
         }
         if parameters:
             request["parameters"] = parameters
+        headers = {"x-request-id": request_id}
+        if authorization is not None:
+            headers["authorization"] = authorization
         try:
             response = await self.http.post(
                 f"/v2/models/{model}/infer",
                 json=request,
-                headers={"x-request-id": request_id},
+                headers=headers,
             )
         except httpx.HTTPError as exc:
             raise BadGateway(f"the serving front door is unreachable: {exc}") from None
         if response.status_code >= 400:
             detail = _error_of(response)
+            if response.status_code == 401:
+                raise Unauthorized(f"the front door refused the caller's key: {detail}")
+            if response.status_code == 429:
+                raise RateLimited(f"the front door holds the caller to its rate: {detail}")
             if response.status_code < 500:
                 raise BadRequest(f"model {model}: {detail}")
             raise BadGateway(f"model {model} answered {response.status_code}: {detail}")
