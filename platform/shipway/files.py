@@ -60,3 +60,36 @@ def locked(lock_path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class Held(Exception):
+    """The lock is held by another process, named by its pid (None when it wrote none)."""
+
+    def __init__(self, lock_path: Path, pid: int | None) -> None:
+        super().__init__(f"{lock_path} is held by pid {pid if pid is not None else '?'}")
+        self.pid = pid
+
+
+class Holder:
+    """An exclusive lock held for as long as a process lives (or until `release`): one control
+    plane per serving home. The kernel drops it when its holder dies, kill -9 included, so a
+    stale lock is never a thing to clean up; the holder's pid is written in it, for the
+    message that names who holds it."""
+
+    def __init__(self, lock_path: Path) -> None:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise Held(lock_path, int(text) if text.isdigit() else None) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd: int | None = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

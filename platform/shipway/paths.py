@@ -36,6 +36,11 @@ class ServingHome:
         return self.root / ".control" / "state.json"
 
     @property
+    def control_lock(self) -> Path:
+        """Held by the one control plane serving this home (its pid inside)."""
+        return self.root / ".control" / "control.lock"
+
+    @property
     def endpoint(self) -> Path:
         """Where `shipway up` left serving's URLs and token for people (owner-only)."""
         return self.root / ".control" / "endpoint.json"

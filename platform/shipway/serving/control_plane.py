@@ -41,7 +41,7 @@ from starlette.concurrency import run_in_threadpool
 from shipway import callers
 from shipway.callers import Caller
 from shipway.errors import BadRequest, NotFound, ShipwayError
-from shipway.files import write_atomic
+from shipway.files import Held, Holder, write_atomic
 from shipway.paths import ServingHome
 from shipway.serving.bundle import (
     MODEL_FILE,
@@ -169,6 +169,26 @@ def _content(bundle: Bundle) -> str:
     return digest.hexdigest()
 
 
+def _check_traffic(
+    model: str, served: ServedModel, weights: dict[str, Any], shadow: str | None
+) -> None:
+    unknown = sorted(({*weights} | ({shadow} if shadow else set())) - set(served.versions))
+    if unknown:
+        raise BadRequest(
+            f"model {model!r} has no running version(s) {unknown}; "
+            f"running: {sorted(served.versions)}"
+        )
+    bad = {
+        v: w for v, w in weights.items() if not isinstance(w, int) or isinstance(w, bool) or w < 0
+    }
+    if bad:
+        raise BadRequest(f"weights must be non-negative integers, got {bad}")
+    if sum(weights.values()) != 100:
+        raise BadRequest(f"weights must add up to 100, got {sum(weights.values())}")
+    if shadow is not None and weights.get(shadow, 0) > 0:
+        raise BadRequest(f"v{shadow} cannot be the shadow and take {weights[shadow]}% too")
+
+
 class Conflict(BadRequest):
     """A change that contradicts what is served (HTTP 409), e.g. a version's other contents."""
 
@@ -202,6 +222,7 @@ class ControlPlane:
         self._last_callers: dict[str, Caller] = {}
         self.models: dict[str, ServedModel] = {}
         self.lock = asyncio.Lock()
+        self._holder: Holder | None = None
         self.registry = CollectorRegistry()
         self.weight = Gauge(
             "shipway_traffic_weight",
@@ -270,8 +291,24 @@ class ControlPlane:
             for name, model in self.models.items()
         }
 
+    def claim(self) -> None:
+        """Become the serving home's one control plane, or refuse to start: two would
+        overwrite each other's state and Envoy files. A holder killed with -9 leaves no lock
+        behind (the kernel drops it)."""
+        if self._holder is not None:
+            return
+        try:
+            self._holder = Holder(self.home.control_lock)
+        except Held as exc:
+            raise ShipwayError(
+                f"serving home {self.root} already has a control plane (pid {exc.pid}); "
+                "stop it first, or give this one another serving home"
+            ) from None
+
     async def reconcile(self) -> None:
-        """Serve what the saved state says: adopt live model servers, start missing ones."""
+        """Serve what the saved state says: adopt live model servers, start missing ones.
+        Claims the serving home first."""
+        self.claim()
         saved = SavedState.load(self.state_path)
         for name, entry in saved.models.items():
             model = self.models.setdefault(name, ServedModel(name))
@@ -477,25 +514,11 @@ class ControlPlane:
     async def set_traffic(
         self, model: str, weights: dict[str, Any], shadow: str | None = None
     ) -> bool:
-        served = self._model(model)
-        unknown = sorted(({*weights} | ({shadow} if shadow else set())) - set(served.versions))
-        if unknown:
-            raise BadRequest(
-                f"model {model!r} has no running version(s) {unknown}; "
-                f"running: {sorted(served.versions)}"
-            )
-        bad = {
-            v: w
-            for v, w in weights.items()
-            if not isinstance(w, int) or isinstance(w, bool) or w < 0
-        }
-        if bad:
-            raise BadRequest(f"weights must be non-negative integers, got {bad}")
-        if sum(weights.values()) != 100:
-            raise BadRequest(f"weights must add up to 100, got {sum(weights.values())}")
-        if shadow is not None and weights.get(shadow, 0) > 0:
-            raise BadRequest(f"v{shadow} cannot be the shadow and take {weights[shadow]}% too")
+        """Checked and applied under the lock: what it checks (the running versions) cannot
+        change between the check and the change."""
         async with self.lock:
+            served = self._model(model)
+            _check_traffic(model, served, weights, shadow)
             served.weights = {v: int(weights.get(v, 0)) for v in served.versions}
             served.shadow = shadow
             applied = await self._commit()
@@ -503,15 +526,17 @@ class ControlPlane:
         return applied
 
     async def undeploy(self, model: str, version: str) -> bool:
-        served = self._model(model)
-        if version not in served.versions:
-            raise NotFound(f"model {model!r} has no running version {version!r}")
-        if served.weights.get(version, 0) > 0:
-            raise BadRequest(
-                f"{model} v{version} still takes {served.weights[version]}% of traffic; "
-                "shift its traffic away first"
-            )
+        """Checked and applied under the lock: a traffic change that waits for it cannot give
+        weight to a version this stops, nor this stop one that was given weight meanwhile."""
         async with self.lock:
+            served = self._model(model)
+            if version not in served.versions:
+                raise NotFound(f"model {model!r} has no running version {version!r}")
+            if served.weights.get(version, 0) > 0:
+                raise BadRequest(
+                    f"{model} v{version} still takes {served.weights[version]}% of traffic; "
+                    "shift its traffic away first"
+                )
             stopped = served.versions.pop(version)
             served.weights.pop(version, None)
             if served.shadow == version:
@@ -593,6 +618,9 @@ class ControlPlane:
                     await run_in_threadpool(replica.process.stop)
         # Stopped gracefully, the model servers wrote what they had queued: log it all.
         await run_in_threadpool(self.ingest)
+        if self._holder is not None:
+            self._holder.release()
+            self._holder = None
 
     # --- prediction log --------------------------------------------------------------------
 
