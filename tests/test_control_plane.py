@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from shipway.callers import Caller
 from shipway.errors import BadRequest, ShipwayError
 from shipway.serving.bundle import Bundle
 from shipway.serving.control_plane import ControlPlane, Replica, ServedModel, ServedVersion
-from shipway.serving.dataplane import DataPlane
+from shipway.serving.dataplane import DataPlane, Route
 from shipway.stats.drift import DriftRules
 
 PLATFORM = Path(__file__).resolve().parents[1] / "platform"
@@ -30,7 +31,7 @@ PLATFORM = Path(__file__).resolve().parents[1] / "platform"
 class _UnstartedEnvoy(DataPlane):
     """Writes Envoy's files; reports each generation as running (no Envoy process)."""
 
-    def publish(self, routes: list, callers: dict | None) -> str:  # type: ignore[type-arg]
+    def publish(self, routes: list[Route], callers: dict[str, Caller] | None) -> str:
         self.generation = super().publish(routes, callers)
         return self.generation
 
