@@ -4,6 +4,8 @@ retention, and the keys that join a prediction to its label."""
 from __future__ import annotations
 
 import shutil
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pandas as pd
 import pytest
 from deltalake import DeltaTable
 from prometheus_client import generate_latest
+from prometheus_client.metrics_core import Metric
 
 from assets.definitions import models
 from shipway.errors import BadRequest
@@ -212,3 +215,80 @@ def test_an_unreadable_spool_file_is_kept_aside_and_the_others_are_logged(tmp_pa
     assert [p.name for p in folder.glob("*.rejected")] == ["1-0-0-0.rejected"]
     logged = read_predictions(tmp_path / "lake", "toy_model")
     assert logged["at"][0] == pd.Timestamp("2025-12-01 00:00:00.123456", tz="UTC")
+
+
+def test_a_full_disk_costs_the_spool_no_row_and_its_writer_no_life(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk refuses every write for a while (ENOSPC, injected into the spool's writes).
+    The writer thread keeps running, keeps every row queued and counts the failures; once the
+    disk takes writes again, every row lands, in order, and none is counted dropped."""
+    import errno
+
+    from shipway.serving import prediction_spool
+
+    real = prediction_spool.write_atomic
+    full = {"on": True}
+
+    def write(path: Path, data: str | bytes, mode: int = 0o644) -> Path:
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data, mode)
+
+    monkeypatch.setattr(prediction_spool, "write_atomic", write)
+    spool = PredictionSpool(tmp_path / "spool", "toy_model", "1", FEATURES, flush_seconds=0.02)
+    now = datetime(2026, 12, 1, tzinfo=UTC).timestamp()
+    for i in range(5):
+        spool.add(_scored(f"r{i}", 2, now + i))
+        time.sleep(0.03)
+    deadline = time.monotonic() + 5
+    while spool.write_errors < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert spool.write_errors >= 3 and spool._thread.is_alive()
+    assert sum(len(s.scores) for s in spool.queue) == 10 and spool.dropped_rows == 0
+    full["on"] = False
+    spool.add(_scored("r5", 2, now + 5))
+    while spool.queue and time.monotonic() < deadline:
+        time.sleep(0.01)
+    spool.close()
+    assert spool.written_rows == 12 and spool.dropped_rows == 0
+    ingest(tmp_path / "spool", tmp_path / "lake")
+    logged = read_predictions(tmp_path / "lake", "toy_model")
+    assert logged["request_id"].tolist() == [f"r{i}" for i in range(6) for _ in range(2)]
+
+
+def test_rows_the_spool_cannot_keep_are_counted_and_exported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past its queue limit on a full disk, the spool drops the oldest requests: counted in
+    `shipway_prediction_rows_dropped_total`, which ShipwayPredictionRowsDropped alerts on."""
+    import errno
+
+    from prometheus_client import CollectorRegistry
+
+    from shipway.serving import prediction_spool
+
+    def full(path: Path, data: str | bytes, mode: int = 0o644) -> Path:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(prediction_spool, "write_atomic", full)
+    monkeypatch.setattr(prediction_spool, "MAX_QUEUED", 3)
+    spool = _spool(tmp_path / "spool")
+    for i in range(5):
+        spool.add(_scored(f"r{i}", 2, float(i)))
+    assert spool.flush() is None and spool.write_errors == 1
+    assert [s.request_id for s in spool.queue] == ["r2", "r3", "r4"]
+    assert spool.dropped_rows == 4
+
+    class Exported:
+        def collect(self) -> Iterator[Metric]:
+            yield from prediction_spool.spool_metrics(spool, ["toy_model", "1"])
+
+    registry = CollectorRegistry()
+    registry.register(Exported())
+    text = generate_latest(registry).decode()
+    assert 'shipway_prediction_rows_dropped_total{model="toy_model",version="1"} 4.0' in text
+    assert 'shipway_prediction_spool_write_errors_total{model="toy_model",version="1"} 1.0' in text
+    assert 'shipway_prediction_spool_queued_rows{model="toy_model",version="1"} 6.0' in text
+    spool.close()
+    assert spool.dropped_rows == 10, "rows still queued at exit are counted too"

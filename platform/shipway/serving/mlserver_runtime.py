@@ -45,13 +45,13 @@ from mlserver.logging import logger
 from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 from mlserver.utils import get_model_uri
 from prometheus_client import REGISTRY
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from shipway.errors import BadRequest
 from shipway.names import SCORE
 from shipway.serving.bundle import REPLICA_ENV
-from shipway.serving.prediction_spool import SPOOL_ENV, PredictionSpool, Scored
+from shipway.serving.prediction_spool import SPOOL_ENV, PredictionSpool, Scored, spool_metrics
 from shipway.serving.protocol import (
     PINNED_HEADER,
     SCORE_BUCKETS,
@@ -86,6 +86,7 @@ class _Taps(Collector):
         )
         self.buckets = np.zeros(len(SCORE_BUCKETS) + 1, dtype=np.int64)
         self.score_sum = 0.0
+        self.spool: PredictionSpool | None = None
 
     def _drain(self) -> None:
         while self.pending:
@@ -99,8 +100,10 @@ class _Taps(Collector):
             )
             self.score_sum += float(scores.sum())
 
-    def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily | CounterMetricFamily]:
         self._drain()
+        if self.spool is not None:
+            yield from spool_metrics(self.spool, self.labels)
         if self.drift is not None:
             yield from _drift_families(self.drift, self.labels)
         cumulative = np.cumsum(self.buckets)
@@ -183,13 +186,14 @@ class ShipwayModel(MLModel):
         rules = DriftRules.from_dict(extra["drift"])
         judges_drift = os.environ.get(REPLICA_ENV, "0") == "0"
         self._taps = _Taps(self.name, str(self.version), reference, rules, judges_drift)
-        REGISTRY.register(self._taps)
         spool = os.environ.get(SPOOL_ENV)
         self._spool = (
             PredictionSpool(Path(spool), self.name, str(self.version), self._features)
             if spool
             else None
         )
+        self._taps.spool = self._spool
+        REGISTRY.register(self._taps)
         fault = extra.get("fault") or {}
         self._error_ratio = float(fault.get("error_ratio", 0.0))
         self._added_latency = float(fault.get("latency_ms", 0.0)) / 1000

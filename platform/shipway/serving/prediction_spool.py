@@ -7,7 +7,11 @@ the files into the model's Delta table and deletes them.
 
 What a `kill -9` of the model server can lose is what had queued since the last flush: at
 most `flush_seconds` of traffic. A graceful stop (SIGINT/SIGTERM, the process exiting) writes
-the rest. Runs inside MLServer too, so it needs nothing but numpy and the standard library.
+the rest. A write that fails (a full disk, a folder gone) puts its rows back at the head of the
+queue and is tried again at the next flush, so nothing is lost while the disk recovers; only
+past `MAX_QUEUED` requests are the oldest dropped, and every dropped row is counted
+(`shipway_prediction_rows_dropped_total`, which an alert watches). Runs inside MLServer too,
+so it needs nothing but numpy, prometheus_client and the standard library.
 """
 
 from __future__ import annotations
@@ -15,18 +19,22 @@ from __future__ import annotations
 import atexit
 import itertools
 import json
+import logging
 import os
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from shipway.files import write_atomic
 
+log = logging.getLogger(__name__)
 SPOOL_ENV = "SHIPWAY_PREDICTION_SPOOL"
 SUFFIX = ".json"
 # Queued requests kept while the disk does not take them; past this the oldest are dropped
@@ -63,6 +71,8 @@ class PredictionSpool:
         self.queued_rows = 0
         self.written_rows = 0
         self.dropped_rows = 0
+        self.write_errors = 0
+        self.last_error = ""
         self._sequence = itertools.count()
         self._flushing = threading.Lock()
         self._wake = threading.Event()
@@ -81,23 +91,48 @@ class PredictionSpool:
             self._wake.set()
 
     def _run(self) -> None:
+        """The writer: flush never raises, so it outlives any failed write."""
         while not self._closed.is_set():
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
             self.flush()
 
     def flush(self) -> Path | None:
-        """Write what has queued to one spool file; None when nothing had."""
+        """Write what has queued to one spool file; None when nothing had, or when the write
+        failed (its rows are queued again, first, and counted in `write_errors`)."""
         with self._flushing:
             taken: list[Scored] = []
             while self.queue:
                 taken.append(self.queue.popleft())
             self.queued_rows = 0
+            rows = sum(len(s.scores) for s in taken)
             if not taken:
                 return None
             name = f"{self.version}-{time.time_ns()}-{os.getpid()}-{next(self._sequence)}"
-            path = write_atomic(self.folder / f"{name}{SUFFIX}", json.dumps(_columns(self, taken)))
-            self.written_rows += sum(len(s.scores) for s in taken)
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                path = write_atomic(
+                    self.folder / f"{name}{SUFFIX}", json.dumps(_columns(self, taken))
+                )
+            except Exception as exc:
+                self.write_errors += 1
+                if not isinstance(exc, OSError):  # the rows themselves: trying again won't do
+                    self.dropped_rows += rows
+                    log.exception("prediction spool %s: %d rows dropped", self.folder, rows)
+                    return None
+                self.queue.extendleft(reversed(taken))
+                if str(exc) != self.last_error:
+                    log.error(
+                        "prediction spool %s: cannot write %d rows (%s); kept, tried again "
+                        "at the next flush",
+                        self.folder,
+                        rows,
+                        exc,
+                    )
+                self.last_error = str(exc)
+                return None
+            self.last_error = ""
+            self.written_rows += rows
             return path
 
     def close(self) -> None:
@@ -106,6 +141,42 @@ class PredictionSpool:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=10)
         self.flush()
+        if self.queue:
+            left = sum(len(s.scores) for s in self.queue)
+            self.queue.clear()
+            self.dropped_rows += left
+            log.error(
+                "prediction spool %s: %d rows could not be written before exit", self.folder, left
+            )
+
+
+def spool_metrics(
+    spool: PredictionSpool, labels: list[str]
+) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """The prediction spool's health: a dropped row is a row the prediction log never gets."""
+    names = ["model", "version"]
+    dropped = CounterMetricFamily(
+        "shipway_prediction_rows_dropped",
+        "Scored rows the prediction log will never get (a queue full while the disk refused "
+        "writes, or rows left at exit)",
+        labels=names,
+    )
+    dropped.add_metric(labels, spool.dropped_rows)
+    errors = CounterMetricFamily(
+        "shipway_prediction_spool_write_errors",
+        "Spool writes that failed (their rows are queued again)",
+        labels=names,
+    )
+    errors.add_metric(labels, spool.write_errors)
+    queued = GaugeMetricFamily(
+        "shipway_prediction_spool_queued_rows",
+        "Scored rows waiting to be written to the spool",
+        labels=names,
+    )
+    queued.add_metric(labels, sum(len(s.scores) for s in list(spool.queue)))
+    yield dropped
+    yield errors
+    yield queued
 
 
 def _columns(spool: PredictionSpool, taken: list[Scored]) -> dict[str, Any]:
