@@ -1,6 +1,7 @@
 """Reading an Open Inference Protocol request into rows, without a server: the one-conversion
-path the runtime takes for well-formed requests gives the same rows as feature by feature, and
-a malformed request still gets the message that names its input."""
+path the runtime takes for well-formed requests gives the same rows as feature by feature, a
+malformed request still gets the message that names its input, and no input at all (generated
+by hypothesis) gets anything but rows or a named BadRequest: never a 500."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shipway.errors import BadRequest
 from shipway.serving.protocol import features_request, parse_infer_request
@@ -54,3 +57,90 @@ def test_a_malformed_request_is_named_as_before(
         return
     with pytest.raises(BadRequest, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_infer_request(_body(columns, shapes), FEATURES)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (_body([[], [], []], [[0]] * 3), "the request has no rows"),
+        ({"inputs": [{"name": "features", "shape": [0, 3], "data": []}]}, "has no rows"),
+        (_body([[1.0], ["2.5"], [3.0]], [[1]] * 3), r"'hour_of_day': data must be numbers .*'2.5'"),
+        (_body([[1.0], [True], [3.0]], [[1]] * 3), r"'hour_of_day': .*got True \(bool\)"),
+        (_body([[1, True], [1, 2], [3, 4]], [[2]] * 3), r"'amount'.*True \(bool\)"),
+        (_body([[1.0], [None], [3.0]], [[1]] * 3), r"got None \(NoneType\)"),
+        (
+            {
+                "inputs": [
+                    *_body([[1.0], [2.0], [3.0]], [[1]] * 3)["inputs"],
+                    {"name": "amount", "data": [9.0]},
+                ]
+            },
+            r"input\(s\) \['amount'\] given more than once",
+        ),
+        (
+            {"inputs": [{"name": f, "datatype": "BOOL", "data": [1]} for f in FEATURES]},
+            "datatype 'BOOL' .* is not a number type",
+        ),
+        ({"inputs": [{"name": ["amount"], "data": [1]}]}, r'inputs\[0\]: "name" must be a string'),
+        (
+            {"inputs": [{"name": "features", "shape": [1, 3], "data": [[[1, 2, 3]]]}]},
+            "must be numbers",
+        ),
+    ],
+)
+def test_odd_inputs_are_refused_by_name_never_coerced(body: dict[str, Any], message: str) -> None:
+    """Zero rows, numbers sent as strings, booleans, nulls, an input given twice, a boolean
+    datatype: each is a 400 naming the input (before, all but the last two scored with a 200)."""
+    with pytest.raises(BadRequest, match=message):
+        parse_infer_request(body, FEATURES)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+_tensor = st.fixed_dictionaries(
+    {"name": st.sampled_from([*FEATURES, "features", "other"]) | _json, "data": _json},
+    optional={"shape": _json | st.lists(st.integers(-2, 4), max_size=3), "datatype": _json},
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    body=_json
+    | st.fixed_dictionaries({"inputs": st.lists(_tensor, max_size=4)})
+    | st.fixed_dictionaries({"inputs": st.lists(_tensor, max_size=4), "parameters": _json}),
+    ignore_unknown=st.booleans(),
+)
+def test_any_request_body_gives_rows_or_a_named_400(body: Any, ignore_unknown: bool) -> None:
+    try:
+        rows = parse_infer_request(body, FEATURES, ignore_unknown)
+    except BadRequest as refused:
+        assert str(refused)
+        return
+    assert rows.ndim == 2 and rows.shape[0] >= 1 and rows.shape[1] == len(FEATURES)
+    assert np.isfinite(rows).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    columns=st.lists(
+        st.lists(
+            st.floats(allow_nan=False, allow_infinity=False, width=32), min_size=1, max_size=5
+        ),
+        min_size=3,
+        max_size=3,
+    )
+)
+def test_well_formed_columns_of_one_length_are_read_and_of_several_are_refused(
+    columns: list[list[float]],
+) -> None:
+    body = _body(columns, [None] * 3)
+    if len({len(c) for c in columns}) == 1:
+        np.testing.assert_array_equal(parse_infer_request(body, FEATURES), np.array(columns).T)
+    else:
+        with pytest.raises(BadRequest, match="different row counts"):
+            parse_infer_request(body, FEATURES)

@@ -5,7 +5,9 @@ Two request shapes are accepted, both standard V2:
   [n, 1];
 - one input named `features` of shape [n, k], columns in the model's feature order.
 
-Anything else is answered with a `BadRequest` naming the input and what was expected.
+Data are JSON numbers: a string, a boolean or a null is refused, never converted. A request
+has at least one row, and names each input once. Anything else is answered with a
+`BadRequest` naming the input and what was expected.
 
 A request may carry, as the standard's request `parameters`, `row_keys`: one string per row
 saying which prediction point it is (the label's `row_id`, or the entity keys and time: see
@@ -43,7 +45,25 @@ def parse_infer_request(
     for i, tensor in enumerate(inputs):
         if not isinstance(tensor, dict) or "name" not in tensor or "data" not in tensor:
             raise BadRequest(f'inputs[{i}] must be an object with "name", "shape" and "data"')
+        if not isinstance(tensor["name"], str):
+            raise BadRequest(f'inputs[{i}]: "name" must be a string, got {_shown(tensor["name"])}')
+        _check_datatype(tensor)
     names = [t["name"] for t in inputs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise BadRequest(f"input(s) {twice} given more than once; give each input once")
+    rows = _rows(inputs, names, feature_names, ignore_unknown)
+    if rows.shape[0] == 0:
+        raise BadRequest("the request has no rows: each feature input needs at least one value")
+    return rows
+
+
+def _rows(
+    inputs: list[dict[str, Any]],
+    names: list[str],
+    feature_names: list[str],
+    ignore_unknown: bool,
+) -> np.ndarray:
     if names == [FEATURES_INPUT]:
         return _matrix_input(inputs[0], feature_names)
     unknown = [n for n in names if n not in feature_names]
@@ -70,6 +90,8 @@ def _flat_columns(tensors: list[dict[str, Any]]) -> np.ndarray | None:
     """The common case in one conversion: flat columns of one length, each shaped `[n]` or
     `[n, 1]` (or unshaped), all finite. Anything else returns None, for the column-by-column
     path that names what is wrong."""
+    if not all(_plain_numbers(t["data"]) for t in tensors):
+        return None
     try:
         matrix = np.asarray([t["data"] for t in tensors], dtype=float)
     except (TypeError, ValueError):
@@ -86,11 +108,65 @@ def _flat_columns(tensors: list[dict[str, Any]]) -> np.ndarray | None:
     return np.ascontiguousarray(matrix.T)
 
 
+_NUMERIC_DATATYPES = frozenset(
+    {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32"}
+    | {"UINT64"}
+)
+
+
+def _numeric(kinds: set[type]) -> bool:
+    """Whether every type is a number's (a bool is not one here, though Python says it is an
+    int): checked once per type, not per value."""
+    return all(issubclass(k, int | float) and not issubclass(k, bool) for k in kinds)
+
+
+def _plain_numbers(data: Any) -> bool:
+    """Whether `data` is a list of numbers, or a list of such lists."""
+    if not isinstance(data, list):
+        return False
+    kinds = set(map(type, data))
+    if _numeric(kinds):
+        return True
+    return kinds == {list} and all(_numeric(set(map(type, row))) for row in data)
+
+
+def _first_not_number(data: Any) -> Any:
+    for value in data if isinstance(data, list) else [data]:
+        for item in value if isinstance(value, list) else [value]:
+            if not _numeric({type(item)}):
+                return item
+    return None
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message shows it: its type, and its text cut short."""
+    text = repr(value)
+    return f"{text[:40]}{'...' if len(text) > 40 else ''} ({type(value).__name__})"
+
+
+def _check_datatype(tensor: dict[str, Any]) -> None:
+    datatype = tensor.get("datatype")
+    if datatype is not None and (
+        not isinstance(datatype, str) or datatype not in _NUMERIC_DATATYPES
+    ):
+        raise BadRequest(
+            f"input {tensor['name']!r}: datatype {_shown(datatype)} is not a number type; this "
+            f"model takes {sorted(_NUMERIC_DATATYPES)}"
+        )
+
+
 def _numbers(tensor: dict[str, Any]) -> np.ndarray:
+    if not _plain_numbers(tensor["data"]):
+        raise BadRequest(
+            f"input {tensor['name']!r}: data must be numbers (a list, or a list of rows), got "
+            f"{_shown(_first_not_number(tensor['data']))}"
+        )
     try:
         values = np.asarray(tensor["data"], dtype=float).ravel()
     except (TypeError, ValueError):
-        raise BadRequest(f"input {tensor['name']!r}: data must be numbers") from None
+        raise BadRequest(
+            f"input {tensor['name']!r}: data must be numbers in rows of one length"
+        ) from None
     if not np.all(np.isfinite(values)):
         raise BadRequest(f"input {tensor['name']!r}: data contains NaN or infinity")
     return values
