@@ -17,6 +17,8 @@ import httpx
 import pandas as pd
 import pytest
 from deltalake import write_deltalake
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shipway.data.events import generate_events
 from shipway.defs.features import lag_check
@@ -173,6 +175,148 @@ def test_bad_request_fields_and_non_json_are_named(platform: Platform) -> None:
     assert broken.status_code == 400 and "not JSON" in broken.json()["error"]
     nowhere = f"{platform.stack.features_url}/nowhere"
     assert httpx.get(nowhere, headers=platform.caller).status_code == 404
+
+
+def _post(platform: Platform, body: Any) -> httpx.Response:
+    return httpx.post(
+        f"{platform.stack.features_url}/get-online-features",
+        json=body,
+        headers=platform.caller,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("customer_id", 2**63),
+        ("customer_id", -(2**63) - 1),
+        ("customer_id", "99999999999999999999999"),
+        ("event_timestamp", 1e20),
+        ("event_timestamp", -1e15),
+        ("event_timestamp", "0000-01-01T00:00:00"),
+        ("event_timestamp", "10000-01-01T00:00:00"),
+        ("event_timestamp", "0001-01-01T00:00:00+05:00"),
+        ("event_timestamp", "1500-01-01T00:00:00Z"),
+    ],
+)
+def test_join_keys_and_times_out_of_range_are_a_400_naming_the_field(
+    platform: Platform, field: str, bad: Any
+) -> None:
+    """Each was a 500 before: int64 overflow in the entity key, a year datetime cannot hold."""
+    entities = _entities(_transactions("2026-10-25", 2, seed=5))
+    entities[field][1] = bad
+    answer = _post(platform, {"feature_service": SERVICE, "entities": entities})
+    assert answer.status_code == 400, answer.text
+    assert field in answer.json()["error"]
+
+
+def test_a_time_with_an_offset_is_the_same_instant_as_in_utc(platform: Platform) -> None:
+    """Training reads event times in UTC; so does serving, whatever offset a caller sends
+    (before, 09:30+05:00 gave hour_of_day 9, and 04:30Z gave 4: training/serving skew)."""
+    entities = _entities(_transactions("2026-10-25", 3, seed=9))
+    entities["event_timestamp"] = [
+        "2026-10-25T09:30:00+05:00",
+        "2026-10-25T04:30:00Z",
+        "2026-10-24T23:30:00-05:00",
+    ]
+    answer = _post(platform, {"feature_service": SERVICE, "entities": entities})
+    assert answer.status_code == 200, answer.text
+    assert _by_name(answer.json())["hour_of_day"] == [4, 4, 4]
+
+
+def test_a_huge_lookup_is_refused_by_its_size_and_a_big_one_holds_no_one_up(
+    platform: Platform,
+) -> None:
+    """260,000 entities were a 500 ("too many SQL variables") after ~2 s during which every
+    other caller waited. Past MAX_ENTITIES the answer is a named 400; below it, a big lookup
+    runs on a worker thread, and small lookups sent after it finish before it does."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shipway.features.lookup import MAX_ENTITIES
+
+    over = _post(
+        platform,
+        {"feature_service": "customer_spend_v1", "entities": {"customer_id": [1] * 260_000}},
+    )
+    assert over.status_code == 400 and f"at most {MAX_ENTITIES}" in over.json()["error"]
+    big = {"customer_id": list(range(MAX_ENTITIES))}
+    small = {"customer_id": [1, 2]}
+    with ThreadPoolExecutor(2) as pool:
+        finished: list[str] = []
+
+        def call(name: str, entities: dict[str, list[int]]) -> httpx.Response:
+            answer = _post(platform, {"feature_service": "customer_spend_v1", "entities": entities})
+            finished.append(name)
+            return answer
+
+        slow = pool.submit(call, "big", big)
+        time.sleep(0.05)
+        quick = [call(f"small{i}", small) for i in range(3)]
+        assert slow.result().status_code == 200
+    assert all(q.status_code == 200 for q in quick)
+    assert finished.index("small0") < finished.index("big"), finished
+
+
+def test_the_plan_cache_keeps_at_most_max_plans_feature_lists(platform: Platform) -> None:
+    import itertools
+
+    from shipway.features.lookup import MAX_PLANS, OnlineLookup
+
+    lookup = OnlineLookup(feature_store(platform.home))
+    features = [f"customer_features:{f.name}" for f in lookup.views["customer_features"].features]
+    lists = itertools.islice(
+        (list(p) for n in range(1, 4) for p in itertools.product(features, repeat=n)),
+        MAX_PLANS * 2,
+    )
+    for refs in lists:
+        lookup.features_plan(refs, full_names=False)
+    assert len(lookup._feature_plans) == MAX_PLANS
+
+
+_scalar = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)  # JSON has neither
+    | st.text(max_size=8)
+    | st.sampled_from(["2026-10-25T09:30:00+05:00", "online", "grocery", "1e400", "-0"])
+)
+_value = st.recursive(
+    _scalar,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=2)
+    ),
+    max_leaves=10,
+)
+_column = st.sampled_from(["customer_id", "merchant_id", *REQUEST_FIELDS, "other"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    body=st.fixed_dictionaries(
+        {"entities": st.dictionaries(_column, st.lists(_scalar, max_size=4), max_size=7) | _value},
+        optional={
+            "feature_service": st.sampled_from([SERVICE, "customer_spend_v1", "nope"]) | _value,
+            "features": st.lists(
+                st.sampled_from(
+                    ["customer_features:customer_txn_count_7d", "fraud_model_request:amount", "x"]
+                ),
+                max_size=3,
+            )
+            | _value,
+            "fill_defaults": _value,
+            "full_feature_names": _value,
+        },
+    )
+)
+def test_any_lookup_body_gets_a_200_or_a_named_4xx_never_a_500(
+    platform: Platform, body: dict[str, Any]
+) -> None:
+    answer = _post(platform, body)
+    assert answer.status_code < 500, (body, answer.text)
+    if answer.status_code != 200:
+        assert answer.json()["error"], body
 
 
 # --- Redis, incremental materialization, freshness -----------------------------------------

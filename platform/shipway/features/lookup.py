@@ -11,10 +11,18 @@ read exactly as Feast wrote them), the on-demand views' transformation (Feast's
 Values and statuses are Feast's: a feature of an entity with no row is null with status
 NOT_FOUND. `fill_defaults` replaces such nulls with the view's `default` tag (what training and
 the model see), and the status stays NOT_FOUND so the caller still knows.
+
+Inputs are bounded, each with a named refusal: at most `MAX_ENTITIES` entities a call, join
+keys within int64, timestamps within what pandas and Feast hold (and read as UTC, whatever
+offset they carry: training reads them so). A lookup of more than `INLINE_ENTITIES` entities
+runs on a worker thread, so small ones are never stuck behind it; at most `MAX_PLANS` plans of
+ad-hoc feature lists are kept.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +34,13 @@ from shipway.features.service import DEFAULT_TAG
 PRESENT = "PRESENT"
 NOT_FOUND = "NOT_FOUND"
 EPOCH = "1970-01-01T00:00:00Z"
+MAX_ENTITIES = 10_000
+INLINE_ENTITIES = 200
+MAX_PLANS = 256
+INT64 = (-(2**63), 2**63 - 1)
+# pandas' nanosecond timestamps: what Feast's on-demand functions and training read.
+EARLIEST = datetime(1677, 9, 22, tzinfo=UTC)
+LATEST = datetime(2262, 4, 11, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -107,23 +122,41 @@ def _stamp(ts: datetime | None) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _cut(value: Any) -> str:
+    """A value as a message shows it, at most ~60 characters (a huge int is not printed)."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:60]}..."
+
+
 def request_time(value: Any, name: str) -> datetime:
-    """A timestamp request field: epoch seconds or ISO 8601 (UTC when no zone is given)."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    """A timestamp request field, in UTC: epoch seconds or ISO 8601 (UTC when no zone is
+    given; another offset is converted, so `09:30+05:00` is 04:30 UTC as in training)."""
+    expected = f"{name}: expected a timestamp (epoch seconds or ISO 8601), got {_cut(value)}"
     if isinstance(value, bool):
-        raise BadRequest(f"{name}: expected a timestamp (epoch seconds or ISO 8601), got {value!r}")
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, tz=UTC)
-    if isinstance(value, str):
-        try:
+        raise BadRequest(expected)
+    try:
+        if isinstance(value, datetime):
+            stamp = value
+        elif isinstance(value, int | float):
+            stamp = datetime.fromtimestamp(value, tz=UTC)
+        elif isinstance(value, str):
             stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise BadRequest(
-                f"{name}: {value!r} is not a timestamp (epoch seconds or ISO 8601)"
-            ) from None
-        return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-    raise BadRequest(f"{name}: expected a timestamp (epoch seconds or ISO 8601), got {value!r}")
+        else:
+            raise BadRequest(expected)
+        stamp = stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        raise BadRequest(
+            f"{name}: {_cut(value)} is not a timestamp between {EARLIEST:%Y-%m-%d} and "
+            f"{LATEST:%Y-%m-%d} (epoch seconds or ISO 8601)"
+        ) from None
+    if not EARLIEST <= stamp <= LATEST:
+        raise BadRequest(
+            f"{name}: {_cut(value)} is outside {EARLIEST:%Y-%m-%d} .. {LATEST:%Y-%m-%d}, the "
+            "times the features can be computed for"
+        )
+    return stamp
 
 
 def _kind(dtype: Any) -> str:
@@ -148,6 +181,7 @@ class OnlineLookup:
         self.join_key_of = {e.name: e.join_key for e in store.list_entities()}
         self.services = {s.name: s for s in store.list_feature_services()}
         self._plans: dict[tuple[str, ...], Plan] = {}
+        self._feature_plans: OrderedDict[tuple[str, ...], Plan] = OrderedDict()
         self._field_kinds = {
             f.name: _kind(f.dtype)
             for view in self.on_demand.values()
@@ -170,8 +204,11 @@ class OnlineLookup:
         return self._plans[key]
 
     def features_plan(self, refs: Sequence[str], full_names: bool) -> Plan:
-        key = ("features", str(full_names), *refs)
-        if key not in self._plans:
+        """The plan of an ad-hoc feature list: the `MAX_PLANS` most recently used are kept."""
+        key = (str(full_names), *refs)
+        if key in self._feature_plans:
+            self._feature_plans.move_to_end(key)
+        else:
             projections: dict[str, list[str]] = {}
             for ref in refs:
                 view, _, feature = str(ref).partition(":")
@@ -186,8 +223,10 @@ class OnlineLookup:
             plan = self._plan(
                 "features", [(v, tuple(f)) for v, f in projections.items()], full_names
             )
-            self._plans[key] = plan
-        return self._plans[key]
+            self._feature_plans[key] = plan
+            if len(self._feature_plans) > MAX_PLANS:
+                self._feature_plans.popitem(last=False)
+        return self._feature_plans[key]
 
     def _view_features(self, name: str) -> list[str] | None:
         if name in self.views:
@@ -248,6 +287,16 @@ class OnlineLookup:
             full_names,
         )
 
+    async def run(
+        self, plan: Plan, entities: Mapping[str, Sequence[Any]], fill_defaults: bool = False
+    ) -> Lookup:
+        """`lookup`, on a worker thread when it has more than `INLINE_ENTITIES` entities."""
+        if isinstance(entities, Mapping) and any(
+            isinstance(v, list) and len(v) > INLINE_ENTITIES for v in entities.values()
+        ):
+            return await asyncio.to_thread(self.lookup, plan, entities, fill_defaults)
+        return self.lookup(plan, entities, fill_defaults)
+
     def lookup(
         self, plan: Plan, entities: Mapping[str, Sequence[Any]], fill_defaults: bool = False
     ) -> Lookup:
@@ -270,6 +319,11 @@ class OnlineLookup:
         if bad:
             raise BadRequest(f"entities {bad}: each must be a list of values")
         n = lengths[needed[0]] if needed else max(lengths.values())
+        if max(lengths.values()) > MAX_ENTITIES:
+            raise BadRequest(
+                f"entities: {max(lengths.values())} values in one request; at most "
+                f"{MAX_ENTITIES} (split the request)"
+            )
         uneven = {c: k for c, k in lengths.items() if c in needed and k != n}
         if uneven:
             raise BadRequest(f"entities have different lengths: {lengths}")
@@ -382,12 +436,21 @@ class OnlineLookup:
 
     @staticmethod
     def _join_value(key: str, value: Any) -> int:
+        expected = f"join key {key!r}: expected an int64 integer, got {_cut(value)}"
         if isinstance(value, bool) or not isinstance(value, int | str):
-            raise BadRequest(f"join key {key!r}: expected an integer, got {value!r}")
-        try:
-            return int(value)
-        except ValueError:
-            raise BadRequest(f"join key {key!r}: expected an integer, got {value!r}") from None
+            raise BadRequest(expected)
+        if isinstance(value, str):
+            try:
+                number = int(value) if len(value) <= 20 else None
+            except ValueError:
+                number = None
+            if number is None:
+                raise BadRequest(expected)
+        else:
+            number = value
+        if not INT64[0] <= number <= INT64[1]:
+            raise BadRequest(f"{expected} (outside int64)")
+        return number
 
     def _request_values(self, name: str, values: Sequence[Any]) -> list[Any]:
         kind = self._field_kinds.get(name)

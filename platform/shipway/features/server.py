@@ -220,7 +220,7 @@ class FeatureServer:
 
     # --- endpoints --------------------------------------------------------------------------
 
-    def online_features(self, body: Any) -> dict[str, Any]:
+    async def online_features(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise BadRequest("request body must be a JSON object")
         lookup = self.lookup()
@@ -238,7 +238,9 @@ class FeatureServer:
             plan = lookup.features_plan(features, bool(body.get("full_feature_names", False)))
         else:
             raise BadRequest('request needs "feature_service" or "features"')
-        result = lookup.lookup(plan, body.get("entities"), bool(body.get("fill_defaults", False)))
+        result = await lookup.run(
+            plan, body.get("entities"), bool(body.get("fill_defaults", False))
+        )
         for view, count in result.missing.items():
             self.missing.labels(plan.name, view).inc(count)
         answer: dict[str, Any] = result.to_feast()
@@ -276,7 +278,7 @@ class FeatureServer:
             if path not in OPEN_PATHS:
                 self.admit(authorization)
             if method == "POST" and path == "/get-online-features":
-                code, payload = 200, self.online_features(await _body(receive))
+                code, payload = 200, await self.online_features(await _body(receive))
             elif method == "POST" and path.startswith("/score/"):
                 model = path.removeprefix("/score/")
                 body = await _body(receive)

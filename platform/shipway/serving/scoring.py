@@ -102,7 +102,7 @@ class OneCallScorer:
         columns: dict[str, list[float | None]] = {}
         for service in services:
             plan = lookup.service_plan(service)
-            found = lookup.lookup(plan, entities, fill_defaults=True)
+            found = await lookup.run(plan, entities, fill_defaults=True)
             for view, count in found.missing.items():
                 missing.labels(service, view).inc(count)
             for _, feature in plan.outputs:
