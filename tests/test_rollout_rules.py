@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,11 +20,13 @@ from shipway.rollout.controller import (
     RETIRE,
     ROLLBACK,
     WAIT,
+    Controller,
+    Decision,
     apply,
     decide,
     start,
 )
-from shipway.rollout.state import RolloutState
+from shipway.rollout.state import RolloutState, RolloutStore
 
 POLICY = RolloutPolicy(interval_seconds=10, min_requests=50, grace_seconds=30)
 GOOD = Analysis(
@@ -210,3 +214,56 @@ def test_live_quality_under_the_monitoring_limit_rolls_back_once_labels_exist() 
     )
     _, actions, _ = run(start("m", "2", "1", off, now=0.0), off, [GOOD, poor])
     assert actions == [ADVANCE, ADVANCE]
+
+
+class _Serving:
+    """The serving weights in memory (the controller's side of it is under test)."""
+
+    def __init__(self, weights: dict[str, int]) -> None:
+        self.weights: dict[str, int] = weights
+        self.shadow: str | None = None
+
+    def status(self) -> dict[str, Any]:
+        running: dict[str, Any] = {v: {} for v in ("1", "2")}
+        return {"m": {"versions": running, "weights": dict(self.weights), "shadow": self.shadow}}
+
+    def set_traffic(
+        self, model: str, weights: dict[str, int], shadow: str | None = None
+    ) -> dict[str, Any]:
+        self.weights, self.shadow = dict(weights), shadow
+        return {}
+
+    def undeploy(self, model: str, version: str) -> None:
+        self.weights.pop(version, None)
+
+
+def test_a_decision_the_audit_cannot_hold_is_not_taken(tmp_path: Path) -> None:
+    """The release audit refuses a write (a full disk) as a promotion is decided: the rollout
+    state, the weights and the champion stay as they were, and the next tick, with the audit
+    back, promotes and audits it. Before, the promotion took effect and the audit never
+    showed it."""
+    policy = POLICY.model_copy(update={"steps": [100]})
+    store = RolloutStore(tmp_path)
+    store.save(dataclasses.replace(start("m", "2", "1", policy, 0.0), phase="canary", step=0))
+    serving = _Serving({"1": 0, "2": 100})
+    champion: list[str] = []
+    audit: list[str] = []
+    broken = {"disk": True}
+
+    def record(state: RolloutState, decision: Decision) -> None:
+        if broken["disk"]:
+            raise OSError(28, "No space left on device")
+        audit.append(decision.action)
+
+    controller = Controller(
+        "m", policy, store, serving, champion.append, record, lambda state, seconds: GOOD
+    )
+    with pytest.raises(OSError, match="No space left"):
+        controller.tick(policy.interval_seconds)
+    kept = store.load("m")
+    assert kept is not None and kept.phase == "canary" and kept.decisions == []
+    assert champion == [] and audit == []
+    broken["disk"] = False
+    state, decision = controller.tick(policy.interval_seconds + 1)
+    assert decision.action == PROMOTE and audit == [PROMOTE]
+    assert state is not None and store.load("m") == state and champion == ["2"]

@@ -7,8 +7,12 @@ Each tick, under the model's rollout lock:
 2. after a full interval at the current point, analyse it (Prometheus) and decide: hold (no
    data, policy `hold`), fail (a check failed; `failed_checks` in a row roll back), advance to
    the next step, promote after the last one, or roll back;
-3. save the decision, then apply it: weights, the MLflow `champion` alias, stopping a version;
-   append it to the release audit.
+3. append the decision to the release audit, then save it, then apply it: weights, the MLflow
+   `champion` alias, stopping a version. Intent before effect: an audit that cannot be written
+   stops the decision there (nothing saved, nothing applied; the next tick decides again), so
+   no promotion or rollback ever happens that the audit does not show. A process killed
+   between the audit and the save leaves an audited decision not yet taken: the next tick
+   takes it again (and audits it again), never one the audit lacks.
 
 `decide` is pure (state, policy, analysis, time → decision), so every rule is tested without
 servers; `Controller.tick` does the rest.
@@ -246,11 +250,11 @@ class Controller:
                 analysis = self.analyse(state, int(elapsed))
             decision = decide(state, self.policy, analysis, now)
             new = apply(state, decision, self.policy, now)
-            self.store.save(new)
-            self._effects(new, decision)
             if decision.action not in QUIET:
                 log.info("%s v%s: %s", self.model, new.challenger, decision.reason)
                 self.record(new, decision)
+            self.store.save(new)
+            self._effects(new, decision)
             return new, decision
 
     def command(self, action: str, reason: str, now: float) -> RolloutState:
@@ -275,9 +279,9 @@ class Controller:
                 new = apply(state, decision, self.policy, now)
             else:
                 raise BadRequest(f"unknown rollout command {action!r}")
+            self.record(new, decision)
             self.store.save(new)
             self._effects(new, decision)
-            self.record(new, decision)
             return new
 
     def _reconcile(self, state: RolloutState) -> None:

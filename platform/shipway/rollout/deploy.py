@@ -79,10 +79,11 @@ def begin(
         if current is not None and current.challenger == challenger:
             return current
         state = start(declaration.name, challenger, champion, policy, time.time())
+        # Audited before it takes effect: a start the audit cannot hold does not happen.
+        recorder(home, dagster_run_id)(state, Decision("start", state.reason))
         store.save(state)
         weights, shadow = state.traffic(policy)
         client.set_traffic(declaration.name, weights, shadow)
-    recorder(home, dagster_run_id)(state, Decision("start", state.reason))
     return state
 
 
