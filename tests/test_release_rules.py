@@ -254,3 +254,38 @@ def test_a_champion_serving_does_not_run_stops_a_deployment_instead_of_skipping_
     assert baseline("fraud_model", "4", "3", running) == "3"
     with pytest.raises(ShipwayError, match=r"champion v2, which serving does not run .*v2 again"):
         baseline("fraud_model", "4", "2", running)
+
+
+def test_the_operational_gate_gives_the_same_verdict_on_a_busy_machine(tmp_path: Path) -> None:
+    """A good model failed a fresh-clone CI run while another process loaded the machine: its
+    wall-clock single-row p99 read 35.9 ms against 25 ms. The gate now measures the model's own
+    CPU time per predict: with four processes spinning on the two cores, the figure stays
+    under twice the quiet one, so a limit with that margin gives the same verdict."""
+    import subprocess
+    import sys
+
+    import xgboost as xgb
+
+    from shipway.release.evaluation import Candidate
+    from shipway.release.operational import measure
+
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(size=(400, 8))
+    labels = (matrix[:, 0] + rng.normal(size=400) > 0).astype(int)
+    booster = xgb.train(
+        {"max_depth": 6, "objective": "binary:logistic"}, xgb.DMatrix(matrix, labels), 100
+    )
+    model_file = tmp_path / "model.json"
+    booster.save_model(model_file)
+    candidate = Candidate("m", "1", "run", {"features": "a"}, {}, model_file)
+    quiet = measure(candidate, matrix)
+    limit = 2 * quiet.predict_cpu_p99_ms
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(4)]
+    try:
+        time.sleep(0.3)
+        busy = measure(candidate, matrix)
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    assert quiet.predict_cpu_p99_ms <= limit and busy.predict_cpu_p99_ms <= limit, (quiet, busy)

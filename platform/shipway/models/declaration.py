@@ -147,8 +147,10 @@ class SliceRule(_Strict):
 
 
 class OperationalLimits(_Strict):
-    max_latency_p99_ms: float = Field(gt=0.0)
-    """Single-row predict of the model file, in-process, 99th percentile."""
+    max_predict_cpu_p99_ms: float = Field(gt=0.0)
+    """CPU time of a single-row predict of the model file, in-process, 99th percentile: what
+    the model costs, the same on a busy machine (serving's wall-clock p99 is judged by the
+    rollout and the alerts)."""
     max_model_mb: float = Field(gt=0.0)
     max_calibration_error: float | None = Field(default=None, gt=0.0)
     """Classification: expected calibration error (10 equal-width score bins)."""

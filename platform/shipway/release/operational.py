@@ -1,4 +1,13 @@
-"""Operational figures of a model file: single-row predict latency in-process, and its size."""
+"""Operational figures of a model file: what a single-row predict costs in CPU, and its size.
+
+A release gate's verdict must not depend on the neighbours: a wall-clock p99 of the same model
+read 25.9 ms on a quiet machine and 35.9 ms while another process loaded it (a good model
+failed a fresh-clone CI run). CPU time of the predicting thread, with XGBoost on one thread
+(as serving runs it), counts only the model's own work; each row is predicted `ROUNDS` times
+and its cheapest counts (noise only ever adds), which leaves out most cache and frequency
+noise too. Wall-clock latency is judged where it
+is measured for real: in serving, by the rollout's checks and the alerts (Prometheus).
+"""
 
 from __future__ import annotations
 
@@ -11,29 +20,28 @@ from shipway.release.evaluation import Candidate
 from shipway.release.report import Operational
 
 WARMUP_ROWS = 20
-ROUNDS = 3
+ROUNDS = 5
 
 
 def measure(version: Candidate, matrix: np.ndarray, rows: int = 300) -> Operational:
     """Predict one row at a time, as the serving runtime answers a single request
-    (`Booster.inplace_predict`, `shipway.serving.mlserver_runtime`); percentiles of the wall
-    time per call. The model's latency is the same in every round while the machine's noise
-    (another process taking the CPU) is not: of `ROUNDS` rounds, the quietest counts."""
+    (`Booster.inplace_predict` on one thread, `shipway.serving.mlserver_runtime`); percentiles
+    of the thread's CPU time per row, each row's cheapest of `ROUNDS` calls."""
     booster = xgb.Booster()
     booster.load_model(str(version.model_file))
+    booster.set_param({"nthread": 1})
     sample = matrix[: max(1, min(rows + WARMUP_ROWS, len(matrix)))]
-    rounds = []
-    for _ in range(ROUNDS):
-        timings = []
+    timings = np.empty((ROUNDS, len(sample)))
+    for r in range(ROUNDS):
         for i in range(len(sample)):
             row = sample[i : i + 1]
-            start = time.perf_counter()
+            start = time.thread_time()
             booster.inplace_predict(row)
-            timings.append((time.perf_counter() - start) * 1000.0)
-        rounds.append(np.array(timings[WARMUP_ROWS:] or timings))
-    quietest = min(rounds, key=lambda r: float(np.percentile(r, 99)))
+            timings[r, i] = (time.thread_time() - start) * 1000.0
+    # A row costs the model the same every time; noise only ever adds: each row's cheapest.
+    cost = timings[:, WARMUP_ROWS:].min(axis=0) if len(sample) > WARMUP_ROWS else timings.min(0)
     return Operational(
-        latency_p50_ms=float(np.percentile(quietest, 50)),
-        latency_p99_ms=float(np.percentile(quietest, 99)),
+        predict_cpu_p50_ms=float(np.percentile(cost, 50)),
+        predict_cpu_p99_ms=float(np.percentile(cost, 99)),
         model_mb=version.model_file.stat().st_size / 1e6,
     )

@@ -57,8 +57,9 @@ class SliceRow:
 
 @dataclass(frozen=True)
 class Operational:
-    latency_p50_ms: float
-    latency_p99_ms: float
+    predict_cpu_p50_ms: float
+    predict_cpu_p99_ms: float
+    """CPU time of a single-row predict in-process (not wall time: independent of load)."""
     model_mb: float
 
 
