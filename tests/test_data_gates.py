@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -89,6 +90,17 @@ def _unknown_category(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _nested(frame: pd.DataFrame) -> pd.DataFrame:
+    nested: list[Any] = [[c] for c in frame["channel"]]
+    return frame.assign(channel=nested)
+
+
+def _huge_value(frame: pd.DataFrame) -> pd.DataFrame:
+    huge = frame.copy()
+    huge.loc[0, "merchant_category"] = "x" * 5_000_000
+    return huge
+
+
 def _duplicates(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([frame, frame.iloc[100:130]], ignore_index=True)
 
@@ -155,6 +167,14 @@ FAULTS = {
     "unknown category": Fault(
         "categories", _unknown_category, ("column `merchant_category`", "unknown 'crypto'")
     ),
+    # Crashed after its Delta write before: exit 2, and a version no ledger entry covered.
+    "list-typed column": Fault(
+        "types", _nested, ("column `channel`, rule type: string", "observed list<")
+    ),
+    # Copied whole into every message, Dagster's metadata and the ledger before (40 MB).
+    "5 MB value": Fault(
+        "categories", _huge_value, ("column `merchant_category`", "... (5000000 characters)")
+    ),
     "duplicate keys": Fault(
         "keys", _duplicates, ("column `transaction_id`, rule unique key", "30 key values repeated")
     ),
@@ -214,7 +234,8 @@ def test_a_bad_batch_is_stopped_by_its_gate_and_nothing_is_lost(
     assert table_info(home.table("raw_events_batch"), rejected).row_count == len(batch)
     for version in range(rejected):
         table_info(home.table("raw_events_batch"), version)
-    assert Ledger(home).rejected(outcome.admission.id).reasons
+    reasons = Ledger(home).rejected(outcome.admission.id).reasons
+    assert reasons and sum(map(len, reasons)) < 5000, "offending values are echoed cut"
 
 
 def test_a_clean_batch_passes_every_gate(home: ShipwayHome) -> None:
@@ -271,3 +292,72 @@ def test_a_fixed_batch_is_readmitted_and_published(home: ShipwayHome, tmp_path: 
     assert {date(2026, 9, 21), date(2026, 9, 22)} <= days
     quarantine = dict((e.id, again) for e, again in Ledger(home).quarantine())
     assert quarantine[rejected.admission.id] == outcome.admission.id
+
+
+def test_two_landings_at_once_each_audit_and_publish_their_own_batch(
+    home: ShipwayHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another landing writes its batch (with duplicate keys) between this landing's write
+    and its audit. Before, this landing's contract audited the newest version, the other's:
+    its own clean batch was never judged, and the run reported the other's verdict. Each now
+    audits the version its own run wrote; publishing takes only accepted batches."""
+    import shipway.defs.data as landing_defs
+
+    real = landing_defs.write_batch
+    other = _duplicates(generate_events(date(2026, 9, 27), 2, "baseline", 8, EVENTS_PER_DAY))
+    written: list[int] = []
+
+    def meanwhile(*args: Any, **kwargs: Any) -> Any:
+        mine = real(*args, **kwargs)
+        theirs = real(home, other, "another landing", NEXT_AS_OF, "", 365, "another-run")
+        written.extend([mine.version, theirs.version])
+        return mine
+
+    monkeypatch.setattr(landing_defs, "write_batch", meanwhile)
+    clean = generate_events(date(2026, 9, 25), 2, "baseline", 9, EVENTS_PER_DAY)
+    outcome = _land_frame(home, clean, "2026-09-27T01:00:00+00:00", "at_once")
+    mine, theirs = written
+    assert theirs == mine + 1
+    assert outcome.accepted and outcome.admission is not None, "\n".join(outcome.gate_lines)
+    assert outcome.admission.version == mine
+    assert all(e.version != theirs for e in Ledger(home).entries("raw_events"))
+    assert table_info(home.table("raw_events")).commit_metadata["batch"] == outcome.admission.id
+
+
+def test_a_batch_accepted_before_a_crash_is_published_by_the_next_landing(
+    home: ShipwayHome,
+) -> None:
+    """The process dies after a batch's contract accepted it, before `raw_events` published it
+    (here: the run stops after the checks). Before, the next landing published only its own
+    batch and the first was lost to dbt; now every accepted batch is published, in order."""
+    from dagster import AssetKey
+
+    first = generate_events(date(2026, 10, 1), 2, "baseline", 10, EVENTS_PER_DAY)
+    path = home.root / "incoming" / "before_crash.parquet"
+    first.to_parquet(path, index=False)
+    instance = DagsterInstance.from_config(str(home.prepare_dagster()))
+    stopped = landing_job().execute_in_process(
+        instance=instance,
+        run_config={
+            "ops": {
+                "raw_events_batch": {
+                    "config": {"from_file": str(path), "as_of": "2026-10-03T01:00:00+00:00"}
+                }
+            }
+        },
+        asset_selection=[AssetKey("raw_events_batch")],
+    )
+    assert stopped.success
+    accepted = [e for e in Ledger(home).entries("raw_events") if e.run_id == stopped.run_id]
+    assert [e.status for e in accepted] == ["accepted"]
+    assert table_info(home.table("raw_events")).commit_metadata["batch"] != accepted[0].id
+
+    second = generate_events(date(2026, 10, 3), 2, "baseline", 11, EVENTS_PER_DAY)
+    outcome = _land_frame(home, second, "2026-10-05T01:00:00+00:00", "after_crash")
+    assert outcome.accepted and outcome.admission is not None, outcome.gate_lines
+    from shipway.data.landing import published_batches
+
+    published = published_batches(home)
+    assert published[accepted[0].id] < published[outcome.admission.id]
+    days = set(read_table(home.table("raw_events"), columns=["event_date"])["event_date"])
+    assert {date(2026, 10, 1), date(2026, 10, 2), date(2026, 10, 3)} <= days

@@ -48,6 +48,17 @@ def test_overwrite_records_lineage_in_the_commit(tmp_path: Path) -> None:
     assert table_info(tmp_path / "t").commit_metadata == {"raw_events_version": "4"}
 
 
+def test_each_version_reads_its_own_commit_s_lineage(tmp_path: Path) -> None:
+    """delta-rs numbers an older version's history as if the newest commits were its own: an
+    older batch's source, landing time and run used to read as the newest one's."""
+    frame = generate_events(date(2026, 9, 1), 1, events_per_day=10)
+    for n in range(3):
+        written = overwrite_table(tmp_path / "t", frame, {"source": f"batch {n}"})
+        assert written.version == n and written.commit_metadata == {"source": f"batch {n}"}
+    for n in range(3):
+        assert table_info(tmp_path / "t", n).commit_metadata == {"source": f"batch {n}"}
+
+
 def test_a_missing_table_says_what_to_materialize(tmp_path: Path) -> None:
     with pytest.raises(ShipwayError, match=r"no Delta table at .*training_set: materialize"):
         table_info(tmp_path / "training_set")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from shipway.errors import ShipwayError
 
 # Keys Shipway writes into a commit's metadata; Delta adds its own (operation, timestamp...).
 _LINEAGE_PREFIX = "shipway."
+# Which call wrote a version (`overwrite_table` finds its own among concurrent writers).
+_WRITE_ID = f"{_LINEAGE_PREFIX}write_id"
 # Retention of old versions unless a contract says otherwise: the Delta log and the files a
 # newer version replaced stay this long, so time travel to any version a model, a training set
 # or a quarantine entry names keeps working. Shipway never vacuums on its own.
@@ -57,11 +60,23 @@ def schema_hash(columns: list[tuple[str, str]]) -> str:
 
 def content_digest(frame: pd.DataFrame) -> str:
     """A digest of the rows as a multiset: independent of row and column order, sensitive to
-    any changed, added, removed or duplicated row."""
+    any changed, added, removed or duplicated row. Cells pandas cannot hash (lists, maps: a
+    landed file's nested column) are hashed by their text, so such a batch still gets a
+    version its contract can reject by name."""
     ordered = frame[sorted(frame.columns)]
-    rows = np.sort(pd.util.hash_pandas_object(ordered, index=False).to_numpy())
+    try:
+        hashes = pd.util.hash_pandas_object(ordered, index=False)
+    except TypeError:
+        hashes = pd.util.hash_pandas_object(ordered.map(_as_text), index=False)
+    rows = np.sort(hashes.to_numpy())
     header = ";".join(f"{c}:{ordered[c].dtype}" for c in ordered.columns).encode()
     return hashlib.sha256(header + rows.tobytes()).hexdigest()[:32]
+
+
+def _as_text(value: object) -> object:
+    if isinstance(value, np.ndarray):
+        return repr(value.tolist())
+    return repr(value) if isinstance(value, list | dict | tuple | set) else value
 
 
 def table_exists(path: Path | str) -> bool:
@@ -94,11 +109,10 @@ def table_info(path: Path | str, version: int | None = None, digest: bool = Fals
     table = _open(path, version)
     schema = _schema(table)
     rows = _row_count(table)
-    history = table.history(1)
     lineage = {
         k.removeprefix(_LINEAGE_PREFIX): str(v)
-        for k, v in (history[0] if history else {}).items()
-        if k.startswith(_LINEAGE_PREFIX)
+        for k, v in _commit(table, table if version is None else _open(path)).items()
+        if k.startswith(_LINEAGE_PREFIX) and k != _WRITE_ID
     }
     return TableInfo(
         path=str(path),
@@ -108,6 +122,36 @@ def table_info(path: Path | str, version: int | None = None, digest: bool = Fals
         commit_metadata=lineage,
         content_digest=content_digest(table.to_pandas()) if digest else None,
     )
+
+
+def version_with(path: Path | str, key: str, value: str, limit: int = 200) -> int | None:
+    """The newest of the last `limit` versions whose commit metadata says `key` is `value`
+    (e.g. which version a run wrote, whatever others wrote since)."""
+    for commit in _open(path).history(limit):
+        if str(commit.get(f"{_LINEAGE_PREFIX}{key}")) == value:
+            return int(commit["version"])
+    return None
+
+
+def committed_values(path: Path | str, key: str) -> list[tuple[int, str]]:
+    """(version, value) of every commit whose metadata holds `key`, oldest first."""
+    if not table_exists(path):
+        return []
+    found = [
+        (int(c["version"]), str(c[f"{_LINEAGE_PREFIX}{key}"]))
+        for c in _open(path).history()
+        if f"{_LINEAGE_PREFIX}{key}" in c
+    ]
+    return sorted(found)
+
+
+def _commit(table: DeltaTable, newest: DeltaTable) -> dict[str, object]:
+    """The commit that made `table`'s version. delta-rs's `history` on a table loaded at an
+    older version lists the newest commits numbered as if they were that version's (measured
+    with deltalake 1.x), so it is read from the newest table and matched by number."""
+    version = int(table.version())
+    back = int(newest.version()) - version + 1
+    return next((dict(c) for c in newest.history(back) if c["version"] == version), {})
 
 
 def _row_count(table: DeltaTable) -> int:
@@ -178,16 +222,19 @@ def overwrite_table(
     commit_metadata: dict[str, str] | None = None,
     retention_days: int = DEFAULT_RETENTION_DAYS,
 ) -> TableInfo:
-    """Replace a table's contents and schema in one new version; older versions stay readable."""
+    """Replace a table's contents and schema in one new version; older versions stay readable.
+    The answer is about the version this call wrote, even when another writer committed one
+    right after it."""
+    write_id = uuid.uuid4().hex
     write_deltalake(
         str(path),
         _arrow(frame),
         mode="overwrite",
         schema_mode="overwrite",
         configuration=_retention(retention_days),
-        commit_properties=_properties(commit_metadata),
+        commit_properties=_properties({**(commit_metadata or {}), "write_id": write_id}),
     )
-    return table_info(path, digest=True)
+    return table_info(path, version_with(path, "write_id", write_id), digest=True)
 
 
 def table_properties(path: Path | str) -> dict[str, str]:

@@ -1,6 +1,12 @@
 """Landing raw events: a batch written as a new version of `raw_events_batch`, audited by the
 raw-events contract (`shipway.data.admission`), and only then published to `raw_events`, the
 table dbt reads (write, audit, publish). Shared by every model.
+
+Two landings may run at once: each batch version records the run that wrote it, its contract
+audits that version (not the newest), and publishing takes, under a lock, every accepted batch
+`raw_events` does not hold yet, in landing order. So a batch accepted in the ledger is
+published by the next publish even if the process died between the two, and one accepted
+batch never overwrites the days of a batch landed after it.
 """
 
 from __future__ import annotations
@@ -14,8 +20,18 @@ from shipway.data.admission import Ledger, reference_from
 from shipway.data.contracts import Contract
 from shipway.data.events import SCENARIOS, generate_events
 from shipway.data.gates import Reference
-from shipway.data.lake import TableInfo, land_days, overwrite_table, read_table, table_exists
+from shipway.data.lake import (
+    TableInfo,
+    committed_values,
+    land_days,
+    overwrite_table,
+    read_table,
+    table_exists,
+    table_info,
+    version_with,
+)
 from shipway.errors import ShipwayError
+from shipway.files import locked
 from shipway.names import EVENT_TIMESTAMP
 from shipway.paths import ShipwayHome
 
@@ -83,14 +99,22 @@ def write_batch(
     as_of: str,
     readmits: str,
     retention_days: int,
+    run_id: str = "",
 ) -> TableInfo:
-    """The batch as a new version of `raw_events_batch`, before its contract audits it."""
+    """The batch as a new version of `raw_events_batch`, before its contract audits it; the
+    version records `run_id`, the run that wrote it."""
     return overwrite_table(
         home.table(BATCH_TABLE),
         events,
-        commit_metadata={"source": source, "as_of": as_of, "readmits": readmits},
+        commit_metadata={"source": source, "as_of": as_of, "readmits": readmits, "run_id": run_id},
         retention_days=retention_days,
     )
+
+
+def batch_of_run(home: ShipwayHome, run_id: str) -> TableInfo:
+    """The batch version `run_id` wrote; the newest when it wrote none (the check run alone)."""
+    path = home.table(BATCH_TABLE)
+    return table_info(path, version_with(path, "run_id", run_id) if run_id else None)
 
 
 def raw_events_reference(home: ShipwayHome, current: Contract) -> Reference | None:
@@ -110,15 +134,41 @@ def raw_events_reference(home: ShipwayHome, current: Contract) -> Reference | No
     )
 
 
-def publish(home: ShipwayHome, retention_days: int) -> tuple[TableInfo, str, pd.DataFrame]:
-    """The newest accepted batch into `raw_events` (its days replace those days' rows): the
-    table's new version, the batch's id and its rows."""
-    accepted = Ledger(home).require_accepted(RAW_EVENTS)
-    batch = read_table(home.table(BATCH_TABLE), accepted.version)
-    info = land_days(
-        home.table(RAW_EVENTS),
-        batch,
-        commit_metadata={"batch": accepted.id},
-        retention_days=retention_days,
-    )
-    return info, accepted.id, batch
+def published_batches(home: ShipwayHome) -> dict[str, int]:
+    """The batches `raw_events` holds: batch id → the table version that published it."""
+    return {batch: version for version, batch in committed_values(home.table(RAW_EVENTS), "batch")}
+
+
+def publish(home: ShipwayHome, retention_days: int) -> tuple[TableInfo, list[str], int]:
+    """Every accepted batch `raw_events` does not hold yet, oldest landing first (each one's
+    days replace those days' rows): the table's version after, the batches published and
+    their rows. A batch older than one already published gives only the days no later batch
+    holds. Under a lock: two publishers never interleave."""
+    with locked(home.lake / f".{RAW_EVENTS}.publish.lock"):
+        ledger = Ledger(home)
+        ledger.require_accepted(RAW_EVENTS)
+        accepted = {e.version: e for e in ledger.entries(RAW_EVENTS) if e.status == "accepted"}
+        published = published_batches(home)
+        held = {int(b.rsplit("@v", 1)[1]) for b in published}
+        pending = sorted(v for v in accepted if accepted[v].id not in published)
+        done, rows = [], 0
+        for version in pending:
+            batch = read_table(home.table(BATCH_TABLE), version)
+            later = [v for v in held if v > version]
+            if later:
+                days = {
+                    str(d)
+                    for v in later
+                    for d in read_table(home.table(BATCH_TABLE), v, ["event_date"])["event_date"]
+                }
+                batch = batch[~batch["event_date"].astype(str).isin(days)]
+            land_days(
+                home.table(RAW_EVENTS),
+                batch,
+                commit_metadata={"batch": accepted[version].id},
+                retention_days=retention_days,
+            )
+            held.add(version)
+            done.append(accepted[version].id)
+            rows += len(batch)
+        return table_info(home.table(RAW_EVENTS), digest=True), done, rows

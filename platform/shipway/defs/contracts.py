@@ -30,6 +30,8 @@ from shipway.paths import ShipwayHome
 
 ReferenceLoader = Callable[[ShipwayHome, Contract], Reference | None]
 AsOf = Callable[[TableInfo], datetime | None]
+VersionOfRun = Callable[[ShipwayHome, str], int | None]
+"""Which version of the table the run wrote (None: the newest)."""
 
 
 def contract_checks(
@@ -38,6 +40,7 @@ def contract_checks(
     table: str,
     reference: ReferenceLoader,
     as_of: AsOf = lambda info: None,
+    version_of_run: VersionOfRun = lambda home, run_id: None,
 ) -> AssetChecksDefinition:
     contract = load_contract(contract_path)
     specs = [
@@ -61,13 +64,14 @@ def contract_checks(
         home = lake.home
         # Re-read the file: a fixed contract applies from the next audit, no reload needed.
         current = load_contract(contract_path)
-        info = table_info(home.table(table))
+        run_id = context.op_execution_context.run_id
+        info = table_info(home.table(table), version_of_run(home, run_id))
         outcome = audit(
             home,
             current,
             table,
             reference(home, current),
-            context.op_execution_context.run_id,
+            run_id,
             as_of(info),
             info.version,
         )

@@ -22,9 +22,11 @@ from dagster import (
 
 from shipway.data.contracts import load_contract
 from shipway.data.events import SCENARIOS
+from shipway.data.lake import read_table
 from shipway.data.landing import (
     BATCH_TABLE,
     RAW_EVENTS,
+    batch_of_run,
     events_to_land,
     landed_at,
     parse_as_of,
@@ -82,7 +84,9 @@ def landing_definitions(contract_path: Path) -> Definitions:
             config.seed,
         )
         context.log.info("landing %d events (%s) as of %s", len(events), source, as_of)
-        info = write_batch(lake.home, events, source, as_of, config.readmits, retention_days)
+        info = write_batch(
+            lake.home, events, source, as_of, config.readmits, retention_days, context.run_id
+        )
         return MaterializeResult(
             metadata={
                 **info.metadata(),
@@ -99,7 +103,12 @@ def landing_definitions(contract_path: Path) -> Definitions:
         )
 
     checks = contract_checks(
-        AssetKey(BATCH_TABLE), contract_path, BATCH_TABLE, raw_events_reference, landed_at
+        AssetKey(BATCH_TABLE),
+        contract_path,
+        BATCH_TABLE,
+        raw_events_reference,
+        landed_at,
+        lambda home, run_id: batch_of_run(home, run_id).version,
     )
 
     @asset(
@@ -108,20 +117,25 @@ def landing_definitions(contract_path: Path) -> Definitions:
         kinds={"delta"},
         deps=[raw_events_batch],
         description="Card transactions with late-arriving fraud labels, by day: every batch its "
-        "contract accepted, published here (re-landing a day replaces it). dbt reads this table.",
+        "contract accepted, published here in landing order (re-landing a day replaces it). "
+        "dbt reads this table.",
     )
     def raw_events(context: AssetExecutionContext, lake: ShipwayHomeResource) -> MaterializeResult:
-        info, batch_id, batch = publish(lake.home, retention_days)
-        context.log.info(
-            "published %s (%d rows) as raw_events v%d", batch_id, len(batch), info.version
-        )
+        info, batches, rows = publish(lake.home, retention_days)
+        if batches:
+            context.log.info(
+                "published %s (%d rows) as raw_events v%d", ", ".join(batches), rows, info.version
+            )
+        else:
+            context.log.info("raw_events v%d already holds every accepted batch", info.version)
+        table = read_table(lake.home.table(RAW_EVENTS), info.version, ["event_date", "is_fraud"])
         return MaterializeResult(
             metadata={
                 **info.metadata(),
-                "published_batch": batch_id,
-                "published_rows": len(batch),
-                "landed_days": f"{batch['event_date'].min()} .. {batch['event_date'].max()}",
-                "fraud_rate": float(pd.to_numeric(batch["is_fraud"]).mean()),
+                "published_batches": ", ".join(batches) or "none new",
+                "published_rows": rows,
+                "days": f"{table['event_date'].min()} .. {table['event_date'].max()}",
+                "fraud_rate": float(pd.to_numeric(table["is_fraud"]).mean()),
             }
         )
 
