@@ -361,3 +361,20 @@ def test_a_batch_accepted_before_a_crash_is_published_by_the_next_landing(
     assert published[accepted[0].id] < published[outcome.admission.id]
     days = set(read_table(home.table("raw_events"), columns=["event_date"])["event_date"])
     assert {date(2026, 10, 1), date(2026, 10, 2), date(2026, 10, 3)} <= days
+
+
+def test_a_landing_that_fails_names_the_step_its_error_and_the_run(home: ShipwayHome) -> None:
+    """Not a Parquet file: `shipway data land` said "Execution of step failed"; it names the
+    step, the reader's own error and the run holding the full log, and writes no version."""
+    from shipway.errors import ShipwayError
+
+    before = table_info(home.table("raw_events_batch")).version
+    broken = home.root / "incoming" / "broken.parquet"
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_bytes(b"not parquet at all")
+    with pytest.raises(ShipwayError) as raised:
+        land(home, landing_job(), {"from_file": str(broken), "as_of": NEXT_AS_OF})
+    message = str(raised.value)
+    assert message.startswith("landing failed: raw_events_batch: ")
+    assert "Parquet" in message and "in the Dagster UI" in message, message
+    assert table_info(home.table("raw_events_batch")).version == before

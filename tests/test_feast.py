@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -184,3 +185,42 @@ def test_category_codes_follow_the_generators_and_dbts_category_order(
 
 def test_the_feature_repository_lists_the_tables_its_views_read() -> None:
     assert set(repository().tables) == {"customer_features", "merchant_features"}
+
+
+def test_an_on_demand_function_that_uses_its_module_s_globals_is_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README recipe's trap: `import math` at the top of the file works when imported and
+    is a NameError in every run, because Feast runs the function from its source alone. The
+    repository read (code location load, `shipway ci`) refuses it, naming `math`; the same
+    function importing math inside itself is accepted."""
+    from shipway.errors import PolicyError
+
+    header = (
+        "from typing import Any\n"
+        "from feast import Field, RequestSource\n"
+        "from feast.on_demand_feature_view import on_demand_feature_view\n"
+        "from feast.types import Float64, Int64, UnixTimestamp\n"
+        "payment = RequestSource(name='payment', schema=[\n"
+        "    Field(name='event_timestamp', dtype=UnixTimestamp),\n"
+        "    Field(name='amount', dtype=Float64)])\n"
+        "@on_demand_feature_view(sources=[payment], mode='python', schema=[\n"
+        "    Field(name='log_amount', dtype=Float64), Field(name='hour', dtype=Int64)])\n"
+        "def payment_features(inputs: dict[str, Any]) -> dict[str, Any]:\n"
+    )
+    body = (
+        "    return {'log_amount': [math.log1p(a) for a in inputs['amount']],\n"
+        "            'hour': [t.hour for t in inputs['event_timestamp']]}\n"
+    )
+    # Feast imports a repository's files as modules named from the working folder.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    trap = tmp_path / "trap"
+    trap.mkdir()
+    (trap / "merchant_trap.py").write_text("import math\n" + header + body)
+    with pytest.raises(PolicyError, match=r"payment_features\(\) uses 'math'.*inside the function"):
+        repository(trap)
+    fixed = tmp_path / "fixed"
+    fixed.mkdir()
+    (fixed / "merchant_fixed.py").write_text(header + "    import math\n\n" + body)
+    assert repository(fixed).services == {}

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.etree import ElementTree
 
-from shipway.errors import ShipwayError
+from shipway.errors import ShipwayError, run_failures
 from shipway.git import git
 from shipway.paths import ASSETS_DIR, DBT_PROJECT_DIR, RAW_EVENTS_CONTRACT, REPO_ROOT, ShipwayHome
 from shipway.processes import environment, output_to
@@ -319,7 +319,7 @@ def smoke_build(
             run_config={"ops": {"raw_events_batch": {"config": config}}},
             raise_on_error=False,
         )
-        _require_success(landed, "landing the sample")
+        _require_success(landed, "landing the sample", log)
         graph = defs.resolve_asset_graph()
         selected = [
             key
@@ -331,12 +331,13 @@ def smoke_build(
         built = defs.resolve_implicit_global_asset_job_def().execute_in_process(
             instance=instance, asset_selection=selected, raise_on_error=False
         )
-        _require_success(built, "the smoke build")
+        _require_success(built, "the smoke build", log)
     return f"dbt, feast apply and {len(models)} training set(s) built from the sample"
 
 
-def _require_success(result: ExecuteInProcessResult, what: str) -> None:
-    """A failed blocking check names its rule; a failed step names its error."""
+def _require_success(result: ExecuteInProcessResult, what: str, log: Path) -> None:
+    """A failed blocking check names its rule; a failed step names its error; both say where
+    the full log is."""
     failed = [
         f"{e.asset_check_key.name} on {e.asset_key.to_user_string()}: {e.description}"
         for e in (
@@ -346,13 +347,11 @@ def _require_success(result: ExecuteInProcessResult, what: str) -> None:
         )
         if not e.passed and e.severity.value == "ERROR"
     ]
-    errors = [
-        f"{event.step_key}: {str(event.step_failure_data.error.message).strip().splitlines()[0]}"
-        for event in result.all_events
-        if event.is_step_failure and event.step_failure_data.error is not None
-    ]
+    errors = run_failures(result)
     if not result.success or failed:
-        raise CIFailure(f"{what} failed: {'; '.join(failed + errors) or 'see smoke-build.log'}")
+        raise CIFailure(
+            f"{what} failed: {'; '.join(failed + errors) or 'no step said why'}; full log: {log}"
+        )
 
 
 @dataclass(frozen=True)

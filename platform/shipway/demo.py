@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
@@ -44,7 +45,7 @@ from shipway.defs.resources import (
     ServingResource,
     ShipwayHomeResource,
 )
-from shipway.errors import ShipwayError
+from shipway.errors import ShipwayError, run_failures
 from shipway.features.store import feature_store, online_features
 from shipway.models.catalog import (
     DeclaredModel,
@@ -108,6 +109,11 @@ class Timeline:
         self._print(f"  {time.monotonic() - self.began:7.1f}s  total")
 
 
+def run_log(home: ShipwayHome) -> Path:
+    """Where the demo's runs write Dagster's, dbt's, Feast's and MLflow's output."""
+    return home.logs / "demo-runs.log"
+
+
 def run_demo(
     home: ShipwayHome,
     config: DemoConfig,
@@ -124,9 +130,9 @@ def run_demo(
     if home.root.exists() and not keep:
         shutil.rmtree(home.root)
     home.logs.mkdir(parents=True, exist_ok=True)
-    run_log = home.logs / "demo-runs.log"
+    log = run_log(home)
     print(f"Shipway demo: {model_name}, from raw events to a live model and back", flush=True)
-    print(f"state in {home.root}; Dagster, dbt, Feast and MLflow output in {run_log}", flush=True)
+    print(f"state in {home.root}; Dagster, dbt, Feast and MLflow output in {log}", flush=True)
     timeline = Timeline(os.fdopen(os.dup(sys.stdout.fileno()), "w"))
     # Loading the asset graph imports Dagster, dbt, Feast and MLflow and checks every
     # declaration (~25 s on 2 cores): overlap it with the services' start-up.
@@ -136,7 +142,7 @@ def run_demo(
     timeline.say("starting MLflow, Prometheus and the serving controller on 127.0.0.1")
     with (
         running_stack(home, ports) as stack,
-        output_to(run_log),
+        output_to(log),
     ):
         loader.join()
         from assets.definitions import models
@@ -166,7 +172,7 @@ def _loop(stack: Stack, config: DemoConfig, declared: DeclaredModel, timeline: T
     with timeline.stage("build: dbt → Feast → training set → model → gate → deployment"):
         result = _run_job(defs, instance, timeline, declaration.lifecycle_job, declared)
         _report_contract(result, declaration.training_set, timeline)
-        _require_gate_passed(result, declaration.gate, "v1", timeline)
+        _require_gate_passed(result, declaration.gate, "v1", timeline, run_log(stack.home))
     served = stack.serving().status()[model]
     timeline.say(f"serving {model}: weights {served['weights']}")
 
@@ -202,7 +208,9 @@ def _loop(stack: Stack, config: DemoConfig, declared: DeclaredModel, timeline: T
     with timeline.stage(f"retrain requested by the sensor (run_key {request.run_key})"):
         result = _run_job(defs, instance, timeline, declaration.retrain_job, declared, tags)
         _report_contract(result, declaration.training_set, timeline)
-        passed = _require_gate_passed(result, declaration.gate, "v2", timeline, strict=False)
+        passed = _require_gate_passed(
+            result, declaration.gate, "v2", timeline, run_log(stack.home), strict=False
+        )
     rollout = RolloutStore(stack.home.served.rollouts).load(model)
     if not passed or rollout is None or rollout.challenger == "1":
         outcome_text = "blocked by its gate" if not passed else "registered, awaiting approval"
@@ -343,6 +351,8 @@ def _run_job(
         took = (stat.end_time or 0) - (stat.start_time or 0)
         status = stat.status.value.lower() if stat.status else "unknown"
         timeline.say(f"  {took:6.1f}s  {stat.step_key}  [{status}]")
+    for failure in run_failures(result):
+        timeline.say(f"  error in {failure}")
     gated = [f"validation_{g.metric}" for g in declared.declaration.gates] if declared else []
     for event in result.get_asset_materialization_events():
         mat = event.step_materialization_data.materialization
@@ -365,17 +375,27 @@ def _gate_evaluations(result: Any) -> list[AssetCheckEvaluation]:
 
 
 def _require_gate_passed(
-    result: Any, gate_name: str, label: str, timeline: Timeline, strict: bool = True
+    result: Any,
+    gate_name: str,
+    label: str,
+    timeline: Timeline,
+    log: Path,
+    strict: bool = True,
 ) -> bool:
     gates = [e for e in _gate_evaluations(result) if e.check_name == gate_name]
+    why = "; ".join(run_failures(result)) or "no step said why"
     if not gates:
-        raise ShipwayError(f"{label}: the run ended before the model gate ran; see the log above")
+        raise ShipwayError(
+            f"{label}: the run ended before the model gate ran: {why} (full log: {log})"
+        )
     gate = gates[-1]
     timeline.say(f"  gate: {gate.description}")
     if strict and not gate.passed:
         raise ShipwayError(f"{label} blocked by its gate: {gate.description}")
     if not result.success and gate.passed:
-        raise ShipwayError(f"{label}: the run failed after the gate passed; see the log above")
+        raise ShipwayError(
+            f"{label}: the run failed after the gate passed: {why} (full log: {log})"
+        )
     return bool(gate.passed)
 
 

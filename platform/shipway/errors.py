@@ -1,5 +1,9 @@
 """Errors a user can act on: each carries one line that says what is wrong and what to do."""
 
+from __future__ import annotations
+
+from typing import Any
+
 
 class ShipwayError(Exception):
     """Base for errors whose message is shown to the user as-is, on one line."""
@@ -31,3 +35,28 @@ class Unauthorized(ShipwayError):
 
 class RateLimited(ShipwayError):
     """A caller sent more than its rate allows (HTTP 429); the message names the caller."""
+
+
+# A blocking check's failure: its verdict is reported as the gate's, not as a step's error.
+_CHECK_FAILED = "DagsterAssetCheckFailedError"
+
+
+def run_failures(result: Any) -> list[str]:
+    """What a finished Dagster run says went wrong: one line per failed step, naming the step
+    and the error its code raised (the innermost cause: a function's `NameError`, not Dagster's
+    "error occurred while executing" around it). A blocking check's stop is not listed: its
+    gate says why."""
+    lines = []
+    for event in result.all_events:
+        if not event.is_step_failure or event.step_failure_data.error is None:
+            continue
+        error = event.step_failure_data.error
+        chain = [error]
+        while error.cause is not None:
+            error = error.cause
+            chain.append(error)
+        if any(e.cls_name == _CHECK_FAILED for e in chain):
+            continue
+        text = next((t for t in error.message.strip().splitlines() if t.strip()), error.cls_name)
+        lines.append(f"{event.step_key}: {text[:500]}")
+    return lines

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from shipway.data.admission import Admission, Ledger
 from shipway.data.lake import read_table, table_exists, table_info
-from shipway.errors import ShipwayError
+from shipway.errors import ShipwayError, run_failures
 from shipway.paths import ShipwayHome
 
 if TYPE_CHECKING:
@@ -50,8 +50,12 @@ def land(home: ShipwayHome, job: JobDefinition, config: dict[str, Any]) -> Landi
             check = event.asset_check_evaluation_data
             verdict = "ok  " if check.passed else f"{check.severity.value.lower():4}"
             lines.append(f"{verdict} {check.check_name:<10} {check.description or ''}")
-        elif event.event_type_value == "STEP_FAILURE" and event.step_key == BATCH_STEP:
-            raise ShipwayError(f"landing failed: {event.message}")
+    failures = run_failures(result)
+    if failures:
+        raise ShipwayError(
+            f"landing failed: {'; '.join(failures)} (the run's full log: run {result.run_id} "
+            f"in the Dagster UI, `shipway up`)"
+        )
     entries = [e for e in Ledger(home).entries("raw_events") if e.run_id == result.run_id]
     return LandingOutcome(entries[-1] if entries else None, lines)
 

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from shipway.errors import ShipwayError
+from shipway.features.on_demand import check_on_demand
 from shipway.paths import FEATURE_REPO_DIR
 
 DEFAULT_TAG = "default"
@@ -125,13 +126,14 @@ def repository(repo: Path = FEATURE_REPO_DIR) -> Repository:
     """Parse the repository's code, without a registry.
 
     Feast imports the repository's files as top-level modules, with the repository on the path;
-    so does this.
+    so does this. Each on-demand function is run as Feast will run it (`check_on_demand`).
     """
     from feast.repo_operations import parse_repo
 
     if str(repo) not in sys.path:
         sys.path.append(str(repo))
     contents = parse_repo(repo)
+    check_on_demand(contents.on_demand_feature_views)
     views = {v.name: v for v in contents.feature_views}
     on_demand = {v.name: v for v in contents.on_demand_feature_views}
     entities = {e.name: e.join_key for e in contents.entities}
