@@ -141,14 +141,32 @@ def evaluate(
     as_of: datetime | None = None,
     reference: Reference | None = None,
 ) -> list[GateResult]:
-    """Run every gate the contract configures; a column missing from the batch is reported by
-    the schema gate and skipped by the others, so each gate reports only its own rule."""
+    """Run every gate the contract configures. A column missing from the batch is reported by
+    the schema gate, and one stored with another type than declared by the types gate; the
+    other gates judge the batch without them, so each gate reports only its own rule. A gate
+    that cannot judge the batch at all fails with its error named: never a pass, never a
+    crash."""
     present = [c for c in contract.columns if c in batch.frame.columns]
-    context = _Context(contract, batch, present, as_of, reference)
+    mistyped = [c for c in present if batch.logical_types.get(c) != contract.columns[c].type]
+    typed = Batch(
+        batch.frame.drop(columns=mistyped),
+        pa_arrow.schema([f for f in batch.schema if f.name not in mistyped]),
+    )
+    full = _Context(contract, batch, present, as_of, reference)
+    narrowed = _Context(
+        contract, typed, [c for c in present if c not in mistyped], as_of, reference
+    )
     results = []
     for gate in contract.gates():
         started = time.perf_counter()
-        findings, checked, metrics = _GATE_FUNCTIONS[gate](context)
+        context = full if gate in ("schema", "types") else narrowed
+        try:
+            findings, checked, metrics = _GATE_FUNCTIONS[gate](context)
+        except Exception as exc:  # fail closed: a gate that cannot judge does not pass
+            findings = [
+                Finding(None, f"{gate} gate runs", f"{type(exc).__name__}: {exc}", "a verdict")
+            ]
+            checked, metrics = f"{gate} (could not run)", {}
         results.append(
             GateResult(
                 contract.dataset,
