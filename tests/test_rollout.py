@@ -208,12 +208,16 @@ def test_requests_pinned_to_the_challenger_never_count_in_its_analysis(
     pinned = f'envoy_cluster_upstream_rq_total{{model="{model}",version="2",traffic="pinned"}}'
     weighted = f'envoy_cluster_upstream_rq_total{{model="{model}",version="1"}}'
     # Every series exists in Prometheus before the traffic the analysis's window measures.
+    scores = f'shipway_prediction_score_count{{model="{model}",version="1"}}'
     send(1)
     total(pinned, 2)
     total(weighted, 1)
+    # The model server's own series too: the analysis takes increase() over its window, which
+    # needs a scrape before the traffic below (Prometheus picks each target's scrape offset).
+    total(scores, 1)
     send(15)
     total(pinned, 32)
-    total(f'shipway_prediction_score_count{{model="{model}",version="1"}}', 80)
+    total(scores, 80)
     found = analyse(prometheus, model, "2", "1", 120)
     assert found.requests == 0.0 and found.score_mean is None, found
     assert found.champion_requests is not None and found.champion_requests > 0
