@@ -128,3 +128,40 @@ def test_one_control_plane_per_serving_home_and_a_killed_one_leaves_no_lock(
             assert time.monotonic() < deadline
             time.sleep(0.05)
     asyncio.run(third.shutdown())
+
+
+def test_a_run_waits_out_a_restarting_control_plane_and_a_person_is_told_at_once() -> None:
+    """A deployment step failed when the control plane restarted under it (the chaos soak
+    kills it with -9). Runs and sensors now try again for their patience; the CLI's client
+    has none and names the unreachable service at once."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from shipway.processes import free_port
+    from shipway.serving.client import ServingClient
+
+    class Status(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"m": {"weights": {"1": 100}}}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with pytest.raises(ShipwayError, match="unreachable"):
+        ServingClient(url, url, "token").status()
+
+    def restart() -> None:
+        time.sleep(1.0)
+        server = HTTPServer(("127.0.0.1", port), Status)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    threading.Thread(target=restart, daemon=True).start()
+    assert ServingClient(url, url, "token", patience=20).status() == {"m": {"weights": {"1": 100}}}

@@ -36,6 +36,10 @@ class MlflowResource(ConfigurableResource):
     tracking_uri: str
 
 
+RESTART_PATIENCE = 30.0
+"""Seconds a deployment or a sensor tick waits for an unreachable control plane."""
+
+
 class ServingResource(ConfigurableResource):
     """Serving: Shipway's control plane, its token and the data plane's front door; or, with
     `seldon_api_url` set, Seldon Core v2 on that Kubernetes API (a `Model` per version, an
@@ -55,7 +59,8 @@ class ServingResource(ConfigurableResource):
             return SeldonServing(
                 self.seldon_api_url, self.seldon_token, self.seldon_namespace, self.seldon_storage
             )
-        return ServingClient(self.control_url, self.url, self.token)
+        # Runs and sensors wait out a control plane's restart rather than fail on it.
+        return ServingClient(self.control_url, self.url, self.token, patience=RESTART_PATIENCE)
 
 
 class PrometheusResource(ConfigurableResource):

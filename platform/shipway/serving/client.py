@@ -4,8 +4,10 @@ through the data plane's front door, as a serving team's would."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ from shipway.processes import LOOPBACK, ManagedProcess, ensure_port_free
 from shipway.serving.dataplane import DataPlane
 from shipway.serving.protocol import features_request
 
+log = logging.getLogger(__name__)
+
 CONTROL_ENV = "SHIPWAY_CONTROL_URL"
 SERVING_ENV = "SHIPWAY_SERVING_URL"
 TOKEN_ENV = "SHIPWAY_SERVING_TOKEN"
@@ -34,8 +38,14 @@ class ServingClient:
         token: str,
         api_key: str | None = None,
         timeout: float = 120.0,
+        patience: float = 0.0,
     ) -> None:
-        """`api_key` (`<caller>:<key>`) is what requests to the front door present."""
+        """`api_key` (`<caller>:<key>`) is what requests to the front door present. With
+        `patience`, a control plane that cannot be reached (restarting: a crash, kill -9, a
+        deploy of its own) is tried again for that many seconds; every admin call is
+        idempotent, so a retried one does what one call would (an undeploy whose first try
+        took effect finds the version gone, which is what it asked for)."""
+        self.patience = patience
         self.control_url = control_url.rstrip("/")
         self.url = url.rstrip("/")
         self._control = httpx.Client(
@@ -49,10 +59,22 @@ class ServingClient:
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         http = self._data if path.startswith("/v2/") else self._control
-        try:
-            response = http.request(method, path, json=body)
-        except httpx.HTTPError as exc:
-            raise ServiceError(f"serving at {http.base_url} unreachable: {exc}") from None
+        deadline = time.monotonic() + self.patience
+        pause, retried = 0.25, False
+        while True:
+            try:
+                response = http.request(method, path, json=body)
+                break
+            except httpx.TransportError as exc:
+                if http is self._data or time.monotonic() + pause > deadline:
+                    raise ServiceError(f"serving at {http.base_url} unreachable: {exc}") from None
+                log.warning("serving at %s unreachable (%s); trying again", http.base_url, exc)
+                time.sleep(pause)
+                pause, retried = min(pause * 2, 4.0), True
+            except httpx.HTTPError as exc:
+                raise ServiceError(f"serving at {http.base_url} unreachable: {exc}") from None
+        if retried and method == "DELETE" and response.status_code == 404:
+            return {}
         if response.status_code >= 400:
             try:
                 message = response.json()["error"]
