@@ -37,6 +37,24 @@ class RateLimited(ShipwayError):
     """A caller sent more than its rate allows (HTTP 429); the message names the caller."""
 
 
+ECHO_LIMIT = 200
+"""Characters of an input that a message repeats (its own message, Dagster's metadata, the
+admission ledger): a 5 MB value must not become 5 MB of each."""
+
+
+def cut(text: str, limit: int = ECHO_LIMIT) -> str:
+    """`text` as a message repeats it: at most `limit` characters, saying how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """A value as a message shows it: its repr, cut (a huge integer is described: Python
+    will not even print one past 4,300 digits)."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    return cut(repr(value), limit)
+
+
 # A blocking check's failure: its verdict is reported as the gate's, not as a step's error.
 _CHECK_FAILED = "DagsterAssetCheckFailedError"
 

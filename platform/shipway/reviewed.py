@@ -9,7 +9,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from shipway.errors import PolicyError
+from shipway.errors import PolicyError, shown
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -31,19 +31,13 @@ def load_reviewed_file(path: Path, model: type[M], kind: str) -> M:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
             + (
-                f" (got {_cut(err['input'])})"
+                f" (got {shown(err['input'], 100)})"
                 if err["type"] not in ("missing", "value_error")
                 else ""
             )
             for err in exc.errors()
         )
         raise PolicyError(f"{kind} {path} is invalid: {_one_line(problems)}") from None
-
-
-def _cut(value: object) -> str:
-    """A value as a message repeats it: at most 100 characters of it."""
-    text = repr(value)
-    return text if len(text) <= 100 else f"{text[:100]}... ({len(text)} characters)"
 
 
 def _one_line(text: str) -> str:

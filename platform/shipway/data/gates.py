@@ -22,19 +22,11 @@ import pyarrow as pa_arrow
 from scipy import stats
 
 from shipway.data.contracts import Contract, GateName, Level
+from shipway.errors import cut
 from shipway.stats.divergence import psi
 from shipway.stats.metrics import single_column_auc
 
 SAMPLE_ROWS = 5
-MAX_ECHO = 200
-"""Characters of an offending value a finding repeats (in its message, Dagster's metadata and
-the ledger); a longer one is cut and says how long it was."""
-
-
-def capped(text: str) -> str:
-    if len(text) <= MAX_ECHO:
-        return text
-    return f"{text[:MAX_ECHO]}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -51,13 +43,13 @@ class Finding:
 
     def __post_init__(self) -> None:
         # A 5 MB value must not become 5 MB of every message, run log and ledger row.
-        object.__setattr__(self, "observed", capped(self.observed))
-        object.__setattr__(self, "expected", capped(self.expected))
+        object.__setattr__(self, "observed", cut(self.observed))
+        object.__setattr__(self, "expected", cut(self.expected))
         object.__setattr__(
             self,
             "sample",
             [
-                {k: capped(v) if isinstance(v, str) else v for k, v in row.items()}
+                {k: cut(v) if isinstance(v, str) else v for k, v in row.items()}
                 for row in self.sample
             ],
         )

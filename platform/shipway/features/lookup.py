@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shipway.errors import BadRequest
+from shipway.errors import BadRequest, shown
 from shipway.features.service import DEFAULT_TAG
 
 PRESENT = "PRESENT"
@@ -122,18 +122,10 @@ def _stamp(ts: datetime | None) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _cut(value: Any) -> str:
-    """A value as a message shows it, at most ~60 characters (a huge int is not printed)."""
-    if isinstance(value, int) and value.bit_length() > 128:
-        return f"an integer of {value.bit_length()} bits"
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:60]}..."
-
-
 def request_time(value: Any, name: str) -> datetime:
     """A timestamp request field, in UTC: epoch seconds or ISO 8601 (UTC when no zone is
     given; another offset is converted, so `09:30+05:00` is 04:30 UTC as in training)."""
-    expected = f"{name}: expected a timestamp (epoch seconds or ISO 8601), got {_cut(value)}"
+    expected = f"{name}: expected a timestamp (epoch seconds or ISO 8601), got {shown(value)}"
     if isinstance(value, bool):
         raise BadRequest(expected)
     try:
@@ -148,12 +140,12 @@ def request_time(value: Any, name: str) -> datetime:
         stamp = stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)
     except (ValueError, OverflowError, OSError):
         raise BadRequest(
-            f"{name}: {_cut(value)} is not a timestamp between {EARLIEST:%Y-%m-%d} and "
+            f"{name}: {shown(value)} is not a timestamp between {EARLIEST:%Y-%m-%d} and "
             f"{LATEST:%Y-%m-%d} (epoch seconds or ISO 8601)"
         ) from None
     if not EARLIEST <= stamp <= LATEST:
         raise BadRequest(
-            f"{name}: {_cut(value)} is outside {EARLIEST:%Y-%m-%d} .. {LATEST:%Y-%m-%d}, the "
+            f"{name}: {shown(value)} is outside {EARLIEST:%Y-%m-%d} .. {LATEST:%Y-%m-%d}, the "
             "times the features can be computed for"
         )
     return stamp
@@ -436,7 +428,7 @@ class OnlineLookup:
 
     @staticmethod
     def _join_value(key: str, value: Any) -> int:
-        expected = f"join key {key!r}: expected an int64 integer, got {_cut(value)}"
+        expected = f"join key {key!r}: expected an int64 integer, got {shown(value)}"
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise BadRequest(expected)
         if isinstance(value, str):

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from shipway.errors import BadRequest
+from shipway.errors import BadRequest, shown
 
 FEATURES_INPUT = "features"
 ROW_KEYS_PARAMETER = "row_keys"
@@ -139,9 +139,8 @@ def _first_not_number(data: Any) -> Any:
 
 
 def _shown(value: Any) -> str:
-    """A value as an error message shows it: its type, and its text cut short."""
-    text = repr(value)
-    return f"{text[:40]}{'...' if len(text) > 40 else ''} ({type(value).__name__})"
+    """A value as an error message shows it: cut, with its type."""
+    return f"{shown(value, 40)} ({type(value).__name__})"
 
 
 def _check_datatype(tensor: dict[str, Any]) -> None:
