@@ -76,5 +76,5 @@ def run_failures(result: Any) -> list[str]:
         if any(e.cls_name == _CHECK_FAILED for e in chain):
             continue
         text = next((t for t in error.message.strip().splitlines() if t.strip()), error.cls_name)
-        lines.append(f"{event.step_key}: {text[:500]}")
+        lines.append(f"{event.step_key}: {cut(text, 500)}")
     return lines

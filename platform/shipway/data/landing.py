@@ -149,9 +149,9 @@ def publish(home: ShipwayHome, retention_days: int) -> tuple[TableInfo, list[str
         ledger.require_accepted(RAW_EVENTS)
         accepted = {e.version: e for e in ledger.entries(RAW_EVENTS) if e.status == "accepted"}
         published = published_batches(home)
-        held = {int(b.rsplit("@v", 1)[1]) for b in published}
-        pending = sorted(v for v in accepted if accepted[v].id not in published)
-        done, rows = [], 0
+        held = {v for v, entry in accepted.items() if entry.id in published}
+        pending = sorted(set(accepted) - held)
+        done, rows, info = [], 0, None
         for version in pending:
             batch = read_table(home.table(BATCH_TABLE), version)
             later = [v for v in held if v > version]
@@ -162,7 +162,7 @@ def publish(home: ShipwayHome, retention_days: int) -> tuple[TableInfo, list[str
                     for d in read_table(home.table(BATCH_TABLE), v, ["event_date"])["event_date"]
                 }
                 batch = batch[~batch["event_date"].astype(str).isin(days)]
-            land_days(
+            info = land_days(
                 home.table(RAW_EVENTS),
                 batch,
                 commit_metadata={"batch": accepted[version].id},
@@ -171,4 +171,6 @@ def publish(home: ShipwayHome, retention_days: int) -> tuple[TableInfo, list[str
             held.add(version)
             done.append(accepted[version].id)
             rows += len(batch)
-        return table_info(home.table(RAW_EVENTS), digest=True), done, rows
+        if info is None:  # nothing new: the table as it is
+            info = table_info(home.table(RAW_EVENTS), digest=True)
+        return info, done, rows

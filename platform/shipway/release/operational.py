@@ -5,8 +5,8 @@ read 25.9 ms on a quiet machine and 35.9 ms while another process loaded it (a g
 failed a fresh-clone CI run). CPU time of the predicting thread, with XGBoost on one thread
 (as serving runs it), counts only the model's own work; each row is predicted `ROUNDS` times
 and its cheapest counts (noise only ever adds), which leaves out most cache and frequency
-noise too. Wall-clock latency is judged where it
-is measured for real: in serving, by the rollout's checks and the alerts (Prometheus).
+noise too. Wall-clock latency is judged where it is measured for real: in serving, by the
+rollout's checks and the alerts (Prometheus).
 """
 
 from __future__ import annotations

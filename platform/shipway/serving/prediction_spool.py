@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,12 +105,11 @@ class PredictionSpool:
             while self.queue:
                 taken.append(self.queue.popleft())
             self.queued_rows = 0
-            rows = sum(len(s.scores) for s in taken)
             if not taken:
                 return None
+            rows = _rows(taken)
             name = f"{self.version}-{time.time_ns()}-{os.getpid()}-{next(self._sequence)}"
-            try:
-                self.folder.mkdir(parents=True, exist_ok=True)
+            try:  # write_atomic makes the folder again if it is gone
                 path = write_atomic(
                     self.folder / f"{name}{SUFFIX}", json.dumps(_columns(self, taken))
                 )
@@ -142,7 +141,7 @@ class PredictionSpool:
             self._thread.join(timeout=10)
         self.flush()
         if self.queue:
-            left = sum(len(s.scores) for s in self.queue)
+            left = _rows(self.queue)
             self.queue.clear()
             self.dropped_rows += left
             log.error(
@@ -173,10 +172,14 @@ def spool_metrics(
         "Scored rows waiting to be written to the spool",
         labels=names,
     )
-    queued.add_metric(labels, sum(len(s.scores) for s in list(spool.queue)))
+    queued.add_metric(labels, _rows(list(spool.queue)))
     yield dropped
     yield errors
     yield queued
+
+
+def _rows(scored: Iterable[Scored]) -> int:
+    return sum(len(s.scores) for s in scored)
 
 
 def _columns(spool: PredictionSpool, taken: list[Scored]) -> dict[str, Any]:
