@@ -9,8 +9,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -35,6 +37,7 @@ from shipway.serving.dataplane import DataPlane
 from shipway.serving.package import VERIFY_KEY_ENV, build_package, public_key_text
 from shipway.serving.prediction_log import read_predictions
 from shipway.serving.protocol import features_request
+from shipway.serving.runtime import client, socket_folder, start_mlserver
 from shipway.stats.drift import DriftRules, build_reference
 from tests.conftest import (
     CALLER,
@@ -703,6 +706,72 @@ def test_a_graceful_stop_logs_every_answered_row(serving: Serving, deployed: Ser
         assert len(_logged(serving, "log-b-", rows=50, timeout=0)) == 50
     finally:
         serving.start_control()
+
+
+def test_a_stop_out_of_patience_still_writes_the_rows_answered_during_the_drain(
+    bundles: dict[str, Bundle], tmp_path: Path
+) -> None:
+    # A graceful stop waits for open requests; one that never completes (a body never sent)
+    # holds it forever. A second signal later than SAME_STOP_SECONDS ends the server at once,
+    # and a row answered during the drain, likely still queued (flushes are 0.5 s apart),
+    # is written first.
+    source = bundles["1"]
+    bundle = write_bundle(
+        tmp_path / "bundle",
+        "toy_model",
+        "1",
+        source.path / "model.ubj",
+        source.reference,
+        "binary_classification",
+        TOY_DRIFT,
+        fault={"latency_ms": 3000.0},
+    )
+    spool = tmp_path / "spool"
+    server = start_mlserver(
+        bundle,
+        tmp_path / "logs",
+        tmp_path / "metrics",
+        spool_dir=spool,
+        sockets=socket_folder(tmp_path),
+        own_group=True,
+    )
+    rows = toy_frame(1, seed=24)[TOY_FEATURES].to_numpy()
+    slow: list[int] = []
+    answered = threading.Thread(
+        target=lambda: slow.append(
+            client(server.socket, timeout=30)
+            .post(
+                "/v2/models/toy_model/versions/1/infer",
+                json=features_request(rows, TOY_FEATURES, ["drained"]),
+            )
+            .status_code
+        )
+    )
+    answered.start()
+    held = socket.socket(socket.AF_UNIX)
+    held.connect(str(server.socket))
+    held.sendall(
+        b"POST /v2/models/toy_model/infer HTTP/1.1\r\nhost: model\r\n"
+        b"content-type: application/json\r\ncontent-length: 1000\r\n\r\n{"
+    )
+    try:
+        time.sleep(0.5)
+        os.kill(server.process.pid, signal.SIGINT)
+        answered.join(timeout=10)
+        assert slow == [200], "an open request is answered during a graceful stop"
+        assert server.process.running(), "the held request keeps the graceful stop waiting"
+        os.kill(server.process.pid, signal.SIGTERM)  # 3 s after the SIGINT
+        assert server.process.wait(timeout=10) == 128 + signal.SIGTERM
+    finally:
+        held.close()
+        server.process.stop()
+    logged = [
+        key
+        for file in (spool / "toy_model").glob("*.json")
+        for key in json.loads(file.read_text())["row_key"]
+    ]
+    assert logged == ["drained"]
+    assert "stopping now" in server.process.tail(20)
 
 
 def test_kill_9_of_a_model_server_loses_at_most_its_last_half_second_of_rows(

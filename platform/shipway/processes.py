@@ -215,6 +215,11 @@ class ManagedProcess:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def wait(self, timeout: float) -> int:
+        """Its exit code, once it has exited (`subprocess.TimeoutExpired` after `timeout`)."""
+        assert self._proc is not None, f"{self.name} was not started"
+        return self._proc.wait(timeout=timeout)
+
     def stop(self, timeout: float = 15.0) -> None:
         proc = self._proc
         if proc is None or proc.poll() is not None:

@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ SUFFIX = ".json"
 # Queued requests kept while the disk does not take them; past this the oldest are dropped
 # (and counted) rather than growing the server's memory.
 MAX_QUEUED = 100_000
+# Every spool of this process, for `close_all` when the model server stops.
+_OPEN: weakref.WeakSet[PredictionSpool] = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class PredictionSpool:
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prediction-spool", daemon=True)
         self._thread.start()
+        _OPEN.add(self)
         atexit.register(self.close)
 
     def add(self, scored: Scored) -> None:
@@ -147,6 +151,13 @@ class PredictionSpool:
             log.error(
                 "prediction spool %s: %d rows could not be written before exit", self.folder, left
             )
+
+
+def close_all() -> None:
+    """Write what every spool of this process has queued, and stop their writers: the model
+    server's last act once its HTTP and gRPC servers have stopped."""
+    for spool in list(_OPEN):
+        spool.close()
 
 
 def spool_metrics(
