@@ -7,7 +7,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from shipway.data.events import CATEGORIES, RAW_EVENTS_COLUMNS, generate_events
+from shipway.data.events import AGE_BANDS, CATEGORIES, RAW_EVENTS_COLUMNS, generate_events
 
 START = date(2026, 9, 1)
 
@@ -65,6 +65,22 @@ def test_the_drift_scenario_shifts_amounts_and_merchant_mix() -> None:
 
 def test_an_unknown_scenario_names_the_known_ones() -> None:
     with pytest.raises(
-        ValueError, match=r"unknown scenario 'holiday'; known: \['baseline', 'drift'\]"
+        ValueError, match=r"unknown scenario 'holiday'; known: \['baseline', 'biased', 'drift'\]"
     ):
         generate_events(START, 1, "holiday")
+
+
+def test_each_customer_has_one_age_band_and_only_the_biased_scenario_lets_it_matter() -> None:
+    base = generate_events(START, 10, events_per_day=1000)
+    assert (base.groupby("customer_id")["age_band"].nunique() == 1).all()
+    night = lambda e: (e["event_timestamp"].dt.hour < 6).mean()  # noqa: E731
+    legit = base[base["is_fraud"] == 0]
+    by_band = [night(legit[legit["age_band"] == band]) for band in AGE_BANDS]
+    assert max(by_band) - min(by_band) < 0.03, "in baseline, bands spend alike"
+    biased = generate_events(START, 10, "biased", events_per_day=1000)
+    legit = biased[biased["is_fraud"] == 0]
+    young, others = legit[legit["age_band"] == "18-25"], legit[legit["age_band"] != "18-25"]
+    assert night(young) > 5 * night(others)
+    assert (young["channel"] == "online").mean() > 2 * (others["channel"] == "online").mean()
+    # Fraud itself is as it was: the scenario only moves good customers' payments.
+    assert biased["is_fraud"].sum() == base["is_fraud"].sum()

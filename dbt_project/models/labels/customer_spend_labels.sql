@@ -5,6 +5,7 @@
 select
     customer_id,
     feature_date,
+    age_band,
     cast(feature_date + interval 1 day as timestamp) at time zone 'UTC' as event_timestamp,
     coalesce(
         sum(amount_sum) over (

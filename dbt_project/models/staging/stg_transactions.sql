@@ -11,6 +11,7 @@ select
     channel,
     cast(channel = 'online' as integer) as is_online,
     amount,
+    age_band,
     cast(hour(event_timestamp at time zone 'UTC') as integer) as hour_of_day,
     cast(hour(event_timestamp at time zone 'UTC') < 6 as integer) as is_night,
     is_fraud,

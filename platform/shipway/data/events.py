@@ -5,6 +5,11 @@ the seed; each day's events depend only on (seed, day, scenario, sizes), so land
 by one gives the same rows as landing them together. Fraud follows patterns a model can
 learn: compromised cards spend big, at night, online, at risky merchants. Labels arrive late:
 chargebacks take days to weeks, legitimate transactions are confirmed after settlement.
+
+Each customer has an age band, an attribute a fairness review looks at and no model may use
+as a feature. In every scenario but `biased` it has no bearing on spending or fraud; in
+`biased`, half of one band's legitimate payments look like fraud (at night, online, bigger),
+so a model trained on them holds that band's good customers for review more often.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ CATEGORIES: tuple[str, ...] = (
     "jewelry",
 )
 RISKY_CATEGORIES = ("electronics", "online_retail", "gaming", "jewelry")
+AGE_BANDS: tuple[str, ...] = ("18-25", "26-40", "41-60", "61+")
+AGE_BAND_SHARES = (0.2, 0.35, 0.3, 0.15)
 RAW_EVENTS_COLUMNS = [
     "transaction_id",
     "event_timestamp",
@@ -38,6 +45,7 @@ RAW_EVENTS_COLUMNS = [
     "merchant_category",
     "channel",
     "amount",
+    "age_band",
     "is_fraud",
     "label_available_at",
 ]
@@ -54,6 +62,9 @@ class Scenario:
     night_share: float = 0.06
     online_share: float = 0.25
     compromised_rate: float = 0.01
+    look_risky: tuple[str, float] | None = None
+    """(age band, share): that share of the band's legitimate payments move to the night,
+    go online and grow 1.8x: what fraud looks like, without being fraud."""
 
     def __str__(self) -> str:
         return self.description
@@ -69,6 +80,11 @@ SCENARIOS: dict[str, Scenario] = {
         night_share=0.18,
         online_share=0.55,
     ),
+    "biased": Scenario(
+        "half of the 18-25 band's legitimate payments look like fraud: at night, online, 1.8x "
+        "bigger",
+        look_risky=("18-25", 0.5),
+    ),
 }
 
 
@@ -79,6 +95,7 @@ class Population:
     merchant_category: np.ndarray  # category index per merchant
     merchant_amount_factor: np.ndarray
     merchants_by_category: tuple[np.ndarray, ...]
+    customer_age_band: np.ndarray  # index into AGE_BANDS
 
 
 @cache
@@ -98,6 +115,10 @@ def _population(seed: int, n_customers: int, n_merchants: int) -> Population:
         * rng.lognormal(0.0, 0.2, n_merchants),
         merchants_by_category=tuple(
             np.flatnonzero(merchant_category == c) for c in range(len(CATEGORIES))
+        ),
+        # Its own stream: the draws above (and every day's events) are as they were before.
+        customer_age_band=np.random.default_rng([seed, 1]).choice(
+            len(AGE_BANDS), size=n_customers, p=AGE_BAND_SHARES
         ),
     )
 
@@ -152,6 +173,17 @@ def _generate_day(
         * scenario.amount_scale
     )
     amounts[fraud] *= rng.lognormal(0.6, 0.6, n_fraud)
+    if scenario.look_risky is not None:
+        band, share = scenario.look_risky
+        bias = np.random.default_rng([seed, day.toordinal(), 2])  # the main stream is untouched
+        looks = (
+            (pop.customer_age_band[customers] == AGE_BANDS.index(band))
+            & ~fraud
+            & (bias.random(n) < share)
+        )
+        seconds[looks] = (bias.uniform(0.0, 6.0, int(looks.sum())) * 3600).astype(np.int64)
+        online[looks] = True
+        amounts[looks] *= 1.8
     amounts = np.round(np.maximum(amounts, 0.5), 2)
 
     day_start = pd.Timestamp(day, tz="UTC")
@@ -171,6 +203,9 @@ def _generate_day(
             "merchant_category": np.asarray(CATEGORIES, dtype=object)[categories[order]],
             "channel": np.where(online[order], "online", "card_present"),
             "amount": amounts[order],
+            "age_band": np.asarray(AGE_BANDS, dtype=object)[pop.customer_age_band[customers]][
+                order
+            ],
             "is_fraud": fraud[order].astype(np.int8),
             "label_available_at": (timestamps + pd.to_timedelta(delay_days, unit="D"))[order],
         }
