@@ -47,9 +47,10 @@ def test_both_committed_models_load_with_the_vector_of_their_feature_service() -
 
 
 def _edit(path: Path, old: str, new: str) -> None:
+    """Replace the first occurrence of `old`: the field a case names."""
     text = path.read_text()
     assert old in text, old
-    path.write_text(text.replace(old, new))
+    path.write_text(text.replace(old, new, 1))
 
 
 Edit = Callable[[Path], object]

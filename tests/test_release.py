@@ -215,6 +215,40 @@ def test_a_challenger_worse_on_one_slice_only_is_blocked_by_the_slice_rule(
     assert "worse by at most 5.0" in failure.line()
 
 
+def test_the_fairness_rule_judges_the_age_band_dbt_carries_and_blocks_past_its_limit(
+    platform: Platform, spend: DeclaredModel
+) -> None:
+    # The band travels raw_events -> dbt's customer_spend_labels -> the evaluation rows. A
+    # model cannot miss a band it does not see on purpose (tests/test_fairness.py shows a
+    # biased one); here the declared rule passes, and the same rule with its limit under the
+    # observed gap blocks, naming the bands.
+    model = _copy(platform, spend, approval=ApprovalPolicy(needs_approval=[]))
+    version = _register(platform, model)
+    report = _gate(platform, model, version)
+    (outcome,) = [o for o in report.outcomes if o.kind == "fairness"]
+    assert outcome.passed, report.summary("policy")
+    assert {g.group for g in report.fairness} == {"18-25", "26-40", "41-60", "61+"}
+    assert all(g.judged and g.rows >= 100 for g in report.fairness)
+    maes = {g.group: g.challenger["mean_absolute_error"] for g in report.fairness}
+    gap = max(maes.values()) - min(maes.values())
+    assert outcome.observed.startswith(f"{gap:.4f}: mean_absolute_error ")
+    run_id = MlflowClient(platform.stack.mlflow_url).get_model_version(model.name, version).run_id
+    logged = mlflow.artifacts.load_text(f"runs:/{run_id}/release/report.md")
+    assert "| age_band=18-25 |" in logged
+
+    fairness = model.declaration.release.fairness
+    assert fairness is not None
+    strict = fairness.model_copy(
+        update={"rules": [fairness.rules[0].model_copy(update={"max": round(gap / 2, 4)})]}
+    )
+    tight = _copy(platform, spend, fairness=strict, approval=ApprovalPolicy(needs_approval=[]))
+    blocked = _gate(platform, tight, _register(platform, tight))
+    (failure,) = blocked.failures
+    assert failure.kind == "fairness" and failure.expected == f"<= {round(gap / 2, 4)}"
+    worst = max(maes, key=maes.__getitem__)
+    assert f"mean_absolute_error {worst} " in failure.observed, failure.observed
+
+
 def test_too_few_evaluation_rows_is_insufficient_evidence_and_not_a_release(
     platform: Platform, spend: DeclaredModel
 ) -> None:

@@ -37,10 +37,11 @@ FRAUD = load_declaration(ASSETS_DIR / "fraud" / "model.yaml")
 
 
 def _fraud(**release: object) -> ModelDeclaration:
-    """fraud_model's policy without slices, and without the calibration limit unless given
-    (the constructed scores are not calibrated)."""
+    """fraud_model's policy without slices or fairness rules (tests/test_fairness.py has
+    those), and without the calibration limit unless given (the constructed scores are not
+    calibrated)."""
     operational = FRAUD.release.operational.model_copy(update={"max_calibration_error": None})
-    update = {"slices": [], "operational": operational, **release}
+    update = {"slices": [], "fairness": None, "operational": operational, **release}
     policy = FRAUD.release.model_copy(update=update)
     return FRAUD.model_copy(update={"release": policy})
 
@@ -129,7 +130,9 @@ def test_changes_the_policy_names_wait_for_a_named_approver() -> None:
 
 def test_an_uncalibrated_model_fails_the_calibration_limit() -> None:
     report = _judge(
-        FRAUD.model_copy(update={"release": FRAUD.release.model_copy(update={"slices": []})}),
+        FRAUD.model_copy(
+            update={"release": FRAUD.release.model_copy(update={"slices": [], "fairness": None})}
+        ),
         good=3.0,
         champion=None,
     ).report("1", None, [])

@@ -185,6 +185,21 @@ def _check_sources(model: DeclaredModel, tables: Mapping[str, list[str]]) -> Non
                 f"{rule.column!r} is neither a column of {label.table} nor a feature of "
                 f"{service.name}; slice by one of {sorted({*columns, *service.feature_names})}",
             )
+    used = {*service.feature_names, *service.request_fields}
+    for i, name in enumerate(declaration.sensitive):
+        if name not in columns:
+            raise fail(
+                f"sensitive.{i}",
+                f"{name!r} is not a column of {label.table} (its columns: {columns}); a "
+                "sensitive column comes with the label rows",
+            )
+        if name in used:
+            raise fail(
+                f"sensitive.{i}",
+                f"{name!r} is a sensitive column, and feature service {service.name} uses it "
+                "(a feature or a request field): a model may not decide on it; take it out "
+                "of the service, or out of `sensitive` if it is not sensitive",
+            )
     baseline = declaration.training.baseline
     if baseline is not None and baseline not in service.feature_names:
         raise fail(

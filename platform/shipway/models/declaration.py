@@ -156,6 +156,49 @@ class OperationalLimits(_Strict):
     """Classification: expected calibration error (10 equal-width score bins)."""
 
 
+FairnessMetric = Literal[
+    "demographic_parity_difference",
+    "equalized_odds_difference",
+    "false_positive_rate_difference",
+    "false_negative_rate_difference",
+    "mae_gap",
+]
+FAIRNESS_METRICS: dict[str, tuple[str, ...]] = {
+    "binary_classification": (
+        "demographic_parity_difference",
+        "equalized_odds_difference",
+        "false_positive_rate_difference",
+        "false_negative_rate_difference",
+    ),
+    "regression": ("mae_gap",),
+}
+
+
+class FairnessRule(_Strict):
+    """How far apart the groups of one sensitive column may be: the difference between the best
+    and the worst judged group (fairlearn's `between_groups`), at most `max`; and, with
+    `versus_champion`, against the champion's difference on the same rows (paired bootstrap)."""
+
+    column: str
+    metric: FairnessMetric
+    max: float = Field(ge=0.0)
+    versus_champion: ChangeRule | None = None
+    """The difference may grow over the champion's by at most the margin (non-inferiority), or
+    must shrink by more than `required_improvement`."""
+    why: str = ""
+
+
+class FairnessPolicy(_Strict):
+    decision_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """Classification: a score at or above it is a positive decision (declined, reviewed); the
+    rates the rules compare are those of the decision, not of the score."""
+    min_group_rows: int = Field(default=100, ge=1)
+    """A group with fewer evaluation rows is reported, not judged."""
+    min_group_positives: int = Field(default=0, ge=0)
+    """Classification: and with fewer positive labels (needed by false-negative rates)."""
+    rules: list[FairnessRule] = Field(min_length=1)
+
+
 ChangeKind = Literal["first_version", "feature_service", "features", "parameters", "problem"]
 
 
@@ -179,6 +222,8 @@ class ReleasePolicy(_Strict):
     reproducible: bool = True
     """Retrain from the recorded lineage at the gate and require the same artifact hash."""
     approval: ApprovalPolicy = ApprovalPolicy()
+    fairness: FairnessPolicy | None = None
+    """Rules on the model's `sensitive` columns, judged on the same evaluation rows."""
 
 
 DriftKind = Literal["numeric", "categorical", "hour_of_day"]
@@ -371,6 +416,9 @@ class ModelDeclaration(_Strict):
     entity_keys: list[str] = Field(min_length=1)
     feature_service: str
     label: LabelDeclaration
+    sensitive: list[str] = []
+    """Columns of the label table a fairness review looks at (an age band, a region). Never
+    features: the catalog refuses a declaration whose feature service uses one."""
     training: TrainingPolicy
     gates: list[MetricGate]
     release: ReleasePolicy
@@ -425,6 +473,28 @@ class ModelDeclaration(_Strict):
             raise ValueError(
                 "operational.max_calibration_error: calibration is gated for classifiers only"
             )
+        fairness = release.fairness
+        if fairness is not None:
+            known = FAIRNESS_METRICS[problem]
+            for i, fair in enumerate(fairness.rules):
+                if fair.metric not in known:
+                    raise ValueError(
+                        f"fairness.rules[{i}].metric {fair.metric!r} is not a {problem} "
+                        f"fairness metric; use one of {list(known)}"
+                    )
+                if fair.column not in info.data.get("sensitive", []):
+                    raise ValueError(
+                        f"fairness.rules[{i}].column {fair.column!r} is not declared "
+                        f"sensitive; list it in the model's `sensitive` columns "
+                        f"(now {info.data.get('sensitive', [])})"
+                    )
+            if problem == "binary_classification" and fairness.decision_threshold is None:
+                raise ValueError(
+                    "fairness.decision_threshold: a classifier's fairness rules compare "
+                    "decisions; give the score at or above which a row is a positive decision"
+                )
+            if problem == "regression" and fairness.decision_threshold is not None:
+                raise ValueError("fairness.decision_threshold: a regression makes no decision")
         return release
 
     @field_validator("monitoring")

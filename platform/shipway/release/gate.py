@@ -104,6 +104,7 @@ def _judge(
         else None,
         baseline=rows[baseline].to_numpy(dtype=np.float64) if baseline else None,
         slice_columns={rule.column: rows[rule.column] for rule in declaration.release.slices},
+        sensitive_columns={column: rows[column] for column in declaration.sensitive},
         seed=declaration.training.seed,
     )
 
@@ -155,7 +156,7 @@ def release_gate(
         champion = current_champion(tracking_uri, name, scratch)
         if champion is not None and champion.version == version:
             champion = None
-        columns = [rule.column for rule in declaration.release.slices]
+        columns = [*(rule.column for rule in declaration.release.slices), *declaration.sensitive]
         evaluation = build_evaluation_set(home, declared, challenger, champion, columns)
         log(
             f"evaluating {name} v{version}"

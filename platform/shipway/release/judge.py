@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from shipway.models.declaration import ModelDeclaration, SliceRule
+from shipway.release.fairness import FairnessJudge, change_outcome
 from shipway.release.report import (
+    GroupRow,
     Operational,
     Outcome,
     ReleaseReport,
@@ -53,6 +55,7 @@ class Judge:
     champion_scores: np.ndarray | None
     baseline: np.ndarray | None = None
     slice_columns: dict[str, pd.Series] = field(default_factory=dict)
+    sensitive_columns: dict[str, pd.Series] = field(default_factory=dict)
     seed: int = 7
 
     @property
@@ -133,23 +136,23 @@ class Judge:
             for gate in compared:
                 interval, rule = found[gate.metric], gate.versus_champion
                 assert rule is not None
-                point, low, high = interval.improvement
-                threshold = rule.threshold(interval.champion)
-                passes = (
-                    low >= threshold if rule.non_inferiority_margin is not None else low > threshold
-                )
-                outcomes.append(
-                    Outcome(
-                        "versus_champion",
-                        f"{gate.metric} vs champion",
-                        f"improvement {point:+.4f}, {interval.confidence:.0%} CI "
-                        f"[{low:+.4f}, {high:+.4f}]",
-                        f"{rule.describe()}: CI above {threshold:+.4f}",
-                        bool(passes),
-                    )
-                )
+                outcomes.append(change_outcome("versus_champion", gate.metric, rule, interval))
                 intervals.append(interval)
         slices = self._slices(outcomes)
+        fairness: list[GroupRow] = []
+        if policy.fairness is not None and enough:
+            fairness, judged = FairnessJudge(
+                policy.fairness,
+                self.labels,
+                self.challenger_scores,
+                self.champion_scores,
+                self.sensitive_columns,
+                self.classification,
+                policy.bootstrap_samples,
+                policy.confidence,
+                self.seed,
+            ).judge()
+            outcomes += judged
         if operational is not None:
             limits = policy.operational
             outcomes += [
@@ -220,6 +223,7 @@ class Judge:
             operational=operational,
             calibration_error=calibration,
             reproducibility=reproducibility,
+            fairness=fairness,
         )
 
     def _slice_metric(self, metric: str, mask: np.ndarray, scores: np.ndarray) -> float:

@@ -56,6 +56,20 @@ class SliceRow:
 
 
 @dataclass(frozen=True)
+class GroupRow:
+    """One group of a sensitive column: its evaluation rows and the rates fairness rules
+    compare, for each model (fairlearn's `MetricFrame.by_group`)."""
+
+    column: str
+    group: str
+    rows: int
+    positives: int | None
+    challenger: dict[str, float]
+    champion: dict[str, float] | None
+    judged: bool
+
+
+@dataclass(frozen=True)
 class Operational:
     predict_cpu_p50_ms: float
     predict_cpu_p99_ms: float
@@ -92,6 +106,7 @@ class ReleaseReport:
     operational: Operational | None = None
     calibration_error: float | None = None
     reproducibility: Reproducibility | None = None
+    fairness: list[GroupRow] = field(default_factory=list)
 
     @property
     def failures(self) -> list[Outcome]:
@@ -181,6 +196,20 @@ class ReleaseReport:
                     f"{'-' if s.positives is None else s.positives} | {num(s.challenger)} | "
                     f"{num(s.champion)} | {num(s.delta)} | {'yes' if s.judged else 'too small'} |"
                 )
+        if self.fairness:
+            lines += [
+                "",
+                "| group | rows | positives | rate | challenger | champion | judged |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for g in self.fairness:
+                for rate, value in g.challenger.items():
+                    theirs = None if g.champion is None else g.champion.get(rate)
+                    lines.append(
+                        f"| {g.column}={g.group} | {g.rows} | "
+                        f"{'-' if g.positives is None else g.positives} | {rate} | {num(value)} | "
+                        f"{num(theirs)} | {'yes' if g.judged else 'too small'} |"
+                    )
         if self.approval_reasons:
             lines += ["", "Approval needed: " + "; ".join(self.approval_reasons)]
         lines += [f"- {note}" for note in self.notes]
