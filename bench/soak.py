@@ -241,7 +241,7 @@ class Chaos:
             process = self.group[victim]
             os.kill(process.pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
-                process._proc.wait(timeout=10)
+                process.wait(timeout=10)
             time.sleep(self.rng.uniform(0.0, 2.0))
             process.start(wait=True)
         self.kills[victim.split(" (")[0]] += 1

@@ -24,10 +24,10 @@ from fairlearn.metrics import (
 )
 from sklearn.metrics import mean_absolute_error
 
-from shipway.models.declaration import ChangeRule, FairnessPolicy, FairnessRule
-from shipway.release.report import GroupRow, Outcome
+from shipway.models.declaration import FairnessPolicy, FairnessRule
+from shipway.release.report import GroupRow, Outcome, change_outcome
 from shipway.stats.fairness import fairness_function, rates_of
-from shipway.stats.metrics import PairedInterval, paired_bootstrap
+from shipway.stats.metrics import paired_bootstrap
 
 Rate = Callable[..., float]
 _FAIRLEARN: dict[str, Rate] = {
@@ -58,19 +58,19 @@ class Spread:
 def by_group(
     labels: np.ndarray,
     scores: np.ndarray,
-    groups: pd.Series,
+    groups: np.ndarray,
     rates: list[str],
     threshold: float | None,
 ) -> pd.DataFrame:
     """fairlearn's per-group rates (rows: groups, columns: rates) of one model's decisions, or
-    of its predictions for a regression."""
+    of its predictions for a regression; `groups` holds each row's group as a string."""
     predicted = scores if threshold is None else (scores >= threshold).astype(np.int64)
     truth = labels if threshold is None else labels.astype(np.int64)
     frame = MetricFrame(
         metrics={r: _FAIRLEARN[r] for r in rates},
         y_true=truth,
         y_pred=predicted,
-        sensitive_features=groups.astype(str).to_numpy(),
+        sensitive_features=groups,
     )
     table: pd.DataFrame = frame.by_group
     return table
@@ -91,20 +91,6 @@ def spread(table: pd.DataFrame, metric: str, judged: list[str]) -> Spread | None
     return max(found, key=lambda s: s.value)
 
 
-def change_outcome(kind: str, name: str, rule: ChangeRule, interval: PairedInterval) -> Outcome:
-    """A change rule against the champion, on the paired interval of the improvement."""
-    point, low, high = interval.improvement
-    threshold = rule.threshold(interval.champion)
-    passes = low >= threshold if rule.non_inferiority_margin is not None else low > threshold
-    return Outcome(
-        kind,
-        f"{name} vs champion",
-        f"improvement {point:+.4f}, {interval.confidence:.0%} CI [{low:+.4f}, {high:+.4f}]",
-        f"{rule.describe()}: CI above {threshold:+.4f}",
-        bool(passes),
-    )
-
-
 @dataclass
 class FairnessJudge:
     """Every fairness rule of a policy on the evaluation rows."""
@@ -119,17 +105,10 @@ class FairnessJudge:
     confidence: float
     seed: int
 
-    def judged_groups(self, column: str) -> list[str]:
-        groups = self.columns[column].astype(str).to_numpy()
-        judged = []
-        for group in sorted(set(groups)):
-            mask = groups == group
-            positives = int(self.labels[mask].sum())
-            if mask.sum() >= self.policy.min_group_rows and (
-                not self.classification or positives >= self.policy.min_group_positives
-            ):
-                judged.append(group)
-        return judged
+    def _judged(self, rows: int, positives: int) -> bool:
+        return rows >= self.policy.min_group_rows and (
+            not self.classification or positives >= self.policy.min_group_positives
+        )
 
     def judge(self) -> tuple[list[GroupRow], list[Outcome]]:
         table: list[GroupRow] = []
@@ -138,36 +117,39 @@ class FairnessJudge:
         for column in dict.fromkeys(r.column for r in self.policy.rules):
             rules = [r for r in self.policy.rules if r.column == column]
             rates = list(dict.fromkeys(rate for r in rules for rate in rates_of(r.metric)))
-            groups = self.columns[column].astype(str)
-            judged = self.judged_groups(column)
+            groups = self.columns[column].astype(str).to_numpy()
             mine = by_group(self.labels, self.challenger_scores, groups, rates, threshold)
             theirs = (
                 None
                 if self.champion_scores is None
                 else by_group(self.labels, self.champion_scores, groups, rates, threshold)
             )
+            rows: list[GroupRow] = []
             for group in mine.index:
-                mask = (groups == group).to_numpy()
-                table.append(
+                mask = groups == group
+                count, positives = int(mask.sum()), int(self.labels[mask].sum())
+                rows.append(
                     GroupRow(
                         column,
                         str(group),
-                        int(mask.sum()),
-                        int(self.labels[mask].sum()) if self.classification else None,
+                        count,
+                        positives if self.classification else None,
                         {r: float(mine.loc[group, r]) for r in rates},
                         None if theirs is None else {r: float(theirs.loc[group, r]) for r in rates},
-                        str(group) in judged,
+                        self._judged(count, positives),
                     )
                 )
+            judged = [r.group for r in rows if r.judged]
             for rule in rules:
-                outcomes += self._rule(rule, mine, theirs, judged)
+                outcomes += self._rule(rule, mine, groups, judged)
+            table += rows
         return table, outcomes
 
     def _rule(
         self,
         rule: FairnessRule,
         mine: pd.DataFrame,
-        theirs: pd.DataFrame | None,
+        groups: np.ndarray,
         judged: list[str],
     ) -> list[Outcome]:
         name = f"{rule.metric} across {rule.column}"
@@ -190,9 +172,8 @@ class FairnessJudge:
         outcomes = [
             Outcome("fairness", name, found.describe(), f"<= {rule.max}", found.value <= rule.max)
         ]
-        if rule.versus_champion is None or theirs is None or self.champion_scores is None:
+        if rule.versus_champion is None or self.champion_scores is None:
             return outcomes
-        groups = self.columns[rule.column].astype(str).to_numpy()
         threshold = self.policy.decision_threshold
 
         def weighted(scores: np.ndarray) -> dict[str, Callable[[np.ndarray], np.ndarray]]:

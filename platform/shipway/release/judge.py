@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from shipway.models.declaration import ModelDeclaration, SliceRule
-from shipway.release.fairness import FairnessJudge, change_outcome
+from shipway.release.fairness import FairnessJudge
 from shipway.release.report import (
     GroupRow,
     Operational,
@@ -22,6 +22,7 @@ from shipway.release.report import (
     ReleaseReport,
     Reproducibility,
     SliceRow,
+    change_outcome,
 )
 from shipway.stats.metrics import (
     PairedInterval,

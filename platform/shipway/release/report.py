@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from shipway.models.declaration import ChangeRule
 from shipway.stats.metrics import (
     PairedInterval,
     higher_is_better,
@@ -37,6 +38,21 @@ class Outcome:
 
     def line(self) -> str:
         return f"{self.rule}: observed {self.observed}, expected {self.expected}"
+
+
+def change_outcome(kind: str, name: str, rule: ChangeRule, interval: PairedInterval) -> Outcome:
+    """A change rule against the champion (a metric gate's, or a fairness rule's), decided on
+    the paired interval of the improvement."""
+    point, low, high = interval.improvement
+    threshold = rule.threshold(interval.champion)
+    passes = low >= threshold if rule.non_inferiority_margin is not None else low > threshold
+    return Outcome(
+        kind,
+        f"{name} vs champion",
+        f"improvement {point:+.4f}, {interval.confidence:.0%} CI [{low:+.4f}, {high:+.4f}]",
+        f"{rule.describe()}: CI above {threshold:+.4f}",
+        bool(passes),
+    )
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,7 @@ class _StopOnce:
     def __init__(self, server: MLServer) -> None:
         self.server = server
         self.first: float | None = None
+        # Held: the event loop keeps only a weak reference to a task.
         self.stopping: asyncio.Task[None] | None = None
 
     def __call__(self, sig: signal.Signals) -> None:

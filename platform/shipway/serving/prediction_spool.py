@@ -83,7 +83,6 @@ class PredictionSpool:
         self._thread = threading.Thread(target=self._run, name="prediction-spool", daemon=True)
         self._thread.start()
         _OPEN.add(self)
-        atexit.register(self.close)
 
     def add(self, scored: Scored) -> None:
         """Called on the request path: an append, nothing more."""
@@ -155,9 +154,12 @@ class PredictionSpool:
 
 def close_all() -> None:
     """Write what every spool of this process has queued, and stop their writers: the model
-    server's last act once its HTTP and gRPC servers have stopped."""
+    server's last act once its HTTP and gRPC servers have stopped, and any process's at exit."""
     for spool in list(_OPEN):
         spool.close()
+
+
+atexit.register(close_all)
 
 
 def spool_metrics(

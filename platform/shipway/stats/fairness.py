@@ -32,7 +32,6 @@ _RATES: dict[str, tuple[str, ...]] = {
     "equalized_odds_difference": ("true_positive_rate", "false_positive_rate"),
     "mae_gap": ("mean_absolute_error",),
 }
-FAIRNESS_METRICS = frozenset(_RATES)
 
 
 def rates_of(metric: str) -> tuple[str, ...]:
@@ -63,7 +62,7 @@ def _terms(
     raise ValueError(f"unknown rate {rate!r}")
 
 
-def group_rates(
+def _group_rates(
     rate: str,
     labels: np.ndarray,
     scores: np.ndarray,
@@ -97,7 +96,7 @@ def fairness_function(
         raise ValueError(f"unknown fairness metric {metric!r}; known: {sorted(_RATES)}")
     labels, scores = labels.astype(np.float64), scores.astype(np.float64)
     groups = groups.astype(str)
-    parts = [group_rates(r, labels, scores, groups, judged, threshold) for r in _RATES[metric]]
+    parts = [_group_rates(r, labels, scores, groups, judged, threshold) for r in _RATES[metric]]
 
     def difference(counts: np.ndarray) -> np.ndarray:
         gaps = []
