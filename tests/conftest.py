@@ -35,7 +35,7 @@ from shipway.defs.code_location import code_location
 from shipway.defs.data import LANDING_JOB
 from shipway.models.catalog import load_models
 from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT, ServingHome, ShipwayHome
-from shipway.serving.bundle import Bundle, write_bundle
+from shipway.serving.bundle import MODEL_FILE, Bundle, write_bundle
 from shipway.serving.package import VERIFY_KEY_ENV, public_key_text
 from shipway.stack import Ports, Stack, running_stack
 from shipway.stats.drift import CATEGORICAL, HOUR_OF_DAY, DriftRules, build_reference
@@ -133,6 +133,30 @@ def toy_bundle(dest: Path, version: str, seed: int) -> Bundle:
         reference,
         "binary_classification",
         TOY_DRIFT,
+    )
+
+
+def toy_copy(
+    source: Bundle,
+    dest: Path,
+    model: str,
+    version: str = "1",
+    drift: DriftRules = TOY_DRIFT,
+    fault: dict[str, float] | None = None,
+    replicas: int = 1,
+) -> Bundle:
+    """`source`'s trained model bundled again at `dest` as `model` v`version`: another name,
+    or its own drift rules, injected fault or replica count."""
+    return write_bundle(
+        dest,
+        model,
+        version,
+        source.path / MODEL_FILE,
+        source.reference,
+        "binary_classification",
+        drift,
+        fault=fault,
+        replicas=replicas,
     )
 
 

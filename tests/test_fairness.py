@@ -35,7 +35,7 @@ from shipway.models.declaration import (
 from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT
 from shipway.release.judge import Judge
 from shipway.stats.fairness import fairness_function
-from shipway.stats.metrics import paired_bootstrap
+from shipway.stats.metrics import Weighted, paired_bootstrap
 from tests.conftest import assets_copy
 
 FRAUD = load_declaration(ASSETS_DIR / "fraud" / "model.yaml")
@@ -59,13 +59,18 @@ def _rows(rows: int, seed: int, unfair: float = 0.0) -> tuple[np.ndarray, np.nda
     return labels, scores, groups
 
 
-def _policy(
-    metric: str = "false_positive_rate_difference", limit: float = 0.05, **rule: object
-) -> FairnessPolicy:
+def _policy(limit: float = 0.05, versus_champion: ChangeRule | None = None) -> FairnessPolicy:
     return FairnessPolicy(
         decision_threshold=THRESHOLD,
         min_group_rows=100,
-        rules=[FairnessRule(column="age_band", metric=metric, max=limit, **rule)],  # type: ignore[arg-type]
+        rules=[
+            FairnessRule(
+                column="age_band",
+                metric="false_positive_rate_difference",
+                max=limit,
+                versus_champion=versus_champion,
+            )
+        ],
     )
 
 
@@ -117,17 +122,17 @@ def test_the_fairness_bootstrap_is_seeded_and_paired() -> None:
     labels, scores, groups = _rows(3000, 3)
     judged = ["A", "B", "C", "D"]
 
-    def weighted(s: np.ndarray) -> dict[str, object]:
+    def weighted(s: np.ndarray) -> dict[str, Weighted]:
         return {
             "fpr": fairness_function(
                 "false_positive_rate_difference", labels, s, groups, judged, THRESHOLD
             )
         }
 
-    once = paired_bootstrap(weighted(scores), weighted(scores * 0.98), ["fpr"], 3000, 300, 0.95, 7)  # type: ignore[arg-type]
-    again = paired_bootstrap(weighted(scores), weighted(scores * 0.98), ["fpr"], 3000, 300, 0.95, 7)  # type: ignore[arg-type]
+    once = paired_bootstrap(weighted(scores), weighted(scores * 0.98), ["fpr"], 3000, 300, 0.95, 7)
+    again = paired_bootstrap(weighted(scores), weighted(scores * 0.98), ["fpr"], 3000, 300, 0.95, 7)
     assert once == again
-    same = paired_bootstrap(weighted(scores), weighted(scores), ["fpr"], 3000, 300, 0.95, 7)  # type: ignore[arg-type]
+    same = paired_bootstrap(weighted(scores), weighted(scores), ["fpr"], 3000, 300, 0.95, 7)
     assert (same["fpr"].low, same["fpr"].high) == (0.0, 0.0), "the same model: no difference"
 
 

@@ -15,10 +15,10 @@ from shipway.defs.resources import ShipwayHomeResource
 from shipway.models.catalog import declared_model
 from shipway.monitoring.live_drift import daily_drift
 from shipway.paths import ShipwayHome
-from shipway.serving.bundle import read_bundle, write_bundle
+from shipway.serving.bundle import read_bundle
 from shipway.serving.prediction_log import ingest, read_predictions
 from shipway.serving.prediction_spool import PredictionSpool, Scored
-from tests.conftest import TOY_DRIFT, TOY_FEATURES, materialization, toy_bundle, toy_frame
+from tests.conftest import TOY_FEATURES, materialization, toy_bundle, toy_copy, toy_frame
 
 MODEL = "fraud_model"  # a declared name; the bundle's own reference says what its features are
 
@@ -27,15 +27,7 @@ def _served(home: ShipwayHome, tmp_path: Path) -> list[str]:
     """v1 served 300 rows on each of three days; amounts tripled on the last; mirrored rows
     (a shadow's) on that day too, which must not count. Returns the days."""
     toy = toy_bundle(tmp_path / "toy", "1", seed=1)
-    write_bundle(
-        home.serving / MODEL / "1",
-        MODEL,
-        "1",
-        toy.path / "model.ubj",
-        toy.reference,
-        "binary_classification",
-        TOY_DRIFT,
-    )
+    toy_copy(toy, home.serving / MODEL / "1", MODEL)
     booster = xgb.Booster()
     booster.load_model(str(toy.path / "model.ubj"))
     spool = PredictionSpool(home.served.prediction_spool, MODEL, "1", TOY_FEATURES)

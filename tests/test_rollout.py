@@ -25,10 +25,10 @@ from shipway.paths import ShipwayHome
 from shipway.rollout.analysis import Analysis, analyse
 from shipway.rollout.controller import Controller, Decision, start
 from shipway.rollout.state import Phase, RolloutState, RolloutStore
-from shipway.serving.bundle import Bundle, write_bundle
+from shipway.serving.bundle import Bundle
 from shipway.serving.protocol import features_request
 from shipway.stack import Ports, Stack, running_stack
-from tests.conftest import TOY_DRIFT, TOY_FEATURES, Load, toy_frame
+from tests.conftest import TOY_FEATURES, Load, toy_copy, toy_frame
 
 pytestmark = pytest.mark.integration
 
@@ -57,14 +57,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def _bundles(stack: Stack, bundles: dict[str, Bundle], model: str, fault: dict[str, float]) -> None:
     """v1 (champion) and v2 (challenger, with `fault` injected) of `model` in the serving home."""
     for version, source in (("1", bundles["1"]), ("2", bundles["2"])):
-        write_bundle(
+        toy_copy(
+            source,
             stack.home.serving / model / version,
             model,
             version,
-            source.path / "model.ubj",
-            source.reference,
-            "binary_classification",
-            TOY_DRIFT,
             fault=fault if version == "2" else None,
         )
 

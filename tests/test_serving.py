@@ -42,10 +42,10 @@ from shipway.stats.drift import DriftRules, build_reference
 from tests.conftest import (
     CALLER,
     CALLER_KEY,
-    TOY_DRIFT,
     TOY_FEATURES,
     Load,
     allow_test_caller,
+    toy_copy,
     toy_frame,
 )
 
@@ -147,15 +147,7 @@ def test_a_signed_package_round_trips_through_serving_and_a_tampered_one_is_refu
     import xgboost as xgb
 
     source = bundles["1"]
-    signed = write_bundle(
-        tmp_path / "bundle",
-        "toy_signed",
-        "1",
-        source.path / "model.ubj",
-        source.reference,
-        "binary_classification",
-        TOY_DRIFT,
-    )
+    signed = toy_copy(source, tmp_path / "bundle", "toy_signed")
     packages = serving.root / "packages"
     package = build_package(signed.path, {"code_commit": "test"}, TOY_FEATURES, packages, SIGNER)
     deployed.deploy("toy_signed", "1", package.bundle)
@@ -336,14 +328,11 @@ def test_a_drifted_version_that_stops_receiving_traffic_stops_alarming(
 ) -> None:
     source = bundles["1"]
     window = 3.0
-    bundle = write_bundle(
+    bundle = toy_copy(
+        source,
         serving.root / "toy_idle" / "1",
         "toy_idle",
-        "1",
-        source.path / "model.ubj",
-        source.reference,
-        "binary_classification",
-        DriftRules(window_seconds=window, min_rows=50, max_rows=400),
+        drift=DriftRules(window_seconds=window, min_rows=50, max_rows=400),
     )
     deployed.deploy("toy_idle", "1", bundle.path)
     deployed.set_traffic("toy_idle", {"1": 100})
@@ -716,16 +705,7 @@ def test_a_stop_out_of_patience_still_writes_the_rows_answered_during_the_drain(
     # and a row answered during the drain, likely still queued (flushes are 0.5 s apart),
     # is written first.
     source = bundles["1"]
-    bundle = write_bundle(
-        tmp_path / "bundle",
-        "toy_model",
-        "1",
-        source.path / "model.ubj",
-        source.reference,
-        "binary_classification",
-        TOY_DRIFT,
-        fault={"latency_ms": 3000.0},
-    )
+    bundle = toy_copy(source, tmp_path / "bundle", "toy_model", fault={"latency_ms": 3000.0})
     spool = tmp_path / "spool"
     server = start_mlserver(
         bundle,
@@ -859,16 +839,7 @@ def test_a_version_with_two_replicas_spreads_requests_and_survives_losing_one(
     serving: Serving, deployed: ServingClient, bundles: dict[str, Bundle]
 ) -> None:
     source = bundles["1"]
-    bundle = write_bundle(
-        serving.root / "toy_replicas" / "1",
-        "toy_replicas",
-        "1",
-        source.path / "model.ubj",
-        source.reference,
-        "binary_classification",
-        TOY_DRIFT,
-        replicas=2,
-    )
+    bundle = toy_copy(source, serving.root / "toy_replicas" / "1", "toy_replicas", replicas=2)
     deployed.deploy("toy_replicas", "1", bundle.path)
     deployed.set_traffic("toy_replicas", {"1": 100})
     replicas = deployed.status()["toy_replicas"]["versions"]["1"]["replicas"]
