@@ -6,7 +6,9 @@
     .venv/bin/python bench/tree_predict.py --trees 400 --depth 8
 
 Prints microseconds per call (median of `--repeat` timings of `--calls` calls) by rows per call,
-and the largest difference between the two scores.
+and the largest difference between the two scores; then what explaining rows costs (TreeSHAP,
+`shipway.serving.explanations.contributions`): a request asking for contributions, and the
+model server's attribution sample per scrape (`ATTRIBUTION_ROWS_PER_SCRAPE` rows).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 import xgboost as xgb
 
+from shipway.serving.explanations import ATTRIBUTION_ROWS_PER_SCRAPE, contributions
 from shipway.serving.trees import MAX_TREE_ROWS, Scorer
 
 
@@ -62,6 +65,15 @@ def main() -> int:
         diff = float(np.abs(trees.predict(batch) - booster.inplace_predict(batch)).max())
         used = " <- model server" if rows <= MAX_TREE_ROWS else ""
         print(f"{rows:5d} {xgb_us:11.0f} {walk_us:13.0f} {diff:11.1e}{used}")
+    print(f"{'rows':>5} {'TreeSHAP us':>12}")
+    for rows in (1, 16, ATTRIBUTION_ROWS_PER_SCRAPE):
+        batch = frame[:rows].copy()
+        calls = max(args.calls // rows, 5)
+        shap_us = per_call_us(lambda b: contributions(booster, b), batch, calls, args.repeat)
+        per_scrape = (
+            " <- attribution sample per scrape" if rows == ATTRIBUTION_ROWS_PER_SCRAPE else ""
+        )
+        print(f"{rows:5d} {shap_us:12.0f}{per_scrape}")
     return 0
 
 

@@ -36,6 +36,7 @@ from shipway.defs.data import LANDING_JOB
 from shipway.models.catalog import load_models
 from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT, ServingHome, ShipwayHome
 from shipway.serving.bundle import MODEL_FILE, Bundle, write_bundle
+from shipway.serving.explanations import reference_attributions
 from shipway.serving.package import VERIFY_KEY_ENV, public_key_text
 from shipway.stack import Ports, Stack, running_stack
 from shipway.stats.drift import CATEGORICAL, HOUR_OF_DAY, DriftRules, build_reference
@@ -43,7 +44,9 @@ from shipway.stats.drift import CATEGORICAL, HOUR_OF_DAY, DriftRules, build_refe
 TOY_FEATURES = ["amount", "hour_of_day", "customer_txn_count_7d"]
 TOY_KINDS = {"hour_of_day": HOUR_OF_DAY, "customer_txn_count_7d": CATEGORICAL}
 # Small windows, so a test's few hundred requests are judged.
-TOY_DRIFT = DriftRules(window_seconds=600.0, min_rows=50, max_rows=400)
+TOY_DRIFT = DriftRules(
+    window_seconds=600.0, min_rows=50, max_rows=400, attribution_share_change=0.1
+)
 
 
 def customer_feature_rows(day: datetime, customers: list[int], count: int) -> pd.DataFrame:
@@ -96,6 +99,18 @@ def toy_frame(rows: int, seed: int, amount_scale: float = 1.0) -> pd.DataFrame:
     return frame
 
 
+LEANING_FEATURES = ["signal", "rare", "noise"]
+
+
+def leaning_rows(rows: int, seed: int, rare_shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """`signal` decides most labels; `rare` decides them only in its tail (above 2.5), which
+    training seldom sees; `noise` decides nothing."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 3))
+    x[:, 1] += rare_shift
+    return x, ((x[:, 0] > 0.5) | (x[:, 1] > 2.5)).astype(int)
+
+
 def assets_copy(tmp_path: Path) -> Path:
     """A copy of `assets/`'s declarations and contracts, for a test to edit or add to."""
     copy = tmp_path / "assets"
@@ -123,8 +138,14 @@ def toy_bundle(dest: Path, version: str, seed: int) -> Bundle:
     dest.mkdir(parents=True, exist_ok=True)
     model_file = dest / f"trained-{version}.ubj"
     model.save_model(model_file)
-    scores = model.predict_proba(frame[TOY_FEATURES].to_numpy())[:, 1]
-    reference = build_reference(frame, TOY_FEATURES, 10, TOY_KINDS, scores)
+    rows = frame[TOY_FEATURES].to_numpy()
+    scores = model.predict_proba(rows)[:, 1]
+    attributions = reference_attributions(
+        model.get_booster(), rows, TOY_FEATURES, "hour_of_day", seed
+    )
+    reference = build_reference(
+        frame, TOY_FEATURES, 10, TOY_KINDS, scores, attributions=attributions
+    )
     return write_bundle(
         dest / version,
         "toy_model",

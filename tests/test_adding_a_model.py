@@ -120,6 +120,24 @@ def test_the_new_model_materializes_end_to_end_and_serves(
             np.asarray(by_key.loc[key, "vector"], dtype=float), vectors[i], rtol=1e-9
         )
 
+    # Explained: per feature of the version that answered, and the bias, one value per row,
+    # adding up to the row's log-odds.
+    explained = httpx.post(
+        f"{features}/score/fraud_lite",
+        json={"entities": entities, "contributions": True},
+        headers=platform.caller,
+    ).json()
+    assert list(explained["contributions"]) == [*spec.feature_names, "bias"]
+    margin = np.sum(list(explained["contributions"].values()), axis=0)
+    np.testing.assert_allclose(1 / (1 + np.exp(-margin)), scores, atol=1e-5)
+    not_a_flag = httpx.post(
+        f"{features}/score/fraud_lite",
+        json={"entities": entities, "contributions": "please"},
+        headers=platform.caller,
+    )
+    assert not_a_flag.status_code == 400
+    assert '"contributions" must be true or false' in not_a_flag.json()["error"]
+
     wrong = httpx.post(
         f"{features}/score/fraud_lite",
         json={"entities": {"customer_id": [1]}},

@@ -42,6 +42,7 @@ def test_each_model_s_dashboard_is_generated_from_its_declaration(name: str) -> 
         "Latency p50 / p99",
         "Feature drift (PSI)",
         "Prediction drift (PSI)",
+        "Attribution share change",
         "Mean prediction score",
         "Live quality",
         "Label coverage",

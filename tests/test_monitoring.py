@@ -94,6 +94,7 @@ def test_each_model_s_alert_rules_are_generated_from_its_declaration_and_pass_th
     assert names == {
         "ShipwayFeatureDrift",
         "ShipwayPredictionDrift",
+        "ShipwayAttributionDrift",
         "ShipwayErrorRate",
         "ShipwayLatencyP99",
         "ShipwayLiveQuality",

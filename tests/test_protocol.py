@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shipway.errors import BadRequest
-from shipway.serving.protocol import features_request, parse_infer_request
+from shipway.serving.protocol import features_request, parse_infer_request, wants_contributions
 
 FEATURES = ["amount", "hour_of_day", "customer_txn_count_7d"]
 
@@ -144,3 +144,26 @@ def test_well_formed_columns_of_one_length_are_read_and_of_several_are_refused(
     else:
         with pytest.raises(BadRequest, match="different row counts"):
             parse_infer_request(body, FEATURES)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "wanted"),
+    [
+        (None, False),
+        ({}, False),
+        ({"contributions": None}, False),
+        ({"contributions": True}, True),
+        ({"contributions": False}, False),
+        ({"row_keys": ["a"]}, False),
+    ],
+)
+def test_contributions_are_answered_only_when_a_request_asks_with_a_boolean(
+    parameters: Any, wanted: bool
+) -> None:
+    assert wants_contributions(parameters) is wanted
+
+
+@pytest.mark.parametrize("value", ["yes", 1, 0, [True], {"on": True}])
+def test_a_contributions_parameter_that_is_not_a_boolean_is_refused_by_name(value: Any) -> None:
+    with pytest.raises(BadRequest, match='"contributions" must be true or false, got'):
+        wants_contributions({"contributions": value})

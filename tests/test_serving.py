@@ -34,6 +34,7 @@ from shipway.processes import ManagedProcess, free_ports
 from shipway.serving.bundle import Bundle, write_bundle
 from shipway.serving.client import TOKEN_ENV, ServingClient, control_plane_process
 from shipway.serving.dataplane import DataPlane
+from shipway.serving.explanations import reference_attributions
 from shipway.serving.package import VERIFY_KEY_ENV, build_package, public_key_text
 from shipway.serving.prediction_log import read_predictions
 from shipway.serving.protocol import features_request
@@ -42,9 +43,11 @@ from shipway.stats.drift import DriftRules, build_reference
 from tests.conftest import (
     CALLER,
     CALLER_KEY,
+    LEANING_FEATURES,
     TOY_FEATURES,
     Load,
     allow_test_caller,
+    leaning_rows,
     toy_copy,
     toy_frame,
 )
@@ -230,6 +233,77 @@ def test_shifted_traffic_shows_as_drift(deployed: ServingClient) -> None:
     )
     assert amount > 1.0
     assert hour < 0.1
+
+
+def test_a_caller_asking_for_contributions_gets_each_row_explained(
+    deployed: ServingClient,
+) -> None:
+    rows = toy_frame(5, seed=13)[TOY_FEATURES].to_numpy()
+    body = features_request(rows, TOY_FEATURES)
+    url = f"{deployed.url}/v2/models/toy_model/infer"
+    plain = httpx.post(url, json=body, headers=deployed.api_headers).json()
+    assert [o["name"] for o in plain["outputs"]] == ["score"]
+
+    answer = httpx.post(
+        url, json={**body, "parameters": {"contributions": True}}, headers=deployed.api_headers
+    ).json()
+    score, explained = answer["outputs"]
+    assert explained["name"] == "contributions" and explained["shape"] == [5, 4]
+    assert explained["parameters"]["columns"] == [*TOY_FEATURES, "bias"]
+    values = np.asarray(explained["data"]).reshape(5, 4)
+    # Each row adds up to its margin: the log-odds of the score answered beside it.
+    np.testing.assert_allclose(1 / (1 + np.exp(-values.sum(axis=1))), score["data"], atol=1e-5)
+
+    refused = httpx.post(
+        url, json={**body, "parameters": {"contributions": "yes"}}, headers=deployed.api_headers
+    )
+    assert refused.status_code == 400
+    assert '"contributions" must be true or false, got' in refused.json()["error"]
+
+
+def test_a_version_leaning_on_a_feature_training_seldom_needed_shows_attribution_drift(
+    serving: Serving, deployed: ServingClient, tmp_path: Path
+) -> None:
+    import xgboost as xgb
+
+    x, y = leaning_rows(4000, seed=1)
+    model = xgb.XGBClassifier(n_estimators=40, max_depth=3, random_state=1).fit(x, y)
+    model.save_model(tmp_path / "leaning.ubj")
+    reference = build_reference(
+        pd.DataFrame(x, columns=LEANING_FEATURES),
+        LEANING_FEATURES,
+        10,
+        attributions=reference_attributions(model.get_booster(), x, LEANING_FEATURES, None, 1),
+    )
+    bundle = write_bundle(
+        serving.root / "toy_leaning" / "1",
+        "toy_leaning",
+        "1",
+        tmp_path / "leaning.ubj",
+        reference,
+        "binary_classification",
+        DriftRules(min_rows=50, max_rows=400, attribution_share_change=0.1),
+    )
+    deployed.deploy("toy_leaning", "1", bundle.path)
+    deployed.set_traffic("toy_leaning", {"1": 100})
+    labels = 'feature="%s",model="toy_leaning",version="1"'
+
+    def serve(rows: np.ndarray) -> str:
+        # A scrape per 100 rows: each explains all the rows served since the last one.
+        for start in range(0, len(rows), 100):
+            deployed.infer("toy_leaning", rows[start : start + 100], LEANING_FEATURES)
+            text = deployed.version_metrics("toy_leaning", "1")
+        return text
+
+    text = serve(leaning_rows(200, seed=2)[0])
+    version = 'model="toy_leaning",version="1"'
+    assert _gauge(text, "shipway_attribution_window_samples", version) == 200
+    for feature in LEANING_FEATURES:
+        assert _gauge(text, "shipway_attribution_drifted", labels % feature) == 0
+
+    text = serve(leaning_rows(400, seed=3, rare_shift=2.0)[0])
+    assert _gauge(text, "shipway_attribution_drifted", labels % "rare") == 1
+    assert _gauge(text, "shipway_attribution_share_change", labels % "rare") > 0.1
 
 
 def _input(name: str, data: list[object], shape: object = None) -> dict[str, object]:

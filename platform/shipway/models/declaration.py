@@ -255,6 +255,9 @@ class DriftPolicy(_Strict):
     cooldown_minutes: float = Field(ge=0.0)
     evaluation_interval_seconds: int = Field(ge=5)
     features: dict[str, FeatureDrift] = {}
+    attribution_share_change: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """Attribution drift: a feature whose share of the model's mean |SHAP contribution| moves
+    this much from training (0.1: from 30% to 40%) drifts; unset, attribution is not judged."""
 
     def kinds(self) -> dict[str, str]:
         return {name: rule.kind for name, rule in self.features.items()}
@@ -272,6 +275,7 @@ class DriftPolicy(_Strict):
             window_seconds=self.window_minutes * 60.0,
             min_rows=self.min_window_samples,
             max_rows=max_rows,
+            attribution_share_change=self.attribution_share_change,
         )
 
 

@@ -34,7 +34,8 @@ from shipway.models.declaration import ModelDeclaration
 from shipway.models.tracking import git_commit, lock_hash, model_version_url, run_url
 from shipway.names import SCORE
 from shipway.serving.bundle import MODEL_FILE, REFERENCE_FILE, Bundle, write_bundle
-from shipway.stats.drift import ReferenceProfile, build_reference
+from shipway.serving.explanations import reference_attributions
+from shipway.stats.drift import HOUR_OF_DAY, ReferenceProfile, build_reference
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,11 @@ def regression_metrics(
     }
 
 
+def _hour_feature(declaration: ModelDeclaration) -> str | None:
+    """The feature drift compares hour by hour, if the model has one."""
+    return next((n for n, k in declaration.drift.kinds().items() if k == HOUR_OF_DAY), None)
+
+
 def train(
     training_set: pd.DataFrame, declaration: ModelDeclaration, features: list[str]
 ) -> TrainedModel:
@@ -160,6 +166,9 @@ def train(
         declaration.serving.reference_bins,
         kinds=declaration.drift.kinds(),
         scores=train_scores,
+        attributions=reference_attributions(
+            model.get_booster(), x_train, features, _hour_feature(declaration), training.seed
+        ),
     )
     return TrainedModel(
         model, features, metrics, reference, split_at, len(train_part), len(valid_part)

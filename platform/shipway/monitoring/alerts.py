@@ -12,6 +12,7 @@ on every case.
 | --- | --- | --- |
 | `ShipwayFeatureDrift` | the runtime judged a version's feature drifted | `drift` (per feature) |
 | `ShipwayPredictionDrift` | the runtime judged a version's scores drifted | `drift` (`score`) |
+| `ShipwayAttributionDrift` | a feature's attribution share moved | `drift` (`attribution_*`) |
 | `ShipwayErrorRate` | a version's 5xx share passes 1 - min success | `rollout.checks` |
 | `ShipwayLatencyP99` | a version's p99 passes it | `monitoring.alerts` |
 | `ShipwayLiveQuality` | live quality, on enough labels, breaks it | `monitoring.quality` |
@@ -86,6 +87,20 @@ def rules(declaration: ModelDeclaration) -> dict[str, Any]:
             f"{who}: scores drifted from the training scores, PSI {value}",
             "warning",
         ),
+    ]
+    if declaration.drift.attribution_share_change is not None:
+        found.append(
+            _alert(
+                "ShipwayAttributionDrift",
+                f"shipway_attribution_share_change{{{sel}}} and on (model, version, feature) "
+                f"(shipway_attribution_drifted{{{sel}}} == 1)",
+                wait,
+                f"{who}: the model leans on {{{{ $labels.feature }}}} differently from training, "
+                f"its share of attribution moved by {value}",
+                "warning",
+            )
+        )
+    found += [
         _alert(
             "ShipwayErrorRate",
             f"shipway:request_error_ratio:rate1m{{{sel}}} > {max_errors}",
@@ -173,6 +188,11 @@ def rule_tests(declaration: ModelDeclaration) -> dict[str, Any]:
         _series("shipway_prediction_drifted", v1, "1x30"),
         _series("shipway_prediction_drift_psi", v2, f"{psi / 2}x30"),
         _series("shipway_prediction_drifted", v2, "0x30"),
+        # v1's feature f leans far more on f than in training; v2's moved within the limit.
+        _series("shipway_attribution_share_change", f1, "0.4x30"),
+        _series("shipway_attribution_drifted", f1, "1x30"),
+        _series("shipway_attribution_share_change", f2, "-0.01x30"),
+        _series("shipway_attribution_drifted", f2, "0x30"),
         # v1: 40 requests per minute, 20 of them 5xx; all slower than the limit.
         _series("envoy_cluster_upstream_rq_total", cluster, "0+40x30"),
         _series(
@@ -241,6 +261,22 @@ def rule_tests(declaration: ModelDeclaration) -> dict[str, Any]:
             ],
         }
     )
+    if declaration.drift.attribution_share_change is not None:
+        cases.append(
+            {
+                "eval_time": after,
+                "alertname": "ShipwayAttributionDrift",
+                "exp_alerts": [
+                    {
+                        "exp_labels": {"severity": "warning", **f1},
+                        "exp_annotations": {
+                            "summary": f"{who}: the model leans on f differently from training, "
+                            "its share of attribution moved by 0.4"
+                        },
+                    }
+                ],
+            }
+        )
     if declaration.monitoring.quality:
         cases.append(
             {

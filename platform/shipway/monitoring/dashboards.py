@@ -150,6 +150,20 @@ def panels(declaration: ModelDeclaration) -> list[dict[str, Any]]:
             [declaration.drift.rules(declaration.serving.drift_window).rule("score").psi],
         ),
         _panel(
+            "Attribution share change",
+            [(f"shipway_attribution_share_change{{{m}}}", "v{{version}} {{feature}}")],
+            "percentunit",
+            "Each feature's share of the model's mean |SHAP contribution| in the live window, "
+            "minus its share on the training rows of the same hours; the lines are the policy's "
+            "limit either way (no series where the policy sets none).",
+            [
+                sign * limit
+                for limit in [declaration.drift.attribution_share_change]
+                if limit is not None
+                for sign in (1, -1)
+            ],
+        ),
+        _panel(
             "Mean prediction score",
             [(f"shipway:prediction_score:mean_5m{{{m}}}", "v{{version}}")],
             "short",

@@ -1,20 +1,27 @@
 """Shipway's MLServer runtime: one XGBoost model version behind the Open Inference Protocol.
 
 It runs inside MLServer, in the serving environment (`deploy/serving/.venv`), with `platform/`
-on its path; it imports only modules that need numpy and pandas (`shipway.errors`,
-`shipway.serving.protocol`, `shipway.stats.drift`). What it adds to MLServer's stock XGBoost
-runtime:
+on its path; it imports only modules that need numpy, pandas and XGBoost (`shipway.errors`,
+`shipway.serving.protocol`, `shipway.serving.explanations`, `shipway.stats.drift`,
+`shipway.stats.attribution`): `shipway.serving.package.RUNTIME_SOURCES`. What it adds to
+MLServer's stock XGBoost runtime:
 
 - requests in either standard shape (one input per feature, or one `[n, k]` input named
   `features`), validated against the version's features; a bad one is a 400 naming the input,
   which the data plane never counts as the version's error;
 - one output, `score`: the positive class's probability, or the forecast, from the model's
   trees walked with numpy for a request of a few rows and from XGBoost for more
-  (`shipway.serving.trees`, checked against XGBoost when the version loads);
+  (`shipway.serving.trees`, checked against XGBoost when the version loads); and, when the
+  request's `parameters.contributions` is true, a second, `contributions`: each row's TreeSHAP
+  value per feature and the bias (`shipway.serving.explanations`);
 - taps off the hot path: a request only queues its rows and scores; the drift window (by time,
   `shipway.stats.drift`) and the score histogram are computed when Prometheus scrapes
   (`shipway_feature_drift_{psi,pvalue}`, `shipway_feature_drifted`, the same for
   `shipway_prediction_drift*`, `shipway_drift_window_samples`, `shipway_prediction_score`;
+  attribution drift (`shipway_attribution_{share,share_change,drifted}` per feature and
+  `shipway_attribution_window_samples`) from the contributions of at most
+  `ATTRIBUTION_ROWS_PER_SCRAPE` of the rows served since the last scrape, so its cost is
+  bounded whatever the traffic;
   no drift series while the window holds fewer rows than the policy's minimum; of a version's
   replicas, only the first judges drift, on the share of requests Envoy sends it, so each
   version has one drift series per feature), and a thread writes them to the
@@ -42,7 +49,7 @@ import xgboost as xgb
 from mlserver import MLModel
 from mlserver.errors import InferenceError, MLServerError
 from mlserver.logging import logger
-from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
+from mlserver.types import InferenceRequest, InferenceResponse, Parameters, ResponseOutput
 from mlserver.utils import get_model_uri
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -51,15 +58,19 @@ from prometheus_client.registry import Collector
 from shipway.errors import BadRequest
 from shipway.names import SCORE
 from shipway.serving.bundle import REPLICA_ENV
+from shipway.serving.explanations import ATTRIBUTION_ROWS_PER_SCRAPE, BIAS, contributions
 from shipway.serving.prediction_spool import SPOOL_ENV, PredictionSpool, Scored, spool_metrics
 from shipway.serving.protocol import (
+    CONTRIBUTIONS_OUTPUT,
     PINNED_HEADER,
     SCORE_BUCKETS,
     ignores_extra_inputs,
     parse_infer_request,
     parse_row_keys,
+    wants_contributions,
 )
 from shipway.serving.trees import Scorer
+from shipway.stats.attribution import AttributionWindow
 from shipway.stats.drift import DriftRules, DriftWindow, ReferenceProfile
 
 # Rows waiting to be binned: bounded, so a scrape that never comes cannot grow memory.
@@ -78,9 +89,26 @@ class _Taps(Collector):
         reference: ReferenceProfile,
         rules: DriftRules,
         judges_drift: bool,
+        booster: xgb.Booster,
     ):
         self.labels = [model, version]
         self.drift = DriftWindow(reference, rules) if judges_drift else None
+        self.booster = booster
+        self.attribution = (
+            AttributionWindow(
+                reference.feature_names,
+                reference.attributions,
+                rules.attribution_share_change,
+                rules.window_seconds,
+                rules.min_rows,
+                rules.max_rows,
+            )
+            if judges_drift
+            and reference.attributions is not None
+            and rules.attribution_share_change is not None
+            else None
+        )
+        self._sample = np.random.default_rng(0)
         self.pending: deque[tuple[float, np.ndarray, np.ndarray, bool]] = deque(
             maxlen=_PENDING_BATCHES
         )
@@ -89,16 +117,29 @@ class _Taps(Collector):
         self.spool: PredictionSpool | None = None
 
     def _drain(self) -> None:
+        served: list[np.ndarray] = []
+        latest = 0.0
         while self.pending:
             at, rows, scores, pinned = self.pending.popleft()
             if self.drift is not None:
                 self.drift.add(rows, scores, at)
+                served.append(rows)
+                latest = max(latest, at)
             if pinned:
                 continue
             self.buckets += np.bincount(
                 np.searchsorted(SCORE_BUCKETS, scores, side="left"), minlength=len(self.buckets)
             )
             self.score_sum += float(scores.sum())
+        if self.attribution is not None and served:
+            self._explain(np.concatenate(served), latest)
+
+    def _explain(self, rows: np.ndarray, at: float) -> None:
+        if len(rows) > ATTRIBUTION_ROWS_PER_SCRAPE:
+            picked = self._sample.choice(len(rows), ATTRIBUTION_ROWS_PER_SCRAPE, replace=False)
+            rows = rows[np.sort(picked)]
+        assert self.attribution is not None
+        self.attribution.add(rows, contributions(self.booster, rows)[:, :-1], at)
 
     def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily | CounterMetricFamily]:
         self._drain()
@@ -106,6 +147,8 @@ class _Taps(Collector):
             yield from spool_metrics(self.spool, self.labels)
         if self.drift is not None:
             yield from _drift_families(self.drift, self.labels)
+        if self.attribution is not None:
+            yield from _attribution_families(self.attribution, self.labels)
         cumulative = np.cumsum(self.buckets)
         scores = HistogramMetricFamily(
             "shipway_prediction_score",
@@ -160,6 +203,39 @@ def _drift_families(window: DriftWindow, labels: list[str]) -> Iterator[GaugeMet
     yield samples
 
 
+def _attribution_families(
+    window: AttributionWindow, labels: list[str]
+) -> Iterator[GaugeMetricFamily]:
+    names = ["model", "version", "feature"]
+    share = GaugeMetricFamily(
+        "shipway_attribution_share",
+        "Live window: the feature's share of the model's mean |SHAP contribution|",
+        labels=names,
+    )
+    change = GaugeMetricFamily(
+        "shipway_attribution_share_change",
+        "Live share of attribution minus the training share of the window's rows",
+        labels=names,
+    )
+    drifted = GaugeMetricFamily(
+        "shipway_attribution_drifted",
+        "1 when the feature's share of attribution moved past the drift policy's limit",
+        labels=names,
+    )
+    for item in window.drift():
+        of = [*labels, item.name]
+        share.add_metric(of, item.share)
+        change.add_metric(of, item.change)
+        drifted.add_metric(of, float(item.drifted))
+    samples = GaugeMetricFamily(
+        "shipway_attribution_window_samples",
+        "Rows explained in the live attribution window",
+        labels=["model", "version"],
+    )
+    samples.add_metric(labels, window.samples)
+    yield from (share, change, drifted, samples)
+
+
 def _mirrored(host: str) -> bool:
     """Envoy marks a mirrored request by its host: `shipway-shadow` (every model route sends
     the Host `shipway`, whatever the caller sent, so only a mirror says `-shadow`)."""
@@ -185,7 +261,9 @@ class ShipwayModel(MLModel):
         self._features = reference.feature_names
         rules = DriftRules.from_dict(extra["drift"])
         judges_drift = os.environ.get(REPLICA_ENV, "0") == "0"
-        self._taps = _Taps(self.name, str(self.version), reference, rules, judges_drift)
+        self._taps = _Taps(
+            self.name, str(self.version), reference, rules, judges_drift, self._booster
+        )
         spool = os.environ.get(SPOOL_ENV)
         self._spool = (
             PredictionSpool(Path(spool), self.name, str(self.version), self._features)
@@ -218,6 +296,7 @@ class ShipwayModel(MLModel):
             extra = parameters.model_extra if parameters else None
             rows = parse_infer_request(body, self._features, ignores_extra_inputs(extra))
             row_keys = parse_row_keys(extra, len(rows))
+            explain = wants_contributions(extra)
         except BadRequest as exc:
             raise InferenceError(str(exc)) from None
         if self._added_latency:
@@ -238,16 +317,20 @@ class ShipwayModel(MLModel):
                     row_keys=row_keys,
                 )
             )
-        return InferenceResponse(
-            model_name=self.name,
-            model_version=self.version,
-            id=payload.id,
-            outputs=[
+        outputs = [
+            ResponseOutput(name=SCORE, shape=[len(scores)], datatype="FP64", data=scores.tolist())
+        ]
+        if explain:
+            found = contributions(self._booster, rows)
+            outputs.append(
                 ResponseOutput(
-                    name=SCORE,
-                    shape=[len(scores)],
+                    name=CONTRIBUTIONS_OUTPUT,
+                    shape=list(found.shape),
                     datatype="FP64",
-                    data=scores.tolist(),
+                    data=found.ravel().tolist(),
+                    parameters=Parameters(columns=[*self._features, BIAS]),
                 )
-            ],
+            )
+        return InferenceResponse(
+            model_name=self.name, model_version=self.version, id=payload.id, outputs=outputs
         )

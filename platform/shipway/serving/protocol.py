@@ -14,7 +14,10 @@ saying which prediction point it is (the label's `row_id`, or the entity keys an
 `DeclaredModel.prediction_keys`). The prediction log records it, so labels that land later
 can be joined to what was predicted. `extra_inputs: "ignore"` lets a request carry inputs the
 version does not use (one-call scoring sends the features of every version a rollout serves,
-and each version takes its own); without it an unknown input is an error.
+and each version takes its own); without it an unknown input is an error. `contributions: true`
+asks for each row's explanation: a second output, `contributions`, shaped [n, k + 1], one
+TreeSHAP value per feature and the bias last (its `parameters.columns` names them), adding up
+to the row's margin (`shipway.serving.explanations`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from shipway.errors import BadRequest, shown
 FEATURES_INPUT = "features"
 ROW_KEYS_PARAMETER = "row_keys"
 EXTRA_INPUTS_PARAMETER = "extra_inputs"
+CONTRIBUTIONS_PARAMETER = "contributions"
+CONTRIBUTIONS_OUTPUT = "contributions"
 # Set by Envoy on every model request (never the caller's): "1" when the caller pinned the
 # version (its path or `x-shipway-version`), "0" when the rollout's weights chose it.
 PINNED_HEADER = "x-shipway-pinned"
@@ -238,6 +243,17 @@ def ignores_extra_inputs(parameters: Any) -> bool:
             f"{parameters[EXTRA_INPUTS_PARAMETER]!r}"
         )
     return True
+
+
+def wants_contributions(parameters: Any) -> bool:
+    """Whether the request's parameters (or a one-call scoring body) say `contributions: true`
+    (a JSON boolean)."""
+    if not isinstance(parameters, dict) or parameters.get(CONTRIBUTIONS_PARAMETER) is None:
+        return False
+    wanted = parameters[CONTRIBUTIONS_PARAMETER]
+    if not isinstance(wanted, bool):
+        raise BadRequest(f'"{CONTRIBUTIONS_PARAMETER}" must be true or false, got {_shown(wanted)}')
+    return wanted
 
 
 def features_request(

@@ -16,7 +16,9 @@ Request body:
 
 `row_keys` is optional: without it, the served bundle's prediction keys (the label's row id, or
 the entity keys and time, from the model's declaration) are taken from the entities, when they
-are there.
+are there. With `"contributions": true`, the answer explains each row too: `contributions`
+holds, per feature of the version that answered and `bias`, one TreeSHAP value per row, adding
+up to the row's margin (`shipway.serving.explanations`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,13 @@ from shipway.features.lookup import OnlineLookup
 from shipway.names import SCORE
 from shipway.paths import ServingHome
 from shipway.serving.bundle import Bundle
-from shipway.serving.protocol import EXTRA_INPUTS_PARAMETER, ROW_KEYS_PARAMETER
+from shipway.serving.protocol import (
+    CONTRIBUTIONS_OUTPUT,
+    CONTRIBUTIONS_PARAMETER,
+    EXTRA_INPUTS_PARAMETER,
+    ROW_KEYS_PARAMETER,
+    wants_contributions,
+)
 from shipway.serving.state import SavedState
 
 STATE_CHECK_SECONDS = 1.0
@@ -93,6 +101,7 @@ class OneCallScorer:
         if not isinstance(body, dict) or not isinstance(body.get("entities"), dict):
             raise BadRequest('request body must be {"entities": {column: [values]}}')
         entities: dict[str, list[Any]] = body["entities"]
+        explain = wants_contributions(body)
         bundles = [b for b in self.served(model).values() if b is not None]
         services = sorted({b.feature_service for b in bundles if b.feature_service is not None})
         if not services:
@@ -125,6 +134,8 @@ class OneCallScorer:
             parameters[ROW_KEYS_PARAMETER] = [str(k) for k in row_keys]
         if len(services) > 1:
             parameters[EXTRA_INPUTS_PARAMETER] = "ignore"
+        if explain:
+            parameters[CONTRIBUTIONS_PARAMETER] = True
         request: dict[str, Any] = {
             "id": request_id,
             "inputs": [
@@ -161,13 +172,21 @@ class OneCallScorer:
             raise BadGateway(f"model {model} answered {response.status_code}: {detail}")
         answer = response.json()
         scores = next(o["data"] for o in answer["outputs"] if o["name"] == SCORE)
-        return {
+        scored = {
             "model": model,
             "model_version": answer.get("model_version"),
             "request_id": request_id,
             "scores": scores,
             "features": columns,
         }
+        if explain:
+            explained = next(o for o in answer["outputs"] if o["name"] == CONTRIBUTIONS_OUTPUT)
+            names = explained["parameters"]["columns"]
+            values = explained["data"]
+            scored["contributions"] = {
+                name: values[i :: len(names)] for i, name in enumerate(names)
+            }
+        return scored
 
 
 def _error_of(response: httpx.Response) -> str:

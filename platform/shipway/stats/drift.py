@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from shipway.names import SCORE
+from shipway.stats.attribution import AttributionReference
 from shipway.stats.divergence import chi2_test, distinct, ks_test, psi
 
 NUMERIC = "numeric"
@@ -135,6 +136,9 @@ class DriftRules:
     window_seconds: float = 900.0
     min_rows: int = 300
     max_rows: int = 1000
+    attribution_share_change: float | None = None
+    """A feature's share of the model's attribution may move this much before it counts as
+    attribution drift (`shipway.stats.attribution`); None: attribution is not judged."""
 
     def rule(self, name: str) -> DriftRule:
         return self.features.get(name, self.default)
@@ -151,6 +155,8 @@ class DriftRules:
             window_seconds=float(raw["window_seconds"]),
             min_rows=int(raw["min_rows"]),
             max_rows=int(raw["max_rows"]),
+            # Absent from a bundle written before attribution drift existed.
+            attribution_share_change=raw.get("attribution_share_change"),
         )
 
 
@@ -158,6 +164,9 @@ class DriftRules:
 class ReferenceProfile:
     features: list[FeatureReference]
     score: FeatureReference | None = None
+    attributions: AttributionReference | None = None
+    """The features' mean |TreeSHAP contribution| on the training rows: what attribution drift
+    compares with."""
 
     @property
     def feature_names(self) -> list[str]:
@@ -168,6 +177,7 @@ class ReferenceProfile:
             {
                 "features": [asdict(f) for f in self.features],
                 "score": asdict(self.score) if self.score else None,
+                "attributions": self.attributions.to_dict() if self.attributions else None,
             },
             indent=1,
         )
@@ -179,6 +189,9 @@ class ReferenceProfile:
         return cls(
             [FeatureReference(**f) for f in raw["features"]],
             FeatureReference(**score) if score else None,
+            AttributionReference.from_dict(raw["attributions"])
+            if raw.get("attributions")
+            else None,
         )
 
     def save(self, path: Path) -> Path:
@@ -243,8 +256,10 @@ def build_reference(
     kinds: Mapping[str, str] | None = None,
     scores: np.ndarray | None = None,
     sketch: int | None = SKETCH_SIZE,
+    attributions: AttributionReference | None = None,
 ) -> ReferenceProfile:
-    """Every feature's reference (numeric unless `kinds` says otherwise), and the scores'."""
+    """Every feature's reference (numeric unless `kinds` says otherwise), the scores', and the
+    features' attribution when given."""
     kinds = kinds or {}
     refs = [
         profile_values(
@@ -253,7 +268,7 @@ def build_reference(
         for name in features
     ]
     score = None if scores is None else profile_values(SCORE, scores, NUMERIC, bins, sketch)
-    return ReferenceProfile(refs, score)
+    return ReferenceProfile(refs, score, attributions)
 
 
 def compare_values(ref: FeatureReference, values: np.ndarray, rule: DriftRule) -> FeatureDrift:
