@@ -129,7 +129,22 @@ def test_a_clearly_better_challenger_passes_with_its_report_in_mlflow(
     run_id = registry.get_model_version(model.name, version).run_id
     assert run_id is not None
     logged = {a.path for a in registry.list_artifacts(run_id, "release")}
-    assert logged == {"release/curves.png", "release/report.md", "release/report.json"}
+    assert logged == {
+        "release/curves.png",
+        "release/importance.png",
+        "release/report.md",
+        "release/report.json",
+    }
+    # Global importance, champion beside challenger: every feature, the challenger's most
+    # important first; the weak champion (4 stumps) leans on at most 4 features.
+    importance = report.importance
+    challenger = [r.challenger or 0.0 for r in importance]
+    assert challenger == sorted(challenger, reverse=True)
+    assert sum(r.challenger_share or 0 for r in importance) == pytest.approx(1.0)
+    assert sum(r.champion_share or 0 for r in importance) == pytest.approx(1.0)
+    assert 1 <= sum((r.champion or 0) > 0 for r in importance) <= 4
+    assert sum((r.challenger or 0) > 0 for r in importance) > 4
+    assert "| feature | challenger mean abs SHAP |" in report.markdown()
     (entry,) = Audit(platform.home).entries(model.name, version)
     assert (entry.event, entry.state, entry.dagster_run_id) == ("gate", "promoted", "test")
     assert entry.data_versions["training_set"] == f"{model.name}_training_set v0"

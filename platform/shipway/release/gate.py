@@ -33,6 +33,7 @@ from shipway.release.evaluation import (
     candidate,
     current_champion,
 )
+from shipway.release.explanations import global_importance, importance_figure
 from shipway.release.judge import Judge
 from shipway.release.operational import measure
 from shipway.release.report import PROMOTED, Outcome, ReleaseReport
@@ -186,16 +187,32 @@ def release_gate(
         skew = skew_outcome(latest_skew(home.served.skew_reports, name), declaration.feature_skew)
         if skew is not None:
             report.outcomes.append(skew)
+        report.importance = global_importance(
+            challenger,
+            evaluation.challenger_matrix,
+            champion,
+            evaluation.champion_matrix,
+            declaration.training.seed,
+        )
         parameter_changes = _parameter_changes(challenger, champion)
         if parameter_changes:
             report.notes.append("Parameters changed: " + ", ".join(parameter_changes))
         (scratch / REPORT_DIR).mkdir()
-        curves = _curves(judge, report, scratch / REPORT_DIR / "curves.png")
+        figures = [_curves(judge, report, scratch / REPORT_DIR / "curves.png")]
+        if report.importance:
+            figures.append(
+                importance_figure(
+                    report.importance,
+                    f"{name} v{version}: global importance",
+                    report.champion,
+                    scratch / REPORT_DIR / "importance.png",
+                )
+            )
         (scratch / REPORT_DIR / "report.md").write_text(report.markdown())
         (scratch / REPORT_DIR / "report.json").write_text(
             json.dumps(report.as_dict(), indent=2, default=str)
         )
-        for artifact in (curves, scratch / REPORT_DIR / "report.md"):
+        for artifact in (*figures, scratch / REPORT_DIR / "report.md"):
             client.log_artifact(challenger.run_id, str(artifact), REPORT_DIR)
         client.log_artifact(
             challenger.run_id, str(scratch / REPORT_DIR / "report.json"), REPORT_DIR

@@ -86,6 +86,19 @@ class GroupRow:
 
 
 @dataclass(frozen=True)
+class ImportanceRow:
+    """One feature's global importance for each model: its mean |TreeSHAP contribution| on the
+    evaluation rows (margin units) and its share of the model's total; None where the model
+    has no such feature."""
+
+    feature: str
+    challenger: float | None
+    champion: float | None
+    challenger_share: float | None
+    champion_share: float | None
+
+
+@dataclass(frozen=True)
 class Operational:
     predict_cpu_p50_ms: float
     predict_cpu_p99_ms: float
@@ -123,6 +136,7 @@ class ReleaseReport:
     calibration_error: float | None = None
     reproducibility: Reproducibility | None = None
     fairness: list[GroupRow] = field(default_factory=list)
+    importance: list[ImportanceRow] = field(default_factory=list)
 
     @property
     def failures(self) -> list[Outcome]:
@@ -226,6 +240,17 @@ class ReleaseReport:
                         f"{'-' if g.positives is None else g.positives} | {rate} | {num(value)} | "
                         f"{num(theirs)} | {'yes' if g.judged else 'too small'} |"
                     )
+        if self.importance:
+            lines += [
+                "",
+                "| feature | challenger mean abs SHAP | share | champion mean abs SHAP | share |",
+                "|---|---|---|---|---|",
+            ]
+            for row in self.importance:
+                lines.append(
+                    f"| {row.feature} | {num(row.challenger)} | {_share(row.challenger_share)} | "
+                    f"{num(row.champion)} | {_share(row.champion_share)} |"
+                )
         if self.approval_reasons:
             lines += ["", "Approval needed: " + "; ".join(self.approval_reasons)]
         lines += [f"- {note}" for note in self.notes]
@@ -235,6 +260,10 @@ class ReleaseReport:
         values = asdict(self)
         values["verdict"] = self.verdict
         return _finite(values)
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def _finite(value: Any) -> Any:
