@@ -688,7 +688,7 @@ def test_a_stock_open_inference_protocol_client_checks_reads_metadata_and_infers
     assert client.is_model_ready("toy_model", headers=auth)
     metadata = client.get_model_metadata("toy_model", headers=auth)
     assert [i["name"] for i in metadata["inputs"]] == TOY_FEATURES
-    assert [o["name"] for o in metadata["outputs"]] == ["score"]
+    assert [o["name"] for o in metadata["outputs"]] == ["score", "contributions"]
     rows = toy_frame(4, seed=14)[TOY_FEATURES].to_numpy()
     per_feature = []
     for i, name in enumerate(TOY_FEATURES):
@@ -703,6 +703,12 @@ def test_a_stock_open_inference_protocol_client_checks_reads_metadata_and_infers
     _, expected = deployed.infer("toy_model", rows, TOY_FEATURES)
     np.testing.assert_allclose(one, expected)
     np.testing.assert_allclose(two, expected)
+    # A stock client asks for explanations with the request's parameters.
+    explained = client.infer(
+        "toy_model", per_feature, parameters={"contributions": True}, headers=auth
+    ).as_numpy("contributions")
+    assert explained.shape == (4, len(TOY_FEATURES) + 1)
+    np.testing.assert_allclose(1 / (1 + np.exp(-explained.sum(axis=1))), expected, atol=1e-5)
     assert not client.is_model_ready("no_such_model", headers=auth)
 
 

@@ -1,11 +1,12 @@
 """A servable model version on disk: what MLServer loads plus the drift reference.
 
 Layout (`<serving>/<model>/<version>/`): `model.ubj` (XGBoost), `model-settings.json`
-(MLServer: Shipway's runtime, the feature inputs and the `score` output as the version's Open
-Inference Protocol metadata, and in `parameters.extra` the version's serving settings from the
-model's declaration: problem type, the drift rules, the replicas to run, its feature service
-and prediction keys (what one-call scoring looks up and names), an optional injected fault),
-`reference.json` (feature order + training distribution of the features and the score).
+(MLServer: Shipway's runtime, the feature inputs, the `score` output and the `contributions`
+one a request may ask for as the version's Open Inference Protocol metadata, and in
+`parameters.extra` the version's serving settings from the model's declaration: problem type,
+the drift rules, the replicas to run, its feature service and prediction keys (what one-call
+scoring looks up and names), an optional injected fault), `reference.json` (feature order +
+training distribution of the features and the score, and the features' attribution).
 Every version carries its own settings, so two models served side by side each keep theirs.
 """
 
@@ -22,6 +23,7 @@ import pandas as pd
 
 from shipway.errors import BadRequest
 from shipway.names import EVENT_TIMESTAMP, SCORE
+from shipway.serving.protocol import CONTRIBUTIONS_OUTPUT
 from shipway.stats.drift import DriftRules, ReferenceProfile
 
 MODEL_FILE = "model.ubj"
@@ -123,7 +125,15 @@ def write_bundle(
         "inputs": [
             {"name": name, "datatype": "FP64", "shape": [-1]} for name in reference.feature_names
         ],
-        "outputs": [{"name": SCORE, "datatype": "FP64", "shape": [-1]}],
+        "outputs": [
+            {"name": SCORE, "datatype": "FP64", "shape": [-1]},
+            # Answered only when a request asks (`parameters.contributions`).
+            {
+                "name": CONTRIBUTIONS_OUTPUT,
+                "datatype": "FP64",
+                "shape": [-1, len(reference.feature_names) + 1],
+            },
+        ],
         "parameters": {"uri": f"./{MODEL_FILE}", "version": version, "extra": extra},
     }
     (dest / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
