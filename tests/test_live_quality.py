@@ -18,8 +18,10 @@ from shipway.defs.monitoring import live_quality_asset
 from shipway.defs.resources import ShipwayHomeResource
 from shipway.models.catalog import declared_model
 from shipway.models.declaration import MonitoringPolicy, QualityRule
+from shipway.models.estimation import QualityEstimator, fit_estimator
 from shipway.monitoring.quality import QualityCollector, QualityReport, live_quality
 from shipway.paths import ShipwayHome
+from shipway.serving.bundle import ESTIMATOR_FILE
 from shipway.serving.prediction_log import ingest, read_predictions
 from shipway.serving.prediction_spool import PredictionSpool, Scored
 from shipway.stats.metrics import metric_functions, point_values
@@ -79,6 +81,56 @@ def test_labels_landing_late_move_live_quality() -> None:
     assert [q.day for q in later.daily] == ["2026-10-01", "2026-10-02", "2026-10-03", "2026-10-04"]
 
 
+def _estimator(seed: int) -> QualityEstimator:
+    """Fitted on another sample of the same world, as training fits it on validation rows."""
+    predictions, labels = _world(3000, seed, skill=1.0)
+    return fit_estimator(
+        "binary_classification",
+        np.empty((3000, 0)),
+        predictions["score"].to_numpy(),
+        labels["label"].to_numpy(),
+        seed,
+    )
+
+
+def test_quality_estimated_before_labels_land_is_what_the_labels_later_say() -> None:
+    predictions, labels = _world(800, seed=1, skill=1.0)
+    estimators = {"1": _estimator(seed=11)}
+    early, later = (
+        live_quality(
+            "m",
+            "binary_classification",
+            predictions,
+            labels,
+            START + timedelta(days=days),
+            POLICY,
+            estimators,
+        )
+        for days in (4, 8)
+    )
+    (first,), (second,) = early.window, later.window
+    assert first.labelled < 300 and set(first.estimated) == {
+        "roc_auc",
+        "pr_auc",
+        "brier",
+        "log_loss",
+    }
+    # Made on day 4 from the scores alone, the estimate is what all the labels say on day 8.
+    for metric, tolerance in (("roc_auc", 0.03), ("pr_auc", 0.05), ("brier", 0.01)):
+        assert first.estimated[metric] == pytest.approx(second.metrics[metric], abs=tolerance)
+    # Once labels land, the estimate on the labelled rows is scored against them.
+    assert set(second.estimation_error) == set(second.estimated)
+    assert all(abs(e) < 0.05 for e in second.estimation_error.values())
+    shown = later.markdown()
+    assert "roc_auc (est.)" in shown
+    assert f"roc_auc {second.estimation_error['roc_auc']:+.4f}" in shown
+    # A version without an estimator (trained before them) has none, and nothing breaks.
+    bare = live_quality(
+        "m", "binary_classification", predictions, labels, START + timedelta(days=4), POLICY
+    )
+    assert bare.window[0].estimated == {} and bare.window[0].estimation_error == {}
+
+
 def test_too_few_labels_judge_nothing_and_a_poor_version_breaks_its_limit() -> None:
     few = _world(60, seed=2, skill=1.0)
     report = live_quality("m", "binary_classification", *few, START + timedelta(days=10), POLICY)
@@ -119,6 +171,10 @@ def test_the_live_quality_asset_reports_exports_and_plots_from_real_tables(
     spool.close()
     ingest(home.served.prediction_spool, home.lake)
     _landed_labels(home, labels)
+    # The version's bundle carries its quality estimator, as the deployment writes it.
+    bundle = home.served.bundle("fraud_model", "1")
+    bundle.mkdir(parents=True)
+    _estimator(seed=12).save(bundle / ESTIMATOR_FILE)
     # As of the newest landed event (day 4), labels known 3 days late cover about day 1 only.
     asset = live_quality_asset(
         declared_model(models, "fraud_model"), AssetKey("fraud_model_deployment")
@@ -144,6 +200,18 @@ def test_the_live_quality_asset_reports_exports_and_plots_from_real_tables(
         exported
     )
     assert 'shipway_live_labelled_predictions{model="fraud_model",version="1"}' in exported
+    # Estimated on all 2,000 predictions: what all their labels will say (a quarter landed).
+    estimated = report.window[0].estimated["roc_auc"]
+    assert values["v1_estimated_roc_auc"] == estimated
+    truth = labels["label"].to_numpy()
+    scores = predictions["score"].to_numpy()
+    every = point_values(metric_functions("binary_classification", truth, scores, None), 2000)
+    assert estimated == pytest.approx(every["roc_auc"], abs=0.03)
+    assert (
+        f'shipway_estimated_quality{{metric="roc_auc",model="fraud_model",version="1"}} '
+        f"{estimated}" in exported
+    )
+    assert 'shipway_estimated_quality_error{metric="roc_auc",model="fraud_model"' in exported
     assert len(read_predictions(home.lake, "fraud_model")) == 2000, "retention kept recent rows"
 
 

@@ -36,6 +36,7 @@ from shipway.defs.resources import ShipwayHomeResource
 from shipway.features.training_sets import recorded_features
 from shipway.models.catalog import DeclaredModel, declared_model, load_models
 from shipway.models.declaration import ApprovalPolicy
+from shipway.models.estimation import QualityEstimator
 from shipway.models.tracking import PASSWORD_ENV, USERNAME_ENV, VIEWER_USER, credentials
 from shipway.models.training import log_and_register, train
 from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT
@@ -409,6 +410,11 @@ def test_a_registered_version_is_packaged_with_its_lineage_and_the_package_verif
     assert service["feature_service"] == model.declaration.feature_service
     assert len(service["features"]) > 3
     assert verify_package(built.path, key.public_key()).version == version
+    # The quality estimator travels in the signed package (DLE: customer_spend is a forecast).
+    manifest = json.loads((built.path / "manifest.json").read_text())
+    assert "bundle/quality_estimator.json" in manifest["files"]
+    estimator = QualityEstimator.load(built.path / "bundle" / "quality_estimator.json")
+    assert estimator.method == "dle" and estimator.fitted_rows > 1000
 
 
 def test_only_the_platform_moves_an_alias_and_people_only_read(

@@ -424,7 +424,7 @@ def ci_package(
     after writing. Without a signing key in the environment it is not built (and says so)."""
     from shipway.models.tracking import git_commit, lock_hash
     from shipway.release.reproduce import file_sha256
-    from shipway.serving.bundle import write_bundle
+    from shipway.serving.bundle import ESTIMATOR_FILE, write_bundle
     from shipway.serving.package import (
         SIGNING_KEY_ENV,
         SIGNING_KEY_FILE_ENV,
@@ -445,6 +445,7 @@ def ci_package(
     with tempfile.TemporaryDirectory(prefix="shipway-ci-bundle-") as tmp:
         model_file = Path(tmp) / "model.ubj"
         trained.model.save_model(str(model_file))
+        estimator_file = trained.estimator.save(Path(tmp) / ESTIMATOR_FILE)
         bundle_dir = Path(tmp) / "bundle"
         write_bundle(
             bundle_dir,
@@ -456,6 +457,7 @@ def ci_package(
             declaration.drift.rules(declaration.serving.drift_window),
             feature_service=declaration.feature_service,
             replicas=declaration.serving.replicas,
+            estimator_file=estimator_file,
         )
         lineage = {
             "model": model,

@@ -4,8 +4,9 @@
 `<model>_live_quality` joins the prediction log with the model's label table as of the lake's
 newest event, applies the log's retention, writes the report where the serving control plane
 exports it to Prometheus (`shipway_live_quality`, `shipway_live_labelled_predictions`,
-`shipway_label_coverage`), and shows it as metadata: the table per version and day, the
-judged window's values as numbers (Dagster plots them across materializations), and a figure.
+`shipway_label_coverage`, `shipway_estimated_quality` and its `_error`), and shows it as
+metadata: the table per version and day (realized, estimated, estimation error), the judged
+window's values as numbers (Dagster plots them across materializations), and a figure.
 `<model>_live_drift` shows each served version's drift day by day; `<model>_feature_skew`
 compares served vectors with Feast's offline ones. The logic is `shipway.monitoring.live`.
 (No `from __future__ import annotations`: Dagster reads these hints.)
@@ -72,6 +73,8 @@ def live_quality_asset(declared: DeclaredModel, deployment: AssetKey) -> AssetsD
             metadata[f"v{quality.version}_labelled"] = quality.labelled
             for metric, value in quality.metrics.items():
                 metadata[f"v{quality.version}_{metric}"] = value
+            for metric, value in quality.estimated.items():
+                metadata[f"v{quality.version}_estimated_{metric}"] = value
         if report.daily:
             metadata["figure"] = MetadataValue.md(quality_figure(report, headline))
         return MaterializeResult(metadata=metadata)

@@ -31,9 +31,10 @@ from sklearn.metrics import (
 
 from shipway.errors import ShipwayError
 from shipway.models.declaration import ModelDeclaration
+from shipway.models.estimation import ESTIMATOR_ARTIFACT, QualityEstimator, fit_estimator
 from shipway.models.tracking import git_commit, lock_hash, model_version_url, run_url
 from shipway.names import SCORE
-from shipway.serving.bundle import MODEL_FILE, REFERENCE_FILE, Bundle, write_bundle
+from shipway.serving.bundle import ESTIMATOR_FILE, MODEL_FILE, REFERENCE_FILE, Bundle, write_bundle
 from shipway.serving.explanations import reference_attributions
 from shipway.stats.drift import HOUR_OF_DAY, ReferenceProfile, build_reference
 
@@ -51,6 +52,8 @@ class TrainedModel:
     split_at: pd.Timestamp
     train_rows: int
     validation_rows: int
+    estimator: QualityEstimator
+    """How monitoring estimates its quality before labels land, fitted on the validation rows."""
 
 
 @dataclass(frozen=True)
@@ -148,12 +151,15 @@ def train(
     x_valid, y_valid = valid_part[features].to_numpy(), valid_part[label].to_numpy()
     x_train = train_part[features].to_numpy()
     if isinstance(model, xgb.XGBClassifier):
-        metrics = classification_metrics(y_valid, model.predict_proba(x_valid)[:, 1])
+        valid_scores = model.predict_proba(x_valid)[:, 1]
+        metrics = classification_metrics(y_valid, valid_scores)
         train_scores = model.predict_proba(x_train)[:, 1]
     else:
         baseline = valid_part[str(training.baseline)].to_numpy(dtype=float)
-        metrics = regression_metrics(y_valid, model.predict(x_valid), baseline)
+        valid_scores = model.predict(x_valid)
+        metrics = regression_metrics(y_valid, valid_scores, baseline)
         train_scores = model.predict(x_train)
+    estimator = fit_estimator(declaration.problem, x_valid, valid_scores, y_valid, training.seed)
     unknown = sorted(set(declaration.drift.features) - {*features, SCORE})
     if unknown:
         raise ShipwayError(
@@ -171,7 +177,7 @@ def train(
         ),
     )
     return TrainedModel(
-        model, features, metrics, reference, split_at, len(train_part), len(valid_part)
+        model, features, metrics, reference, split_at, len(train_part), len(valid_part), estimator
     )
 
 
@@ -215,6 +221,8 @@ def log_and_register(
         mlflow.log_metrics(trained.metrics)
         ref_path = trained.reference.save(Path(tmp) / REFERENCE_FILE)
         mlflow.log_artifact(str(ref_path), artifact_path="drift")
+        estimator = trained.estimator.save(Path(tmp) / ESTIMATOR_FILE)
+        mlflow.log_artifact(str(estimator), artifact_path=ESTIMATOR_ARTIFACT.rsplit("/", 1)[0])
         info = mlflow.xgboost.log_model(
             trained.model,
             name="model",
@@ -271,12 +279,26 @@ def registered_bundle(
     dest: Path,
     fault: dict[str, float] | None = None,
 ) -> Bundle:
-    """The serving bundle of a registered version in `dest`: its model file and drift reference
-    from MLflow, its serving settings from the declaration, its feature service from its run."""
+    """The serving bundle of a registered version in `dest`: its model file, drift reference and
+    quality estimator from MLflow, its serving settings from the declaration, its feature
+    service from its run."""
     name = declaration.name
     model_file, reference_file = download_model(tracking_uri, name, version, dest / "src")
     registry = MlflowClient(tracking_uri)
     run_id = registry.get_model_version(name, version).run_id or ""
+    folder = ESTIMATOR_ARTIFACT.rsplit("/", 1)[0]
+    estimator_file = None
+    if ESTIMATOR_ARTIFACT in {a.path for a in registry.list_artifacts(run_id, folder)}:
+        estimator_file = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path=ESTIMATOR_ARTIFACT,
+                dst_path=str(dest / "src" / "quality"),
+                tracking_uri=tracking_uri,
+            )
+        )
+    else:
+        log.warning("%s v%s has no quality estimator (trained before them)", name, version)
     return write_bundle(
         dest,
         name,
@@ -289,4 +311,5 @@ def registered_bundle(
         feature_service=registry.get_run(run_id).data.params.get("feature_service"),
         replicas=declaration.serving.replicas,
         prediction_keys=declaration.prediction_keys,
+        estimator_file=estimator_file,
     )

@@ -20,13 +20,14 @@ from shipway.errors import ShipwayError
 from shipway.features.service import feature_frame, registry_spec
 from shipway.features.store import feature_store, historical_features
 from shipway.models.catalog import DeclaredModel
+from shipway.models.estimation import QualityEstimator
 from shipway.monitoring.figures import markdown_image, plt
 from shipway.monitoring.live_drift import DailyDrift, daily_drift
 from shipway.monitoring.quality import QualityReport, live_quality
 from shipway.monitoring.skew import SkewReport, as_floats, feature_skew
 from shipway.names import EVENT_TIMESTAMP
 from shipway.paths import ShipwayHome
-from shipway.serving.bundle import REFERENCE_FILE, read_bundle
+from shipway.serving.bundle import ESTIMATOR_FILE, REFERENCE_FILE, read_bundle
 from shipway.serving.prediction_log import maintain, read_predictions
 from shipway.stats.drift import DriftRules, ReferenceProfile
 
@@ -93,7 +94,12 @@ def refresh_live_quality(home: ShipwayHome, declared: DeclaredModel) -> LiveQual
     predictions = read_predictions(home.lake, name)
     labels = labels_of(home, declared)
     as_of = pd.Timestamp(labels[EVENT_TIMESTAMP].max()).to_pydatetime()
-    report = live_quality(name, declaration.problem, predictions, labels, as_of, policy)
+    estimators = {}
+    for version in sorted(set(predictions["version"].astype(str))):
+        path = home.served.bundle(name, version) / ESTIMATOR_FILE
+        if path.is_file():
+            estimators[version] = QualityEstimator.load(path)
+    report = live_quality(name, declaration.problem, predictions, labels, as_of, policy, estimators)
     report.save(home.served.quality_reports / f"{name}.json")
     return LiveQuality(report, len(predictions), upkeep)
 

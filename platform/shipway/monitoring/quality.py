@@ -8,14 +8,18 @@ problem has; a version's live quality is that over the last `window_days` of its
 judged only with `min_labelled` labelled rows (and both classes, for a classifier).
 
 Metrics are the release gates' own (`shipway.stats.metrics`), so a live ROC-AUC and a
-gated ROC-AUC are the same number on the same rows. Pure: frames in, a report out.
+gated ROC-AUC are the same number on the same rows. Before labels land, each version's quality
+estimator (`shipway.models.estimation`: CBPE, DLE) estimates the same metrics on all of its
+predictions, on as many rows as a realized value needs; where labels have landed, the estimate
+on the labelled rows minus the realized value is the estimation error, reported beside them.
+Pure: frames in, a report out.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from shipway.files import write_atomic
 from shipway.models.declaration import LIVE_METRICS, MonitoringPolicy, QualityRule
+from shipway.models.estimation import QualityEstimator
 from shipway.stats.metrics import expected_calibration_error, metric_functions, point_values
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,10 @@ class Quality:
     labelled: int
     metrics: dict[str, float] = field(default_factory=dict)
     day: str = ""
+    estimated: dict[str, float] = field(default_factory=dict)
+    """The metrics estimated on all its predictions, labelled or not."""
+    estimation_error: dict[str, float] = field(default_factory=dict)
+    """On its labelled rows: the estimate minus the realized value."""
 
     @property
     def coverage(self) -> float:
@@ -82,15 +91,21 @@ class QualityReport:
         return found
 
     def markdown(self) -> str:
-        metrics = sorted({m for q in self.window + self.daily for m in q.metrics})
-        header = "| version | day | predictions | labelled | coverage | " + " | ".join(metrics)
-        lines = [header + " |", "|" + " --- |" * (5 + len(metrics))]
-        for q in [*self.window, *self.daily]:
-            values = " | ".join(f"{q.metrics[m]:.4f}" if m in q.metrics else "-" for m in metrics)
+        stretches = self.window + self.daily
+        metrics = sorted({m for q in stretches for m in q.metrics})
+        estimated = sorted({m for q in stretches for m in q.estimated})
+        header = "| version | day | predictions | labelled | coverage | " + " | ".join(
+            [*metrics, *(f"{m} (est.)" for m in estimated), "estimation error"]
+        )
+        lines = [header + " |", "|" + " --- |" * (6 + len(metrics) + len(estimated))]
+        for q in stretches:
+            values = [f"{q.metrics[m]:.4f}" if m in q.metrics else "-" for m in metrics]
+            values += [f"{q.estimated[m]:.4f}" if m in q.estimated else "-" for m in estimated]
+            error = ", ".join(f"{m} {v:+.4f}" for m, v in sorted(q.estimation_error.items()))
             day = q.day or f"window from {self.window_start}"
             lines.append(
                 f"| v{q.version} | {day} | {q.predictions} | {q.labelled} | "
-                f"{q.coverage:.1%} | {values} |"
+                f"{q.coverage:.1%} | {' | '.join([*values, error or '-'])} |"
             )
         return "\n".join(lines)
 
@@ -119,8 +134,21 @@ def _metrics(problem: str, labels: np.ndarray, scores: np.ndarray) -> dict[str, 
     return found
 
 
+def _estimate(estimator: QualityEstimator, frame: pd.DataFrame) -> dict[str, float]:
+    scores = frame["score"].to_numpy(float)
+    if not estimator.needs_vectors:
+        return estimator.estimate(np.empty((len(frame), 0)), scores)
+    vectors = np.vstack(list(frame["vector"])).astype(float)
+    return estimator.estimate(vectors, scores)
+
+
 def _quality(
-    frame: pd.DataFrame, version: str, problem: str, min_labelled: int, day: str = ""
+    frame: pd.DataFrame,
+    version: str,
+    problem: str,
+    min_labelled: int,
+    day: str = "",
+    estimator: QualityEstimator | None = None,
 ) -> Quality:
     known = frame[frame["label"].notna()]
     metrics = (
@@ -128,7 +156,14 @@ def _quality(
         if len(known) >= min_labelled
         else {}
     )
-    return Quality(version, len(frame), len(known), metrics, day)
+    estimated: dict[str, float] = {}
+    error: dict[str, float] = {}
+    if estimator is not None and len(frame) >= min_labelled:
+        estimated = _estimate(estimator, frame)
+        if metrics:
+            on_labelled = _estimate(estimator, known)
+            error = {m: on_labelled[m] - v for m, v in metrics.items() if m in on_labelled}
+    return Quality(version, len(frame), len(known), metrics, day, estimated, error)
 
 
 def live_quality(
@@ -138,9 +173,12 @@ def live_quality(
     labels: pd.DataFrame,
     as_of: datetime,
     policy: MonitoringPolicy,
+    estimators: Mapping[str, QualityEstimator] | None = None,
 ) -> QualityReport:
-    """`predictions`: the prediction log's `version`, `day`, `at`, `row_key`, `score`;
-    `labels`: `row_key`, `label`, `available_at` (None: known as soon as it landed)."""
+    """`predictions`: the prediction log's `version`, `day`, `at`, `row_key`, `score` (and
+    `vector`, for an estimator that needs it); `labels`: `row_key`, `label`, `available_at`
+    (None: known as soon as it landed); `estimators`: by version, those it has."""
+    estimators = estimators or {}
     known = labels[labels["available_at"].isna() | (labels["available_at"] <= as_of)]
     known = known.drop_duplicates("row_key", keep="last")[["row_key", "label"]]
     joined = predictions.merge(known, on="row_key", how="left")
@@ -148,11 +186,18 @@ def live_quality(
     window_start = start.strftime("%Y-%m-%d")
     recent = joined[joined["at"] >= pd.Timestamp(start)]
     window = [
-        _quality(rows, str(version), problem, policy.min_labelled)
+        _quality(rows, str(version), problem, policy.min_labelled, "", estimators.get(str(version)))
         for version, rows in sorted(recent.groupby("version"), key=lambda kv: str(kv[0]))
     ]
     daily = [
-        _quality(rows, str(version), problem, min(policy.min_labelled, 50), str(day))
+        _quality(
+            rows,
+            str(version),
+            problem,
+            min(policy.min_labelled, 50),
+            str(day),
+            estimators.get(str(version)),
+        )
         for (version, day), rows in sorted(
             joined.groupby(["version", "day"]), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))
         )
@@ -184,6 +229,16 @@ class QualityCollector(Collector):
         coverage = GaugeMetricFamily(
             "shipway_label_coverage", "Share of the window's predictions labelled", labels=names
         )
+        estimated = GaugeMetricFamily(
+            "shipway_estimated_quality",
+            "Quality per version over the policy's window, estimated before labels (CBPE, DLE)",
+            labels=[*names, "metric"],
+        )
+        error = GaugeMetricFamily(
+            "shipway_estimated_quality_error",
+            "On the window's labelled predictions: the estimate minus the realized value",
+            labels=[*names, "metric"],
+        )
         for path in sorted(self.folder.glob("*.json")) if self.folder.exists() else []:
             try:
                 report = QualityReport.load(path)
@@ -196,6 +251,8 @@ class QualityCollector(Collector):
                 coverage.add_metric(labels, q.coverage)
                 for metric, value in q.metrics.items():
                     quality.add_metric([*labels, metric], value)
-        yield quality
-        yield labelled
-        yield coverage
+                for metric, value in q.estimated.items():
+                    estimated.add_metric([*labels, metric], value)
+                for metric, value in q.estimation_error.items():
+                    error.add_metric([*labels, metric], value)
+        yield from (quality, labelled, coverage, estimated, error)

@@ -6,7 +6,8 @@ one a request may ask for as the version's Open Inference Protocol metadata, and
 `parameters.extra` the version's serving settings from the model's declaration: problem type,
 the drift rules, the replicas to run, its feature service and prediction keys (what one-call
 scoring looks up and names), an optional injected fault), `reference.json` (feature order +
-training distribution of the features and the score, and the features' attribution).
+training distribution of the features and the score, and the features' attribution), and
+optionally `quality_estimator.json` (what monitoring estimates quality with before labels).
 Every version carries its own settings, so two models served side by side each keep theirs.
 """
 
@@ -29,6 +30,9 @@ from shipway.stats.drift import DriftRules, ReferenceProfile
 MODEL_FILE = "model.ubj"
 SETTINGS_FILE = "model-settings.json"
 REFERENCE_FILE = "reference.json"
+# Optional: the version's quality estimator (`shipway.models.estimation`), which monitoring
+# applies to the prediction log; serving only carries it.
+ESTIMATOR_FILE = "quality_estimator.json"
 
 
 PROBLEMS = ("binary_classification", "regression")
@@ -100,10 +104,13 @@ def write_bundle(
     feature_service: str | None = None,
     replicas: int = 1,
     prediction_keys: PredictionKeys | None = None,
+    estimator_file: Path | None = None,
 ) -> Bundle:
     """`fault` ({"error_ratio": 0.3, "latency_ms": 50}) makes a deliberately bad version."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_file, dest / MODEL_FILE)
+    if estimator_file is not None:
+        shutil.copyfile(estimator_file, dest / ESTIMATOR_FILE)
     reference.save(dest / REFERENCE_FILE)
     extra: dict[str, object] = {
         "problem": problem,

@@ -55,7 +55,13 @@ from cryptography.hazmat.primitives.serialization import (
 from shipway.errors import BadRequest, ShipwayError
 from shipway.paths import DEPLOY_DIR, PLATFORM_DIR, REPO_ROOT
 from shipway.processes import flag
-from shipway.serving.bundle import MODEL_FILE, REFERENCE_FILE, SETTINGS_FILE, read_bundle
+from shipway.serving.bundle import (
+    ESTIMATOR_FILE,
+    MODEL_FILE,
+    REFERENCE_FILE,
+    SETTINGS_FILE,
+    read_bundle,
+)
 
 SIGNING_KEY_ENV = "SHIPWAY_SIGNING_KEY"
 SIGNING_KEY_FILE_ENV = "SHIPWAY_SIGNING_KEY_FILE"
@@ -300,7 +306,9 @@ def build_package(
     if root.exists():
         shutil.rmtree(root)
     (root / "bundle").mkdir(parents=True)
-    for name in (MODEL_FILE, SETTINGS_FILE, REFERENCE_FILE):
+    for name in (MODEL_FILE, SETTINGS_FILE, REFERENCE_FILE, ESTIMATOR_FILE):
+        if name == ESTIMATOR_FILE and not (bundle_dir / name).is_file():
+            continue
         shutil.copyfile(bundle_dir / name, root / "bundle" / name)
     (root / "environment").mkdir()
     for name in ("pyproject.toml", "uv.lock"):
