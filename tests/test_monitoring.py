@@ -35,7 +35,7 @@ from shipway.monitoring.prometheus import (
 from shipway.monitoring.retraining import decide, decide_quality, waiting_for_labels
 from shipway.paths import REPO_ROOT, ShipwayHome
 from shipway.processes import free_port
-from shipway.rollout.analysis import analyse
+from shipway.rollout.analysis import analyse, live_quality_checks
 from shipway.rollout.controller import start
 from shipway.rollout.state import RolloutStore
 
@@ -154,6 +154,9 @@ def _exporter() -> tuple[int, dict[str, Gauge], Any]:
         ),
         "labelled": Gauge(
             "shipway_live_labelled_predictions", "n", ["model", "version"], registry=registry
+        ),
+        "estimated": Gauge(
+            "shipway_estimated_quality", "q", ["model", "version", "metric"], registry=registry
         ),
     }
     port = free_port()
@@ -428,6 +431,43 @@ def test_live_quality_on_too_few_labels_waits_for_them(
     assert decision.reason == (
         "waiting for labels: v5 has 120 labelled predictions in its window < 300 required"
     )
+
+
+@pytest.mark.integration
+def test_acting_on_the_estimate_the_sensor_and_the_rollout_judge_it_while_labels_are_pending(
+    quality_prometheus: tuple[PrometheusClient, dict[str, Gauge]],
+) -> None:
+    client, gauges = quality_prometheus
+    _quality(client, gauges, "7", labelled=40, roc=0.95)
+    gauges["estimated"].labels("fraud_model", "7", "roc_auc").set(0.7)
+    gauges["estimated"].labels("fraud_model", "7", "brier").set(0.03)
+    client.wait_for(
+        'shipway_estimated_quality{version="7"}', lambda found: len(found) == 2, timeout=30
+    )
+    selector = 'model="fraud_model",version="7"'
+    # By default they wait for labels: 40 of 300.
+    waiting = decide_quality(client, "fraud_model", QUALITY, "7", None, 1_000.0)
+    assert not waiting.retrain and waiting.reason.startswith("waiting for labels: v7 has 40")
+    assert live_quality_checks(client, selector, QUALITY) == ()
+
+    acting = QUALITY.model_copy(update={"act_on_estimate": True})
+    decision = decide_quality(client, "fraud_model", acting, "7", None, 1_000.0)
+    assert decision.retrain and decision.run_key == "fraud_model-quality-v7-0"
+    assert decision.reason == (
+        "estimated quality of fraud_model v7 below policy: roc_auc 0.7000 < min 0.8"
+    )
+    checks = live_quality_checks(client, selector, acting)
+    assert [(c.name, c.observed, c.passed) for c in checks] == [
+        ("estimated_roc_auc", 0.7, False),
+        ("estimated_brier", 0.03, True),
+    ]
+    # Enough labels again: the realized values decide (0.95 is within the policy).
+    _quality(client, gauges, "7", labelled=500, roc=0.95)
+    assert not decide_quality(client, "fraud_model", acting, "7", None, 1_000.0).retrain
+    assert {c.name for c in live_quality_checks(client, selector, acting)} == {
+        "live_roc_auc",
+        "live_brier",
+    }
 
 
 @pytest.mark.integration

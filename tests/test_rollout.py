@@ -308,7 +308,11 @@ def test_every_dashboard_query_parses_and_returns_series_after_traffic(
     RolloutStore(stack.home.served.rollouts).save(state)
     serving.set_traffic(model, *state.traffic(policy))
     QualityReport(
-        model, "2026-11-30T00:00:00", "2026-11-16", [Quality("1", 400, 300, {"r2": 0.41})], []
+        model,
+        "2026-11-30T00:00:00",
+        "2026-11-16",
+        [Quality("1", 400, 300, {"r2": 0.41}, "", {"r2": 0.44}, {"r2": 0.03})],
+        [],
     ).save(stack.home.served.quality_reports / f"{model}.json")
     board = dashboards.dashboard(declared_model(models, model).declaration)
     rows = toy_frame(20, seed=31)[TOY_FEATURES].to_numpy()

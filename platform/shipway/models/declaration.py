@@ -393,6 +393,10 @@ class MonitoringPolicy(_Strict):
     """Labelled predictions a version needs in the window before its quality is judged."""
     quality: list[QualityRule] = []
     """Live quality under these limits requests a retrain."""
+    act_on_estimate: bool = False
+    """While a version has fewer than `min_labelled` labelled predictions, the quality sensor
+    and the rollout's `live_quality` check judge its estimated quality (CBPE or DLE, on all
+    its predictions) against the same limits; off: they wait for labels."""
     cooldown_minutes: float = Field(default=60.0, ge=0.0)
     """At most one quality-requested retrain per this many minutes."""
     retrain_schedule: str | None = None

@@ -171,10 +171,14 @@ def panels(declaration: ModelDeclaration) -> list[dict[str, Any]]:
         ),
         _panel(
             "Live quality",
-            [(f"shipway_live_quality{{{m}}}", "v{{version}} {{metric}}")],
+            [
+                (f"shipway_live_quality{{{m}}}", "v{{version}} {{metric}}"),
+                (f"shipway_estimated_quality{{{m}}}", "v{{version}} {{metric}} (estimated)"),
+            ],
             "short",
-            "Predictions joined with labels as they land, over the policy's window; the lines "
-            "are the monitoring.quality limits.",
+            "Predictions joined with labels as they land, over the policy's window, beside the "
+            "quality estimated before labels (CBPE or DLE, on every prediction); the lines are "
+            "the monitoring.quality limits.",
             [limit for r in quality for limit in (r.min, r.max) if limit is not None],
         ),
         _panel(

@@ -113,6 +113,10 @@ def quality_queries(model: str) -> tuple[str, str]:
     )
 
 
+def estimated_quality_query(model: str) -> str:
+    return f'shipway_estimated_quality{{model="{model}"}}'
+
+
 def decide_quality(
     client: PrometheusClient,
     model: str,
@@ -122,7 +126,8 @@ def decide_quality(
     now: float,
 ) -> RetrainDecision:
     """Retrain when the champion's live quality, on enough labelled predictions, breaks a
-    limit of the policy."""
+    limit of the policy; with `act_on_estimate`, its estimated quality while labels are
+    pending."""
     if not policy.quality:
         return RetrainDecision(False, f"{model} declares no live quality limits")
     if champion is None:
@@ -137,12 +142,15 @@ def decide_quality(
         for s in client.query(labelled_query)
         if s.labels.get("version") == champion
     }
+    kind = "live"
     if labelled.get(champion, 0.0) < policy.min_labelled:
-        return RetrainDecision(
-            False,
-            f"waiting for labels: v{champion} has {labelled.get(champion, 0):.0f} labelled "
-            f"predictions in its window < {policy.min_labelled} required",
+        waiting = (
+            f"v{champion} has {labelled.get(champion, 0):.0f} labelled predictions in its "
+            f"window < {policy.min_labelled} required"
         )
+        if not policy.act_on_estimate:
+            return RetrainDecision(False, f"waiting for labels: {waiting}")
+        quality_query, kind = estimated_quality_query(model), "estimated"
     observed = {
         s.labels.get("metric", ""): s.value
         for s in client.query(quality_query)
@@ -158,12 +166,16 @@ def decide_quality(
         if rule.max is not None and value > rule.max:
             breaches.append(f"{rule.metric} {value:.4f} > max {rule.max}")
     seen = ", ".join(f"{m}={v:.4f}" for m, v in sorted(observed.items()))
+    if kind == "estimated" and not observed:
+        return RetrainDecision(
+            False, f"waiting for labels: no estimated quality of v{champion} yet ({waiting})"
+        )
     if not breaches:
-        return RetrainDecision(False, f"v{champion} live quality within policy: {seen}")
+        return RetrainDecision(False, f"v{champion} {kind} quality within policy: {seen}")
     bucket = int(now // max(cooldown, 1.0))
     return RetrainDecision(
         True,
-        f"live quality of {model} v{champion} below policy: " + "; ".join(breaches),
+        f"{kind} quality of {model} v{champion} below policy: " + "; ".join(breaches),
         run_key=f"{model}-quality-v{champion}-{bucket}",
         cursor=json.dumps({"last_fired": now}),
     )

@@ -5,7 +5,8 @@ statistics); scores are the model servers' own. Each query covers the interval j
 Live quality is `<model>_live_quality`'s (the challenger's predictions joined with labels as
 they land), judged against the monitoring policy's limits once it rests on enough labels; a
 rollout of minutes rarely sees them for a model whose labels take weeks, and is then judged
-without it.
+without it, or, where the policy says `act_on_estimate`, on its estimated quality
+(`shipway_estimated_quality`, checks named `estimated_<metric>`).
 
 Latency is compared at p99, or, when the challenger answered too few requests for a p99, at the
 highest quantile with `TAIL_REQUESTS` of them above it, for both versions alike: at a 10% step a
@@ -65,26 +66,29 @@ def latency_quantile(requests: float) -> float:
     return round(max(0.5, min(0.99, 1.0 - TAIL_REQUESTS / requests)), 3)
 
 
-def quality_check(rule: QualityRule, value: float) -> Check:
-    """`live_<metric>` against a monitoring.quality rule."""
+def quality_check(rule: QualityRule, value: float, kind: str = "live") -> Check:
+    """`live_<metric>` (or `estimated_<metric>`, before labels) against a monitoring.quality
+    rule."""
     limit = rule.min if rule.min is not None else rule.max
-    return Check(f"live_{rule.metric}", value, float(limit or 0.0), rule.allows(value))
+    return Check(f"{kind}_{rule.metric}", value, float(limit or 0.0), rule.allows(value))
 
 
-def _live_quality(
+def live_quality_checks(
     prometheus: PrometheusClient, selector: str, monitoring: MonitoringPolicy
 ) -> tuple[Check, ...]:
+    """The version's (`selector`) live quality against the policy once it rests on enough
+    labels; before, its estimated quality if the policy acts on it, else nothing."""
     if not monitoring.quality:
         return ()
     labelled = _one(prometheus, f"shipway_live_labelled_predictions{{{selector}}}")
+    series, kind = "shipway_live_quality", "live"
     if labelled is None or labelled < monitoring.min_labelled:
-        return ()
-    values = {
-        s.labels.get("metric"): s.value
-        for s in prometheus.query(f"shipway_live_quality{{{selector}}}")
-    }
+        if not monitoring.act_on_estimate:
+            return ()
+        series, kind = "shipway_estimated_quality", "estimated"
+    values = {s.labels.get("metric"): s.value for s in prometheus.query(f"{series}{{{selector}}}")}
     return tuple(
-        quality_check(rule, values[rule.metric])
+        quality_check(rule, values[rule.metric], kind)
         for rule in monitoring.quality
         if rule.metric in values
     )
@@ -152,7 +156,7 @@ def analyse(
         champion_score_mean=mean_score(champion) if champion else None,
         champion_requests=answered(champion) if champion else None,
         latency_quantile=quantile,
-        quality=_live_quality(prometheus, c, monitoring) if monitoring else (),
+        quality=live_quality_checks(prometheus, c, monitoring) if monitoring else (),
     )
 
 
