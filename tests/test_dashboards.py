@@ -46,8 +46,11 @@ def test_each_model_s_dashboard_is_generated_from_its_declaration(name: str) -> 
         "Mean prediction score",
         "Live quality",
         "Label coverage",
+        "CPU seconds per 1,000 predictions",
         "Prediction log rows per second",
-    ]
+    ] + (["Live cost per 1,000 decisions (EUR)"] if declaration.release.cost else [])
+    # fraud_model prices its decisions; customer_spend, a forecast, has no cost model.
+    assert (declaration.release.cost is not None) == (name == "fraud_model")
     for _, expr in dashboards.queries(board):
         assert f'model="{name}"' in expr
     drift = next(p for p in board["panels"] if p["title"] == "Feature drift (PSI)")

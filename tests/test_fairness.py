@@ -77,7 +77,7 @@ def _policy(limit: float = 0.05, versus_champion: ChangeRule | None = None) -> F
 def _fraud(policy: FairnessPolicy) -> ModelDeclaration:
     operational = FRAUD.release.operational.model_copy(update={"max_calibration_error": None})
     release = FRAUD.release.model_copy(
-        update={"slices": [], "operational": operational, "fairness": policy}
+        update={"slices": [], "operational": operational, "fairness": policy, "cost": None}
     )
     return FRAUD.model_copy(update={"release": release, "sensitive": ["age_band"]})
 

@@ -17,7 +17,7 @@ from assets.definitions import models
 from shipway.defs.monitoring import live_quality_asset
 from shipway.defs.resources import ShipwayHomeResource
 from shipway.models.catalog import declared_model
-from shipway.models.declaration import MonitoringPolicy, QualityRule
+from shipway.models.declaration import CostPolicy, MonitoringPolicy, OutcomeCost, QualityRule
 from shipway.models.estimation import QualityEstimator, fit_estimator
 from shipway.monitoring.quality import QualityCollector, QualityReport, live_quality
 from shipway.paths import ShipwayHome
@@ -153,6 +153,7 @@ def _landed_labels(home: ShipwayHome, labels: pd.DataFrame) -> None:
             "merchant_id": 1,
             "event_timestamp": labels["available_at"] - timedelta(days=3),
             "is_fraud": labels["label"].astype(int),
+            "amount": 100.0,
             "label_available_at": labels["available_at"],
         }
     )
@@ -203,6 +204,11 @@ def test_the_live_quality_asset_reports_exports_and_plots_from_real_tables(
     # Estimated on all 2,000 predictions: what all their labels will say (a quarter landed).
     estimated = report.window[0].estimated["roc_auc"]
     assert values["v1_estimated_roc_auc"] == estimated
+    # fraud_model's cost model prices the labelled decisions: a missed fraud costs its 100,
+    # a held payment a 5 review.
+    known = report.window[0]
+    assert isinstance(values["v1_cost_per_1000"], float) and known.labelled > 0
+    assert 'shipway_live_quality{metric="cost_per_1000",model="fraud_model"' in exported
     truth = labels["label"].to_numpy()
     scores = predictions["score"].to_numpy()
     every = point_values(metric_functions("binary_classification", truth, scores, None), 2000)
@@ -224,3 +230,35 @@ def test_live_quality_limits_are_checked_against_the_problem() -> None:
         )
     with pytest.raises(ValueError, match="is not a 5-field cron schedule"):
         MonitoringPolicy(retrain_schedule="weekly")
+
+
+def test_the_realized_cost_prices_each_labelled_decision_by_the_cost_model() -> None:
+    predictions = pd.DataFrame(
+        {
+            "version": "1",
+            "at": pd.to_datetime([START] * 4, utc=True),
+            "day": "2026-10-01",
+            "row_key": ["a", "b", "c", "d"],
+            "score": [0.9, 0.05, 0.3, 0.01],
+        }
+    )
+    labels = pd.DataFrame(
+        {
+            "row_key": ["a", "b", "c", "d"],
+            "label": [1.0, 1.0, 0.0, 0.0],
+            "available_at": pd.to_datetime([START] * 4, utc=True),
+            "amount": [80.0, 250.0, 40.0, 10.0],
+        }
+    )
+    cost = CostPolicy(
+        decision_threshold=0.1,
+        true_positive=OutcomeCost(fixed=5.0),
+        false_positive=OutcomeCost(fixed=5.0),
+        false_negative=OutcomeCost(column="amount"),
+    )
+    policy = MonitoringPolicy(min_labelled=4)
+    report = live_quality(
+        "m", "binary_classification", predictions, labels, START, policy, cost=cost
+    )
+    # a: caught (5), b: missed (250), c: held (5), d: approved (0): 260 over 4 decisions.
+    assert report.window[0].metrics["cost_per_1000"] == pytest.approx(65_000.0)

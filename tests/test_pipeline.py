@@ -23,6 +23,7 @@ from shipway.data.admission import Ledger
 from shipway.data.commands import land
 from shipway.data.lake import table_info
 from shipway.features import training_sets
+from shipway.models.estimation import QualityEstimator
 from shipway.models.tracking import VIEWER_USER, credentials
 from shipway.serving.package import SIGNING_KEY_ENV, verify_package
 from tests.conftest import (
@@ -105,6 +106,13 @@ def test_a_passing_gate_deploys_the_version_it_gated_with_its_lineage_and_no_sec
     version = str(materialization(result, MODEL)["model_version"])
     assert gate.metadata["model_version"].value == version
     assert materialization(result, "fraud_model_deployment")["model_version"] == version
+    # The report prices the decisions and explains the model; the served bundle carries the
+    # estimator live quality uses before labels land.
+    report = str(gate.metadata["report"].value)
+    assert "Expected cost per 1,000 decisions (EUR, decision at score >= 0.1)" in report
+    assert "| cost_per_1000 |" in report and "| amount |" in report
+    estimator = platform.home.served.bundle(MODEL, version) / "quality_estimator.json"
+    assert QualityEstimator.load(estimator).method == "cbpe"
     served = platform.stack.serving().status()[MODEL]
     assert version in served["versions"]
     registry = MlflowClient(platform.stack.mlflow_url)

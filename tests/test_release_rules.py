@@ -37,11 +37,11 @@ FRAUD = load_declaration(ASSETS_DIR / "fraud" / "model.yaml")
 
 
 def _fraud(**release: object) -> ModelDeclaration:
-    """fraud_model's policy without slices or fairness rules (tests/test_fairness.py has
-    those), and without the calibration limit unless given (the constructed scores are not
-    calibrated)."""
+    """fraud_model's policy without slices, fairness rules or cost model (tests/test_fairness.py
+    and tests/test_cost.py have those), and without the calibration limit unless given (the
+    constructed scores are not calibrated)."""
     operational = FRAUD.release.operational.model_copy(update={"max_calibration_error": None})
-    update = {"slices": [], "fairness": None, "operational": operational, **release}
+    update = {"slices": [], "fairness": None, "cost": None, "operational": operational, **release}
     policy = FRAUD.release.model_copy(update=update)
     return FRAUD.model_copy(update={"release": policy})
 
@@ -131,7 +131,11 @@ def test_changes_the_policy_names_wait_for_a_named_approver() -> None:
 def test_an_uncalibrated_model_fails_the_calibration_limit() -> None:
     report = _judge(
         FRAUD.model_copy(
-            update={"release": FRAUD.release.model_copy(update={"slices": [], "fairness": None})}
+            update={
+                "release": FRAUD.release.model_copy(
+                    update={"slices": [], "fairness": None, "cost": None}
+                )
+            }
         ),
         good=3.0,
         champion=None,

@@ -216,6 +216,10 @@ def test_metrics_carry_requests_latency_scores_and_drift_per_version(
         text, "shipway_feature_drift_psi", 'feature="amount",model="toy_model",version="1"'
     )
     assert psi < 0.1, "same distribution as the training reference must not look drifted"
+    # The cost of serving: rows scored and the process's own CPU time, per version.
+    labels = 'model="toy_model",version="1"'
+    assert _gauge(text, "shipway_predictions_total", labels) >= 400
+    assert _gauge(text, "shipway_process_cpu_seconds_total", labels) > 0
 
 
 def test_shifted_traffic_shows_as_drift(deployed: ServingClient) -> None:

@@ -200,6 +200,14 @@ def _check_sources(model: DeclaredModel, tables: Mapping[str, list[str]]) -> Non
                 "(a feature or a request field): a model may not decide on it; take it out "
                 "of the service, or out of `sensitive` if it is not sensitive",
             )
+    cost = declaration.release.cost
+    for name in cost.columns if cost is not None else []:
+        if name not in columns:
+            raise fail(
+                "release.cost",
+                f"{name!r} is not a column of {label.table} (its columns: {columns}); a cost "
+                "is priced from the label rows",
+            )
     baseline = declaration.training.baseline
     if baseline is not None and baseline not in service.feature_names:
         raise fail(

@@ -13,9 +13,11 @@ and what was expected, instead of silently weakening a gate. Whether the names i
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,8 +27,10 @@ from pydantic import (
     model_validator,
 )
 
+from shipway.errors import ShipwayError
 from shipway.reviewed import load_reviewed_file
 from shipway.serving.bundle import MAX_REPLICAS, PredictionKeys
+from shipway.stats.cost import OUTCOMES, Price
 from shipway.stats.drift import DriftRule, DriftRules
 from shipway.stats.metrics import BOOTSTRAPPABLE
 
@@ -199,6 +203,57 @@ class FairnessPolicy(_Strict):
     rules: list[FairnessRule] = Field(min_length=1)
 
 
+class OutcomeCost(_Strict):
+    """What one decision with this outcome costs: a fixed amount, plus a label-table column's
+    value times `scale` (a missed fraud costs its `amount`)."""
+
+    fixed: float = Field(default=0.0, ge=0.0)
+    column: str | None = None
+    scale: float = Field(default=1.0, ge=0.0)
+
+
+class CostPolicy(_Strict):
+    """The business cost of a classifier's decisions, per 1,000 decisions on the evaluation
+    rows: each row costs what its outcome (true or false, positive or negative decision at
+    `decision_threshold`) costs. Gated by an absolute `max_per_1000` and a change rule
+    against the champion on the paired bootstrap, like the metric gates."""
+
+    currency: str = "EUR"
+    decision_threshold: float = Field(gt=0.0, lt=1.0)
+    true_positive: OutcomeCost = OutcomeCost()
+    false_positive: OutcomeCost = OutcomeCost()
+    false_negative: OutcomeCost = OutcomeCost()
+    true_negative: OutcomeCost = OutcomeCost()
+    max_per_1000: float | None = Field(default=None, ge=0.0)
+    versus_champion: ChangeRule | None = None
+
+    def prices(self, columns: Mapping[str, np.ndarray]) -> dict[str, Price]:
+        """Each outcome's price, its column's values taken from `columns` (one per row)."""
+        found = {}
+        for outcome in OUTCOMES:
+            declared: OutcomeCost = getattr(self, outcome)
+            column = declared.column
+            if column is not None and column not in columns:
+                raise ShipwayError(
+                    f"cost: {outcome} is priced by column {column!r}, which the rows lack "
+                    f"(they have {sorted(columns)})"
+                )
+            values = None if column is None else np.asarray(columns[column])
+            found[outcome] = Price(declared.fixed, values, declared.scale)
+        return found
+
+    @property
+    def columns(self) -> list[str]:
+        """The label-table columns the costs read."""
+        found = (
+            self.true_positive.column,
+            self.false_positive.column,
+            self.false_negative.column,
+            self.true_negative.column,
+        )
+        return list(dict.fromkeys(c for c in found if c is not None))
+
+
 ChangeKind = Literal["first_version", "feature_service", "features", "parameters", "problem"]
 
 
@@ -224,6 +279,8 @@ class ReleasePolicy(_Strict):
     approval: ApprovalPolicy = ApprovalPolicy()
     fairness: FairnessPolicy | None = None
     """Rules on the model's `sensitive` columns, judged on the same evaluation rows."""
+    cost: CostPolicy | None = None
+    """The business cost of the decisions (classifiers), reported and gated per 1,000."""
 
 
 DriftKind = Literal["numeric", "categorical", "hour_of_day"]
@@ -415,6 +472,15 @@ class MonitoringPolicy(_Strict):
         return schedule
 
 
+class CardDeclaration(_Strict):
+    """What a model card says that only its owners know (`shipway models card`)."""
+
+    intended_use: str = ""
+    """Who uses the model's outputs, for what decision."""
+    limitations: list[str] = []
+    """Where it should not be trusted: populations, data it never saw, known failure modes."""
+
+
 class ModelDeclaration(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     """The model's one name: asset key, MLflow registered model, Prometheus label, served name."""
@@ -427,6 +493,8 @@ class ModelDeclaration(_Strict):
     sensitive: list[str] = []
     """Columns of the label table a fairness review looks at (an age band, a region). Never
     features: the catalog refuses a declaration whose feature service uses one."""
+    card: CardDeclaration = CardDeclaration()
+    """Intended use and limitations, for the model card."""
     training: TrainingPolicy
     gates: list[MetricGate]
     release: ReleasePolicy
@@ -503,6 +571,10 @@ class ModelDeclaration(_Strict):
                 )
             if problem == "regression" and fairness.decision_threshold is not None:
                 raise ValueError("fairness.decision_threshold: a regression makes no decision")
+        if problem == "regression" and release.cost is not None:
+            raise ValueError(
+                "cost: a cost model prices a classifier's decisions; a regression makes none"
+            )
         return release
 
     @field_validator("monitoring")

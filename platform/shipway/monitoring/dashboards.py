@@ -172,7 +172,7 @@ def panels(declaration: ModelDeclaration) -> list[dict[str, Any]]:
         _panel(
             "Live quality",
             [
-                (f"shipway_live_quality{{{m}}}", "v{{version}} {{metric}}"),
+                (f'shipway_live_quality{{{m},metric!="cost_per_1000"}}', "v{{version}} {{metric}}"),
                 (f"shipway_estimated_quality{{{m}}}", "v{{version}} {{metric}} (estimated)"),
             ],
             "short",
@@ -189,12 +189,31 @@ def panels(declaration: ModelDeclaration) -> list[dict[str, Any]]:
             f"{declaration.label.maturity_days} days).",
         ),
         _panel(
+            "CPU seconds per 1,000 predictions",
+            [(f"shipway:cpu_seconds_per_1000_predictions:rate5m{{{m}}}", "v{{version}}")],
+            "s",
+            "The cost of inference: what each version's model servers spend (all replicas, all "
+            "their work) per 1,000 rows scored, from their own process CPU time.",
+        ),
+        _panel(
             "Prediction log rows per second",
             [(f"rate(shipway_prediction_log_rows_total{{{m}}}[5m])", "rows")],
             "short",
             f"Rows written to {declaration.name}_predictions.",
         ),
     ]
+    cost = declaration.release.cost
+    if cost is not None:
+        found.append(
+            _panel(
+                f"Live cost per 1,000 decisions ({cost.currency})",
+                [(f'shipway_live_quality{{{m},metric="cost_per_1000"}}', "v{{version}}")],
+                "short",
+                "What each version's decisions cost as their labels land, priced by the "
+                "release's cost model (release.cost): reviews and missed positives.",
+                [cost.max_per_1000] if cost.max_per_1000 is not None else None,
+            )
+        )
     for i, panel in enumerate(found):
         panel["id"] = i + 1
         panel["gridPos"] = {"x": (i % 2) * WIDTH, "y": (i // 2) * HEIGHT, "w": WIDTH, "h": HEIGHT}

@@ -51,10 +51,13 @@ def label_rows(
 
 
 def labels_of(home: ShipwayHome, declared: DeclaredModel) -> pd.DataFrame:
-    """The label table as `row_key`, `label`, `available_at`, `event_timestamp`."""
+    """The label table as `row_key`, `label`, `available_at`, `event_timestamp`, and the
+    columns the release's cost model prices by."""
     label = declared.declaration.label
+    cost = declared.declaration.release.cost
+    priced = cost.columns if cost is not None else []
     extra = [label.available_at] if label.available_at else []
-    frame, row_keys = label_rows(home, declared, [label.column, *extra])
+    frame, row_keys = label_rows(home, declared, [label.column, *extra, *priced])
     available = (
         pd.to_datetime(frame[label.available_at], utc=True)
         if label.available_at
@@ -66,6 +69,7 @@ def labels_of(home: ShipwayHome, declared: DeclaredModel) -> pd.DataFrame:
             "label": frame[label.column].astype(float).to_numpy(),
             "available_at": available.to_numpy(),
             EVENT_TIMESTAMP: pd.to_datetime(frame[EVENT_TIMESTAMP], utc=True).to_numpy(),
+            **{column: frame[column].to_numpy() for column in priced},
         }
     )
 
@@ -99,7 +103,16 @@ def refresh_live_quality(home: ShipwayHome, declared: DeclaredModel) -> LiveQual
         path = home.served.bundle(name, version) / ESTIMATOR_FILE
         if path.is_file():
             estimators[version] = QualityEstimator.load(path)
-    report = live_quality(name, declaration.problem, predictions, labels, as_of, policy, estimators)
+    report = live_quality(
+        name,
+        declaration.problem,
+        predictions,
+        labels,
+        as_of,
+        policy,
+        estimators,
+        declaration.release.cost,
+    )
     report.save(home.served.quality_reports / f"{name}.json")
     return LiveQuality(report, len(predictions), upkeep)
 

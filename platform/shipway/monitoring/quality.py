@@ -12,7 +12,8 @@ gated ROC-AUC are the same number on the same rows. Before labels land, each ver
 estimator (`shipway.models.estimation`: CBPE, DLE) estimates the same metrics on all of its
 predictions, on as many rows as a realized value needs; where labels have landed, the estimate
 on the labelled rows minus the realized value is the estimation error, reported beside them.
-Pure: frames in, a report out.
+A classifier with a cost model (`release.cost`) also gets its realized cost per 1,000
+decisions (`cost_per_1000`) as labels land. Pure: frames in, a report out.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from shipway.files import write_atomic
-from shipway.models.declaration import LIVE_METRICS, MonitoringPolicy, QualityRule
+from shipway.models.declaration import LIVE_METRICS, CostPolicy, MonitoringPolicy, QualityRule
 from shipway.models.estimation import QualityEstimator
+from shipway.stats.cost import COST_METRIC, row_costs
 from shipway.stats.metrics import expected_calibration_error, metric_functions, point_values
 
 log = logging.getLogger(__name__)
@@ -149,13 +151,15 @@ def _quality(
     min_labelled: int,
     day: str = "",
     estimator: QualityEstimator | None = None,
+    cost: CostPolicy | None = None,
 ) -> Quality:
     known = frame[frame["label"].notna()]
-    metrics = (
-        _metrics(problem, known["label"].to_numpy(float), known["score"].to_numpy(float))
-        if len(known) >= min_labelled
-        else {}
-    )
+    labels, scores = known["label"].to_numpy(float), known["score"].to_numpy(float)
+    metrics = _metrics(problem, labels, scores) if len(known) >= min_labelled else {}
+    if cost is not None and len(known) >= min_labelled:
+        prices = cost.prices({c: known[c].to_numpy(float) for c in cost.columns})
+        costs = row_costs(labels, scores, cost.decision_threshold, prices)
+        metrics[COST_METRIC] = float(1000.0 * costs.mean())
     estimated: dict[str, float] = {}
     error: dict[str, float] = {}
     if estimator is not None and len(frame) >= min_labelled:
@@ -174,19 +178,30 @@ def live_quality(
     as_of: datetime,
     policy: MonitoringPolicy,
     estimators: Mapping[str, QualityEstimator] | None = None,
+    cost: CostPolicy | None = None,
 ) -> QualityReport:
     """`predictions`: the prediction log's `version`, `day`, `at`, `row_key`, `score` (and
     `vector`, for an estimator that needs it); `labels`: `row_key`, `label`, `available_at`
-    (None: known as soon as it landed); `estimators`: by version, those it has."""
+    (None: known as soon as it landed) and the columns `cost` prices by; `estimators`: by
+    version, those it has; `cost`: the release's cost model, for the realized cost."""
     estimators = estimators or {}
     known = labels[labels["available_at"].isna() | (labels["available_at"] <= as_of)]
-    known = known.drop_duplicates("row_key", keep="last")[["row_key", "label"]]
+    priced = cost.columns if cost is not None else []
+    known = known.drop_duplicates("row_key", keep="last")[["row_key", "label", *priced]]
     joined = predictions.merge(known, on="row_key", how="left")
     start = as_of - timedelta(days=policy.window_days)
     window_start = start.strftime("%Y-%m-%d")
     recent = joined[joined["at"] >= pd.Timestamp(start)]
     window = [
-        _quality(rows, str(version), problem, policy.min_labelled, "", estimators.get(str(version)))
+        _quality(
+            rows,
+            str(version),
+            problem,
+            policy.min_labelled,
+            "",
+            estimators.get(str(version)),
+            cost,
+        )
         for version, rows in sorted(recent.groupby("version"), key=lambda kv: str(kv[0]))
     ]
     daily = [
@@ -197,6 +212,7 @@ def live_quality(
             min(policy.min_labelled, 50),
             str(day),
             estimators.get(str(version)),
+            cost,
         )
         for (version, day), rows in sorted(
             joined.groupby(["version", "day"]), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))

@@ -106,6 +106,10 @@ def _judge(
         baseline=rows[baseline].to_numpy(dtype=np.float64) if baseline else None,
         slice_columns={rule.column: rows[rule.column] for rule in declaration.release.slices},
         sensitive_columns={column: rows[column] for column in declaration.sensitive},
+        cost_columns={
+            column: rows[column]
+            for column in (declaration.release.cost.columns if declaration.release.cost else [])
+        },
         seed=declaration.training.seed,
     )
 
@@ -157,7 +161,12 @@ def release_gate(
         champion = current_champion(tracking_uri, name, scratch)
         if champion is not None and champion.version == version:
             champion = None
-        columns = [*(rule.column for rule in declaration.release.slices), *declaration.sensitive]
+        cost = declaration.release.cost
+        columns = [
+            *(rule.column for rule in declaration.release.slices),
+            *declaration.sensitive,
+            *(cost.columns if cost is not None else []),
+        ]
         evaluation = build_evaluation_set(home, declared, challenger, champion, columns)
         log(
             f"evaluating {name} v{version}"

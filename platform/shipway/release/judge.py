@@ -2,7 +2,8 @@
 
 Everything here is pure (no MLflow, no Delta), so each rule is tested on constructed scores:
 absolute thresholds, the change rules against the champion on paired bootstrap intervals,
-slices, operational limits, calibration, reproducibility and the approval tier.
+slices, fairness, the business cost of the decisions, operational limits, calibration,
+reproducibility and the approval tier.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from shipway.models.declaration import ModelDeclaration, SliceRule
+from shipway.models.declaration import CostPolicy, ModelDeclaration, SliceRule
 from shipway.release.fairness import FairnessJudge
 from shipway.release.report import (
+    CostRow,
     GroupRow,
     Operational,
     Outcome,
@@ -24,6 +26,7 @@ from shipway.release.report import (
     SliceRow,
     change_outcome,
 )
+from shipway.stats.cost import COST_METRIC, per_thousand, row_costs
 from shipway.stats.metrics import (
     PairedInterval,
     expected_calibration_error,
@@ -57,6 +60,7 @@ class Judge:
     baseline: np.ndarray | None = None
     slice_columns: dict[str, pd.Series] = field(default_factory=dict)
     sensitive_columns: dict[str, pd.Series] = field(default_factory=dict)
+    cost_columns: dict[str, pd.Series] = field(default_factory=dict)
     seed: int = 7
 
     @property
@@ -154,6 +158,12 @@ class Judge:
                 self.seed,
             ).judge()
             outcomes += judged
+        cost = None
+        if policy.cost is not None and self.classification and enough:
+            cost = self._cost(policy.cost, outcomes)
+            metrics[COST_METRIC] = {"challenger": cost.challenger, "champion": cost.champion}
+            if cost.interval is not None:
+                intervals.append(cost.interval)
         if operational is not None:
             limits = policy.operational
             outcomes += [
@@ -225,6 +235,61 @@ class Judge:
             calibration_error=calibration,
             reproducibility=reproducibility,
             fairness=fairness,
+            cost=cost,
+        )
+
+    def _costs(self, policy: CostPolicy, scores: np.ndarray) -> np.ndarray:
+        columns = {name: column.to_numpy() for name, column in self.cost_columns.items()}
+        return row_costs(self.labels, scores, policy.decision_threshold, policy.prices(columns))
+
+    def _cost(self, policy: CostPolicy, outcomes: list[Outcome]) -> CostRow:
+        """The expected cost per 1,000 decisions of both models, its limit and change rule."""
+        rows = len(self.labels)
+        mine = self._costs(policy, self.challenger_scores)
+        a = {COST_METRIC: per_thousand(mine)}
+        challenger = point_values(a, rows)[COST_METRIC]
+        decided = self.challenger_scores >= policy.decision_threshold
+        positive = self.labels > 0.5
+        by_outcome = {
+            outcome: float(1000.0 * mine[mask].sum() / rows)
+            for outcome, mask in (
+                ("true_positive", decided & positive),
+                ("false_positive", decided & ~positive),
+                ("false_negative", ~decided & positive),
+                ("true_negative", ~decided & ~positive),
+            )
+        }
+        unit = f"{policy.currency} per 1,000 decisions"
+        if policy.max_per_1000 is not None:
+            outcomes.append(
+                Outcome(
+                    "cost",
+                    COST_METRIC,
+                    f"{challenger:.2f} {unit}",
+                    f"<= {policy.max_per_1000}",
+                    challenger <= policy.max_per_1000,
+                )
+            )
+        champion = interval = None
+        if self.champion_scores is not None:
+            b = {COST_METRIC: per_thousand(self._costs(policy, self.champion_scores))}
+            champion = point_values(b, rows)[COST_METRIC]
+            release = self.declaration.release
+            interval = paired_bootstrap(
+                a,
+                b,
+                [COST_METRIC],
+                rows,
+                release.bootstrap_samples,
+                release.confidence,
+                self.seed,
+            )[COST_METRIC]
+            if policy.versus_champion is not None:
+                outcomes.append(
+                    change_outcome("cost", COST_METRIC, policy.versus_champion, interval)
+                )
+        return CostRow(
+            policy.currency, policy.decision_threshold, challenger, champion, interval, by_outcome
         )
 
     def _slice_metric(self, metric: str, mask: np.ndarray, scores: np.ndarray) -> float:

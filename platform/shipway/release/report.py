@@ -29,8 +29,8 @@ VERDICTS = (PROMOTED, BLOCKED, AWAITING_APPROVAL, INSUFFICIENT_EVIDENCE)
 @dataclass(frozen=True)
 class Outcome:
     kind: str
-    """evidence | absolute | versus_champion | slice | fairness | operational | reproducibility
-    | skew"""
+    """evidence | absolute | versus_champion | slice | fairness | cost | operational
+    | reproducibility | skew"""
     rule: str
     observed: str
     expected: str
@@ -86,6 +86,20 @@ class GroupRow:
 
 
 @dataclass(frozen=True)
+class CostRow:
+    """The expected cost of each model's decisions per 1,000, on the evaluation rows."""
+
+    currency: str
+    decision_threshold: float
+    challenger: float
+    champion: float | None
+    interval: PairedInterval | None
+    """Challenger - champion on the paired bootstrap (None without a champion)."""
+    by_outcome: dict[str, float]
+    """The challenger's cost per 1,000 by outcome (false_negative: the missed frauds' cost)."""
+
+
+@dataclass(frozen=True)
 class ImportanceRow:
     """One feature's global importance for each model: its mean |TreeSHAP contribution| on the
     evaluation rows (margin units) and its share of the model's total; None where the model
@@ -137,6 +151,7 @@ class ReleaseReport:
     reproducibility: Reproducibility | None = None
     fairness: list[GroupRow] = field(default_factory=list)
     importance: list[ImportanceRow] = field(default_factory=list)
+    cost: CostRow | None = None
 
     @property
     def failures(self) -> list[Outcome]:
@@ -240,6 +255,22 @@ class ReleaseReport:
                         f"{'-' if g.positives is None else g.positives} | {rate} | {num(value)} | "
                         f"{num(theirs)} | {'yes' if g.judged else 'too small'} |"
                     )
+        if self.cost is not None:
+            c = self.cost
+            parts = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in c.by_outcome.items())
+            lines += [
+                "",
+                f"Expected cost per 1,000 decisions ({c.currency}, decision at score >= "
+                f"{c.decision_threshold}): challenger {c.challenger:.2f}"
+                + (f", champion {c.champion:.2f}" if c.champion is not None else "")
+                + (
+                    f", difference {c.interval.delta:+.2f} "
+                    f"[{c.interval.low:+.2f}, {c.interval.high:+.2f}]"
+                    if c.interval is not None
+                    else ""
+                )
+                + f"; the challenger's by outcome: {parts}",
+            ]
         if self.importance:
             lines += [
                 "",

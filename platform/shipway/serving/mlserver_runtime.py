@@ -21,7 +21,8 @@ MLServer's stock XGBoost runtime:
   attribution drift (`shipway_attribution_{share,share_change,drifted}` per feature and
   `shipway_attribution_window_samples`) from the contributions of at most
   `ATTRIBUTION_ROWS_PER_SCRAPE` of the rows served since the last scrape, so its cost is
-  bounded whatever the traffic;
+  bounded whatever the traffic; the cost of serving, `shipway_predictions_total` and
+  `shipway_process_cpu_seconds_total` (this process's CPU time), per version and replica;
   no drift series while the window holds fewer rows than the policy's minimum; of a version's
   replicas, only the first judges drift, on the share of requests Envoy sends it, so each
   version has one drift series per feature), and a thread writes them to the
@@ -113,6 +114,7 @@ class _Taps(Collector):
             maxlen=_PENDING_BATCHES
         )
         self.buckets = np.zeros(len(SCORE_BUCKETS) + 1, dtype=np.int64)
+        self.rows_scored = 0
         self.score_sum = 0.0
         self.spool: PredictionSpool | None = None
 
@@ -121,6 +123,7 @@ class _Taps(Collector):
         latest = 0.0
         while self.pending:
             at, rows, scores, pinned = self.pending.popleft()
+            self.rows_scored += len(rows)
             if self.drift is not None:
                 self.drift.add(rows, scores, at)
                 served.append(rows)
@@ -149,6 +152,7 @@ class _Taps(Collector):
             yield from _drift_families(self.drift, self.labels)
         if self.attribution is not None:
             yield from _attribution_families(self.attribution, self.labels)
+        yield from _cost_of_serving(self.labels, self.rows_scored)
         cumulative = np.cumsum(self.buckets)
         scores = HistogramMetricFamily(
             "shipway_prediction_score",
@@ -201,6 +205,22 @@ def _drift_families(window: DriftWindow, labels: list[str]) -> Iterator[GaugeMet
     for family in families.values():
         yield from family
     yield samples
+
+
+def _cost_of_serving(labels: list[str], rows: int) -> Iterator[CounterMetricFamily]:
+    scored = CounterMetricFamily(
+        "shipway_predictions",
+        "Rows this model server scored (pinned and mirrored requests included)",
+        labels=["model", "version"],
+    )
+    scored.add_metric(labels, float(rows))
+    cpu = CounterMetricFamily(
+        "shipway_process_cpu_seconds",
+        "CPU time (user and system) of this model server process: the cost of serving",
+        labels=["model", "version"],
+    )
+    cpu.add_metric(labels, time.process_time())
+    yield from (scored, cpu)
 
 
 def _attribution_families(
