@@ -415,6 +415,53 @@ def test_a_registered_version_is_packaged_with_its_lineage_and_the_package_verif
     assert "bundle/quality_estimator.json" in manifest["files"]
     estimator = QualityEstimator.load(built.path / "bundle" / "quality_estimator.json")
     assert estimator.method == "dle" and estimator.fitted_rows > 1000
+    # So does its model card, and the card is logged to the version's run.
+    assert {"card.md", "card.json"} <= set(manifest["files"])
+    card = json.loads((built.path / "card.json").read_text())
+    assert (card["model"], card["version"], card["owner"]) == (
+        model.name,
+        version,
+        model.declaration.owner,
+    )
+    run_id = MlflowClient(platform.stack.mlflow_url).get_model_version(model.name, version).run_id
+    assert run_id is not None
+    logged = {
+        a.path for a in MlflowClient(platform.stack.mlflow_url).list_artifacts(run_id, "card")
+    }
+    assert logged == {"card/card.md", "card/card.json"}
+
+
+def test_the_model_card_says_what_the_version_is_for_and_how_it_was_judged(
+    platform: Platform,
+    spend: DeclaredModel,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    model = _copy(platform, spend, approval=ApprovalPolicy(needs_approval=[]))
+    _champion(platform, model, _register(platform, model, WEAK))
+    version = _register(platform, model)
+    assert _gate(platform, model, version).verdict == "promoted"
+    monkeypatch.setattr("shipway.cli.catalog.declared_models", lambda: [model])
+    assert main(["models", "card", model.name, version, "--out", str(tmp_path)]) == 0
+    assert "release promoted; logged to MLflow run" in capsys.readouterr().out
+    text = (tmp_path / f"{model.name}-{version}-card.md").read_text()
+    card = json.loads((tmp_path / f"{model.name}-{version}-card.json").read_text())
+    declared = model.declaration.card
+    assert declared.intended_use and declared.intended_use in text
+    assert all(f"- {limit}" in text for limit in declared.limitations)
+    assert "- owner" not in text and f"- Owner: {model.declaration.owner}" in text
+    # Metrics with the paired interval against the champion, the rules, the explanations,
+    # the gate's decision and the estimator, from what the platform recorded.
+    assert "Verdict: **promoted** against champion v" in text
+    assert "| mae_to_baseline |" in text and "[" in text.split("| mae_to_baseline |")[1]
+    assert "Explanations (mean |SHAP|, share of the total):" in text
+    assert ": promoted by shipway release gate." in text
+    assert "DLE, fitted on" in text
+    assert card["release"]["verdict"] == "promoted"
+    assert card["lineage"]["training_set"] == f"{model.name}_training_set v0"
+    assert main(["models", "card", model.name, "999", "--out", str(tmp_path)]) != 0
+    assert f"{model.name} v999 is not a registered version" in capsys.readouterr().err
 
 
 def test_only_the_platform_moves_an_alias_and_people_only_read(

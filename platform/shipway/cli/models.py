@@ -1,5 +1,5 @@
-"""`shipway models`: releases (pending, approve, reject, history, lineage, reproduce) and
-signed packages (package, verify)."""
+"""`shipway models`: releases (pending, approve, reject, history, lineage, reproduce), signed
+packages (package, verify) and model cards (card)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The group's commands, each with its handler as `run`."""
     models = sub.add_parser(
         "models",
-        help="releases: pending approvals, approve/reject, audit history, lineage, reproduce",
+        help="releases: pending approvals, approve/reject, audit history, lineage, reproduce, "
+        "signed packages, model cards",
         description="Every gate verdict, approval, rejection and reproduction is appended to "
         "the release audit (Delta table release_audit in $SHIPWAY_HOME). Talks to the MLflow "
         "server at $MLFLOW_TRACKING_URI (default http://127.0.0.1:5000, as `shipway up`) as "
@@ -60,6 +61,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     package.add_argument(
         "--out", type=Path, default=Path("dist"), help="folder for <model>-<version>/ (dist)"
     )
+    card = models_sub.add_parser(
+        "card",
+        help="write a version's model card (Markdown and JSON) and log it to its MLflow run",
+        description="The card gathers the declaration's owner, intended use and limitations "
+        "(card: in model.yaml), the run's lineage and validation metrics, the gate's report "
+        "(metrics with intervals, slices, fairness, explanations, business cost), the release "
+        "audit's decisions and the quality estimator. Every signed package carries it too.",
+    )
+    card.add_argument("model")
+    card.add_argument("version")
+    card.add_argument(
+        "--out",
+        type=Path,
+        default=Path("dist") / "cards",
+        help="folder for <model>-<version>-card.md and -card.json (dist/cards)",
+    )
     verify = models_sub.add_parser(
         "verify",
         help="check a package's signature and every file's digest (exit 1 if refused)",
@@ -94,6 +111,17 @@ def _models(args: argparse.Namespace) -> int:
         print(
             f"{built.model} v{built.version}: {built.path} ({len(built.manifest['files'])} files, "
             f"signed by key {built.key_id})"
+        )
+    elif action == "card":
+        from shipway.release.card import write_card
+
+        made = commands.version_card(home, uri, model_named(args.model), args.version)
+        for path in write_card(made, args.out):
+            print(f"wrote {path}")
+        verdict = made.release["verdict"] if made.release else "never gated"
+        print(
+            f"{made.model} v{made.version}: release {verdict}; logged to MLflow run "
+            f"{made.lineage['mlflow_run_id']} (card/)"
         )
     elif action == "verify":
         from shipway.serving.package import PackageError, verify_key, verify_package

@@ -1,5 +1,5 @@
 """What `shipway models ...` does: pending releases, approvals, history, lineage, reproduce,
-package."""
+package, card."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from mlflow.tracking import MlflowClient
 
 from shipway.errors import NotFound
 from shipway.models.catalog import DeclaredModel
+from shipway.models.declaration import ModelDeclaration
 from shipway.models.tracking import RELEASE_TAG
 from shipway.models.training import registered_bundle
 from shipway.paths import ShipwayHome
 from shipway.release.audit import APPROVED, Audit, AuditEntry
+from shipway.release.card import ModelCard, card_documents, log_card, model_card
 from shipway.release.evaluation import Candidate, candidate
 from shipway.release.reproduce import Reproduction, reproduce
-from shipway.serving.bundle import MODEL_FILE, read_bundle
+from shipway.serving.bundle import ESTIMATOR_FILE, MODEL_FILE, read_bundle
 from shipway.serving.package import Package, build_package, signing_key
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
@@ -157,15 +159,29 @@ def package_version(
     lineage from MLflow and the release audit."""
     with tempfile.TemporaryDirectory(prefix="shipway-package-") as tmp:
         bundle = registered_bundle(uri, declared.declaration, version, Path(tmp) / "bundle")
-        return package_bundle(home, uri, bundle.path, dest)
+        return package_bundle(home, uri, declared.declaration, bundle.path, dest)
 
 
-def package_bundle(home: ShipwayHome, uri: str, bundle_dir: Path, dest: Path) -> Package:
+def version_card(home: ShipwayHome, uri: str, declared: DeclaredModel, version: str) -> ModelCard:
+    """The model card of a registered version (`shipway models card`), logged to its run."""
+    with tempfile.TemporaryDirectory(prefix="shipway-card-") as tmp:
+        found = _candidate(uri, declared.name, version, Path(tmp) / "candidate")
+        bundle = registered_bundle(uri, declared.declaration, version, Path(tmp) / "bundle")
+        card = model_card(home, uri, declared.declaration, found, bundle.path / ESTIMATOR_FILE)
+    log_card(uri, card)
+    return card
+
+
+def package_bundle(
+    home: ShipwayHome, uri: str, declaration: ModelDeclaration, bundle_dir: Path, dest: Path
+) -> Package:
     """The signed package of a registered version's bundle in `bundle_dir` (e.g. the one a
-    deployment is about to serve), with its lineage from MLflow and the release audit."""
+    deployment is about to serve), with its lineage from MLflow and the release audit, and its
+    model card (also logged to the version's MLflow run)."""
     bundle = read_bundle(bundle_dir)
     model, version = bundle.model, bundle.version
     found = _candidate(uri, model, version, bundle_dir, bundle_dir / MODEL_FILE)
+    card = model_card(home, uri, declaration, found, bundle_dir / ESTIMATOR_FILE)
     run = MlflowClient(uri).get_run(found.run_id)
     audit = Audit(home).entries(model, version)
     lineage = {
@@ -185,4 +201,8 @@ def package_bundle(home: ShipwayHome, uri: str, bundle_dir: Path, dest: Path) ->
             for e in audit
         ],
     }
-    return build_package(bundle_dir, lineage, found.features, dest, signing_key())
+    package = build_package(
+        bundle_dir, lineage, found.features, dest, signing_key(), card_documents(card)
+    )
+    log_card(uri, card)
+    return package

@@ -148,7 +148,7 @@ def deploy_release(
         log.warning("%s v%s is served with injected faults %s", name, version, bundle.fault)
     served, signed_by = bundle.path, ""
     if signing_configured():
-        package = package_bundle(home, tracking_uri, bundle.path, home.served.packages)
+        package = package_bundle(home, tracking_uri, declaration, bundle.path, home.served.packages)
         served, signed_by = package.bundle, package.key_id
         log.info(
             "%s v%s packaged and signed with key %s: %s", name, version, signed_by, package.path

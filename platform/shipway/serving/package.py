@@ -38,6 +38,7 @@ import shutil
 import stat
 import tomllib
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -298,8 +299,10 @@ def build_package(
     features: list[str],
     dest: Path,
     key: Ed25519PrivateKey,
+    documents: Mapping[str, str] | None = None,
 ) -> Package:
-    """Write the package of the bundle in `bundle_dir` to `dest/<model>-<version>/`, signed."""
+    """Write the package of the bundle in `bundle_dir` to `dest/<model>-<version>/`, signed;
+    `documents` (name -> text, e.g. the model card) are written beside the lineage."""
     bundle = read_bundle(bundle_dir)
     _entries(bundle_dir, f"bundle {bundle_dir}")
     root = dest / f"{bundle.model}-{bundle.version}"
@@ -319,6 +322,10 @@ def build_package(
     service = {"feature_service": bundle.feature_service, "features": features}
     (root / "feature_service.json").write_text(json.dumps(service, indent=1) + "\n")
     (root / "lineage.json").write_text(json.dumps(lineage, indent=1, sort_keys=True) + "\n")
+    for name, text in (documents or {}).items():
+        if Path(name).name != name or name in {MANIFEST, SIGNATURE}:
+            raise ValueError(f"package document {name!r} must be a plain file name")
+        (root / name).write_text(text)
     component = {"name": bundle.model, "version": bundle.version}
     document = sbom(root / "environment" / "uv.lock", component)
     (root / "sbom.cdx.json").write_text(json.dumps(document, indent=1) + "\n")
