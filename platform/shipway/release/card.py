@@ -133,30 +133,30 @@ class ModelCard:
             lines.append(
                 f"- [{o['kind']}] {o['rule']}: {o['observed']} (expected {o['expected']}) {result}"
             )
-        slices = report.get("slices", [])
-        if slices:
-            lines += ["", "Slices:", ""]
-            lines += [
+        lines += _section(
+            "Slices:",
+            [
                 f"- {s['column']}={s['value']}: {s['metric']} {_number(s['challenger'])} "
                 f"on {s['rows']} rows (champion {_number(s['champion'])})"
-                for s in slices
-            ]
-        fairness = report.get("fairness", [])
-        if fairness:
-            lines += ["", "Fairness (per group):", ""]
-            lines += [
+                for s in report.get("slices", [])
+            ],
+        )
+        lines += _section(
+            "Fairness (per group):",
+            [
                 f"- {g['column']}={g['group']}: {g['rows']} rows, "
                 + ", ".join(f"{k} {_number(v)}" for k, v in g["challenger"].items())
-                for g in fairness
-            ]
-        importance = report.get("importance", [])
-        if importance:
-            lines += ["", "Explanations (mean |SHAP|, share of the total):", ""]
-            lines += [
+                for g in report.get("fairness", [])
+            ],
+        )
+        lines += _section(
+            "Explanations (mean |SHAP|, share of the total):",
+            [
                 f"- {r['feature']}: {_number(r['challenger'])} "
                 f"({_share(r['challenger_share'])}; champion {_share(r['champion_share'])})"
-                for r in importance
-            ]
+                for r in report.get("importance", [])
+            ],
+        )
         cost = report.get("cost")
         if cost:
             lines += [
@@ -166,6 +166,11 @@ class ModelCard:
                 + (f" (champion {cost['champion']:.2f})" if cost.get("champion") else ""),
             ]
         return lines
+
+
+def _section(title: str, items: list[str]) -> list[str]:
+    """A titled list of the card, or nothing when it has no items."""
+    return ["", title, "", *items] if items else []
 
 
 def _number(value: Any) -> str:

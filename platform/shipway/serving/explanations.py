@@ -23,7 +23,7 @@ BIAS = "bias"
 # within a percent or so of the whole set's, at a fraction of the cost (0.15 ms a row).
 REFERENCE_ROWS = 5000
 # Rows a model server explains per scrape for attribution drift, drawn from those served since
-# the last: about 20 ms of TreeSHAP for 150 trees of depth 5 every 5 s scrape, whatever the
+# the last: about 45 ms of TreeSHAP for 150 trees of depth 5 every 5 s scrape, whatever the
 # traffic (`bench/tree_predict.py`).
 ATTRIBUTION_ROWS_PER_SCRAPE = 128
 
