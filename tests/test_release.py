@@ -460,6 +460,13 @@ def test_the_model_card_says_what_the_version_is_for_and_how_it_was_judged(
     assert "DLE, fitted on" in text
     assert card["release"]["verdict"] == "promoted"
     assert card["lineage"]["training_set"] == f"{model.name}_training_set v0"
+    # A reader who may not write to the run still gets the card; the command says what failed.
+    viewer = credentials(platform.home, VIEWER_USER).environment()
+    (tmp_path / f"{model.name}-{version}-card.md").unlink()
+    with environment(viewer):
+        assert main(["models", "card", model.name, version, "--out", str(tmp_path)]) != 0
+    assert (tmp_path / f"{model.name}-{version}-card.md").read_text() == text
+    assert "the card could not be logged to MLflow run" in capsys.readouterr().err
     assert main(["models", "card", model.name, "999", "--out", str(tmp_path)]) != 0
     assert f"{model.name} v999 is not a registered version" in capsys.readouterr().err
 

@@ -113,11 +113,13 @@ def _models(args: argparse.Namespace) -> int:
             f"signed by key {built.key_id})"
         )
     elif action == "card":
-        from shipway.release.card import write_card
+        from shipway.release.card import log_card, write_card
 
         made = commands.version_card(home, uri, model_named(args.model), args.version)
         for path in write_card(made, args.out):
             print(f"wrote {path}")
+        # Written first: a user who may not write to MLflow still gets the card.
+        log_card(uri, made)
         verdict = made.release["verdict"] if made.release else "never gated"
         print(
             f"{made.model} v{made.version}: release {verdict}; logged to MLflow run "

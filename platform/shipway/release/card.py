@@ -23,7 +23,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from shipway.errors import ShipwayError
+from shipway.errors import ShipwayError, shown
 from shipway.models.declaration import ModelDeclaration
 from shipway.models.estimation import QualityEstimator
 from shipway.paths import ShipwayHome
@@ -287,8 +287,10 @@ def log_card(uri: str, card: ModelCard) -> None:
             (Path(tmp) / name).write_text(text)
         try:
             client.log_artifacts(run_id, tmp, CARD_DIR)
-        except MlflowException as exc:
+        except (MlflowException, OSError) as exc:
+            reason = exc.message if isinstance(exc, MlflowException) else str(exc)
             raise ShipwayError(
                 f"{card.model} v{card.version}: the card could not be logged to MLflow run "
-                f"{run_id} ({exc.message}); log in as the platform or a user who may write"
+                f"{run_id} ({shown(reason, 200)}); log in as the platform or a user who may "
+                "write to the run"
             ) from None

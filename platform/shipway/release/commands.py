@@ -163,13 +163,11 @@ def package_version(
 
 
 def version_card(home: ShipwayHome, uri: str, declared: DeclaredModel, version: str) -> ModelCard:
-    """The model card of a registered version (`shipway models card`), logged to its run."""
+    """The model card of a registered version (`shipway models card`)."""
     with tempfile.TemporaryDirectory(prefix="shipway-card-") as tmp:
         found = _candidate(uri, declared.name, version, Path(tmp) / "candidate")
         bundle = registered_bundle(uri, declared.declaration, version, Path(tmp) / "bundle")
-        card = model_card(home, uri, declared.declaration, found, bundle.path / ESTIMATOR_FILE)
-    log_card(uri, card)
-    return card
+        return model_card(home, uri, declared.declaration, found, bundle.path / ESTIMATOR_FILE)
 
 
 def package_bundle(
