@@ -85,6 +85,7 @@ RUNTIME_SOURCES = (
     "shipway/stats/attribution.py",
     "shipway/stats/divergence.py",
     "shipway/stats/drift.py",
+    "shipway/stats/window.py",
     "shipway/serving/__init__.py",
     "shipway/serving/bundle.py",
     "shipway/serving/explanations.py",
@@ -309,9 +310,10 @@ def build_package(
     if root.exists():
         shutil.rmtree(root)
     (root / "bundle").mkdir(parents=True)
-    for name in (MODEL_FILE, SETTINGS_FILE, REFERENCE_FILE, ESTIMATOR_FILE):
-        if name == ESTIMATOR_FILE and not (bundle_dir / name).is_file():
-            continue
+    carried = [MODEL_FILE, SETTINGS_FILE, REFERENCE_FILE]
+    if (bundle_dir / ESTIMATOR_FILE).is_file():
+        carried.append(ESTIMATOR_FILE)
+    for name in carried:
         shutil.copyfile(bundle_dir / name, root / "bundle" / name)
     (root / "environment").mkdir()
     for name in ("pyproject.toml", "uv.lock"):

@@ -19,13 +19,13 @@ Pure numpy: the contributions are computed by whoever holds the model
 
 from __future__ import annotations
 
-import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from shipway.stats.window import RowWindow
 
 HOURS = 24
 
@@ -148,42 +148,30 @@ class AttributionWindow:
         self.names = names
         self.reference = reference
         self.max_share_change = max_share_change
-        self.window_seconds = window_seconds
         self.min_rows = min_rows
-        self.max_rows = max_rows
         self._hour = (
             names.index(reference.hour_feature)
             if reference.by_hour is not None and reference.hour_feature in names
             else None
         )
-        self._batches: deque[tuple[float, np.ndarray, np.ndarray | None]] = deque()
-        self._rows = 0
+        self._window = RowWindow(window_seconds, max_rows)
 
     @property
     def samples(self) -> int:
-        return min(self._rows, self.max_rows)
+        return self._window.samples
 
     def add(self, rows: np.ndarray, contributions: np.ndarray, at: float | None = None) -> None:
         """Add explained rows (n, k) and their contributions (n, k), bias left out."""
-        if len(contributions) == 0:
-            return
-        hours = None if self._hour is None else rows[:, self._hour]
-        self._batches.append((time.time() if at is None else at, np.abs(contributions), hours))
-        self._rows += len(contributions)
-        while self._rows - len(self._batches[0][1]) >= self.max_rows:
-            self._rows -= len(self._batches.popleft()[1])
+        if self._hour is None:
+            self._window.add(at, np.abs(contributions))
+        else:
+            self._window.add(at, np.abs(contributions), rows[:, self._hour])
 
     def drift(self, now: float | None = None) -> list[AttributionDrift]:
         """Each feature's verdict; none while the window holds fewer rows than the minimum."""
-        oldest = (time.time() if now is None else now) - self.window_seconds
-        while self._batches and self._batches[0][0] < oldest:
-            self._rows -= len(self._batches.popleft()[1])
-        if self._rows < self.min_rows:
+        self._window.expire(now)
+        if self._window.rows < self.min_rows:
             return []
-        live = np.concatenate([b[1] for b in self._batches])[-self.max_rows :]
-        hours = (
-            None
-            if self._hour is None
-            else np.concatenate([b[2] for b in self._batches if b[2] is not None])[-self.max_rows :]
-        )
-        return compare(self.names, self.reference.expected(hours), live, self.max_share_change)
+        live, *hours = self._window.newest()
+        expected = self.reference.expected(hours[0] if hours else None)
+        return compare(self.names, expected, live, self.max_share_change)

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -39,6 +37,7 @@ import pandas as pd
 from shipway.names import SCORE
 from shipway.stats.attribution import AttributionReference
 from shipway.stats.divergence import chi2_test, distinct, ks_test, psi
+from shipway.stats.window import RowWindow
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
@@ -328,35 +327,26 @@ class DriftWindow:
     def __init__(self, profile: ReferenceProfile, rules: DriftRules) -> None:
         self.profile = profile
         self.rules = rules
-        self._batches: deque[tuple[float, np.ndarray, np.ndarray]] = deque()
-        self._rows = 0
+        self._window = RowWindow(rules.window_seconds, rules.max_rows)
 
     @property
     def samples(self) -> int:
         """Rows judged: those in the time window, at most `max_rows` (whole batches are kept,
         the newest rows of them judged)."""
-        return min(self._rows, self.rules.max_rows)
+        return self._window.samples
 
     def add(self, rows: np.ndarray, scores: np.ndarray, at: float | None = None) -> None:
         """Add rows shaped (n, n_features), columns in profile order, with their scores."""
-        if rows.size == 0:
-            return
-        self._batches.append((time.time() if at is None else at, rows, scores))
-        self._rows += len(rows)
-        while self._rows - len(self._batches[0][1]) >= self.rules.max_rows:
-            self._rows -= len(self._batches.popleft()[1])
+        self._window.add(at, rows, scores)
 
     def expire(self, now: float | None = None) -> None:
-        oldest = (time.time() if now is None else now) - self.rules.window_seconds
-        while self._batches and self._batches[0][0] < oldest:
-            self._rows -= len(self._batches.popleft()[1])
+        self._window.expire(now)
 
     def drift(self, now: float | None = None) -> list[FeatureDrift]:
         """The window's statistics; none while it holds fewer rows than the policy's minimum."""
         self.expire(now)
-        if self._rows < self.rules.min_rows:
+        if self._window.rows < self.rules.min_rows:
             return []
-        rows = np.concatenate([b[1] for b in self._batches])[-self.rules.max_rows :]
-        scores = np.concatenate([b[2] for b in self._batches])[-self.rules.max_rows :]
+        rows, scores = self._window.newest()
         frame = pd.DataFrame(rows, columns=self.profile.feature_names)
         return compare(self.profile, frame, self.rules, scores)
