@@ -245,12 +245,7 @@ class CostPolicy(_Strict):
     @property
     def columns(self) -> list[str]:
         """The label-table columns the costs read."""
-        found = (
-            self.true_positive.column,
-            self.false_positive.column,
-            self.false_negative.column,
-            self.true_negative.column,
-        )
+        found = (getattr(self, outcome).column for outcome in OUTCOMES)
         return list(dict.fromkeys(c for c in found if c is not None))
 
 

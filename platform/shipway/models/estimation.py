@@ -80,8 +80,7 @@ class QualityEstimator:
         )
 
     def to_json(self) -> str:
-        raw = asdict(self)
-        return json.dumps(raw)
+        return json.dumps(asdict(self))
 
     def save(self, path: Path) -> Path:
         return write_atomic(path, self.to_json())

@@ -188,6 +188,26 @@ def champion_version(tracking_uri: str, model: str) -> str | None:
         ) from None
 
 
+def run_artifact(tracking_uri: str, run_id: str, artifact_path: str, dest: Path) -> Path | None:
+    """A run's artifact (`folder/file`) downloaded into `dest`, or None when the run has none
+    (a version trained or gated before the platform logged it)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    folder = artifact_path.rsplit("/", 1)[0]
+    logged = {a.path for a in MlflowClient(tracking_uri).list_artifacts(run_id, folder)}
+    if artifact_path not in logged:
+        return None
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path=artifact_path,
+            dst_path=str(dest),
+            tracking_uri=tracking_uri,
+        )
+    )
+
+
 def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 

@@ -32,7 +32,13 @@ from sklearn.metrics import (
 from shipway.errors import ShipwayError
 from shipway.models.declaration import ModelDeclaration
 from shipway.models.estimation import ESTIMATOR_ARTIFACT, QualityEstimator, fit_estimator
-from shipway.models.tracking import git_commit, lock_hash, model_version_url, run_url
+from shipway.models.tracking import (
+    git_commit,
+    lock_hash,
+    model_version_url,
+    run_artifact,
+    run_url,
+)
 from shipway.names import SCORE
 from shipway.serving.bundle import ESTIMATOR_FILE, MODEL_FILE, REFERENCE_FILE, Bundle, write_bundle
 from shipway.serving.explanations import reference_attributions
@@ -286,18 +292,8 @@ def registered_bundle(
     model_file, reference_file = download_model(tracking_uri, name, version, dest / "src")
     registry = MlflowClient(tracking_uri)
     run_id = registry.get_model_version(name, version).run_id or ""
-    folder = ESTIMATOR_ARTIFACT.rsplit("/", 1)[0]
-    estimator_file = None
-    if ESTIMATOR_ARTIFACT in {a.path for a in registry.list_artifacts(run_id, folder)}:
-        estimator_file = Path(
-            mlflow.artifacts.download_artifacts(
-                run_id=run_id,
-                artifact_path=ESTIMATOR_ARTIFACT,
-                dst_path=str(dest / "src" / "quality"),
-                tracking_uri=tracking_uri,
-            )
-        )
-    else:
+    estimator_file = run_artifact(tracking_uri, run_id, ESTIMATOR_ARTIFACT, dest / "src")
+    if estimator_file is None:
         log.warning("%s v%s has no quality estimator (trained before them)", name, version)
     return write_bundle(
         dest,

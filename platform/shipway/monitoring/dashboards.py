@@ -30,6 +30,7 @@ from niquests.exceptions import RequestException
 from shipway.errors import BadRequest, ServiceError, ShipwayError
 from shipway.models.declaration import ModelDeclaration
 from shipway.paths import DEPLOY_DIR
+from shipway.stats.cost import COST_METRIC
 
 GRAFANA_DIR = DEPLOY_DIR / "grafana"
 SCHEMA = GRAFANA_DIR / "schema" / "dashboard.schema.json"
@@ -82,6 +83,7 @@ def panels(declaration: ModelDeclaration) -> list[dict[str, Any]]:
         return f"histogram_quantile({q}, sum by (version, le) (rate({buckets}[1m]))) / 1000"
 
     quality = declaration.monitoring.quality
+    share = declaration.drift.attribution_share_change
     found = [
         _panel(
             "Traffic share per version",
@@ -156,12 +158,7 @@ def panels(declaration: ModelDeclaration) -> list[dict[str, Any]]:
             "Each feature's share of the model's mean |SHAP contribution| in the live window, "
             "minus its share on the training rows of the same hours; the lines are the policy's "
             "limit either way (no series where the policy sets none).",
-            [
-                sign * limit
-                for limit in [declaration.drift.attribution_share_change]
-                if limit is not None
-                for sign in (1, -1)
-            ],
+            [share, -share] if share is not None else None,
         ),
         _panel(
             "Mean prediction score",
@@ -172,7 +169,7 @@ def panels(declaration: ModelDeclaration) -> list[dict[str, Any]]:
         _panel(
             "Live quality",
             [
-                (f'shipway_live_quality{{{m},metric!="cost_per_1000"}}', "v{{version}} {{metric}}"),
+                (f'shipway_live_quality{{{m},metric!="{COST_METRIC}"}}', "v{{version}} {{metric}}"),
                 (f"shipway_estimated_quality{{{m}}}", "v{{version}} {{metric}} (estimated)"),
             ],
             "short",
@@ -207,7 +204,7 @@ def panels(declaration: ModelDeclaration) -> list[dict[str, Any]]:
         found.append(
             _panel(
                 f"Live cost per 1,000 decisions ({cost.currency})",
-                [(f'shipway_live_quality{{{m},metric="cost_per_1000"}}', "v{{version}}")],
+                [(f'shipway_live_quality{{{m},metric="{COST_METRIC}"}}', "v{{version}}")],
                 "short",
                 "What each version's decisions cost as their labels land, priced by the "
                 "release's cost model (release.cost): reviews and missed positives.",

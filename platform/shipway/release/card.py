@@ -19,17 +19,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from shipway.errors import ShipwayError, shown
 from shipway.models.declaration import ModelDeclaration
 from shipway.models.estimation import QualityEstimator
+from shipway.models.tracking import run_artifact
 from shipway.paths import ShipwayHome
 from shipway.release.audit import Audit
 from shipway.release.evaluation import Candidate
 from shipway.release.gate import REPORT_DIR
+from shipway.release.report import share_text
 
 CARD_DIR = "card"
 CARD_MARKDOWN, CARD_JSON = "card.md", "card.json"
@@ -153,7 +154,7 @@ class ModelCard:
             "Explanations (mean |SHAP|, share of the total):",
             [
                 f"- {r['feature']}: {_number(r['challenger'])} "
-                f"({_share(r['challenger_share'])}; champion {_share(r['champion_share'])})"
+                f"({share_text(r['challenger_share'])}; champion {share_text(r['champion_share'])})"
                 for r in report.get("importance", [])
             ],
         )
@@ -179,10 +180,6 @@ def _number(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def _share(value: Any) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
 def _shown(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
@@ -192,15 +189,9 @@ def _shown(value: Any) -> str:
 
 
 def _report(uri: str, run_id: str) -> dict[str, Any] | None:
-    artifact = f"{REPORT_DIR}/report.json"
-    client = MlflowClient(uri)
-    if artifact not in {a.path for a in client.list_artifacts(run_id, REPORT_DIR)}:
-        return None
     with tempfile.TemporaryDirectory(prefix="shipway-card-") as tmp:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=artifact, dst_path=tmp, tracking_uri=uri
-        )
-        found: dict[str, Any] = json.loads(Path(path).read_text())
+        path = run_artifact(uri, run_id, f"{REPORT_DIR}/report.json", Path(tmp))
+        found: dict[str, Any] | None = None if path is None else json.loads(path.read_text())
         return found
 
 

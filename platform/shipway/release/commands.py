@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 from shipway.errors import NotFound
 from shipway.models.catalog import DeclaredModel
 from shipway.models.declaration import ModelDeclaration
-from shipway.models.tracking import RELEASE_TAG
+from shipway.models.estimation import ESTIMATOR_ARTIFACT
+from shipway.models.tracking import RELEASE_TAG, run_artifact
 from shipway.models.training import registered_bundle
 from shipway.paths import ShipwayHome
 from shipway.release.audit import APPROVED, Audit, AuditEntry
@@ -165,9 +166,9 @@ def package_version(
 def version_card(home: ShipwayHome, uri: str, declared: DeclaredModel, version: str) -> ModelCard:
     """The model card of a registered version (`shipway models card`)."""
     with tempfile.TemporaryDirectory(prefix="shipway-card-") as tmp:
-        found = _candidate(uri, declared.name, version, Path(tmp) / "candidate")
-        bundle = registered_bundle(uri, declared.declaration, version, Path(tmp) / "bundle")
-        return model_card(home, uri, declared.declaration, found, bundle.path / ESTIMATOR_FILE)
+        found = _candidate(uri, declared.name, version, Path(tmp))
+        estimator = run_artifact(uri, found.run_id, ESTIMATOR_ARTIFACT, Path(tmp))
+        return model_card(home, uri, declared.declaration, found, estimator)
 
 
 def package_bundle(

@@ -21,7 +21,11 @@ from shipway.stats.attribution import mean_abs, shares
 
 def _attribution(model: Candidate, matrix: np.ndarray, seed: int) -> dict[str, tuple[float, float]]:
     """Feature → (mean |contribution|, share) on (a sample of) the rows."""
-    found = mean_abs(contributions(model.load().get_booster(), sample(matrix, seed))[:, :-1])
+    found = mean_abs(
+        contributions(model.load().get_booster(), sample(matrix, np.random.default_rng(seed)))[
+            :, :-1
+        ]
+    )
     return {
         name: (float(value), float(part))
         for name, value, part in zip(model.features, found, shares(found), strict=True)

@@ -26,7 +26,7 @@ from shipway.release.report import (
     SliceRow,
     change_outcome,
 )
-from shipway.stats.cost import COST_METRIC, per_thousand, row_costs
+from shipway.stats.cost import COST_METRIC, outcome_masks, per_thousand, row_costs
 from shipway.stats.metrics import (
     PairedInterval,
     expected_calibration_error,
@@ -248,16 +248,9 @@ class Judge:
         mine = self._costs(policy, self.challenger_scores)
         a = {COST_METRIC: per_thousand(mine)}
         challenger = point_values(a, rows)[COST_METRIC]
-        decided = self.challenger_scores >= policy.decision_threshold
-        positive = self.labels > 0.5
+        masks = outcome_masks(self.labels, self.challenger_scores, policy.decision_threshold)
         by_outcome = {
-            outcome: float(1000.0 * mine[mask].sum() / rows)
-            for outcome, mask in (
-                ("true_positive", decided & positive),
-                ("false_positive", decided & ~positive),
-                ("false_negative", ~decided & positive),
-                ("true_negative", ~decided & ~positive),
-            )
+            outcome: float(1000.0 * mine[mask].sum() / rows) for outcome, mask in masks.items()
         }
         unit = f"{policy.currency} per 1,000 decisions"
         if policy.max_per_1000 is not None:

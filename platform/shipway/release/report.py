@@ -278,9 +278,10 @@ class ReleaseReport:
                 "|---|---|---|---|---|",
             ]
             for row in self.importance:
+                shares = share_text(row.challenger_share), share_text(row.champion_share)
                 lines.append(
-                    f"| {row.feature} | {num(row.challenger)} | {_share(row.challenger_share)} | "
-                    f"{num(row.champion)} | {_share(row.champion_share)} |"
+                    f"| {row.feature} | {num(row.challenger)} | {shares[0]} | "
+                    f"{num(row.champion)} | {shares[1]} |"
                 )
         if self.approval_reasons:
             lines += ["", "Approval needed: " + "; ".join(self.approval_reasons)]
@@ -293,7 +294,8 @@ class ReleaseReport:
         return _finite(values)
 
 
-def _share(value: float | None) -> str:
+def share_text(value: float | None) -> str:
+    """A share as a report shows it: a percentage, or "-" where there is none."""
     return "-" if value is None else f"{value:.1%}"
 
 

@@ -35,12 +35,11 @@ def contributions(booster: xgb.Booster, rows: np.ndarray) -> np.ndarray:
     return np.asarray(found, dtype=np.float64)
 
 
-def sample(rows: np.ndarray, seed: int) -> np.ndarray:
-    """At most `REFERENCE_ROWS` of `rows`, in their order, the same for the same seed."""
-    if len(rows) <= REFERENCE_ROWS:
+def sample(rows: np.ndarray, rng: np.random.Generator, limit: int = REFERENCE_ROWS) -> np.ndarray:
+    """At most `limit` of `rows`, drawn without replacement, in their order."""
+    if len(rows) <= limit:
         return rows
-    picked = np.random.default_rng(seed).choice(len(rows), REFERENCE_ROWS, replace=False)
-    return rows[np.sort(picked)]
+    return rows[np.sort(rng.choice(len(rows), limit, replace=False))]
 
 
 def reference_attributions(
@@ -48,7 +47,7 @@ def reference_attributions(
 ) -> AttributionReference:
     """The features' attribution on (a sample of) the training rows (n, k), per hour of
     `hour_feature` too when the model has one."""
-    rows = sample(rows, seed)
+    rows = sample(rows, np.random.default_rng(seed))
     found = contributions(booster, rows)[:, :-1]
     if hour_feature is None or hour_feature not in names:
         return AttributionReference.of(found)

@@ -59,7 +59,12 @@ from prometheus_client.registry import Collector
 from shipway.errors import BadRequest
 from shipway.names import SCORE
 from shipway.serving.bundle import REPLICA_ENV
-from shipway.serving.explanations import ATTRIBUTION_ROWS_PER_SCRAPE, BIAS, contributions
+from shipway.serving.explanations import (
+    ATTRIBUTION_ROWS_PER_SCRAPE,
+    BIAS,
+    contributions,
+    sample,
+)
 from shipway.serving.prediction_spool import SPOOL_ENV, PredictionSpool, Scored, spool_metrics
 from shipway.serving.protocol import (
     CONTRIBUTIONS_OUTPUT,
@@ -138,9 +143,7 @@ class _Taps(Collector):
             self._explain(np.concatenate(served), latest)
 
     def _explain(self, rows: np.ndarray, at: float) -> None:
-        if len(rows) > ATTRIBUTION_ROWS_PER_SCRAPE:
-            picked = self._sample.choice(len(rows), ATTRIBUTION_ROWS_PER_SCRAPE, replace=False)
-            rows = rows[np.sort(picked)]
+        rows = sample(rows, self._sample, ATTRIBUTION_ROWS_PER_SCRAPE)
         assert self.attribution is not None
         self.attribution.add(rows, contributions(self.booster, rows)[:, :-1], at)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shipway.stats.metrics import Weighted
+from shipway.stats.metrics import Weighted, mean_of
 
 COST_METRIC = "cost_per_1000"
 OUTCOMES = ("true_positive", "false_positive", "false_negative", "true_negative")
@@ -34,20 +34,27 @@ class Price:
         return cost
 
 
-def row_costs(
-    labels: np.ndarray, scores: np.ndarray, threshold: float, prices: dict[str, Price]
-) -> np.ndarray:
-    """Each row's cost: its outcome's price (`prices` by the names in `OUTCOMES`)."""
+def outcome_masks(
+    labels: np.ndarray, scores: np.ndarray, threshold: float
+) -> dict[str, np.ndarray]:
+    """Which rows have each outcome (by the names in `OUTCOMES`): a score at or above the
+    threshold is a positive decision."""
     decided = scores >= threshold
     positive = labels > 0.5
-    masks = {
+    return {
         "true_positive": decided & positive,
         "false_positive": decided & ~positive,
         "false_negative": ~decided & positive,
         "true_negative": ~decided & ~positive,
     }
+
+
+def row_costs(
+    labels: np.ndarray, scores: np.ndarray, threshold: float, prices: dict[str, Price]
+) -> np.ndarray:
+    """Each row's cost: its outcome's price (`prices` by the names in `OUTCOMES`)."""
     costs = np.zeros(len(labels), dtype=np.float64)
-    for outcome, mask in masks.items():
+    for outcome, mask in outcome_masks(labels, scores, threshold).items():
         if outcome in prices and mask.any():
             costs[mask] = prices[outcome].of(mask)
     return costs
@@ -55,8 +62,4 @@ def row_costs(
 
 def per_thousand(costs: np.ndarray) -> Weighted:
     """The mean cost per 1,000 decisions over a block of count vectors."""
-
-    def metric(counts: np.ndarray) -> np.ndarray:
-        return np.asarray(1000.0 * (counts @ costs) / counts.sum(axis=1))
-
-    return metric
+    return mean_of(1000.0 * costs)

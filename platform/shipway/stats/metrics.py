@@ -82,7 +82,8 @@ class _Ranked:
             return np.where(positives > 0, (tp * precision).sum(axis=1) / positives, np.nan)
 
 
-def _mean_of(terms: np.ndarray) -> Weighted:
+def mean_of(terms: np.ndarray) -> Weighted:
+    """The mean of per-row `terms` over a block of count vectors (one matrix product)."""
     terms32 = terms.astype(np.float64)
 
     def metric(counts: np.ndarray) -> np.ndarray:
@@ -97,8 +98,8 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, 
     return {
         "roc_auc": ranked.roc_auc,
         "pr_auc": ranked.average_precision,
-        "brier": _mean_of((scores - labels) ** 2),
-        "log_loss": _mean_of(-(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))),
+        "brier": mean_of((scores - labels) ** 2),
+        "log_loss": mean_of(-(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))),
     }
 
 
@@ -109,7 +110,7 @@ def regression_metrics(
     abs_err, sq_err = np.abs(errors), errors**2
 
     def rmse(counts: np.ndarray) -> np.ndarray:
-        return np.sqrt(_mean_of(sq_err)(counts))
+        return np.sqrt(mean_of(sq_err)(counts))
 
     def r2(counts: np.ndarray) -> np.ndarray:
         n = counts.sum(axis=1)
@@ -118,7 +119,7 @@ def regression_metrics(
         with np.errstate(invalid="ignore", divide="ignore"):
             return 1.0 - (counts @ sq_err) / total
 
-    metrics: dict[str, Weighted] = {"mae": _mean_of(abs_err), "rmse": rmse, "r2": r2}
+    metrics: dict[str, Weighted] = {"mae": mean_of(abs_err), "rmse": rmse, "r2": r2}
     if baseline is not None:
         base_err = labels - baseline
         base_abs, base_sq = np.abs(base_err), base_err**2
