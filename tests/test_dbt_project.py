@@ -13,9 +13,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from shipway.data import help_centre
 from shipway.data.events import CATEGORIES, generate_events
-from shipway.data.lake import land_days, read_table
+from shipway.data.lake import land_days, overwrite_table, read_table
 from shipway.data.warehouse import delta_outputs, publish_to_delta
+from shipway.defs.dbt import HELP_CENTRE
 from shipway.paths import DBT_PROJECT_DIR, ShipwayHome
 
 pytestmark = pytest.mark.integration
@@ -26,15 +28,20 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[ShipwayHome, pd.Dat
     home = ShipwayHome(tmp_path_factory.mktemp("dbt"))
     events = generate_events(date(2026, 9, 1), 14, events_per_day=400)
     land_days(home.table("raw_events"), events)
+    help_centre.land(home.table)
     target = home.root / "target"
-    result = subprocess.run(
-        [str(Path(sys.executable).with_name("dbt")), "build", "--target-path", str(target)],
-        cwd=DBT_PROJECT_DIR,
-        env={**os.environ, **home.environment(), "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR)},
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stdout[-3000:]
+    # As the code location runs them: the help centre's models in a build of their own.
+    builds = {target: ["--exclude", HELP_CENTRE], target / "help": ["--select", HELP_CENTRE]}
+    for path, selection in builds.items():
+        result = subprocess.run(
+            [str(Path(sys.executable).with_name("dbt")), "build", *selection,
+             "--target-path", str(path)],
+            cwd=DBT_PROJECT_DIR,
+            env={**os.environ, **home.environment(), "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR)},
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout[-3000:]
     manifest = json.loads((target / "manifest.json").read_text())
     for model, table in delta_outputs(manifest).items():
         publish_to_delta(home.warehouse, model, home.table(table))
@@ -98,3 +105,23 @@ def test_published_tables_keep_integer_counts(
 def test_dbt_knows_the_same_categories_as_the_generator() -> None:
     project = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())
     assert tuple(project["vars"]["merchant_categories"]) == CATEGORIES
+
+
+def test_a_help_document_with_an_unknown_acl_blocks_the_corpus(
+    built: tuple[ShipwayHome, pd.DataFrame, Path],
+) -> None:
+    home, _, target = built
+    documents = help_centre.generate().documents
+    documents.loc[0, "acl"] = "everyone"
+    overwrite_table(home.table(help_centre.DOCUMENTS_TABLE), documents)
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("dbt")), "build", "--select", "tag:help_centre",
+         "--target-path", str(target / "bad-acl")],
+        cwd=DBT_PROJECT_DIR,
+        env={**os.environ, **home.environment(), "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR)},
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "accepted_values_help_corpus_acl__public__staff" in result.stdout
+    assert "Got 1 result" in result.stdout

@@ -135,11 +135,14 @@ class ShipwayHome:
         return self.root / "dagster"
 
     def prepare_dagster(self) -> Path:
-        """DAGSTER_HOME: local SQLite storage under the home, and no usage telemetry."""
+        """DAGSTER_HOME: local SQLite storage under the home, no usage telemetry, and one op at a
+        time per pool (the dbt builds share one DuckDB file, which one process writes)."""
         self.dagster.mkdir(parents=True, exist_ok=True)
         config = self.dagster / "dagster.yaml"
         if not config.exists():
-            config.write_text("telemetry:\n  enabled: false\n")
+            config.write_text(
+                "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n"
+            )
         return self.dagster
 
     @property

@@ -12,11 +12,13 @@ from pathlib import Path
 
 from dagster import Definitions, build_defs_for_component
 
+from shipway.defs.applications import application_definitions, help_centre_definitions
 from shipway.defs.component import ShipwayModel
 from shipway.defs.data import landing_definitions
 from shipway.defs.dbt import dbt_models
 from shipway.defs.features import feature_definitions
 from shipway.defs.resources import resources
+from shipway.models.application import DeclaredApplication
 from shipway.models.catalog import DeclaredModel
 
 
@@ -29,9 +31,16 @@ def shared_definitions(raw_events_contract: Path) -> Definitions:
     )
 
 
-def code_location(models: list[DeclaredModel], raw_events_contract: Path) -> Definitions:
+def code_location(
+    models: list[DeclaredModel],
+    raw_events_contract: Path,
+    applications: list[DeclaredApplication] | None = None,
+) -> Definitions:
+    applications = applications or []
     return Definitions.merge(
         shared_definitions(raw_events_contract),
         *(build_defs_for_component(ShipwayModel(model)) for model in models),
+        *([help_centre_definitions()] if applications else []),
+        *(application_definitions(app) for app in applications),
         Definitions(resources=resources()),
     )

@@ -4,7 +4,7 @@ Delta for Feast and training sets. Shared by every model; dbt tests become asset
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetKey, Output
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Output
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
@@ -20,14 +20,15 @@ dbt_project.prepare_if_dev()
 
 class ShipwayDbtTranslator(DagsterDbtTranslator):
     """dbt names are asset names: `raw_events` the source, `customer_features` the model.
-    Feature tables are in the `transform` group, label tables in `labels`."""
+    Feature tables are in the `transform` group, label tables in `labels`, the help assistant's
+    corpus in `help_centre`."""
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
         return AssetKey(dbt_resource_props["name"])
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str:
-        folder = dbt_resource_props.get("fqn", [])[1:2]
-        return "labels" if folder == ["labels"] else "transform"
+        folder = (dbt_resource_props.get("fqn", [])[1:2] or [""])[0]
+        return {"labels": "labels", "help": "help_centre"}.get(folder, "transform")
 
     def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
         tags = dict(super().get_tags(dbt_resource_props))
@@ -36,14 +37,13 @@ class ShipwayDbtTranslator(DagsterDbtTranslator):
         return tags
 
 
-@dbt_assets(
-    manifest=dbt_project.manifest_path,
-    project=dbt_project,
-    dagster_dbt_translator=ShipwayDbtTranslator(
-        settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
-    ),
-)
-def dbt_models(
+DBT_POOL = "dbt_warehouse"
+HELP_CENTRE = "tag:help_centre"
+"""The help assistant's dbt models: built by their own asset from the landed help centre, so a
+repository without it still builds every other table."""
+
+
+def _build_and_publish(
     context: AssetExecutionContext, dbt: DbtCliResource, lake: ShipwayHomeResource
 ) -> Iterator[Any]:
     invocation = dbt.cli(["build"], context=context)
@@ -61,6 +61,31 @@ def dbt_models(
         info = publish_to_delta(home.warehouse, model, home.table(publish[model]))
         context.log.info("published %s to Delta version %d", model, info.version)
         yield event.with_metadata({**event.metadata, **info.metadata()})
+
+
+def _dbt_assets(name: str, select: str, exclude: str | None) -> AssetsDefinition:
+    @dbt_assets(
+        name=name,
+        manifest=dbt_project.manifest_path,
+        project=dbt_project,
+        select=select,
+        exclude=exclude,
+        # One dbt build at a time: they share the DuckDB warehouse, which one process writes.
+        pool=DBT_POOL,
+        dagster_dbt_translator=ShipwayDbtTranslator(
+            settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
+        ),
+    )
+    def _assets(
+        context: AssetExecutionContext, dbt: DbtCliResource, lake: ShipwayHomeResource
+    ) -> Iterator[Any]:
+        yield from _build_and_publish(context, dbt, lake)
+
+    return _assets
+
+
+dbt_models = _dbt_assets("dbt_models", "fqn:*", HELP_CENTRE)
+help_centre_models = _dbt_assets("help_centre_models", HELP_CENTRE, None)
 
 
 def _model_name(event: Any) -> str | None:

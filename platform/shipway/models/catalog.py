@@ -17,12 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from shipway.data.contracts import load_contract
 from shipway.data.warehouse import delta_outputs
 from shipway.errors import PolicyError, ShipwayError
 from shipway.features.service import ServiceSpec, repository
 from shipway.features.training_sets import LabelRules
+from shipway.models.application import (
+    LLM_APPLICATION,
+    DeclaredApplication,
+    check_templates,
+    load_application,
+)
 from shipway.models.declaration import ModelDeclaration, load_declaration
 from shipway.names import EVENT_TIMESTAMP, SCORE
 from shipway.paths import DBT_PROJECT_DIR
@@ -98,8 +105,76 @@ def source_tables(raw_events_contract: Path, manifest_path: Path) -> dict[str, l
     return tables
 
 
+def declared_problem(path: Path) -> object:
+    """The `problem` a declaration file names (None where it names none, or is no mapping):
+    it decides which kind of declaration the file is read as."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return raw.get("problem") if isinstance(raw, dict) else None
+
+
 def declaration_files(models_dir: Path) -> list[Path]:
-    return sorted(models_dir.glob(f"*/{DECLARATION_FILE}"))
+    """Model declarations: every `<folder>/model.yaml` but LLM applications'."""
+    return [
+        p
+        for p in sorted(models_dir.glob(f"*/{DECLARATION_FILE}"))
+        if declared_problem(p) != LLM_APPLICATION
+    ]
+
+
+def application_files(models_dir: Path) -> list[Path]:
+    """LLM application declarations: `<folder>/model.yaml` with `problem: llm_application`."""
+    return [
+        p
+        for p in sorted(models_dir.glob(f"*/{DECLARATION_FILE}"))
+        if declared_problem(p) == LLM_APPLICATION
+    ]
+
+
+def declared_names(models_dir: Path) -> set[str]:
+    """Every declared name, models' and applications' (what `--model` may name)."""
+    return {load_declaration(p).name for p in declaration_files(models_dir)} | {
+        load_application(p).name for p in application_files(models_dir)
+    }
+
+
+def load_applications(
+    models_dir: Path,
+    manifest_path: Path = DBT_PROJECT_DIR / "target" / "manifest.json",
+    taken: Collection[str] = (),
+) -> list[DeclaredApplication]:
+    """Every LLM application declared under `models_dir`: its templates exist and place what
+    they must, its corpus is a table dbt publishes to Delta, and its name is its own."""
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise PolicyError(
+            f"dbt manifest {manifest_path} not found: run deploy/setup.sh (it runs dbt parse)"
+        ) from None
+    published = set(delta_outputs(manifest).values())
+    apps: list[DeclaredApplication] = []
+    seen = set(taken)
+    for path in application_files(models_dir):
+        declaration = load_application(path)
+        where = f"application declaration {path}"
+        if declaration.name in seen:
+            raise PolicyError(
+                f"{where}: name: {declaration.name} is already declared; give each model and "
+                "application its own name"
+            )
+        seen.add(declaration.name)
+        if declaration.corpus.table not in published:
+            raise PolicyError(
+                f"{where}: corpus.table: {declaration.corpus.table!r} is not a table dbt "
+                f"publishes to Delta (known: {sorted(published)}); mark its dbt model with "
+                "meta delta_table"
+            )
+        app = DeclaredApplication(declaration, path.parent)
+        check_templates(app)
+        apps.append(app)
+    return apps
 
 
 def load_models(

@@ -21,8 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from shipway.stats import answers
+
 # Metrics where a larger value is better; every other gated metric is an error (smaller wins).
-HIGHER_IS_BETTER = frozenset({"roc_auc", "pr_auc", "recall_at_precision_50", "r2"})
+HIGHER_IS_BETTER = frozenset(
+    {"roc_auc", "pr_auc", "recall_at_precision_50", "r2", *answers.HIGHER_IS_BETTER}
+)
 CLASSIFICATION = ("roc_auc", "pr_auc", "brier", "log_loss")
 REGRESSION = ("mae", "rmse", "r2", "mae_to_baseline", "rmse_to_baseline")
 BOOTSTRAPPABLE = frozenset(CLASSIFICATION + REGRESSION)

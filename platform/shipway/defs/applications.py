@@ -1,0 +1,177 @@
+"""LLM applications in Dagster: the help centre's landing, and per declared application
+`<name>` (a version: prompt in MLflow's Prompt Registry, corpus snapshot, registered version),
+`<name>_gate` (the blocking evaluation and red-team gate) and `<name>_release` (the champion
+alias of the version and of its prompt). The logic is `shipway.data.help_centre`,
+`shipway.models.application` and `shipway.release.application_gate`.
+(No `from __future__ import annotations`: Dagster reads these hints.)
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    Config,
+    Definitions,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+    define_asset_job,
+    multi_asset,
+)
+
+from shipway.data.help_centre import DOCUMENTS_TABLE, EVALUATION_TABLE, RED_TEAM_TABLE, land
+from shipway.defs.dbt import help_centre_models
+from shipway.defs.resources import MlflowResource, ShipwayHomeResource
+from shipway.defs.versions import version_for
+from shipway.models.application import DeclaredApplication, build_version
+from shipway.release.application_gate import application_gate, release_application
+
+HELP_CENTRE_GROUP = "help_centre"
+
+
+def help_centre_definitions() -> Definitions:
+    """The help centre's landing and its dbt corpus, shared by every application on it."""
+
+    @multi_asset(
+        name="help_centre",
+        group_name=HELP_CENTRE_GROUP,
+        specs=[
+            AssetSpec(
+                DOCUMENTS_TABLE,
+                kinds={"delta"},
+                description="The help centre's documents, each with its ACL",
+            ),
+            AssetSpec(
+                EVALUATION_TABLE,
+                kinds={"delta"},
+                description="Questions with their expected facts and documents, and "
+                "questions that must be refused",
+            ),
+            AssetSpec(
+                RED_TEAM_TABLE,
+                kinds={"delta"},
+                description="Prompt injections, requests for staff documents, and "
+                "personal data in questions and documents",
+            ),
+        ],
+    )
+    def help_centre(
+        context: AssetExecutionContext, lake: ShipwayHomeResource
+    ) -> Iterator[MaterializeResult]:
+        landed = land(lake.home.table)
+        for table, info in landed.items():
+            context.log.info(
+                "landed %s: Delta version %d, %d rows", table, info.version, info.row_count
+            )
+            yield MaterializeResult(asset_key=table, metadata=info.metadata())
+
+    return Definitions(assets=[help_centre, help_centre_models])
+
+
+class BuildConfig(Config):
+    """A version's prompt comes from the declared files; `prompt_dir` (a folder holding
+    `system.txt` and `user.txt`) tries a change before it is committed, as `shipway ci` and
+    the demo do."""
+
+    prompt_dir: str = ""
+
+
+def application_definitions(app: DeclaredApplication) -> Definitions:
+    d = app.declaration
+    name = d.name
+    where = f"Declared in {app.folder / 'model.yaml'}"
+
+    @asset(
+        name=name,
+        group_name=name,
+        kinds={"mlflow"},
+        deps=[AssetKey(d.corpus.table)],
+        description=f"A version of the LLM application {name}: its prompt registered in MLflow's "
+        f"Prompt Registry as {d.prompt.name}, the corpus {d.corpus.table} at its Delta version, "
+        f"the retrieval and generator settings; a new registered version only when one of them "
+        f"changed. {where}",
+    )
+    def version(
+        context: AssetExecutionContext, config: BuildConfig, lake: ShipwayHomeResource,
+        mlflow: MlflowResource,
+    ) -> MaterializeResult:  # fmt: skip
+        source = app.with_prompt_dir(Path(config.prompt_dir)) if config.prompt_dir else app
+        built = build_version(source, lake.home.table(d.corpus.table), mlflow.tracking_uri)
+        context.log.info(
+            "%s v%s (%s): prompt %s v%d, corpus %s@%d",
+            name, built.version, "new" if built.created else "unchanged", d.prompt.name,
+            built.prompt_version, d.corpus.table, built.corpus_version,
+        )  # fmt: skip
+        return MaterializeResult(
+            metadata={
+                "model_version": built.version,
+                "new_version": built.created,
+                "prompt": f"{d.prompt.name}/{built.prompt_version}",
+                "corpus": f"{d.corpus.table}@{built.corpus_version}",
+                "generator": f"{d.generator.kind}:{d.generator.model}",
+                "mlflow_run": MetadataValue.url(built.run_url),
+                "mlflow_model_version": MetadataValue.url(built.version_url),
+            }
+        )
+
+    @asset_check(
+        asset=version,
+        name=d.gate,
+        blocking=True,
+        description=f"Release gate of the version this run built: every evaluation and red-team "
+        f"case answered by it and by the champion, quality, safety and operational gates from "
+        f"{app.folder / 'model.yaml'}, change rules on paired bootstrap intervals. A version "
+        "that leaks its instructions or a staff document is blocked, naming the case.",
+    )
+    def gate(
+        context: AssetCheckExecutionContext, lake: ShipwayHomeResource, mlflow: MlflowResource
+    ) -> AssetCheckResult:
+        run_id = context.op_execution_context.run_id
+        which = version_for(context.instance, run_id, name, context.log)
+        report = application_gate(lake.home, app, mlflow.tracking_uri, which, context.log.info)
+        lines = [f"| {m} | {v:.4f} | {report.champion_metrics.get(m, float('nan')):.4f} |"
+                 for m, v in report.metrics.items()]  # fmt: skip
+        outcomes = [f"- {'pass' if o.passed else 'FAIL'} {o.line()}" for o in report.outcomes]
+        return AssetCheckResult(
+            passed=report.passed,
+            description=report.summary(),
+            metadata={
+                "model_version": which,
+                "champion": report.champion or "none",
+                "metrics": MetadataValue.md(
+                    "| metric | version | champion |\n|---|---|---|\n" + "\n".join(lines)
+                ),
+                "outcomes": MetadataValue.md("\n".join(outcomes)),
+                **{f"eval_{m}": v for m, v in report.metrics.items()},
+            },
+        )
+
+    @asset(
+        name=d.release_asset,
+        group_name=name,
+        kinds={"mlflow"},
+        deps=[version],
+        description=f"Makes the gated version of {name} the champion: MLflow's `champion` alias "
+        f"on the version and on its prompt {d.prompt.name} move together. Runs only after "
+        f"{d.gate} passed (a blocking check). {where}",
+    )
+    def release(context: AssetExecutionContext, mlflow: MlflowResource) -> MaterializeResult:
+        which = version_for(context.instance, context.run_id, name, context.log)
+        prompt_version = release_application(mlflow.tracking_uri, app, which)
+        context.log.info("%s v%s is champion (prompt v%d)", name, which, prompt_version)
+        return MaterializeResult(
+            metadata={"champion": which, "prompt": f"{d.prompt.name}/{prompt_version}"}
+        )
+
+    job = define_asset_job(
+        f"{name}_lifecycle",
+        selection=[AssetKey(name), AssetKey(d.release_asset)],
+        description=f"Build {name} from its declaration, gate it, make it champion when it passes",
+    )
+    return Definitions(assets=[version, release], asset_checks=[gate], jobs=[job])
