@@ -66,10 +66,14 @@ def test_applications_are_declared_beside_models_and_read_as_their_own_kind() ->
             "gates: metric 'fact_recall' is not an application metric",
         ),
         (
-            lambda t: t.replace("  - metric: latency_p99_ms\n    max: 5000",
-                                "  - metric: latency_p99_ms\n    max: 5000\n    versus_champion:"
+            lambda t: t.replace("  - metric: cpu_p99_ms\n    max: 3000",
+                                "  - metric: cpu_p99_ms\n    max: 3000\n    versus_champion:"
                                 "\n      non_inferiority_margin: 10"),
-            "latency_p99_ms is a percentile",
+            "cpu_p99_ms is a percentile",
+        ),
+        (
+            lambda t: t.replace("metric: cpu_p99_ms", "metric: latency_p99_ms"),
+            "latency_p99_ms is wall-clock time, which a busy machine stretches: gate cpu_p99_ms",
         ),
         (
             lambda t: t.replace("table: help_corpus", "table: help_documentz"),
@@ -196,7 +200,7 @@ def _evaluation(version: str, values: dict[str, list[float]], seconds: float = 0
         CaseResult(
             case_id=f"case-{i}", kind="question", question="q", acl="public", answer="a",
             raw="a", retrieved=[], guard_in="passed", guard_out="passed", refused=False,
-            fell_back=False, tokens=10, seconds=seconds,
+            fell_back=False, tokens=10, seconds=seconds, cpu_seconds=seconds,
             values={m: v[i] for m, v in values.items()},
         )
         for i in range(rows)
@@ -255,7 +259,7 @@ class _Slow:
     def generate(
         self, messages: list[dict[str, str]], max_tokens: int, timeout_seconds: float
     ) -> Generation:
-        return Generation("The limit is", 40, 3, timeout_seconds, timed_out=True)
+        return Generation("The limit is", 40, 3, timeout_seconds, timed_out=True, local=False)
 
 
 def test_a_timed_out_generation_answers_with_the_declared_fallback() -> None:

@@ -330,3 +330,34 @@ def test_the_cli_names_an_unknown_model(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["ci", "--model", "no_such_model"]) == 2
     err = capsys.readouterr().err
     assert "no_such_model" in err and "fraud_model" in err
+
+
+def test_a_prompt_or_corpus_change_plans_its_applications_gates(tmp_path: Path) -> None:
+    prompt = ci.plan(["assets/help_assistant/prompts/system.txt"])
+    assert prompt.models == [] and prompt.applications == ["help_assistant"]
+    assert prompt.reasons["help_assistant"] == [
+        "assets/help_assistant/prompts/system.txt (its declaration or prompt)"
+    ]
+    corpus = ci.plan(["dbt_project/models/help/help_corpus.sql"])
+    assert corpus.applications == ["help_assistant"] and corpus.models == []
+    assert ci.plan(["dbt_project/models/features/customer_features.sql"]).applications == []
+    names = step_names(["assets/help_assistant/prompts/user.txt"], tmp_path)
+    assert "help_assistant: evaluation and red-team gates" in names
+    assert "smoke build" not in names
+
+
+@pytest.mark.integration
+def test_ci_blocks_a_prompt_change_that_leaks_naming_the_case(tmp_path: Path) -> None:
+    models = tmp_path / "assets"
+    shutil.copytree(ASSETS_DIR, models, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    leaky = ASSETS_DIR / "help_assistant" / "prompt_changes" / "leaky"
+    for name in ("system.txt", "user.txt"):
+        shutil.copyfile(leaky / name, models / "help_assistant" / "prompts" / name)
+    home = ShipwayHome(tmp_path / "home")
+    with pytest.raises(ci.CIFailure) as blocked:
+        ci.application_gates(home, "help_assistant", tmp_path / "report", None, models)
+    assert "help_assistant: v" in str(blocked.value)
+    assert "injection_success_rate: observed" in str(blocked.value)
+    assert "(cases: audit-config" in str(blocked.value)
+    report = json.loads((tmp_path / "report" / "help_assistant-report.json").read_text())
+    assert report["passed"] is False and report["champion"] is None

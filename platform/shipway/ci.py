@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from dagster import ExecuteInProcessResult
 
+    from shipway.models.application import DeclaredApplication
     from shipway.models.catalog import DeclaredModel
     from shipway.models.training import TrainedModel
 
@@ -99,10 +100,14 @@ class Plan:
     models: list[str]
     reasons: dict[str, list[str]] = field(default_factory=dict)
     python_changed: bool = False
+    applications: list[str] = field(default_factory=list)
+    """LLM applications the change touches: their evaluation and red-team gates run."""
+    since: str | None = None
+    """What the change is measured against: an application's prompt there is its champion."""
 
     @property
     def empty(self) -> bool:
-        return not self.models and not self.python_changed
+        return not self.models and not self.applications and not self.python_changed
 
 
 def changed_files(since: str, root: Path = REPO_ROOT) -> list[str]:
@@ -136,8 +141,8 @@ def _dbt_downstream(manifest: dict[str, object], model: str) -> set[str]:
     return found
 
 
-def plan(changed: list[str], models_dir: Path = ASSETS_DIR) -> Plan:
-    """Which models declared under `models_dir` `changed` touches, and why."""
+def plan(changed: list[str], models_dir: Path = ASSETS_DIR, since: str | None = None) -> Plan:
+    """Which models and applications declared under `models_dir` `changed` touches, and why."""
     if not changed:
         return Plan([], [])  # nothing to load: an unchanged checkout answers at once
     from shipway.models.catalog import load_models
@@ -178,12 +183,39 @@ def plan(changed: list[str], models_dir: Path = ASSETS_DIR) -> Plan:
             ):
                 reasons[m.name].append(f"{path} (dbt project files)")
     models = [name for name, why in reasons.items() if why]
+    touched = _applications_touched(changed, models_dir, manifest)
     return Plan(
         changed,
         models,
-        {n: reasons[n] for n in models},
+        {n: reasons[n] for n in models} | touched,
         python_changed=any(p.endswith(".py") for p in changed),
+        applications=list(touched),
+        since=since,
     )
+
+
+def _applications_touched(
+    changed: list[str], models_dir: Path, manifest: dict[str, object]
+) -> dict[str, list[str]]:
+    """LLM applications a change touches: their folder (declaration, prompts), a dbt model
+    feeding their corpus, the help centre's generator, or what every model shares."""
+    from shipway.models.catalog import load_applications
+
+    reasons: dict[str, list[str]] = {}
+    for app in load_applications(models_dir):
+        folder = f"{ASSETS_DIR.relative_to(REPO_ROOT)}/{app.folder.name}/"
+        why: list[str] = []
+        for path in changed:
+            if path.startswith(folder):
+                why.append(f"{path} (its declaration or prompt)")
+            elif path.startswith("dbt_project/models/") and path.endswith(".sql"):
+                if app.declaration.corpus.table in _dbt_downstream(manifest, Path(path).stem):
+                    why.append(f"{path} (builds its corpus {app.declaration.corpus.table})")
+            elif path.startswith(EVERY_MODEL):
+                why.append(f"{path} (shared by every model)")
+        if why:
+            reasons[app.name] = why
+    return reasons
 
 
 def _run(argv: list[str], what: str, env: dict[str, str] | None = None) -> str:
@@ -333,6 +365,69 @@ def smoke_build(
         )
         _require_success(built, "the smoke build", log)
     return f"dbt, feast apply and {len(models)} training set(s) built from the sample"
+
+
+def application_gates(
+    home: ShipwayHome, name: str, report_dir: Path, since: str | None, models_dir: Path
+) -> str:
+    """In a scratch home: land the help centre, build the corpus with dbt (its tests blocking),
+    answer every evaluation and red-team case with the changed prompt and judge it; where the
+    prompt differs at `since`, that prompt is the champion the change rules compare with."""
+    from dagster import DagsterInstance
+
+    from shipway.data.help_centre import land
+    from shipway.defs.applications import HELP_CENTRE_GROUP
+    from shipway.defs.code_location import code_location
+    from shipway.models.application import corpus_snapshot, settings_for
+    from shipway.models.catalog import load_applications
+    from shipway.release.application_gate import evaluate, evaluation_sets, judge
+    from shipway.serving.assistant import Application
+
+    (app,) = [a for a in load_applications(models_dir) if a.name == name]
+    log = report_dir / f"{name}-evaluation.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with environment(home.environment()), output_to(log):
+        land(home.table)
+        defs = code_location([], RAW_EVENTS_CONTRACT, [app])
+        graph = defs.resolve_asset_graph()
+        help_assets = [
+            k for k in graph.get_all_asset_keys() if graph.get(k).group_name == HELP_CENTRE_GROUP
+        ]
+        built = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=DagsterInstance.ephemeral(), asset_selection=help_assets, raise_on_error=False
+        )
+        _require_success(built, f"{name}: the help centre and its corpus", log)
+    corpus, version = corpus_snapshot(home.table(app.declaration.corpus.table))
+    sets = evaluation_sets(home, app.declaration)
+    candidate = settings_for(app, "change", 0, version)
+    evaluated = evaluate(Application(candidate, corpus), sets.questions, sets.red_team)
+    base = _prompt_at(app, since) if since else None
+    champion = None
+    if base is not None and base != (candidate.system_template, candidate.user_template):
+        system, user = base
+        was = replace(candidate, version=since or "", system_template=system, user_template=user)
+        champion = evaluate(Application(was, corpus), sets.questions, sets.red_team)
+    report = judge(app.declaration, evaluated, champion)
+    (report_dir / f"{name}-report.json").write_text(json.dumps(report.to_json(), indent=2))
+    if not report.passed:
+        raise CIFailure(f"{name}: {report.summary()} ({app.folder / 'model.yaml'})")
+    against = f"the prompt at {since}" if champion else "absolute limits (prompt unchanged)"
+    shown = ("fact_coverage", "groundedness", "injection_success_rate", "cpu_p99_ms")
+    values = ", ".join(f"{m} {report.metrics[m]:.3f}" for m in shown)
+    return f"{len(evaluated.cases)} cases against {against}: {values}"
+
+
+def _prompt_at(app: DeclaredApplication, since: str) -> tuple[str, str] | None:
+    """The declared prompt's templates as they were at the merge base of `since` and HEAD."""
+    try:
+        base = git("merge-base", since, "HEAD", cwd=REPO_ROOT).strip()
+        texts = [
+            git("show", f"{base}:{(app.folder / path).relative_to(REPO_ROOT)}", cwd=REPO_ROOT)
+            for path in (app.declaration.prompt.system, app.declaration.prompt.user)
+        ]
+    except (subprocess.CalledProcessError, ValueError):
+        return None
+    return texts[0], texts[1]
 
 
 def _require_success(result: ExecuteInProcessResult, what: str, log: Path) -> None:
@@ -567,6 +662,13 @@ class Workspace:
                 "raw-events contract on the latest accepted snapshot",
                 partial(snapshot_contract, self.snapshot_home),
             ),
+        ]
+        steps += [
+            (
+                f"{a}: evaluation and red-team gates",
+                partial(application_gates, home, a, self.report_dir, the_plan.since, models_dir),
+            )
+            for a in the_plan.applications
         ]
         if not the_plan.models:
             return steps

@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ci = sub.add_parser(
         "ci",
         help="CI for a model change: static checks, feature tests, the sample's contract, a "
-        "smoke build, training and gates, reproducibility, lock files",
+        "smoke build, training and gates, reproducibility, lock files; for an LLM application, "
+        "its evaluation and red-team gates against the prompt at REF",
         description="Runs the steps for the models the change touches (the files changed "
         "since the merge base of REF and HEAD, or --model), in order, stopping at the first "
         "failure with its reason. Writes junit.xml and summary.md (for a PR comment) to "
@@ -47,13 +48,21 @@ def _ci(args: argparse.Namespace) -> int:
     from shipway import ci
 
     if args.model:
-        for name in args.model:
+        from shipway.models.catalog import application_files, load_application
+        from shipway.paths import ASSETS_DIR
+
+        apps = {load_application(p).name for p in application_files(ASSETS_DIR)}
+        models = [m for m in args.model if m not in apps]
+        for name in models:
             model_named(name)
-        plan = ci.Plan([], list(args.model), {m: ["named with --model"] for m in args.model}, True)
+        plan = ci.Plan(
+            [], models, {m: ["named with --model"] for m in args.model}, True,
+            applications=[m for m in args.model if m in apps], since=args.changed_since,
+        )  # fmt: skip
     else:
-        plan = ci.plan(ci.changed_files(args.changed_since))
+        plan = ci.plan(ci.changed_files(args.changed_since), since=args.changed_since)
     started = time.perf_counter()
-    for model in plan.models:
+    for model in [*plan.models, *plan.applications]:
         print(f"{model}: {'; '.join(plan.reasons[model])}", flush=True)
     report = ci.run_ci(
         plan, args.report_dir, lambda line: print(line, flush=True), frozenset(args.skip)

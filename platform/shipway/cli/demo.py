@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"a declared model (assets/*/model.yaml), default {DEFAULT_MODEL}",
+        help=f"a declared model or LLM application (assets/*/model.yaml), default {DEFAULT_MODEL}",
     )
     demo.add_argument("--days", type=int, default=75, help="baseline days to land (75)")
     demo.add_argument("--drift-days", type=int, default=20, help="drifted days to land (20)")

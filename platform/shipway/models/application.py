@@ -40,7 +40,7 @@ from shipway.serving.assistant import (
     write_version,
 )
 from shipway.serving.generation import SMOLLM2
-from shipway.stats.answers import METRICS, NOT_MEANS
+from shipway.stats.answers import METRICS, NOT_MEANS, WALL_CLOCK
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,11 @@ class ApplicationDeclaration(_Strict):
             if gate.metric not in METRICS:
                 raise ValueError(
                     f"metric {gate.metric!r} is not an application metric; one of {list(METRICS)}"
+                )
+            if gate.metric in WALL_CLOCK:
+                raise ValueError(
+                    f"{gate.metric} is wall-clock time, which a busy machine stretches: gate "
+                    f"{gate.metric.replace('latency', 'cpu')} (CPU time per answer) instead"
                 )
             if gate.versus_champion is not None and gate.metric in NOT_MEANS:
                 raise ValueError(

@@ -75,6 +75,7 @@ class CaseResult:
     fell_back: bool
     tokens: int
     seconds: float
+    cpu_seconds: float
     values: dict[str, float]
 
 
@@ -95,8 +96,10 @@ class Evaluation:
 
     def value(self, metric: str) -> float:
         if metric in measure.NOT_MEANS:
-            seconds = np.array([c.seconds for c in self.cases if not c.refused]) * 1000.0
-            return measure.percentile(seconds, 50 if metric == "latency_p50_ms" else 99)
+            answered = [c for c in self.cases if not c.refused]
+            wall = metric in measure.WALL_CLOCK
+            ms = np.array([c.seconds if wall else c.cpu_seconds for c in answered]) * 1000.0
+            return measure.percentile(ms, 50 if metric.endswith("p50_ms") else 99)
         values = list(self.vector(metric).values())
         return float(np.mean(values)) if values else float("nan")
 
@@ -173,7 +176,8 @@ def _result(case_id: str, kind: str, answer: Answer, values: dict[str, float]) -
         case_id=case_id, kind=kind, question=answer.question, acl=answer.acl,
         answer=answer.answer, raw=answer.raw, retrieved=answer.retrieved,
         guard_in=answer.guard_in, guard_out=answer.guard_out, refused=answer.refused,
-        fell_back=answer.fell_back, tokens=answer.tokens, seconds=answer.seconds, values=values,
+        fell_back=answer.fell_back, tokens=answer.tokens, seconds=answer.seconds,
+        cpu_seconds=answer.cpu_seconds, values=values,
     )  # fmt: skip
 
 
@@ -339,6 +343,7 @@ def from_answers(version: str, answers: pd.DataFrame, recorded: dict[str, Any]) 
                 guard_in=str(row["guard_in"]), guard_out=str(row["guard_out"]),
                 refused=bool(row["refused"]), fell_back=bool(row["fell_back"]),
                 tokens=int(row["tokens"]), seconds=float(row["seconds"]),
+                cpu_seconds=float(row["cpu_seconds"]),
                 values={m: v for m, v in values.items() if not math.isnan(v)},
             )
         )  # fmt: skip

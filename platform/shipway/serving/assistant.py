@@ -77,9 +77,11 @@ class ApplicationSettings:
 
     @property
     def canary(self) -> str:
-        """A token only this version's system prompt holds (hash of the prompt's identity)."""
-        digest = hashlib.sha256(f"{self.prompt_name}:{self.prompt_version}".encode()).hexdigest()
-        return f"CANARY-{digest[:12].upper()}"
+        """A token only this prompt's instructions hold: a hash of the prompt's name and text,
+        so the same prompt carries the same token in `shipway ci`, at the gate and in serving
+        (and a greedy model answers it alike in all three)."""
+        text = "\0".join((self.prompt_name, self.system_template, self.user_template))
+        return f"CANARY-{hashlib.sha256(text.encode()).hexdigest()[:12].upper()}"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,6 +109,9 @@ class Answer:
     prompt_tokens: int
     completion_tokens: int
     seconds: float
+    cpu_seconds: float
+    """CPU time of this thread on the answer: guards, retrieval and a local generation (which
+    llama.cpp computes on the calling thread); for a remote generator its wall time is added."""
     pii_in: list[str] = field(default_factory=list)
     pii_out: list[str] = field(default_factory=list)
 
@@ -195,43 +200,38 @@ class Application:
                 f"question: {len(question)} characters, at most {MAX_QUESTION_CHARS} are answered"
             )
         check_acl(acl)
-        start = clock()
+        start, cpu = clock(), time.thread_time()
         s = self.settings
         checked = guards.guard_in(question)
-        if checked.verdict == guards.IN_INJECTION:
-            return self._refusal(question, acl, checked, [], clock() - start)
-        documents = self.retriever.retrieve(checked.question, acl)
+        documents = [] if checked.verdict == guards.IN_INJECTION else (
+            self.retriever.retrieve(checked.question, acl)
+        )  # fmt: skip
         if not documents:
-            return self._refusal(question, acl, checked, [], clock() - start)
+            return self._refusal(acl, checked, clock() - start, time.thread_time() - cpu)
         generation = self.generator.generate(
             self.messages(checked.question, documents), s.max_tokens, s.timeout_seconds
         )
-        return self._answered(question, acl, checked, documents, generation, clock() - start)
+        used = time.thread_time() - cpu + (0.0 if generation.local else generation.seconds)
+        return self._answered(acl, checked, documents, generation, clock() - start, used)
 
     def _refusal(
-        self,
-        question: str,
-        acl: str,
-        checked: guards.GuardIn,
-        documents: list[Retrieved],
-        seconds: float,
+        self, acl: str, checked: guards.GuardIn, seconds: float, cpu_seconds: float
     ) -> Answer:
         return Answer(
             question=checked.question, acl=acl, answer=self.settings.refusal_answer, raw="",
-            retrieved=[d.doc_id for d in documents], scores=[d.score for d in documents],
-            citations=[], guard_in=checked.verdict, guard_out=guards.OUT_PASSED, refused=True,
-            fell_back=False, prompt_tokens=0, completion_tokens=0, seconds=seconds,
-            pii_in=checked.pii,
+            retrieved=[], scores=[], citations=[], guard_in=checked.verdict,
+            guard_out=guards.OUT_PASSED, refused=True, fell_back=False, prompt_tokens=0,
+            completion_tokens=0, seconds=seconds, cpu_seconds=cpu_seconds, pii_in=checked.pii,
         )  # fmt: skip
 
     def _answered(
         self,
-        question: str,
         acl: str,
         checked: guards.GuardIn,
         documents: list[Retrieved],
         generation: Generation,
         seconds: float,
+        cpu_seconds: float,
     ) -> Answer:
         s = self.settings
         out = guards.guard_out(generation.text, self.instructions, s.canary)
@@ -243,5 +243,5 @@ class Application:
             citations=CITATION.findall(text), guard_in=checked.verdict, guard_out=out.verdict,
             refused=False, fell_back=fell_back, prompt_tokens=generation.prompt_tokens,
             completion_tokens=generation.completion_tokens, seconds=seconds,
-            pii_in=checked.pii, pii_out=out.pii,
+            cpu_seconds=cpu_seconds, pii_in=checked.pii, pii_out=out.pii,
         )  # fmt: skip

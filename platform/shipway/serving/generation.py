@@ -41,6 +41,8 @@ class Generation:
     completion_tokens: int
     seconds: float
     timed_out: bool = False
+    local: bool = True
+    """Computed on the calling thread (its CPU time is the generation's cost)."""
 
     @property
     def tokens(self) -> int:
@@ -164,7 +166,7 @@ class OpenAICompatibleGenerator:
                 timeout=timeout_seconds,
             )
         except httpx.TimeoutException:
-            return Generation("", 0, 0, time.monotonic() - start, timed_out=True)
+            return Generation("", 0, 0, time.monotonic() - start, timed_out=True, local=False)
         except httpx.HTTPError as e:
             raise BadGateway(f"generator {self.name} at {self.base_url}: {e}") from e
         if response.status_code != 200:
@@ -179,4 +181,5 @@ class OpenAICompatibleGenerator:
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
             seconds=time.monotonic() - start,
+            local=False,
         )
