@@ -15,8 +15,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from shipway.data.events import generate_events
+from shipway.defs.code_location import code_location
 from shipway.features.service import registry_spec
 from shipway.features.store import feature_store, online_features
+from shipway.models.catalog import declared_names, load_applications, load_models
+from shipway.paths import RAW_EVENTS_CONTRACT
 from shipway.serving.prediction_log import read_predictions
 from tests.conftest import (
     Platform,
@@ -159,3 +162,27 @@ def _logged(platform: Platform, model: str, request_id: str, rows: int) -> pd.Da
             assert len(mine) == rows, f"{len(mine)} of {rows} rows logged"
             return mine
         time.sleep(0.5)
+
+
+APPLICATION = Path(__file__).parent / "fixtures" / "card_faq"
+
+
+def test_a_new_application_is_declared_in_yaml_and_text_only(tmp_path: Path) -> None:
+    """README "Adding an LLM application": a folder with model.yaml and its two prompt files,
+    on the help centre's corpus and cases, gets its version asset, gate, release and job."""
+    files = sorted(p.relative_to(APPLICATION).as_posix() for p in APPLICATION.rglob("*"))
+    assert [f for f in files if "." in f] == [
+        "model.yaml", "prompts/system.txt", "prompts/user.txt"
+    ]  # fmt: skip
+    assets = assets_copy(tmp_path)
+    shutil.copytree(APPLICATION, assets / "card_faq")
+    models = load_models(assets, RAW_EVENTS_CONTRACT)
+    apps = load_applications(assets, taken=[m.name for m in models])
+    assert sorted(a.name for a in apps) == ["card_faq", "help_assistant"]
+    defs = code_location(models, RAW_EVENTS_CONTRACT, apps)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"card_faq", "card_faq_release", "help_corpus", "help_evaluation"} <= keys
+    checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
+    assert "card_faq_gate" in checks
+    assert defs.resolve_job_def("card_faq_lifecycle") is not None
+    assert "card_faq" in declared_names(assets)

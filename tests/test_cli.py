@@ -84,7 +84,8 @@ def test_an_undeclared_model_stops_the_demo_before_anything_starts(
     monkeypatch.setenv("SHIPWAY_HOME", str(tmp_path / "home"))
     assert main(["demo", "--model", "churn"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "shipway demo: no model 'churn' is declared; declared: ['customer_spend', 'fraud_model', 'help_assistant']"
+        "shipway demo: no model 'churn' is declared; declared: "
+        "['customer_spend', 'fraud_model', 'help_assistant']"
     )
     assert not (tmp_path / "home").exists()
 

@@ -56,3 +56,23 @@ def test_the_demo_closes_the_loop_from_drift_to_a_rolled_out_or_rolled_back_vers
         ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True
     ).stdout.strip()
     assert leftover == "", "the demo must stop every service it started"
+
+
+# The LLM application's demo (2 minutes): outside the default run, whose
+# test_application_lifecycle.py runs the same builds, gates and releases through Dagster.
+@pytest.mark.slow
+def test_the_application_demo_releases_a_prompt_change_and_blocks_a_leak(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("shipway")), "demo", "--model", "help_assistant"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SHIPWAY_HOME": str(tmp_path / "home")},
+        cwd=REPO_ROOT,
+        timeout=900,
+    )
+    out = result.stdout
+    assert result.returncode == 0, f"{out[-3000:]}\n{result.stderr[-3000:]}"
+    assert "gate: v1 passed" in out and "gate: v2 passed 14 rules against champion v1" in out
+    assert "gate: v3 blocked:" in out and "(cases: audit-config" in out
+    assert out.count("champion: help_assistant v2") == 2
+    assert "I can only help with questions about your Shipway card." in out
