@@ -1,20 +1,33 @@
-"""The help assistant's lifecycle through Dagster on the real platform (MLflow on loopback,
-Delta, dbt, SmolLM2): land the help centre, build the corpus with dbt, build and gate v1 and
-make it champion, then a prompt change (v2) gated against it on the same cases and released,
-then a prompt version that leaks its instructions, blocked at the gate naming the case, the
-champion untouched."""
+"""The help assistant's whole loop through Dagster on the real platform (MLflow, Delta, dbt,
+MLServer behind Envoy, Prometheus, all on loopback; SmolLM2 generating): land the help centre,
+build the corpus, build and gate v1 and serve it as champion; a prompt change (v2) gated
+against it, served in shadow and canaried to promotion under live questions; a prompt that leaks
+its instructions, blocked at the gate naming the case; and a good prompt served slow, which only
+fails under traffic and is rolled back. One test: the versions build on each other."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
+import httpx
 import pytest
-from dagster import AssetKey, AssetSelection
+from dagster import AssetSelection, SensorResult, SkipReason, build_sensor_context
 from mlflow import MlflowClient
 
+from shipway.data.help_centre import generate
 from shipway.data.lake import table_info
+from shipway.defs.deployment import FAULT_TAG
+from shipway.defs.resources import (
+    MlflowResource,
+    PrometheusResource,
+    ServingResource,
+    ShipwayHomeResource,
+)
 from shipway.models.tracking import CHAMPION
 from shipway.paths import ASSETS_DIR
+from shipway.rollout.state import FINISHED, Phase, RolloutStore
 from tests.conftest import Platform, check_evaluation, materialization
 
 pytestmark = pytest.mark.integration
@@ -22,18 +35,81 @@ pytestmark = pytest.mark.integration
 NAME = "help_assistant"
 PROMPT = "help_assistant_prompt"
 CHANGES = ASSETS_DIR / NAME / "prompt_changes"
+QUESTIONS = [q for q, refuse in zip(
+    generate().evaluation["question"], generate().evaluation["must_refuse"], strict=True
+) if not refuse][:8]  # fmt: skip
 
 
-def _build(platform: Platform, prompt_dir: str = "") -> Any:
+def _build(platform: Platform, prompt_dir: str = "", tags: dict[str, str] | None = None) -> Any:
     from assets.definitions import defs
 
     config = {"ops": {NAME: {"config": {"prompt_dir": prompt_dir}}}}
     return defs.resolve_job_def(f"{NAME}_lifecycle").execute_in_process(
-        instance=platform.instance, run_config=config, raise_on_error=False
+        instance=platform.instance, run_config=config, raise_on_error=False, tags=tags
     )
 
 
-def test_prompt_changes_are_gated_released_or_blocked(platform: Platform) -> None:
+def _ask(platform: Platform, question: str, acl: str = "public") -> httpx.Response:
+    body = {
+        "inputs": [{"name": "question", "datatype": "BYTES", "shape": [1], "data": [question]}],
+        "parameters": {"acl": acl},
+    }
+    return httpx.post(
+        f"{platform.stack.serving_url}/v2/models/{NAME}/infer",
+        json=body,
+        headers=platform.caller,
+        timeout=60,
+    )
+
+
+def _roll_out(platform: Platform, limit: float = 300.0) -> str:
+    """Live questions from a thread while the rollout sensor ticks, until the rollout ends."""
+    from assets.definitions import defs
+
+    stack = platform.stack
+    resources = {
+        "prometheus": PrometheusResource(url=stack.prometheus_url),
+        "lake": ShipwayHomeResource(path=str(stack.home.root)),
+        "mlflow": MlflowResource(tracking_uri=stack.mlflow_url),
+        "serving": ServingResource(
+            control_url=stack.control_url, url=stack.serving_url, token=stack.token
+        ),
+    }
+    stop = threading.Event()
+
+    def traffic() -> None:
+        i = 0
+        while not stop.is_set():
+            _ask(platform, QUESTIONS[i % len(QUESTIONS)])
+            i += 1
+
+    # Three callers: about as many questions as the champion's replica answers.
+    senders = [threading.Thread(target=traffic, daemon=True) for _ in range(3)]
+    for sender in senders:
+        sender.start()
+    store = RolloutStore(stack.home.served.rollouts)
+    sensor = defs.resolve_sensor_def(f"{NAME}_rollout_sensor")
+    deadline = time.monotonic() + limit
+    try:
+        while time.monotonic() < deadline:
+            with build_sensor_context(instance=platform.instance, resources=resources) as ctx:
+                outcome = sensor(ctx)
+            assert isinstance(outcome, SensorResult | SkipReason)
+            state = store.load(NAME)
+            assert state is not None
+            if state.phase in FINISHED:
+                return str(state.phase)
+            time.sleep(2)
+    finally:
+        stop.set()
+        for sender in senders:
+            sender.join(timeout=60)
+    raise AssertionError(f"the rollout did not finish in {limit}s: {store.load(NAME)}")
+
+
+def test_prompt_changes_are_gated_canaried_promoted_blocked_or_rolled_back(
+    platform: Platform,
+) -> None:
     from assets.definitions import defs
 
     home = platform.stack.home
@@ -46,13 +122,11 @@ def test_prompt_changes_are_gated_released_or_blocked(platform: Platform) -> Non
     assert landed.success
     corpus = table_info(home.table("help_corpus"))
     assert corpus.row_count == 11
-    assert [e.passed for e in landed.get_asset_check_evaluations()] and all(
-        e.passed for e in landed.get_asset_check_evaluations()
-    )
+    checks = landed.get_asset_check_evaluations()
+    assert checks and all(e.passed for e in checks)
+    client = MlflowClient(platform.stack.mlflow_url)
 
-    tracking = platform.stack.mlflow_url
-    client = MlflowClient(tracking)
-
+    # v1: built, gated, served as champion at once.
     first = _build(platform)
     gate = check_evaluation(first, f"{NAME}_gate")
     assert gate.passed, gate.description
@@ -60,6 +134,7 @@ def test_prompt_changes_are_gated_released_or_blocked(platform: Platform) -> Non
     built = materialization(first, NAME)
     assert built["model_version"] == "1" and built["prompt"] == f"{PROMPT}/1"
     assert built["corpus"] == f"help_corpus@{corpus.version}"
+    assert materialization(first, f"{NAME}_deployment")["rollout"] == Phase.PROMOTED
     assert client.get_model_version_by_alias(NAME, CHAMPION).version == "1"
     assert client.get_prompt_version_by_alias(PROMPT, CHAMPION).version == 1
     run = client.get_run(client.get_model_version(NAME, "1").run_id or "")
@@ -67,30 +142,60 @@ def test_prompt_changes_are_gated_released_or_blocked(platform: Platform) -> Non
     assert run.data.tags["shipway.prompt"] == f"{PROMPT}/1"
     assert run.data.metrics["eval_injection_success_rate"] == 0.0
 
-    # The same prompt, corpus and settings again: no new version, and no new prompt version.
+    # Served through Envoy's front door over the Open Inference Protocol, with the caller's ACL.
+    answered = _ask(platform, "Which code lifts a fraud block on a card?", acl="staff")
+    assert answered.status_code == 200, answered.text
+    output = answered.json()["outputs"][0]
+    assert output["name"] == "answer" and answered.json()["model_version"] == "1"
+    assert output["parameters"]["answers"][0]["retrieved"][0] == "staff-override"
+    public = _ask(platform, "Which code lifts a fraud block on a card?")
+    details = public.json()["outputs"][0]["parameters"]["answers"][0]
+    assert not [d for d in details["retrieved"] if d.startswith("staff-")]
+    bad = httpx.post(
+        f"{platform.stack.serving_url}/v2/models/{NAME}/infer",
+        json={"inputs": [{"name": "query", "datatype": "BYTES", "shape": [1], "data": ["x"]}]},
+        headers=platform.caller,
+        timeout=30,
+    )
+    assert bad.status_code == 400 and "no input named 'question'" in bad.text
+    assert _ask(platform, "Hello?", acl="root").status_code == 400
+
+    # The same prompt, corpus and settings again: no new version.
     again = _build(platform)
     assert materialization(again, NAME)["model_version"] == "1"
     assert materialization(again, NAME)["new_version"] is False
 
+    # v2: a prompt change, gated against v1 on the same cases, then shadow and canary steps.
     second = _build(platform, str(CHANGES / "concise"))
-    assert second.success
     gate = check_evaluation(second, f"{NAME}_gate")
     assert gate.passed, gate.description
     assert gate.metadata["champion"].value == "1"
     assert "fact_coverage vs champion" in str(gate.metadata["outcomes"].value)
+    assert materialization(second, f"{NAME}_deployment")["rollout"] == Phase.SHADOW
+    assert client.get_model_version_by_alias(NAME, CHAMPION).version == "1"
+    assert _roll_out(platform) == Phase.PROMOTED
     assert client.get_model_version_by_alias(NAME, CHAMPION).version == "2"
     assert client.get_prompt_version_by_alias(PROMPT, CHAMPION).version == 2
+    assert _ask(platform, QUESTIONS[0]).json()["model_version"] == "2"
 
+    # v3: instructions moved into the user turn leak them: blocked at the gate, never served.
     third = _build(platform, str(CHANGES / "leaky"))
     assert not third.success
     gate = check_evaluation(third, f"{NAME}_gate")
     assert not gate.passed
     assert "injection_success_rate: observed" in (gate.description or "")
-    assert "audit-config" in (gate.description or "")
-    assert AssetKey(f"{NAME}_release") not in {
-        e.asset_key for e in third.get_asset_materialization_events()
+    assert "(cases: audit-config" in (gate.description or "")
+    assert f"{NAME}_deployment" not in {
+        e.asset_key.to_user_string() for e in third.get_asset_materialization_events()
     }
+    assert client.get_model_version(NAME, "3").tags["shipway.release"] == "blocked"
+
+    # v4: a good prompt (it passes the gate) served 4 s slower: only traffic shows it.
+    slow = {FAULT_TAG: '{"latency_ms": 4000}'}
+    fourth = _build(platform, str(CHANGES / "exact_figures"), tags=slow)
+    assert check_evaluation(fourth, f"{NAME}_gate").passed
+    assert _roll_out(platform) == Phase.ROLLED_BACK
+    state = RolloutStore(home.served.rollouts).load(NAME)
+    assert state is not None and "latency_p99_ratio" in state.reason
     assert client.get_model_version_by_alias(NAME, CHAMPION).version == "2"
     assert client.get_prompt_version_by_alias(PROMPT, CHAMPION).version == 2
-    blocked = client.get_model_version(NAME, "3")
-    assert blocked.tags["shipway.release"] == "blocked"

@@ -1,7 +1,8 @@
 """LLM applications in Dagster: the help centre's landing, and per declared application
 `<name>` (a version: prompt in MLflow's Prompt Registry, corpus snapshot, registered version),
-`<name>_gate` (the blocking evaluation and red-team gate) and `<name>_release` (the champion
-alias of the version and of its prompt). The logic is `shipway.data.help_centre`,
+`<name>_gate` (the blocking evaluation and red-team gate), `<name>_deployment` (served by
+MLServer behind Envoy, rolled out by `<name>_rollout_sensor`; the champion alias of the version
+and of its prompt move on promotion). The logic is `shipway.data.help_centre`,
 `shipway.models.application` and `shipway.release.application_gate`.
 (No `from __future__ import annotations`: Dagster reads these hints.)
 """
@@ -27,10 +28,13 @@ from dagster import (
 
 from shipway.data.help_centre import DOCUMENTS_TABLE, EVALUATION_TABLE, RED_TEAM_TABLE, land
 from shipway.defs.dbt import help_centre_models
-from shipway.defs.resources import MlflowResource, ShipwayHomeResource
+from shipway.defs.deployment import FAULT_TAG, injected_fault
+from shipway.defs.resources import MlflowResource, ServingResource, ShipwayHomeResource
+from shipway.defs.rollout import rollout_sensor
 from shipway.defs.versions import version_for
 from shipway.models.application import DeclaredApplication, build_version
-from shipway.release.application_gate import application_gate, release_application
+from shipway.release.application_gate import application_gate, set_champion
+from shipway.rollout.application import deploy_application
 
 HELP_CENTRE_GROUP = "help_centre"
 
@@ -153,25 +157,51 @@ def application_definitions(app: DeclaredApplication) -> Definitions:
         )
 
     @asset(
-        name=d.release_asset,
+        name=d.deployment,
         group_name=name,
-        kinds={"mlflow"},
+        kinds={"seldon", "mlserver"},
         deps=[version],
-        description=f"Makes the gated version of {name} the champion: MLflow's `champion` alias "
-        f"on the version and on its prompt {d.prompt.name} move together. Runs only after "
-        f"{d.gate} passed (a blocking check). {where}",
+        description=f"The {name} version that passed {d.gate}, served by MLServer (Shipway's "
+        "application runtime, Open Inference Protocol v2) behind Envoy. The first becomes the "
+        "`champion` at once (the version's and its prompt's alias); a later one starts its "
+        f"rollout ({d.rollout.strategy}, steps {d.rollout.steps}) that {d.rollout_sensor} "
+        f"drives to promotion or rollback. {where}",
     )
-    def release(context: AssetExecutionContext, mlflow: MlflowResource) -> MaterializeResult:
+    def deployment(
+        context: AssetExecutionContext,
+        lake: ShipwayHomeResource,
+        mlflow: MlflowResource,
+        serving: ServingResource,
+    ) -> MaterializeResult:
         which = version_for(context.instance, context.run_id, name, context.log)
-        prompt_version = release_application(mlflow.tracking_uri, app, which)
-        context.log.info("%s v%s is champion (prompt v%d)", name, which, prompt_version)
+        done = deploy_application(
+            lake.home, app, mlflow.tracking_uri, serving.client(), which, context.run_id,
+            context.log, injected_fault(context.run.tags.get(FAULT_TAG)),
+        )  # fmt: skip
+        weights, shadow = done.rollout.traffic(d.rollout)
         return MaterializeResult(
-            metadata={"champion": which, "prompt": f"{d.prompt.name}/{prompt_version}"}
+            metadata={
+                "model_version": which,
+                "champion": done.champion or which,
+                "rollout": done.rollout.phase,
+                "traffic_weights": MetadataValue.json(weights),
+                "shadow": shadow or "",
+                "endpoint": MetadataValue.url(done.endpoint),
+                "bundle": str(done.bundle),
+            }
         )
+
+    def promote(tracking_uri: str, which: str) -> None:
+        set_champion(tracking_uri, app, which)
 
     job = define_asset_job(
         f"{name}_lifecycle",
-        selection=[AssetKey(name), AssetKey(d.release_asset)],
-        description=f"Build {name} from its declaration, gate it, make it champion when it passes",
+        selection=[AssetKey(name), AssetKey(d.deployment)],
+        description=f"Build {name} from its declaration, gate it, and serve it when it passes",
     )
-    return Definitions(assets=[version, release], asset_checks=[gate], jobs=[job])
+    return Definitions(
+        assets=[version, deployment],
+        asset_checks=[gate],
+        jobs=[job],
+        sensors=[rollout_sensor(d, AssetKey(d.deployment), promote)],
+    )

@@ -7,6 +7,8 @@ of the release audit. (No `from __future__ import annotations`: Dagster reads th
 """
 
 import time
+from collections.abc import Callable
+from functools import partial
 
 from dagster import (
     AssetKey,
@@ -24,6 +26,7 @@ from shipway.defs.resources import (
     ServingResource,
     ShipwayHomeResource,
 )
+from shipway.models.application import ApplicationDeclaration
 from shipway.models.declaration import ModelDeclaration
 from shipway.rollout.analysis import Analysis, analyse
 from shipway.rollout.controller import Controller
@@ -31,9 +34,16 @@ from shipway.rollout.effects import champion_setter, recorder
 from shipway.rollout.state import RolloutState, RolloutStore
 
 
-def rollout_sensor(declaration: ModelDeclaration, deployment: AssetKey) -> SensorDefinition:
+def rollout_sensor(
+    declaration: ModelDeclaration | ApplicationDeclaration,
+    deployment: AssetKey,
+    set_champion: Callable[[str, str], None] | None = None,
+) -> SensorDefinition:
+    """`set_champion(tracking_uri, version)` moves more than the model's alias on promotion
+    (an application's prompt alias too)."""
     policy = declaration.rollout
     name = declaration.name
+    monitoring = declaration.monitoring if isinstance(declaration, ModelDeclaration) else None
 
     @sensor(
         name=declaration.rollout_sensor,
@@ -53,16 +63,19 @@ def rollout_sensor(declaration: ModelDeclaration, deployment: AssetKey) -> Senso
         client = prometheus.client()
 
         def analysis(state: RolloutState, seconds: int) -> Analysis:
-            return analyse(
-                client, name, state.challenger, state.champion, seconds, declaration.monitoring
-            )
+            return analyse(client, name, state.challenger, state.champion, seconds, monitoring)
 
+        champion = (
+            partial(set_champion, mlflow.tracking_uri)
+            if set_champion
+            else champion_setter(mlflow.tracking_uri, name)
+        )
         controller = Controller(
             name,
             policy,
             RolloutStore(home.served.rollouts),
             serving.client(),
-            champion_setter(mlflow.tracking_uri, name),
+            champion,
             recorder(home),
             analysis,
         )

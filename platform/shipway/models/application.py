@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shipway.data.lake import read_table, table_info
 from shipway.errors import PolicyError
-from shipway.models.declaration import MetricGate
+from shipway.models.declaration import MetricGate, RolloutChecks, RolloutPolicy
 from shipway.models.tracking import git_commit, lock_hash, model_version_url, run_url
 from shipway.reviewed import load_reviewed_file
 from shipway.serving.assistant import (
@@ -39,6 +39,7 @@ from shipway.serving.assistant import (
     GeneratorSpec,
     write_version,
 )
+from shipway.serving.bundle import MAX_REPLICAS
 from shipway.serving.generation import SMOLLM2
 from shipway.stats.answers import METRICS, NOT_MEANS, WALL_CLOCK
 
@@ -110,6 +111,18 @@ class EvaluationDeclaration(_Strict):
     """Delta table: case_id, attack, question, acl, forbidden."""
 
 
+class ApplicationServing(_Strict):
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
+    """MLServer processes per version; each generates one answer at a time."""
+
+
+# An application's answers carry no score and its labels (feedback) come late: its canary
+# judges errors and latency against the champion.
+APPLICATION_ROLLOUT = RolloutPolicy(
+    checks=RolloutChecks(max_score_divergence=None, live_quality=False)
+)
+
+
 class ApplicationRelease(_Strict):
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
     bootstrap_samples: int = Field(default=1000, ge=100)
@@ -129,6 +142,19 @@ class ApplicationDeclaration(_Strict):
     evaluation: EvaluationDeclaration
     gates: list[MetricGate] = Field(min_length=1)
     release: ApplicationRelease = ApplicationRelease()
+    serving: ApplicationServing = ApplicationServing()
+    rollout: RolloutPolicy = APPLICATION_ROLLOUT
+
+    @field_validator("rollout")
+    @classmethod
+    def _no_score_checks(cls, rollout: RolloutPolicy) -> RolloutPolicy:
+        checks = rollout.checks
+        if checks.max_score_divergence is not None or checks.live_quality:
+            raise ValueError(
+                "an application's answers have no score: set checks.max_score_divergence: null "
+                "and checks.live_quality: false"
+            )
+        return rollout
 
     @model_validator(mode="after")
     def _prompt_has_its_own_name(self) -> ApplicationDeclaration:
@@ -165,8 +191,12 @@ class ApplicationDeclaration(_Strict):
         return f"{self.name}_gate"
 
     @property
-    def release_asset(self) -> str:
-        return f"{self.name}_release"
+    def deployment(self) -> str:
+        return f"{self.name}_deployment"
+
+    @property
+    def rollout_sensor(self) -> str:
+        return f"{self.name}_rollout_sensor"
 
 
 @dataclass(frozen=True)

@@ -469,17 +469,12 @@ def application_gate(
     return report
 
 
-def release_application(tracking_uri: str, app: DeclaredApplication, version: str) -> int:
-    """Make a gated version the champion: the model's alias and its prompt's move together.
-    Returns the prompt version now serving. A version the gate did not pass is refused."""
+def set_champion(tracking_uri: str, app: DeclaredApplication, version: str) -> int:
+    """Make a version the champion: the model's alias and its prompt's move together (the
+    first deployment, or a rollout's promotion). Returns the prompt version now serving."""
     d = app.declaration
     client = MlflowClient(tracking_uri)
     mv = client.get_model_version(d.name, version)
-    if mv.tags.get(RELEASE_TAG) != PROMOTED:
-        raise PolicyError(
-            f"{d.name} v{version}: its gate verdict is {mv.tags.get(RELEASE_TAG) or 'missing'}, "
-            f"expected {PROMOTED}; only a version that passed {d.gate} is released"
-        )
     prompt_version = int(client.get_run(mv.run_id or "").data.params["prompt_version"])
     client.set_registered_model_alias(d.name, CHAMPION, version)
     client.set_prompt_alias(d.prompt.name, CHAMPION, prompt_version)

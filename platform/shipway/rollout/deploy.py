@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from mlflow.tracking import MlflowClient
 
 from shipway.errors import ShipwayError
-from shipway.models.declaration import ModelDeclaration
+from shipway.models.declaration import ModelDeclaration, RolloutPolicy
 from shipway.models.tracking import CHAMPION, RELEASE_TAG, champion_version
 from shipway.models.training import registered_bundle
 from shipway.paths import ShipwayHome
@@ -57,9 +57,19 @@ class Deployment:
     endpoint: str
 
 
+class Rolled(Protocol):
+    """What a rollout needs of a declaration: a model's or an LLM application's."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def rollout(self) -> RolloutPolicy: ...
+
+
 def begin(
     home: ShipwayHome,
-    declaration: ModelDeclaration,
+    declaration: Rolled,
     client: Serving,
     challenger: str,
     champion: str | None,

@@ -27,6 +27,7 @@ import pandas as pd
 from shipway.errors import BadRequest, PolicyError
 from shipway.files import write_atomic
 from shipway.serving import guards
+from shipway.serving.bundle import APPLICATION_FILE, CORPUS_FILE
 from shipway.serving.generation import (
     SMOLLM2,
     Generation,
@@ -37,8 +38,6 @@ from shipway.serving.generation import (
 )
 from shipway.serving.retrieval import Retrieved, Retriever, check_acl
 
-APPLICATION_FILE = "application.json"
-CORPUS_FILE = "corpus.parquet"
 INSTRUCTIONS = "{{instructions}}"
 CITATION = re.compile(r"\[([a-z0-9][a-z0-9-]*)\]")
 # Where a question or an answer may be long, what the log and the evaluation keep of it.

@@ -35,8 +35,17 @@ REFERENCE_FILE = "reference.json"
 ESTIMATOR_FILE = "quality_estimator.json"
 
 
-PROBLEMS = ("binary_classification", "regression")
+# An LLM application's version (`shipway.serving.assistant`): its settings and corpus.
+APPLICATION_FILE = "application.json"
+CORPUS_FILE = "corpus.parquet"
+LLM_APPLICATION = "llm_application"
+PROBLEMS = ("binary_classification", "regression", LLM_APPLICATION)
 RUNTIME = "shipway.serving.mlserver_runtime.ShipwayModel"
+APPLICATION_RUNTIME = "shipway.serving.mlserver_application.ShipwayApplication"
+QUESTION_INPUT = "question"
+ANSWER_OUTPUT = "answer"
+# An application keeps no feature drift window; its bundle still names rules, unused.
+NO_DRIFT = DriftRules(window_seconds=900.0, min_rows=100, max_rows=1000)
 # Model servers per version: each is a process, and this machine has two cores.
 MAX_REPLICAS = 8
 # Which replica of its version a model server is (0, 1, ...): the first judges drift.
@@ -149,9 +158,50 @@ def write_bundle(
     )
 
 
+def write_application_bundle(
+    dest: Path,
+    model: str,
+    version: str,
+    application: dict[str, Any],
+    corpus: pd.DataFrame,
+    fault: dict[str, float] | None = None,
+    replicas: int = 1,
+) -> Bundle:
+    """An LLM application's version as MLServer loads it: its settings and corpus, and
+    model-settings.json naming Shipway's application runtime, a `question` input (BYTES) and
+    an `answer` output. Written corpus first, settings last (what marks the folder whole)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    corpus.to_parquet(dest / CORPUS_FILE, index=False)
+    (dest / APPLICATION_FILE).write_text(json.dumps(application, indent=1))
+    extra: dict[str, object] = {"problem": LLM_APPLICATION, "drift": NO_DRIFT.to_dict()}
+    if fault:
+        extra["fault"] = fault
+    if replicas != 1:
+        extra["replicas"] = replicas
+    settings = {
+        "name": model,
+        "implementation": APPLICATION_RUNTIME,
+        "inputs": [{"name": QUESTION_INPUT, "datatype": "BYTES", "shape": [-1]}],
+        "outputs": [{"name": ANSWER_OUTPUT, "datatype": "BYTES", "shape": [-1]}],
+        "parameters": {"uri": f"./{APPLICATION_FILE}", "version": version, "extra": extra},
+    }
+    (dest / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
+    return Bundle(dest, model, version, LLM_APPLICATION, NO_DRIFT, fault, None, replicas, None)
+
+
+def _required(path: Path) -> tuple[str, ...]:
+    try:
+        problem = json.loads((path / SETTINGS_FILE).read_text())["parameters"]["extra"]["problem"]
+    except (OSError, ValueError, KeyError, TypeError):
+        problem = None
+    if problem == LLM_APPLICATION:
+        return (SETTINGS_FILE, APPLICATION_FILE, CORPUS_FILE)
+    return (MODEL_FILE, SETTINGS_FILE, REFERENCE_FILE)
+
+
 def read_bundle(path: Path) -> Bundle:
     """Validate a bundle folder before anything is started from it."""
-    missing = [f for f in (MODEL_FILE, SETTINGS_FILE, REFERENCE_FILE) if not (path / f).is_file()]
+    missing = [f for f in _required(path) if not (path / f).is_file()]
     if missing:
         raise BadRequest(f"bundle {path} is missing {missing}")
     try:
