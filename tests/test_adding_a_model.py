@@ -181,7 +181,8 @@ def test_a_new_application_is_declared_in_yaml_and_text_only(tmp_path: Path) -> 
     assert sorted(a.name for a in apps) == ["card_faq", "help_assistant"]
     defs = code_location(models, RAW_EVENTS_CONTRACT, apps)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {"card_faq", "card_faq_release", "help_corpus", "help_evaluation"} <= keys
+    assert {"card_faq", "card_faq_deployment", "help_corpus", "help_evaluation"} <= keys
+    assert defs.resolve_sensor_def("card_faq_rollout_sensor") is not None
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
     assert "card_faq_gate" in checks
     assert defs.resolve_job_def("card_faq_lifecycle") is not None

@@ -58,8 +58,8 @@ def test_the_demo_closes_the_loop_from_drift_to_a_rolled_out_or_rolled_back_vers
     assert leftover == "", "the demo must stop every service it started"
 
 
-# The LLM application's demo (2 minutes): outside the default run, whose
-# test_application_lifecycle.py runs the same builds, gates and releases through Dagster.
+# The LLM application's demo (about 4 minutes): outside the default run, whose
+# test_application_lifecycle.py runs the same builds, gates, rollouts and rollback.
 @pytest.mark.slow
 def test_the_application_demo_releases_a_prompt_change_and_blocks_a_leak(tmp_path: Path) -> None:
     result = subprocess.run(
@@ -74,5 +74,6 @@ def test_the_application_demo_releases_a_prompt_change_and_blocks_a_leak(tmp_pat
     assert result.returncode == 0, f"{out[-3000:]}\n{result.stderr[-3000:]}"
     assert "gate: v1 passed" in out and "gate: v2 passed 14 rules against champion v1" in out
     assert "gate: v3 blocked:" in out and "(cases: audit-config" in out
+    assert "rollout of v2: promoted" in out
     assert out.count("champion: help_assistant v2") == 2
-    assert "I can only help with questions about your Shipway card." in out
+    assert "→ v2: I can only help with questions about your Shipway card." in out

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from shipway.models.declaration import QualityRule, RolloutChecks, RolloutPolicy
-from shipway.rollout.analysis import Analysis, latency_quantile, quality_check
+from shipway.rollout.analysis import Analysis, checks, latency_quantile, quality_check
 from shipway.rollout.controller import (
     ADVANCE,
     DONE,
@@ -267,3 +267,30 @@ def test_a_decision_the_audit_cannot_hold_is_not_taken(tmp_path: Path) -> None:
     state, decision = controller.tick(policy.interval_seconds + 1)
     assert decision.action == PROMOTE and audit == [PROMOTE]
     assert state is not None and store.load("m") == state and champion == ["2"]
+
+
+def test_an_applications_canary_judges_guard_blocks_and_tokens_against_the_champion() -> None:
+    policy = RolloutChecks(
+        max_score_divergence=None, live_quality=False, max_guard_block_rate=0.2,
+        max_tokens_ratio=1.5,
+    )  # fmt: skip
+    fine = Analysis(
+        30,
+        1.0,
+        900.0,
+        800.0,
+        None,
+        None,
+        champion_requests=40,
+        guard_block_rate=0.05,
+        tokens_per_answer=200,
+        champion_tokens_per_answer=190,
+    )
+    assert all(c.passed for c in checks(fine, policy, min_requests=3))
+    blocked = dataclasses.replace(fine, guard_block_rate=0.6)
+    failed = [c for c in checks(blocked, policy, min_requests=3) if not c.passed]
+    assert [c.line() for c in failed] == ["guard_block_rate 0.6 (limit 0.2) FAILED"]
+    wordy = dataclasses.replace(fine, tokens_per_answer=400)
+    assert [c.name for c in checks(wordy, policy, 3) if not c.passed] == ["tokens_ratio"]
+    silent = dataclasses.replace(fine, guard_block_rate=None)
+    assert [c.name for c in checks(silent, policy, 3) if not c.passed] == ["guard_block_rate"]

@@ -49,7 +49,7 @@ from shipway.defs.resources import (
 )
 from shipway.errors import ShipwayError, run_failures
 from shipway.features.store import feature_store, online_features
-from shipway.models.application import DeclaredApplication, download_version, load_application
+from shipway.models.application import DeclaredApplication, load_application
 from shipway.models.catalog import (
     DeclaredModel,
     application_files,
@@ -544,8 +544,8 @@ def run_application_demo(home: ShipwayHome, ports: Ports, name: str, keep: bool)
             )  # fmt: skip
         changes = app.folder / PROMPT_CHANGES
         steps = [
-            ("v1: the declared prompt", "", True),
-            ("a prompt change (concise): gated against the champion", "concise", True),
+            ("v1: the declared prompt, served as champion", "", True),
+            ("a prompt change (concise): gated against the champion, canaried", "concise", True),
             ("a bad prompt change (instructions in the user turn)", "leaky", False),
         ]
         for title, change, must_pass in steps:
@@ -558,25 +558,79 @@ def run_application_demo(home: ShipwayHome, ports: Ports, name: str, keep: bool)
                 )
                 if passed != must_pass:
                     raise ShipwayError(f"{title}: the gate said {passed}, expected {must_pass}")
-                champion = champion_version(stack.mlflow_url, name)
-                timeline.say(f"  champion: {name} v{champion}")
-        with timeline.stage(f"the champion v{champion} answers"):
-            _answer(stack.mlflow_url, app, str(champion), home, timeline)
+                if change and passed:
+                    _roll_out_application(defs, instance, stack, app, timeline)
+                timeline.say(f"  champion: {name} v{champion_version(stack.mlflow_url, name)}")
+        with timeline.stage("the champion answers through the front door"):
+            for acl, question in DEMO_QUESTIONS:
+                _say_answer(stack, name, question, acl, timeline)
         timeline.say("stopping services")
     timeline.summary()
 
 
-def _answer(
-    tracking_uri: str, app: DeclaredApplication, version: str, home: ShipwayHome, timeline: Timeline
-) -> None:
-    from shipway.serving.assistant import Application
+def _ask(stack: Stack, name: str, question: str, acl: str) -> httpx.Response:
+    body = {
+        "inputs": [{"name": "question", "datatype": "BYTES", "shape": [1], "data": [question]}],
+        "parameters": {"acl": acl},
+    }
+    return httpx.post(
+        f"{stack.serving_url}/v2/models/{name}/infer",
+        json=body,
+        headers=stack.serving().api_headers,
+        timeout=60,
+    )
 
-    folder = download_version(tracking_uri, app.name, version, home.root / "demo-answers")
-    answering = Application.load(folder)
-    for acl, question in DEMO_QUESTIONS:
-        answer = answering.answer(question, acl)
-        timeline.say(f"  [{acl}] {question}")
-        timeline.say(
-            f"    → {answer.answer}  (documents {answer.retrieved or 'none'}, "
-            f"{answer.tokens} tokens, {answer.seconds * 1000:.0f} ms, guard {answer.guard_out})"
-        )
+
+def _say_answer(stack: Stack, name: str, question: str, acl: str, timeline: Timeline) -> None:
+    response = _ask(stack, name, question, acl)
+    response.raise_for_status()
+    found = response.json()
+    detail = found["outputs"][0]["parameters"]["answers"][0]
+    timeline.say(f"  [{acl}] {question}")
+    timeline.say(
+        f"    → v{found['model_version']}: {found['outputs'][0]['data'][0]}  (documents "
+        f"{detail['retrieved'] or 'none'}, {detail['tokens']} tokens, "
+        f"{detail['seconds'] * 1000:.0f} ms, guards {detail['guard_in']}/{detail['guard_out']})"
+    )
+
+
+def _roll_out_application(
+    defs: Definitions,
+    instance: DagsterInstance,
+    stack: Stack,
+    app: DeclaredApplication,
+    timeline: Timeline,
+) -> None:
+    """Live questions from three callers while the rollout sensor ticks, until it ends."""
+    name = app.name
+    questions = [q for q, _ in DEMO_QUESTIONS[:1]] + [
+        "What is the late fee if I miss my statement due date?",
+        "How much does a replacement card cost?",
+        "How many days do I have to dispute a card payment?",
+    ]
+    stop = threading.Event()
+
+    def traffic(offset: int) -> None:
+        i = offset
+        while not stop.is_set():
+            _ask(stack, name, questions[i % len(questions)], "public")
+            i += 1
+
+    senders = [threading.Thread(target=traffic, args=(i,), daemon=True) for i in range(3)]
+    for sender in senders:
+        sender.start()
+    store = RolloutStore(stack.home.served.rollouts)
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline:
+            _tick(defs, instance, stack, app.declaration.rollout_sensor, None, timeline, True)
+            state = store.load(name)
+            if state is not None and state.finished:
+                timeline.say(f"  rollout of v{state.challenger}: {state.phase} ({state.reason})")
+                return
+            time.sleep(2)
+    finally:
+        stop.set()
+        for sender in senders:
+            sender.join(timeout=60)
+    raise ShipwayError(f"{name}'s rollout did not finish in 10 minutes; see {run_log(stack.home)}")

@@ -359,6 +359,10 @@ class RolloutChecks(_Strict):
     live_quality: bool = True
     """Once the challenger has `monitoring.min_labelled` labelled predictions, its live
     quality must keep `monitoring.quality`'s limits (labels come late: until then, unchecked)."""
+    max_guard_block_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    """LLM applications: share of live questions the guards refused or withheld."""
+    max_tokens_ratio: float | None = Field(default=None, gt=1.0)
+    """LLM applications: tokens per answer over the champion's."""
 
 
 class RolloutPolicy(_Strict):

@@ -416,7 +416,8 @@ def application_gate(
 ) -> ApplicationReport:
     """Evaluate `version` and the champion on the same cases, judge, record: the report and
     every answer on the version's MLflow run, its metrics as `eval_<metric>`, the verdict as a
-    version tag, and the `challenger` alias when it passed."""
+    version tag, and the `challenger` alias when it passed. A version already evaluated on the
+    same cases (the champion; a version gated again) is not asked again."""
     d = app.declaration
     sets = evaluation_sets(home, d)
     champion = champion_version(tracking_uri, d.name)
@@ -424,11 +425,11 @@ def application_gate(
         champion = None
     evaluations: dict[str, Evaluation] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        if champion is not None:
-            recorded = recorded_evaluation(tracking_uri, d.name, champion, sets, Path(tmp))
+        for which in [v for v in (version, champion) if v]:
+            recorded = recorded_evaluation(tracking_uri, d.name, which, sets, Path(tmp))
             if recorded is not None:
-                evaluations[champion] = recorded
-                progress(f"champion v{champion}: its gate's answers on the same cases, reused")
+                evaluations[which] = recorded
+                progress(f"v{which}: its gate's answers on the same cases, reused")
         for which in [v for v in (version, champion) if v and v not in evaluations]:
             folder = download_version(tracking_uri, d.name, which, Path(tmp) / which)
             started = time.monotonic()

@@ -39,6 +39,10 @@ class Analysis:
     """The quantile both latencies are taken at (`latency_quantile`)."""
     quality: tuple[Check, ...] = field(default_factory=tuple)
     """The challenger's live quality against the monitoring limits, when it has the labels."""
+    guard_block_rate: float | None = None
+    """An LLM application's share of questions its guards refused or withheld; None: none."""
+    tokens_per_answer: float | None = None
+    champion_tokens_per_answer: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         values: dict[str, Any] = asdict(self)
@@ -146,6 +150,13 @@ def analyse(
             f"sum(increase(shipway_prediction_score_count{{{of(version)}}}[{w}]))",
         )
 
+    def per_answer(metric: str, version: str) -> float | None:
+        return _one(
+            prometheus,
+            f"sum(increase({metric}{{{of(version)}}}[{w}])) / "
+            f"sum(increase(shipway_answers_total{{{of(version)}}}[{w}]))",
+        )
+
     total = requests or 0.0
     return Analysis(
         requests=total,
@@ -157,6 +168,11 @@ def analyse(
         champion_requests=answered(champion) if champion else None,
         latency_quantile=quantile,
         quality=live_quality_checks(prometheus, c, monitoring) if monitoring else (),
+        guard_block_rate=per_answer("shipway_guard_blocks_total", challenger),
+        tokens_per_answer=per_answer("shipway_answer_tokens_total", challenger),
+        champion_tokens_per_answer=(
+            per_answer("shipway_answer_tokens_total", champion) if champion else None
+        ),
     )
 
 
@@ -217,6 +233,30 @@ def checks(analysis: Analysis, policy: RolloutChecks, min_requests: int = 0) -> 
                 divergence,
                 policy.max_score_divergence,
                 divergence is not None and divergence <= policy.max_score_divergence,
+            )
+        )
+    if policy.max_guard_block_rate is not None:
+        found.append(
+            Check(
+                "guard_block_rate",
+                a.guard_block_rate,
+                policy.max_guard_block_rate,
+                a.guard_block_rate is not None
+                and a.guard_block_rate <= policy.max_guard_block_rate,
+            )
+        )
+    if compared and policy.max_tokens_ratio is not None and a.champion_tokens_per_answer:
+        tokens = (
+            a.tokens_per_answer / a.champion_tokens_per_answer
+            if a.tokens_per_answer is not None
+            else None
+        )
+        found.append(
+            Check(
+                "tokens_ratio",
+                tokens,
+                policy.max_tokens_ratio,
+                tokens is not None and tokens <= policy.max_tokens_ratio,
             )
         )
     if policy.live_quality:
