@@ -13,11 +13,18 @@ from typing import Any
 
 import httpx
 import pytest
-from dagster import AssetSelection, SensorResult, SkipReason, build_sensor_context
+from dagster import (
+    AssetSelection,
+    Definitions,
+    SensorResult,
+    SkipReason,
+    build_sensor_context,
+)
 from mlflow import MlflowClient
 
 from shipway.data.help_centre import generate
 from shipway.data.lake import table_info
+from shipway.defs.code_location import code_location
 from shipway.defs.deployment import FAULT_TAG
 from shipway.defs.resources import (
     MlflowResource,
@@ -25,10 +32,11 @@ from shipway.defs.resources import (
     ServingResource,
     ShipwayHomeResource,
 )
+from shipway.models.catalog import load_applications, load_models
 from shipway.models.tracking import CHAMPION
-from shipway.paths import ASSETS_DIR
+from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT
 from shipway.rollout.state import FINISHED, Phase, RolloutStore
-from tests.conftest import Platform, check_evaluation, materialization
+from tests.conftest import Platform, assets_copy, check_evaluation, materialization
 
 pytestmark = pytest.mark.integration
 
@@ -40,9 +48,24 @@ QUESTIONS = [q for q, refuse in zip(
 ) if not refuse][:8]  # fmt: skip
 
 
-def _build(platform: Platform, prompt_dir: str = "", tags: dict[str, str] | None = None) -> Any:
-    from assets.definitions import defs
+@pytest.fixture(scope="module")
+def defs(tmp_path_factory: pytest.TempPathFactory) -> Definitions:
+    """The code location with help_assistant's rollout twice as quick (10 s intervals, two
+    questions an interval), so the test's canary takes a minute, not two."""
+    assets = assets_copy(tmp_path_factory.mktemp("quick"))
+    path = assets / NAME / "model.yaml"
+    text = path.read_text().replace("interval_seconds: 20", "interval_seconds: 10")
+    path.write_text(text.replace("min_requests: 3 ", "min_requests: 2 "))
+    models = load_models(assets, RAW_EVENTS_CONTRACT)
+    apps = load_applications(assets, taken=[m.name for m in models])
+    assert apps[0].declaration.rollout.interval_seconds == 10
+    assert apps[0].declaration.rollout.min_requests == 2
+    return code_location(models, RAW_EVENTS_CONTRACT, apps)
 
+
+def _build(
+    defs: Definitions, platform: Platform, prompt_dir: str = "", tags: dict[str, str] | None = None
+) -> Any:
     config = {"ops": {NAME: {"config": {"prompt_dir": prompt_dir}}}}
     return defs.resolve_job_def(f"{NAME}_lifecycle").execute_in_process(
         instance=platform.instance, run_config=config, raise_on_error=False, tags=tags
@@ -62,10 +85,8 @@ def _ask(platform: Platform, question: str, acl: str = "public") -> httpx.Respon
     )
 
 
-def _roll_out(platform: Platform, limit: float = 300.0) -> str:
+def _roll_out(defs: Definitions, platform: Platform, limit: float = 300.0) -> str:
     """Live questions from a thread while the rollout sensor ticks, until the rollout ends."""
-    from assets.definitions import defs
-
     stack = platform.stack
     resources = {
         "prometheus": PrometheusResource(url=stack.prometheus_url),
@@ -108,10 +129,8 @@ def _roll_out(platform: Platform, limit: float = 300.0) -> str:
 
 
 def test_prompt_changes_are_gated_canaried_promoted_blocked_or_rolled_back(
-    platform: Platform,
+    platform: Platform, defs: Definitions
 ) -> None:
-    from assets.definitions import defs
-
     home = platform.stack.home
     landed = defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=platform.instance,
@@ -127,7 +146,7 @@ def test_prompt_changes_are_gated_canaried_promoted_blocked_or_rolled_back(
     client = MlflowClient(platform.stack.mlflow_url)
 
     # v1: built, gated, served as champion at once.
-    first = _build(platform)
+    first = _build(defs, platform)
     gate = check_evaluation(first, f"{NAME}_gate")
     assert gate.passed, gate.description
     assert first.success
@@ -161,25 +180,25 @@ def test_prompt_changes_are_gated_canaried_promoted_blocked_or_rolled_back(
     assert _ask(platform, "Hello?", acl="root").status_code == 400
 
     # The same prompt, corpus and settings again: no new version.
-    again = _build(platform)
+    again = _build(defs, platform)
     assert materialization(again, NAME)["model_version"] == "1"
     assert materialization(again, NAME)["new_version"] is False
 
     # v2: a prompt change, gated against v1 on the same cases, then shadow and canary steps.
-    second = _build(platform, str(CHANGES / "concise"))
+    second = _build(defs, platform, str(CHANGES / "concise"))
     gate = check_evaluation(second, f"{NAME}_gate")
     assert gate.passed, gate.description
     assert gate.metadata["champion"].value == "1"
     assert "fact_coverage vs champion" in str(gate.metadata["outcomes"].value)
     assert materialization(second, f"{NAME}_deployment")["rollout"] == Phase.SHADOW
     assert client.get_model_version_by_alias(NAME, CHAMPION).version == "1"
-    assert _roll_out(platform) == Phase.PROMOTED
+    assert _roll_out(defs, platform) == Phase.PROMOTED
     assert client.get_model_version_by_alias(NAME, CHAMPION).version == "2"
     assert client.get_prompt_version_by_alias(PROMPT, CHAMPION).version == 2
     assert _ask(platform, QUESTIONS[0]).json()["model_version"] == "2"
 
     # v3: instructions moved into the user turn leak them: blocked at the gate, never served.
-    third = _build(platform, str(CHANGES / "leaky"))
+    third = _build(defs, platform, str(CHANGES / "leaky"))
     assert not third.success
     gate = check_evaluation(third, f"{NAME}_gate")
     assert not gate.passed
@@ -192,9 +211,9 @@ def test_prompt_changes_are_gated_canaried_promoted_blocked_or_rolled_back(
 
     # v4: a good prompt (it passes the gate) served 4 s slower: only traffic shows it.
     slow = {FAULT_TAG: '{"latency_ms": 4000}'}
-    fourth = _build(platform, str(CHANGES / "exact_figures"), tags=slow)
+    fourth = _build(defs, platform, str(CHANGES / "exact_figures"), tags=slow)
     assert check_evaluation(fourth, f"{NAME}_gate").passed
-    assert _roll_out(platform) == Phase.ROLLED_BACK
+    assert _roll_out(defs, platform) == Phase.ROLLED_BACK
     state = RolloutStore(home.served.rollouts).load(NAME)
     assert state is not None and "latency_p99_ratio" in state.reason
     assert client.get_model_version_by_alias(NAME, CHAMPION).version == "2"
