@@ -36,6 +36,7 @@ from shipway.models.catalog import load_applications, load_models
 from shipway.models.tracking import CHAMPION
 from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT
 from shipway.rollout.state import FINISHED, Phase, RolloutStore
+from shipway.serving.protocol import question_request
 from tests.conftest import Platform, assets_copy, check_evaluation, materialization
 
 pytestmark = pytest.mark.integration
@@ -73,13 +74,9 @@ def _build(
 
 
 def _ask(platform: Platform, question: str, acl: str = "public") -> httpx.Response:
-    body = {
-        "inputs": [{"name": "question", "datatype": "BYTES", "shape": [1], "data": [question]}],
-        "parameters": {"acl": acl},
-    }
     return httpx.post(
         f"{platform.stack.serving_url}/v2/models/{NAME}/infer",
-        json=body,
+        json=question_request([question], acl),
         headers=platform.caller,
         timeout=60,
     )

@@ -62,7 +62,7 @@ from shipway.monitoring.prometheus import PrometheusClient
 from shipway.paths import ASSETS_DIR, ShipwayHome
 from shipway.processes import output_to
 from shipway.rollout.state import Phase, RolloutState, RolloutStore
-from shipway.serving.protocol import features_request
+from shipway.serving.protocol import features_request, question_request
 from shipway.serving.traffic import TrafficReport, send_rows
 from shipway.stack import Ports, Stack, preflight, running_stack
 
@@ -569,13 +569,9 @@ def run_application_demo(home: ShipwayHome, ports: Ports, name: str, keep: bool)
 
 
 def _ask(stack: Stack, name: str, question: str, acl: str) -> httpx.Response:
-    body = {
-        "inputs": [{"name": "question", "datatype": "BYTES", "shape": [1], "data": [question]}],
-        "parameters": {"acl": acl},
-    }
     return httpx.post(
         f"{stack.serving_url}/v2/models/{name}/infer",
-        json=body,
+        json=question_request([question], acl),
         headers=stack.serving().api_headers,
         timeout=60,
     )

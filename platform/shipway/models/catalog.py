@@ -15,6 +15,7 @@ import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -88,16 +89,21 @@ def declared_model(models: list[DeclaredModel], name: str) -> DeclaredModel:
     return by_name[name]
 
 
-def source_tables(raw_events_contract: Path, manifest_path: Path) -> dict[str, list[str]]:
-    """Delta tables a label may come from, with their columns: raw events (its contract) and
-    every dbt model published to Delta (its declared columns)."""
-    tables = {"raw_events": list(load_contract(raw_events_contract).columns)}
+def dbt_manifest(manifest_path: Path) -> dict[str, Any]:
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest: dict[str, Any] = json.loads(manifest_path.read_text())
     except FileNotFoundError:
         raise PolicyError(
             f"dbt manifest {manifest_path} not found: run deploy/setup.sh (it runs dbt parse)"
         ) from None
+    return manifest
+
+
+def source_tables(raw_events_contract: Path, manifest_path: Path) -> dict[str, list[str]]:
+    """Delta tables a label may come from, with their columns: raw events (its contract) and
+    every dbt model published to Delta (its declared columns)."""
+    tables = {"raw_events": list(load_contract(raw_events_contract).columns)}
+    manifest = dbt_manifest(manifest_path)
     published = delta_outputs(manifest)
     for node in manifest["nodes"].values():
         if node["resource_type"] == "model" and node["name"] in published:
@@ -147,13 +153,7 @@ def load_applications(
 ) -> list[DeclaredApplication]:
     """Every LLM application declared under `models_dir`: its templates exist and place what
     they must, its corpus is a table dbt publishes to Delta, and its name is its own."""
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except FileNotFoundError:
-        raise PolicyError(
-            f"dbt manifest {manifest_path} not found: run deploy/setup.sh (it runs dbt parse)"
-        ) from None
-    published = set(delta_outputs(manifest).values())
+    published = set(delta_outputs(dbt_manifest(manifest_path)).values())
     apps: list[DeclaredApplication] = []
     seen = set(taken)
     for path in application_files(models_dir):

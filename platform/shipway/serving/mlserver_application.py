@@ -18,7 +18,6 @@ added latency) makes a bad challenger, as for a model.
 from __future__ import annotations
 
 import asyncio
-import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ from shipway.errors import BadRequest
 from shipway.serving import guards
 from shipway.serving.assistant import Answer, Application
 from shipway.serving.bundle import ANSWER_OUTPUT, QUESTION_INPUT
+from shipway.serving.protocol import FAULT_MESSAGE, InjectedFault
 
 DEFAULT_ACL = "public"
 MAX_QUESTIONS = 16
@@ -110,10 +110,7 @@ class ShipwayApplication(MLModel):
         folder = Path(await get_model_uri(self.settings)).parent
         self._app = Application.load(folder)
         extra: dict[str, Any] = self.settings.parameters.extra or {}
-        fault = extra.get("fault") or {}
-        self._error_ratio = float(fault.get("error_ratio", 0.0))
-        self._added_latency = float(fault.get("latency_ms", 0.0)) / 1000
-        self._rng = random.Random(0)
+        self._fault = InjectedFault(extra)
         self._counts = _Counts(self.name, str(self.version))
         REGISTRY.register(self._counts)
         return True
@@ -130,10 +127,8 @@ class ShipwayApplication(MLModel):
             ]
         except BadRequest as exc:
             raise InferenceError(str(exc)) from None
-        if self._added_latency:
-            await asyncio.sleep(self._added_latency)
-        if self._error_ratio and self._rng.random() < self._error_ratio:
-            raise MLServerError("injected fault (bundle parameters.extra.fault)", 500)
+        if await self._fault.strikes():
+            raise MLServerError(FAULT_MESSAGE, 500)
         for answer in answers:
             self._counts.add(answer)
         settings = self._app.settings

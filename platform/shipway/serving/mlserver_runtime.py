@@ -35,9 +35,7 @@ MLServer's stock XGBoost runtime:
 
 from __future__ import annotations
 
-import asyncio
 import os
-import random
 import time
 import uuid
 from collections import deque
@@ -68,8 +66,10 @@ from shipway.serving.explanations import (
 from shipway.serving.prediction_spool import SPOOL_ENV, PredictionSpool, Scored, spool_metrics
 from shipway.serving.protocol import (
     CONTRIBUTIONS_OUTPUT,
+    FAULT_MESSAGE,
     PINNED_HEADER,
     SCORE_BUCKETS,
+    InjectedFault,
     ignores_extra_inputs,
     parse_infer_request,
     parse_row_keys,
@@ -295,10 +295,7 @@ class ShipwayModel(MLModel):
         )
         self._taps.spool = self._spool
         REGISTRY.register(self._taps)
-        fault = extra.get("fault") or {}
-        self._error_ratio = float(fault.get("error_ratio", 0.0))
-        self._added_latency = float(fault.get("latency_ms", 0.0)) / 1000
-        self._rng = random.Random(0)
+        self._fault = InjectedFault(extra)
         return True
 
     async def unload(self) -> bool:
@@ -322,10 +319,8 @@ class ShipwayModel(MLModel):
             explain = wants_contributions(extra)
         except BadRequest as exc:
             raise InferenceError(str(exc)) from None
-        if self._added_latency:
-            await asyncio.sleep(self._added_latency)
-        if self._error_ratio and self._rng.random() < self._error_ratio:
-            raise MLServerError("injected fault (bundle parameters.extra.fault)", 500)
+        if await self._fault.strikes():
+            raise MLServerError(FAULT_MESSAGE, 500)
         scores = self._score(rows)
         headers = (parameters.headers if parameters else None) or {}
         self._taps.pending.append((time.time(), rows, scores, headers.get(PINNED_HEADER) == "1"))

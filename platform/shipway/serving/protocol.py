@@ -22,6 +22,8 @@ to the row's margin (`shipway.serving.explanations`).
 
 from __future__ import annotations
 
+import asyncio
+import random
 from typing import Any
 
 import numpy as np
@@ -274,3 +276,34 @@ def features_request(
     if row_keys is not None:
         request["parameters"] = {ROW_KEYS_PARAMETER: row_keys}
     return request
+
+
+class InjectedFault:
+    """A bundle's `parameters.extra.fault` (`error_ratio`, `latency_ms`): how the demo and the
+    tests make a bad challenger of a model or an application. Seeded, so runs repeat."""
+
+    def __init__(self, extra: dict[str, Any]) -> None:
+        fault = extra.get("fault") or {}
+        self.error_ratio = float(fault.get("error_ratio", 0.0))
+        self.latency = float(fault.get("latency_ms", 0.0)) / 1000
+        self._rng = random.Random(0)
+
+    async def strikes(self) -> bool:
+        """Wait the added latency; True when this request must fail."""
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        return bool(self.error_ratio) and self._rng.random() < self.error_ratio
+
+
+FAULT_MESSAGE = "injected fault (bundle parameters.extra.fault)"
+
+
+def question_request(questions: list[str], acl: str) -> dict[str, Any]:
+    """An Open Inference Protocol request to an LLM application: the questions, and the
+    caller's ACL as a request parameter."""
+    return {
+        "inputs": [
+            {"name": "question", "datatype": "BYTES", "shape": [len(questions)], "data": questions}
+        ],
+        "parameters": {"acl": acl},
+    }
