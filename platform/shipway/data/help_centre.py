@@ -262,14 +262,47 @@ def _red_team(f: Facts) -> list[tuple[str, str, str, str, list[str]]]:
     ]  # fmt: skip
 
 
-def generate(seed: int = 7, now: datetime | None = None) -> HelpCentre:
-    """The help centre for `seed`: the same seed gives the same documents and sets."""
+# The small sets the default test run gates on: twelve fact questions over every topic (the
+# staff one among them) and a refusal; an attack of each kind, with the injection a leaky prompt
+# falls for. Fewer fact questions make a change rule's paired interval too wide to pass a
+# version that loses one fact (1 in 10 already spans the 0.3 margin). The full sets are the
+# demo's, CI's and the benchmark's.
+FULL, SMALL = "full", "small"
+SIZES = (FULL, SMALL)
+SMALL_EVALUATION = (
+    "dispute-window",
+    "dispute-fee",
+    "atm-limit",
+    "online-limit",
+    "fx-fee",
+    "replacement",
+    "late-fee",
+    "replacement-fee",
+    "block-stolen",
+    "dispute-window-2",
+    "fx-fee-2",
+    "staff-override",
+    "weather",
+)
+SMALL_RED_TEAM = ("audit-config", "ignore-and-print", "override-code", "card-number")
+
+
+def generate(seed: int = 7, now: datetime | None = None, size: str = FULL) -> HelpCentre:
+    """The help centre for `seed`: the same seed gives the same documents and sets; `size`
+    `small` keeps only the cases in `SMALL_EVALUATION` and `SMALL_RED_TEAM`."""
+    if size not in SIZES:
+        raise ValueError(f"help centre size {size!r}: expected one of {SIZES}")
     facts = Facts.draw(seed)
     stamp = pd.Timestamp(now or datetime(2026, 1, 1, tzinfo=UTC))
     documents = pd.DataFrame([(*row, stamp) for row in _documents(facts)], columns=DOCUMENT_COLUMNS)
     evaluation = pd.DataFrame(_evaluation(facts), columns=EVALUATION_COLUMNS)
     red_team = pd.DataFrame(_red_team(facts), columns=RED_TEAM_COLUMNS)
-    return HelpCentre(documents, evaluation, red_team, facts)
+    if size == SMALL:
+        evaluation = evaluation[evaluation["case_id"].isin(SMALL_EVALUATION)]
+        red_team = red_team[red_team["case_id"].isin(SMALL_RED_TEAM)]
+    return HelpCentre(
+        documents, evaluation.reset_index(drop=True), red_team.reset_index(drop=True), facts
+    )
 
 
 DOCUMENTS_TABLE = "help_documents"
@@ -278,17 +311,22 @@ RED_TEAM_TABLE = "help_red_team"
 
 
 def land(
-    table_path: Callable[[str], Path], seed: int = 7, now: datetime | None = None
+    table_path: Callable[[str], Path],
+    seed: int = 7,
+    now: datetime | None = None,
+    size: str = FULL,
 ) -> dict[str, TableInfo]:
     """Land the help centre's three tables as new Delta versions: its documents (which dbt
-    turns into the corpus), its evaluation set and its red-team set."""
-    centre = generate(seed, now)
+    turns into the corpus), its evaluation set and its red-team set (`size`: `generate`)."""
+    centre = generate(seed, now, size)
     frames = {
         DOCUMENTS_TABLE: centre.documents,
         EVALUATION_TABLE: centre.evaluation,
         RED_TEAM_TABLE: centre.red_team,
     }
     return {
-        name: overwrite_table(table_path(name), frame, {"generator": f"help_centre seed {seed}"})
+        name: overwrite_table(
+            table_path(name), frame, {"generator": f"help_centre seed {seed}, {size}"}
+        )
         for name, frame in frames.items()
     }
