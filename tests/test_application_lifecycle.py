@@ -1,41 +1,35 @@
 """The help assistant's whole loop through Dagster on the real platform (MLflow, Delta, dbt,
-MLServer behind Envoy, Prometheus, all on loopback; SmolLM2 generating): land the help centre,
-build the corpus, build and gate v1 and serve it as champion; a prompt change (v2) gated
-against it, served in shadow and canaried to promotion under live questions; a prompt that leaks
-its instructions, blocked at the gate naming the case; and a good prompt served slow, which only
-fails under traffic and is rolled back. One test: the versions build on each other."""
+MLServer behind Envoy, Prometheus, all on loopback; SmolLM2 generating): land the help centre
+(its small evaluation sets: the full ones are the demo's and CI's), build the corpus, build and
+gate v1 and serve it as champion, its answers logged and rated through the front door; a prompt
+change (v2) gated against it, served in shadow and canaried to promotion under live questions
+that callers rate; a prompt that leaks its instructions, blocked at the gate naming the case; a
+good prompt served slow, which only fails under traffic and is rolled back; and the live
+monitoring of ratings and questions. One test: the versions build on each other."""
 
 from __future__ import annotations
 
-import threading
+import io
 import time
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
-from dagster import (
-    AssetSelection,
-    Definitions,
-    SensorResult,
-    SkipReason,
-    build_sensor_context,
-)
+from dagster import AssetSelection, Definitions
 from mlflow import MlflowClient
 
-from shipway.data.help_centre import generate
+from shipway.data.help_centre import SMALL, generate
 from shipway.data.lake import table_info
 from shipway.defs.code_location import code_location
 from shipway.defs.deployment import FAULT_TAG
-from shipway.defs.resources import (
-    MlflowResource,
-    PrometheusResource,
-    ServingResource,
-    ShipwayHomeResource,
-)
+from shipway.demo import Timeline, rate, roll_out_application
+from shipway.models.application import DeclaredApplication
 from shipway.models.catalog import load_applications, load_models
 from shipway.models.tracking import CHAMPION
 from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT
-from shipway.rollout.state import FINISHED, Phase, RolloutStore
+from shipway.rollout.state import Phase, RolloutState
+from shipway.serving.prediction_log import ANSWER_SCHEMA, read_predictions
 from shipway.serving.protocol import question_request
 from tests.conftest import Platform, assets_copy, check_evaluation, materialization
 
@@ -50,18 +44,27 @@ QUESTIONS = [q for q, refuse in zip(
 
 
 @pytest.fixture(scope="module")
-def defs(tmp_path_factory: pytest.TempPathFactory) -> Definitions:
-    """The code location with help_assistant's rollout twice as quick (10 s intervals, two
-    questions an interval), so the test's canary takes a minute, not two."""
+def app(tmp_path_factory: pytest.TempPathFactory) -> DeclaredApplication:
+    """help_assistant's declaration with its rollout twice as quick (10 s intervals, two
+    questions an interval), so the test's canary takes a minute, not two, and its live quality
+    judged on a few ratings."""
     assets = assets_copy(tmp_path_factory.mktemp("quick"))
     path = assets / NAME / "model.yaml"
     text = path.read_text().replace("interval_seconds: 20", "interval_seconds: 10")
-    path.write_text(text.replace("min_requests: 3 ", "min_requests: 2 "))
+    text = text.replace("min_requests: 3 ", "min_requests: 2 ")
+    path.write_text(text.replace("min_ratings: 20", "min_ratings: 5"))
     models = load_models(assets, RAW_EVENTS_CONTRACT)
-    apps = load_applications(assets, taken=[m.name for m in models])
-    assert apps[0].declaration.rollout.interval_seconds == 10
-    assert apps[0].declaration.rollout.min_requests == 2
-    return code_location(models, RAW_EVENTS_CONTRACT, apps)
+    (found,) = load_applications(assets, taken=[m.name for m in models])
+    assert found.declaration.rollout.interval_seconds == 10
+    assert found.declaration.rollout.min_requests == 2
+    assert found.declaration.monitoring.min_ratings == 5
+    return found
+
+
+@pytest.fixture(scope="module")
+def defs(app: DeclaredApplication) -> Definitions:
+    models = load_models(app.folder.parent, RAW_EVENTS_CONTRACT)
+    return code_location(models, RAW_EVENTS_CONTRACT, [app])
 
 
 def _build(
@@ -82,51 +85,27 @@ def _ask(platform: Platform, question: str, acl: str = "public") -> httpx.Respon
     )
 
 
-def _roll_out(defs: Definitions, platform: Platform, limit: float = 300.0) -> str:
-    """Live questions from a thread while the rollout sensor ticks, until the rollout ends."""
-    stack = platform.stack
-    resources = {
-        "prometheus": PrometheusResource(url=stack.prometheus_url),
-        "lake": ShipwayHomeResource(path=str(stack.home.root)),
-        "mlflow": MlflowResource(tracking_uri=stack.mlflow_url),
-        "serving": ServingResource(
-            control_url=stack.control_url, url=stack.serving_url, token=stack.token
-        ),
-    }
-    stop = threading.Event()
+def _roll_out(defs: Definitions, platform: Platform, app: DeclaredApplication) -> RolloutState:
+    """The demo's callers (three, who rate the answers) while the rollout sensor ticks."""
+    timeline = Timeline(io.StringIO())
+    return roll_out_application(
+        defs, platform.instance, platform.stack, app, timeline, QUESTIONS, limit=300.0
+    )
 
-    def traffic() -> None:
-        i = 0
-        while not stop.is_set():
-            _ask(platform, QUESTIONS[i % len(QUESTIONS)])
-            i += 1
 
-    # Three callers: about as many questions as the champion's replica answers.
-    senders = [threading.Thread(target=traffic, daemon=True) for _ in range(3)]
-    for sender in senders:
-        sender.start()
-    store = RolloutStore(stack.home.served.rollouts)
-    sensor = defs.resolve_sensor_def(f"{NAME}_rollout_sensor")
-    deadline = time.monotonic() + limit
-    try:
-        while time.monotonic() < deadline:
-            with build_sensor_context(instance=platform.instance, resources=resources) as ctx:
-                outcome = sensor(ctx)
-            assert isinstance(outcome, SensorResult | SkipReason)
-            state = store.load(NAME)
-            assert state is not None
-            if state.phase in FINISHED:
-                return str(state.phase)
-            time.sleep(2)
-    finally:
-        stop.set()
-        for sender in senders:
-            sender.join(timeout=60)
-    raise AssertionError(f"the rollout did not finish in {limit}s: {store.load(NAME)}")
+def _logged(platform: Platform, request_id: str, wait: float = 30.0) -> pd.DataFrame:
+    """The answer's rows in the prediction log, once the control plane has ingested them."""
+    deadline = time.monotonic() + wait
+    while True:
+        log = read_predictions(platform.home.lake, NAME, schema=ANSWER_SCHEMA)
+        rows = log[log["request_id"] == request_id]
+        if len(rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(1)
 
 
 def test_prompt_changes_are_gated_canaried_promoted_blocked_or_rolled_back(
-    platform: Platform, defs: Definitions
+    platform: Platform, defs: Definitions, app: DeclaredApplication
 ) -> None:
     home = platform.stack.home
     landed = defs.resolve_implicit_global_asset_job_def().execute_in_process(
@@ -134,6 +113,7 @@ def test_prompt_changes_are_gated_canaried_promoted_blocked_or_rolled_back(
         asset_selection=list(
             AssetSelection.groups("help_centre").resolve(defs.resolve_asset_graph())
         ),
+        run_config={"ops": {"help_centre": {"config": {"size": SMALL}}}},
     )
     assert landed.success
     corpus = table_info(home.table("help_corpus"))
@@ -176,6 +156,28 @@ def test_prompt_changes_are_gated_canaried_promoted_blocked_or_rolled_back(
     assert bad.status_code == 400 and "no input named 'question'" in bad.text
     assert _ask(platform, "Hello?", acl="root").status_code == 400
 
+    # Each answer is logged (question redacted by the in-guard, documents, topic, tokens,
+    # verdicts) and rated by its request id through the same front door.
+    asked = _ask(platform, "My card 4111 1111 1111 1111 was stolen, how do I block it?")
+    detail = asked.json()["outputs"][0]["parameters"]["answers"][0]
+    logged = _logged(platform, detail["request_id"])
+    assert len(logged) == 1, "the answer never reached the prediction log"
+    row = logged.iloc[0]
+    assert "4111" not in row["question"] and list(row["pii"]) == ["CREDIT_CARD"]
+    assert row["topic"] == detail["topic"] == "card_blocks" and row["prompt"] == f"{PROMPT}/1"
+    assert row["served"] and row["tokens"] == detail["tokens"] > 0
+    stack = platform.stack
+    assert rate(stack, NAME, detail["request_id"], "up").status_code == 202
+    refused = rate(stack, NAME, detail["request_id"], "5 stars")
+    assert refused.status_code == 400 and "feedback.rating: '5 stars'" in refused.text
+    assert rate(stack, NAME, "never-answered", "up").status_code == 202
+    stranger = httpx.post(
+        f"{stack.serving_url}/v2/models/{NAME}/feedback",
+        json={"request_id": detail["request_id"], "rating": "down"},
+        timeout=30,
+    )
+    assert stranger.status_code == 401, "feedback must not open a side door to the front door"
+
     # The same prompt, corpus and settings again: no new version.
     again = _build(defs, platform)
     assert materialization(again, NAME)["model_version"] == "1"
@@ -189,7 +191,8 @@ def test_prompt_changes_are_gated_canaried_promoted_blocked_or_rolled_back(
     assert "fact_coverage vs champion" in str(gate.metadata["outcomes"].value)
     assert materialization(second, f"{NAME}_deployment")["rollout"] == Phase.SHADOW
     assert client.get_model_version_by_alias(NAME, CHAMPION).version == "1"
-    assert _roll_out(defs, platform) == Phase.PROMOTED
+    promoted = _roll_out(defs, platform, app)
+    assert promoted.phase == Phase.PROMOTED, promoted.reason
     assert client.get_model_version_by_alias(NAME, CHAMPION).version == "2"
     assert client.get_prompt_version_by_alias(PROMPT, CHAMPION).version == 2
     assert _ask(platform, QUESTIONS[0]).json()["model_version"] == "2"
@@ -210,8 +213,20 @@ def test_prompt_changes_are_gated_canaried_promoted_blocked_or_rolled_back(
     slow = {FAULT_TAG: '{"latency_ms": 4000}'}
     fourth = _build(defs, platform, str(CHANGES / "exact_figures"), tags=slow)
     assert check_evaluation(fourth, f"{NAME}_gate").passed
-    assert _roll_out(defs, platform) == Phase.ROLLED_BACK
-    state = RolloutStore(home.served.rollouts).load(NAME)
-    assert state is not None and "latency_p99_ratio" in state.reason
+    state = _roll_out(defs, platform, app)
+    assert state.phase == Phase.ROLLED_BACK and "latency_p99_ratio" in state.reason, state.reason
     assert client.get_model_version_by_alias(NAME, CHAMPION).version == "2"
     assert client.get_prompt_version_by_alias(PROMPT, CHAMPION).version == 2
+
+    # Live monitoring: every answer callers rated (the demo's callers rate an answer up, a
+    # fallback or a refusal down), joined by request id; the questions against the evaluation's.
+    monitored = platform.materialize(defs, f"{NAME}_monitoring")
+    assert monitored.success
+    quality = materialization(monitored, f"{NAME}_live_quality")
+    assert quality["unmatched_ratings"] == 1
+    assert int(str(quality["v2_rated"])) >= 5
+    assert 0.0 <= float(str(quality["v2_thumbs_up_rate"])) <= 1.0
+    assert int(str(quality["v1_rated"])) >= 2, quality
+    drift = materialization(monitored, f"{NAME}_live_drift")
+    assert int(str(drift["v2_questions"])) > 0 and drift["v2_out_of_corpus_rate"] == 0.0
+    assert "card_blocks" in str(drift["report"])

@@ -2,19 +2,27 @@
 `<name>` (a version: prompt in MLflow's Prompt Registry, corpus snapshot, registered version),
 `<name>_gate` (the blocking evaluation and red-team gate), `<name>_deployment` (served by
 MLServer behind Envoy, rolled out by `<name>_rollout_sensor`; the champion alias of the version
-and of its prompt move on promotion). The logic is `shipway.data.help_centre`,
-`shipway.models.application` and `shipway.release.application_gate`.
+and of its prompt move on promotion), and its live monitoring, refreshed by `<name>_monitoring`:
+`<name>_live_quality` (answers joined with callers' ratings) and `<name>_live_drift` (question
+topics and out-of-corpus rate against the evaluation set), each with a warning check. The logic
+is `shipway.data.help_centre`, `shipway.models.application`, `shipway.release.application_gate`
+and `shipway.monitoring.applications`.
 (No `from __future__ import annotations`: Dagster reads these hints.)
 """
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
 
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    AssetsDefinition,
     AssetSpec,
     Config,
     Definitions,
@@ -26,17 +34,38 @@ from dagster import (
     multi_asset,
 )
 
-from shipway.data.help_centre import DOCUMENTS_TABLE, EVALUATION_TABLE, RED_TEAM_TABLE, land
+from shipway.data.help_centre import (
+    DOCUMENTS_TABLE,
+    EVALUATION_TABLE,
+    RED_TEAM_TABLE,
+    land,
+)
 from shipway.defs.dbt import help_centre_models
 from shipway.defs.deployment import FAULT_TAG, injected_fault
 from shipway.defs.resources import MlflowResource, ServingResource, ShipwayHomeResource
 from shipway.defs.rollout import rollout_sensor
 from shipway.defs.versions import version_for
 from shipway.models.application import DeclaredApplication, build_version
+from shipway.monitoring.applications import (
+    drift_markdown,
+    question_drift,
+    refresh_application_quality,
+)
 from shipway.release.application_gate import application_gate, set_champion
 from shipway.rollout.application import deploy_application
+from shipway.serving.prediction_log import feedback_table, table_name
 
 HELP_CENTRE_GROUP = "help_centre"
+THUMBS_UP_CHECK = "thumbs_up_rate"
+QUESTION_DRIFT_CHECK = "question_drift"
+
+
+class HelpCentreConfig(Config):
+    """`small` lands fewer cases of each set (twelve fact questions, a refusal, an attack of
+    each kind: `shipway.data.help_centre.SMALL_EVALUATION`): what the default test run gates
+    on, in about half the time."""
+
+    size: Literal["full", "small"] = "full"
 
 
 def help_centre_definitions() -> Definitions:
@@ -66,9 +95,9 @@ def help_centre_definitions() -> Definitions:
         ],
     )
     def help_centre(
-        context: AssetExecutionContext, lake: ShipwayHomeResource
+        context: AssetExecutionContext, config: HelpCentreConfig, lake: ShipwayHomeResource
     ) -> Iterator[MaterializeResult]:
-        landed = land(lake.home.table)
+        landed = land(lake.home.table, size=config.size)
         for table, info in landed.items():
             context.log.info(
                 "landed %s: Delta version %d, %d rows", table, info.version, info.row_count
@@ -199,9 +228,92 @@ def application_definitions(app: DeclaredApplication) -> Definitions:
         selection=[AssetKey(name), AssetKey(d.deployment)],
         description=f"Build {name} from its declaration, gate it, and serve it when it passes",
     )
+    quality, drift = _monitoring_assets(app)
+    monitoring = define_asset_job(
+        f"{name}_monitoring",
+        selection=[quality.key, drift.key],
+        description=f"Recompute {name}'s live quality (answers and callers' ratings) and the "
+        "drift of its questions",
+    )
     return Definitions(
-        assets=[version, deployment],
+        assets=[version, deployment, quality, drift],
         asset_checks=[gate],
-        jobs=[job],
+        jobs=[job, monitoring],
         sensors=[rollout_sensor(d, AssetKey(d.deployment), promote)],
     )
+
+
+def _monitoring_assets(app: DeclaredApplication) -> tuple[AssetsDefinition, AssetsDefinition]:
+    d = app.declaration
+    name, policy = d.name, d.monitoring
+    where = f"Policy: `monitoring` in {app.folder / 'model.yaml'}"
+
+    @asset(
+        name=d.live_quality,
+        group_name=name,
+        kinds={"delta", "prometheus"},
+        deps=[AssetKey(d.deployment)],
+        check_specs=[AssetCheckSpec(THUMBS_UP_CHECK, asset=d.live_quality)],
+        description=f"Live quality of every served {name} version: its answers "
+        f"({table_name(name)}) joined with callers' ratings ({feedback_table(name)}, from "
+        f"POST /v2/models/{name}/feedback) over {policy.window_days} days; the thumbs-up rate "
+        f"judged on at least {policy.min_ratings} ratings. Exported to Prometheus. {where}",
+    )
+    def live_quality(
+        context: AssetExecutionContext, lake: ShipwayHomeResource
+    ) -> Iterator[MaterializeResult | AssetCheckResult]:
+        found = refresh_application_quality(lake.home, app, datetime.now(UTC))
+        context.log.info(
+            "%s: %d ratings, %d naming no logged answer", name, found.ratings, found.unmatched
+        )
+        metadata: dict[str, Any] = {
+            "ratings": found.ratings,
+            "unmatched_ratings": found.unmatched,
+            "report": MetadataValue.md(found.report.markdown()),
+        }
+        for q in found.report.window:
+            metadata[f"v{q.version}_answers"] = q.predictions
+            metadata[f"v{q.version}_rated"] = q.labelled
+            for metric, value in q.metrics.items():
+                metadata[f"v{q.version}_{metric}"] = value
+        yield MaterializeResult(metadata=metadata)
+        yield AssetCheckResult(
+            check_name=THUMBS_UP_CHECK,
+            passed=not found.breaches,
+            severity=AssetCheckSeverity.WARN,
+            description="; ".join(found.breaches) or "every judged version within policy",
+        )
+
+    @asset(
+        name=d.live_drift,
+        group_name=name,
+        kinds={"delta"},
+        deps=[AssetKey(d.deployment), AssetKey(d.evaluation.questions)],
+        check_specs=[AssetCheckSpec(QUESTION_DRIFT_CHECK, asset=d.live_drift)],
+        description=f"Each served {name} version's questions over {policy.window_days} days "
+        f"against its evaluation set ({d.evaluation.questions}): the topics retrieved (PSI, "
+        f"chi²) and the out-of-corpus rate, judged on at least {policy.min_questions} "
+        f"questions. {where}",
+    )
+    def live_drift(
+        context: AssetExecutionContext, lake: ShipwayHomeResource
+    ) -> Iterator[MaterializeResult | AssetCheckResult]:
+        drifts = question_drift(lake.home, app, datetime.now(UTC))
+        breaches = [b for t in drifts for b in t.breaches]
+        for line in breaches:
+            context.log.warning(line)
+        metadata: dict[str, Any] = {"report": MetadataValue.md(drift_markdown(drifts))}
+        for t in drifts:
+            metadata[f"v{t.version}_questions"] = t.questions
+            metadata[f"v{t.version}_out_of_corpus_rate"] = t.out_of_corpus_rate
+            if t.psi is not None:
+                metadata[f"v{t.version}_topic_psi"] = t.psi
+        yield MaterializeResult(metadata=metadata)
+        yield AssetCheckResult(
+            check_name=QUESTION_DRIFT_CHECK,
+            passed=not breaches,
+            severity=AssetCheckSeverity.WARN,
+            description="; ".join(breaches) or "every judged version's questions as evaluated",
+        )
+
+    return live_quality, live_drift

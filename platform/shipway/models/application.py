@@ -123,6 +123,22 @@ APPLICATION_ROLLOUT = RolloutPolicy(
 )
 
 
+class ApplicationMonitoring(_Strict):
+    """Live monitoring from the prediction log and callers' feedback
+    (`shipway.monitoring.applications`)."""
+
+    window_days: int = Field(default=7, ge=1, le=90)
+    min_ratings: int = Field(default=20, ge=1)
+    """A version's thumbs-up rate is judged on at least this many rated answers."""
+    min_thumbs_up_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    min_questions: int = Field(default=50, ge=1)
+    """Question drift is judged on at least this many questions of a version."""
+    max_topic_psi: float = Field(default=0.25, gt=0.0)
+    topic_p_value: float = Field(default=0.01, gt=0.0, lt=1.0)
+    max_out_of_corpus_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    prediction_log_retention_days: int = Field(default=30, ge=1)
+
+
 class ApplicationRelease(_Strict):
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
     bootstrap_samples: int = Field(default=1000, ge=100)
@@ -144,6 +160,7 @@ class ApplicationDeclaration(_Strict):
     release: ApplicationRelease = ApplicationRelease()
     serving: ApplicationServing = ApplicationServing()
     rollout: RolloutPolicy = APPLICATION_ROLLOUT
+    monitoring: ApplicationMonitoring = ApplicationMonitoring()
 
     @field_validator("rollout")
     @classmethod
@@ -197,6 +214,14 @@ class ApplicationDeclaration(_Strict):
     @property
     def rollout_sensor(self) -> str:
         return f"{self.name}_rollout_sensor"
+
+    @property
+    def live_quality(self) -> str:
+        return f"{self.name}_live_quality"
+
+    @property
+    def live_drift(self) -> str:
+        return f"{self.name}_live_drift"
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from shipway.serving.retrieval import Retrieved, Retriever, check_acl
 
 INSTRUCTIONS = "{{instructions}}"
 CITATION = re.compile(r"\[([a-z0-9][a-z0-9-]*)\]")
+OUT_OF_CORPUS, BLOCKED = "out_of_corpus", "blocked"
 # Where a question or an answer may be long, what the log and the evaluation keep of it.
 MAX_QUESTION_CHARS = 2000
 
@@ -113,10 +114,48 @@ class Answer:
     llama.cpp computes on the calling thread); for a remote generator its wall time is added."""
     pii_in: list[str] = field(default_factory=list)
     pii_out: list[str] = field(default_factory=list)
+    topic: str = ""
+    """The best retrieved document's topic; empty where nothing was retrieved."""
 
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+def topic_of(answer: Answer) -> str:
+    """What the question was about: the best retrieved document's topic, `OUT_OF_CORPUS`
+    where none scored enough, `BLOCKED` for a question refused as an injection."""
+    if answer.guard_in == guards.IN_INJECTION:
+        return BLOCKED
+    return answer.topic or OUT_OF_CORPUS
+
+
+def answer_record(
+    answer: Answer, request_id: str, at: float, served: bool, prompt: str
+) -> dict[str, Any]:
+    """An answer as the prediction log keeps it: the question as the in-guard left it (an
+    injection's is redacted here, as an honest question's was)."""
+    question = answer.question
+    if answer.guard_in == guards.IN_INJECTION:
+        question = guards.redact(question)[0]
+    return {
+        "request_id": request_id,
+        "at": at,
+        "served": served,
+        "question": question,
+        "acl": answer.acl,
+        "prompt": prompt,
+        "retrieved": answer.retrieved,
+        "top_score": answer.scores[0] if answer.scores else None,
+        "topic": topic_of(answer),
+        "tokens": answer.tokens,
+        "guard_in": answer.guard_in,
+        "guard_out": answer.guard_out,
+        "pii": answer.pii_in,
+        "refused": answer.refused,
+        "fell_back": answer.fell_back,
+        "seconds": answer.seconds,
+    }
 
 
 def write_version(folder: Path, settings: ApplicationSettings, corpus: pd.DataFrame) -> Path:
@@ -242,5 +281,5 @@ class Application:
             citations=CITATION.findall(text), guard_in=checked.verdict, guard_out=out.verdict,
             refused=False, fell_back=fell_back, prompt_tokens=generation.prompt_tokens,
             completion_tokens=generation.completion_tokens, seconds=seconds,
-            cpu_seconds=cpu_seconds, pii_in=checked.pii, pii_out=out.pii,
+            cpu_seconds=cpu_seconds, pii_in=checked.pii, pii_out=out.pii, topic=documents[0].topic,
         )  # fmt: skip

@@ -10,6 +10,8 @@ dropping a connection. What the routes do:
   names one; a numeric `x-shipway-sticky-key` (e.g. a hash of the customer id) picks the same
   version for the same key at the same weights (A/B);
 - shadow: infer requests are mirrored to the shadow version, whose answers Envoy discards;
+- `/v2/models/<model>/feedback` (an LLM application's ratings): to the version with the most
+  weight, through its pinned cluster, so ratings never count in a rollout's requests or latency;
 - within a version, each request goes to the replica with fewer requests in flight (of two
   picked at random: Envoy's least-request balancer), and one refused or reset is retried on
   another replica;
@@ -526,13 +528,13 @@ _RETRY = {
 def _model_routes(route: Route) -> list[dict[str, Any]]:
     prefix = f"/v2/models/{route.model}"
     routes: list[dict[str, Any]] = []
+    pinned = {"request_headers_to_add": [_header(PINNED_HEADER, "1")]}
     for version in route.ports:
         target = {
             "cluster": cluster_name(route.model, version, pinned=True),
             "retry_policy": _RETRY,
             **_HOST,
         }
-        pinned = {"request_headers_to_add": [_header(PINNED_HEADER, "1")]}
         routes.append(
             {"match": {"prefix": f"{prefix}/versions/{version}/"}, "route": target, **pinned}
         )
@@ -560,6 +562,20 @@ def _model_routes(route: Route) -> list[dict[str, Any]]:
             }
             for m in matches
         ]
+    # A caller's rating of an answer is joined to it by request id, so any version may take
+    # it: the heaviest one's pinned cluster, where it never counts as the rollout's traffic.
+    heaviest = max(live, key=lambda v: (live[v], v))
+    routes.append(
+        {
+            "match": {"path": f"{prefix}/feedback"},
+            "route": {
+                "cluster": cluster_name(route.model, heaviest, pinned=True),
+                "retry_policy": _RETRY,
+                **_HOST,
+            },
+            **pinned,
+        }
+    )
     chosen = {"request_headers_to_add": [_header(PINNED_HEADER, "0")]}
     weighted: dict[str, Any] = {
         "weighted_clusters": {

@@ -4,38 +4,62 @@ Protocol, guard in → retrieve (with the caller's ACL) → generate → guard o
 
 A request carries the questions as a BYTES input `question` ([n]) and the caller's ACL as the
 request parameter `acl` (default `public`); the answer is the BYTES output `answer`, with each
-answer's retrieved documents, prompt version, tokens and guard verdicts in the output's
-parameters. A bad request (no `question`, an empty one, an unknown ACL) is a 400 naming it.
-Generation runs in a worker thread (llama.cpp releases the GIL), one at a time per replica.
+answer's request id, retrieved documents, topic, prompt version, tokens and guard verdicts in
+the output's parameters. A bad request (no `question`, an empty one, an unknown ACL) is a 400
+naming it. Generation runs in a worker thread (llama.cpp releases the GIL), one at a time per
+replica.
+
+Every answer goes to the prediction log (`shipway.serving.prediction_log.ANSWER_SCHEMA`, through
+the spool): prompt version, the question as the in-guard left it, retrieved documents and best
+score, topic (or `out_of_corpus`, `blocked`), tokens, guard verdicts, latency. A caller rates
+an answer with `POST /v2/models/<model>/feedback` (`{"request_id", "rating": "up"|"down"}`,
+`shipway.serving.protocol.parse_feedback`): answered 202 and spooled to `<model>_feedback`,
+the application's delayed labels; a bad body is a 400 naming the field. Which version's server
+takes a rating does not matter: it is joined to its answer by request id.
 
 Metrics, per model and version, for the rollout's analysis and the dashboards:
 `shipway_answers_total`, `shipway_answer_tokens_total`, `shipway_guard_blocks_total` (by
-`stage`: `in` for a refused injection, `out` for a withheld answer) and
-`shipway_answer_fallbacks_total`. An injected fault (`parameters.extra.fault`: error ratio,
-added latency) makes a bad challenger, as for a model.
+`stage`: `in` for a refused injection, `out` for a withheld answer),
+`shipway_answer_fallbacks_total`, `shipway_answer_topics_total` (by `topic`) and
+`shipway_answer_feedback_total` (by `rating`). An injected fault (`parameters.extra.fault`:
+error ratio, added latency) makes a bad challenger, as for a model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import time
+import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from fastapi import Request
+from fastapi.responses import JSONResponse
 from mlserver import MLModel
 from mlserver.errors import InferenceError, MLServerError
+from mlserver.handlers import custom_handler
 from mlserver.types import InferenceRequest, InferenceResponse, Parameters, ResponseOutput
 from mlserver.utils import get_model_uri
 from prometheus_client import REGISTRY
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from shipway.errors import BadRequest
 from shipway.serving import guards
-from shipway.serving.assistant import Answer, Application
+from shipway.serving.assistant import Answer, Application, answer_record, topic_of
 from shipway.serving.bundle import ANSWER_OUTPUT, QUESTION_INPUT
-from shipway.serving.protocol import FAULT_MESSAGE, InjectedFault
+from shipway.serving.prediction_spool import (
+    ANSWERS,
+    FEEDBACK,
+    SPOOL_ENV,
+    RecordSpool,
+    spool_metrics,
+)
+from shipway.serving.protocol import FAULT_MESSAGE, InjectedFault, mirrored, parse_feedback
 
 DEFAULT_ACL = "public"
 MAX_QUESTIONS = 16
@@ -49,6 +73,9 @@ class _Counts(Collector):
         self.tokens = 0
         self.blocked = {"in": 0, "out": 0}
         self.fallbacks = 0
+        self.topics: Counter[str] = Counter()
+        self.ratings: Counter[str] = Counter()
+        self.spools: list[RecordSpool] = []
 
     def add(self, answer: Answer) -> None:
         with self.lock:
@@ -57,8 +84,13 @@ class _Counts(Collector):
             self.blocked["in"] += answer.guard_in == guards.IN_INJECTION
             self.blocked["out"] += answer.guard_out in (guards.OUT_LEAK, guards.OUT_UNSAFE)
             self.fallbacks += answer.fell_back
+            self.topics[topic_of(answer)] += 1
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
+    def rated(self, rating: str) -> None:
+        with self.lock:
+            self.ratings[rating] += 1
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         names = ["model", "version"]
         with self.lock:
             answers = CounterMetricFamily("shipway_answers", "Questions answered", labels=names)
@@ -80,7 +112,24 @@ class _Counts(Collector):
                 labels=names,
             )
             fallbacks.add_metric(self.labels, float(self.fallbacks))
-        yield from (answers, tokens, blocks, fallbacks)
+            topics = CounterMetricFamily(
+                "shipway_answer_topics",
+                "Questions by the topic of the best document retrieved (out_of_corpus: none "
+                "scored enough; blocked: refused as an injection)",
+                labels=[*names, "topic"],
+            )
+            for topic, count in sorted(self.topics.items()):
+                topics.add_metric([*self.labels, topic], float(count))
+            ratings = CounterMetricFamily(
+                "shipway_answer_feedback",
+                "Callers' ratings of answers, by the version whose server took them",
+                labels=[*names, "rating"],
+            )
+            for rating, count in sorted(self.ratings.items()):
+                ratings.add_metric([*self.labels, rating], float(count))
+        yield from (answers, tokens, blocks, fallbacks, topics, ratings)
+        for spool in self.spools:
+            yield from spool_metrics(spool, self.labels)
 
 
 def parse_questions(payload: InferenceRequest) -> tuple[list[str], str]:
@@ -112,12 +161,37 @@ class ShipwayApplication(MLModel):
         extra: dict[str, Any] = self.settings.parameters.extra or {}
         self._fault = InjectedFault(extra)
         self._counts = _Counts(self.name, str(self.version))
+        spool = os.environ.get(SPOOL_ENV)
+        if spool:
+            self._counts.spools = [
+                RecordSpool(Path(spool), self.name, str(self.version), kind)
+                for kind in (ANSWERS, FEEDBACK)
+            ]
         REGISTRY.register(self._counts)
         return True
 
     async def unload(self) -> bool:
         REGISTRY.unregister(self._counts)
+        for spool in self._counts.spools:
+            spool.close()
         return True
+
+    @custom_handler(rest_path="/v2/models/{model_name}/feedback")
+    async def feedback(self, request: Request) -> JSONResponse:
+        """A caller's rating of an answer, by its request id: spooled for the feedback log."""
+        if request.path_params.get("model_name") != self.name:
+            return JSONResponse(
+                {"error": f"no model {request.path_params.get('model_name')!r}"}, 404
+            )
+        try:
+            request_id, rating = parse_feedback(await request.body())
+        except BadRequest as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        self._counts.rated(rating)
+        for spool in self._counts.spools:
+            if spool.kind == FEEDBACK:
+                spool.add({"request_id": request_id, "at": time.time(), "rating": rating})
+        return JSONResponse({"request_id": request_id, "rating": rating}, 202)
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         try:
@@ -129,14 +203,24 @@ class ShipwayApplication(MLModel):
             raise InferenceError(str(exc)) from None
         if await self._fault.strikes():
             raise MLServerError(FAULT_MESSAGE, 500)
-        for answer in answers:
-            self._counts.add(answer)
         settings = self._app.settings
+        prompt = f"{settings.prompt_name}/{settings.prompt_version}"
+        headers = (payload.parameters.headers if payload.parameters else None) or {}
+        given = payload.id or headers.get("x-request-id") or uuid.uuid4().hex
+        ids = [given] if len(answers) == 1 else [f"{given}.{i}" for i in range(len(answers))]
+        served, at = not mirrored(str(headers.get("host", ""))), time.time()
+        for answer, request_id in zip(answers, ids, strict=True):
+            self._counts.add(answer)
+            for spool in self._counts.spools:
+                if spool.kind == ANSWERS:
+                    spool.add(answer_record(answer, request_id, at, served, prompt))
         details = [
             {
+                "request_id": request_id,
+                "topic": topic_of(a),
                 "retrieved": a.retrieved,
                 "citations": a.citations,
-                "prompt": f"{settings.prompt_name}/{settings.prompt_version}",
+                "prompt": prompt,
                 "tokens": a.tokens,
                 "guard_in": a.guard_in,
                 "guard_out": a.guard_out,
@@ -144,7 +228,7 @@ class ShipwayApplication(MLModel):
                 "fell_back": a.fell_back,
                 "seconds": round(a.seconds, 4),
             }
-            for a in answers
+            for a, request_id in zip(answers, ids, strict=True)
         ]
         output = ResponseOutput(
             name=ANSWER_OUTPUT,

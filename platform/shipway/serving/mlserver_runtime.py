@@ -71,6 +71,7 @@ from shipway.serving.protocol import (
     SCORE_BUCKETS,
     InjectedFault,
     ignores_extra_inputs,
+    mirrored,
     parse_infer_request,
     parse_row_keys,
     wants_contributions,
@@ -259,12 +260,6 @@ def _attribution_families(
     yield from (share, change, drifted, samples)
 
 
-def _mirrored(host: str) -> bool:
-    """Envoy marks a mirrored request by its host: `shipway-shadow` (every model route sends
-    the Host `shipway`, whatever the caller sent, so only a mirror says `-shadow`)."""
-    return host.rsplit(":", 1)[0].endswith("-shadow")
-
-
 class ShipwayModel(MLModel):
     """`implementation` of every Shipway bundle's `model-settings.json`."""
 
@@ -329,7 +324,7 @@ class ShipwayModel(MLModel):
                 Scored(
                     request_id=payload.id or headers.get("x-request-id") or uuid.uuid4().hex,
                     at=time.time(),
-                    served=not _mirrored(str(headers.get("host", ""))),
+                    served=not mirrored(str(headers.get("host", ""))),
                     rows=rows,
                     scores=scores,
                     row_keys=row_keys,

@@ -5,11 +5,13 @@ Columns: `request_id`, `model`, `version`, `served` (false: a mirrored shadow re
 `rollout` (where the version stood when its rows were logged, e.g. `canary: v2 at 10%`,
 `shadow: v2 mirrored`; empty outside a rollout), `at` (UTC), `day`, `row_key` (which
 prediction point: `DeclaredModel.prediction_keys`), `features` and `vector` (the exact
-feature vector scored), `score`, and `batch` (the spool file it came from).
+feature vector scored), `score`, and `batch` (the spool file it came from). An LLM application's
+log has one row per answer instead (`ANSWER_SCHEMA`), and its callers' ratings land in
+`<model>_feedback` (`FEEDBACK_SCHEMA`).
 
 `ingest` moves the model servers' spool files (`shipway.serving.prediction_spool`) into the
 tables: under a per-model lock, each file is claimed by renaming it, every claimed file is
-appended in one commit, and only then deleted. A file left claimed by a pass that died is
+appended in one commit per table, and only then deleted. A file left claimed by a pass that died is
 appended again only if its batch is not in the table yet, so a crash anywhere neither loses a
 committed row nor writes one twice.
 """
@@ -29,7 +31,13 @@ from deltalake import DeltaTable, write_deltalake
 
 from shipway.data.lake import table_exists
 from shipway.files import locked
-from shipway.serving.prediction_spool import SUFFIX, read_spool_file
+from shipway.serving.prediction_spool import (
+    ANSWERS,
+    FEEDBACK,
+    SCORES,
+    SUFFIX,
+    read_spool_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,30 +61,99 @@ SCHEMA = pa.schema(
 )
 
 
+# An LLM application's prediction log: one row per answer, with what the release gate judges
+# (`shipway.serving.assistant.answer_record`).
+ANSWER_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("model", pa.string()),
+        ("version", pa.string()),
+        ("served", pa.bool_()),
+        ("rollout", pa.string()),
+        ("at", pa.timestamp("us", tz="UTC")),
+        ("day", pa.string()),
+        ("question", pa.string()),
+        ("acl", pa.string()),
+        ("prompt", pa.string()),
+        ("retrieved", pa.list_(pa.string())),
+        ("top_score", pa.float64()),
+        ("topic", pa.string()),
+        ("tokens", pa.int64()),
+        ("guard_in", pa.string()),
+        ("guard_out", pa.string()),
+        ("pii", pa.list_(pa.string())),
+        ("refused", pa.bool_()),
+        ("fell_back", pa.bool_()),
+        ("seconds", pa.float64()),
+        ("batch", pa.string()),
+    ]
+)
+# Callers' ratings of answers (`<model>_feedback`): the application's delayed labels.
+FEEDBACK_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("model", pa.string()),
+        ("rating", pa.string()),
+        ("at", pa.timestamp("us", tz="UTC")),
+        ("day", pa.string()),
+        ("batch", pa.string()),
+    ]
+)
+
+
 def table_name(model: str) -> str:
     return f"{model}_predictions"
 
 
-def _frame(path: Path, batch: str, rollout: str) -> pa.Table:
+def feedback_table(model: str) -> str:
+    return f"{model}_feedback"
+
+
+def _stamps(at: list[float]) -> pd.Series:
+    return pd.to_datetime(pd.Series(at, dtype=float), unit="s", utc=True).dt.floor("us")
+
+
+def _frame(path: Path, batch: str, rollout: str) -> tuple[str, pa.Table]:
+    """A spool file's rows, and the table they go to."""
     spool = read_spool_file(path)
-    n = len(spool["score"])
-    at = pd.to_datetime(pd.Series(spool["at"], dtype=float), unit="s", utc=True).dt.floor("us")
-    return pa.table(
-        {
-            "request_id": spool["request_id"],
-            "model": [spool["model"]] * n,
-            "version": [spool["version"]] * n,
-            "served": spool["served"],
-            "rollout": [rollout] * n,
-            "at": at,
-            "day": at.dt.strftime("%Y-%m-%d"),
-            "row_key": spool["row_key"],
-            "features": [spool["features"]] * n,
-            "vector": spool["vector"],
-            "score": spool["score"],
-            "batch": [batch] * n,
-        },
-        schema=SCHEMA,
+    model, kind = spool["model"], spool.get("kind", SCORES)
+    if kind == SCORES:
+        n = len(spool["score"])
+        at = _stamps(spool["at"])
+        return table_name(model), pa.table(
+            {
+                "request_id": spool["request_id"],
+                "model": [model] * n,
+                "version": [spool["version"]] * n,
+                "served": spool["served"],
+                "rollout": [rollout] * n,
+                "at": at,
+                "day": at.dt.strftime("%Y-%m-%d"),
+                "row_key": spool["row_key"],
+                "features": [spool["features"]] * n,
+                "vector": spool["vector"],
+                "score": spool["score"],
+                "batch": [batch] * n,
+            },
+            schema=SCHEMA,
+        )
+    if kind not in (ANSWERS, FEEDBACK):
+        raise ValueError(f"kind {kind!r}: expected {SCORES}, {ANSWERS} or {FEEDBACK}")
+    schema = ANSWER_SCHEMA if kind == ANSWERS else FEEDBACK_SCHEMA
+    table = table_name(model) if kind == ANSWERS else feedback_table(model)
+    n = len(spool["request_id"])
+    at = _stamps(spool["at"])
+    given = {
+        "model": [model] * n,
+        "version": [spool["version"]] * n,
+        "rollout": [rollout] * n,
+        "at": at,
+        "day": at.dt.strftime("%Y-%m-%d"),
+        "batch": [batch] * n,
+    }
+    return table, pa.table(
+        {f.name: given[f.name] if f.name in given else spool[f.name] for f in schema},
+        schema=schema,
     )
 
 
@@ -94,7 +171,8 @@ def _committed_batches(path: Path, batches: list[str]) -> set[str]:
 def ingest(
     spool_root: Path, lake: Path, rollout_of: Callable[[str, str], str] = lambda m, v: ""
 ) -> dict[str, int]:
-    """Move every spooled file into its model's table; rows written per model.
+    """Move every spooled file into its model's table (an application's feedback into its
+    feedback table, in a commit of its own); prediction log rows written per model.
     `rollout_of(model, version)` says where the version stands in a rollout now."""
     written: dict[str, int] = {}
     if not spool_root.exists():
@@ -109,21 +187,12 @@ def ingest(
                 with contextlib.suppress(FileNotFoundError):
                     path.rename(target)
                     claimed.append(target)
-            table = lake / table_name(model)
-            done = _committed_batches(table, [_batch(p) for p in leftover])
-            for path in leftover:
-                if _batch(path) in done:
-                    log.info("%s: batch %s was committed before; not written again", model, path)
-                    path.unlink()
-            pending = [p for p in [*leftover, *claimed] if p.exists()]
-            if not pending:
-                continue
-            parts, taken = [], []
-            for path in pending:
+            parts: dict[str, list[pa.Table]] = {}
+            taken: dict[str, list[Path]] = {}
+            for path in [*leftover, *claimed]:
                 version = path.name.split("-", 1)[0]
                 try:
-                    parts.append(_frame(path, _batch(path), rollout_of(model, version)))
-                    taken.append(path)
+                    table, rows = _frame(path, _batch(path), rollout_of(model, version))
                 except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:
                     # Kept, never deleted, and out of the way of the files after it.
                     aside = path.with_name(_batch(path) + REJECTED)
@@ -131,13 +200,24 @@ def ingest(
                     log.error(
                         "%s: spool file %s is unreadable (%s); kept as %s", model, path, exc, aside
                     )
-            if not parts:
-                continue
-            rows = pa.concat_tables(parts)
-            write_deltalake(str(table), rows, mode="append", partition_by=["day"])
-            for path in taken:
-                path.unlink()
-            written[model] = rows.num_rows
+                    continue
+                if path in leftover and _batch(path) in _committed_batches(
+                    lake / table, [_batch(path)]
+                ):
+                    log.info("%s: batch %s was committed before; not written again", model, path)
+                    path.unlink()
+                    continue
+                parts.setdefault(table, []).append(rows)
+                taken.setdefault(table, []).append(path)
+            for table, tables in parts.items():
+                rows = pa.concat_tables(tables)
+                write_deltalake(str(lake / table), rows, mode="append", partition_by=["day"])
+                for path in taken[table]:
+                    path.unlink()
+                if table == table_name(model):
+                    written[model] = rows.num_rows
+                else:
+                    log.info("%s: %d rows written to %s", model, rows.num_rows, table)
     return written
 
 
@@ -145,11 +225,18 @@ def _batch(path: Path) -> str:
     return path.name.removesuffix(CLAIMED).removesuffix(SUFFIX)
 
 
-def read_predictions(lake: Path, model: str, since: datetime | None = None) -> pd.DataFrame:
-    """The model's logged rows (all, or from `since` on), oldest first."""
-    path = lake / table_name(model)
+def read_predictions(
+    lake: Path,
+    model: str,
+    since: datetime | None = None,
+    table: str = "",
+    schema: pa.Schema = SCHEMA,
+) -> pd.DataFrame:
+    """The model's logged rows (all, or from `since` on), oldest first; `table` and `schema`:
+    an application's (`ANSWER_SCHEMA`) or its feedback (`feedback_table`, `FEEDBACK_SCHEMA`)."""
+    path = lake / (table or table_name(model))
     if not table_exists(path):
-        return SCHEMA.empty_table().to_pandas()
+        return schema.empty_table().to_pandas()
     dataset = DeltaTable(str(path)).to_pyarrow_dataset()
     predicate = None
     if since is not None:

@@ -1,4 +1,5 @@
-"""The prediction spool: scored rows on their way from a model server to the prediction log.
+"""The prediction spool: scored rows on their way from a model server to the prediction log
+(and an LLM application's answers and feedback, `RecordSpool`: the same way to their logs).
 
 A request only appends its rows to an in-memory queue. A thread writes what has queued to one
 file every `flush_seconds` (or sooner past `flush_rows`), written whole under a temporary name
@@ -28,7 +29,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -38,11 +39,14 @@ from shipway.files import write_atomic
 log = logging.getLogger(__name__)
 SPOOL_ENV = "SHIPWAY_PREDICTION_SPOOL"
 SUFFIX = ".json"
+# What a spool file holds: a model's scored rows, an application's answers, or its feedback.
+SCORES, ANSWERS, FEEDBACK = "scores", "answers", "feedback"
 # Queued requests kept while the disk does not take them; past this the oldest are dropped
 # (and counted) rather than growing the server's memory.
 MAX_QUEUED = 100_000
 # Every spool of this process, for `close_all` when the model server stops.
-_OPEN: weakref.WeakSet[PredictionSpool] = weakref.WeakSet()
+_OPEN: weakref.WeakSet[Spool[Any]] = weakref.WeakSet()
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,21 +60,25 @@ class Scored:
     row_keys: list[str] | None
 
 
-class PredictionSpool:
+class Spool(Generic[T]):
+    """A queue of items written to spool files by a thread; `size` and `columns` say how many
+    log rows an item is and how a file holds them, `kind` which log its files go to."""
+
+    kind = ""
+
     def __init__(
         self,
         folder: Path,
         model: str,
         version: str,
-        features: list[str],
         flush_seconds: float = 0.5,
-        flush_rows: int = 5000,
+        flush_rows: float = 5000,
     ) -> None:
         self.folder = folder / model
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.model, self.version, self.features = model, version, features
+        self.model, self.version = model, version
         self.flush_seconds, self.flush_rows = flush_seconds, flush_rows
-        self.queue: deque[Scored] = deque()
+        self.queue: deque[T] = deque()
         self.queued_rows = 0
         self.written_rows = 0
         self.dropped_rows = 0
@@ -84,12 +92,21 @@ class PredictionSpool:
         self._thread.start()
         _OPEN.add(self)
 
-    def add(self, scored: Scored) -> None:
+    def size(self, item: T) -> int:
+        raise NotImplementedError
+
+    def columns(self, taken: list[T]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def count(self, items: Iterable[T]) -> int:
+        return sum(self.size(item) for item in items)
+
+    def add(self, item: T) -> None:
         """Called on the request path: an append, nothing more."""
         if len(self.queue) >= MAX_QUEUED:
-            self.dropped_rows += len(self.queue.popleft().scores)
-        self.queue.append(scored)
-        self.queued_rows += len(scored.scores)
+            self.dropped_rows += self.size(self.queue.popleft())
+        self.queue.append(item)
+        self.queued_rows += self.size(item)
         if self.queued_rows >= self.flush_rows:
             self._wake.set()
 
@@ -104,17 +121,23 @@ class PredictionSpool:
         """Write what has queued to one spool file; None when nothing had, or when the write
         failed (its rows are queued again, first, and counted in `write_errors`)."""
         with self._flushing:
-            taken: list[Scored] = []
+            taken: list[T] = []
             while self.queue:
                 taken.append(self.queue.popleft())
             self.queued_rows = 0
             if not taken:
                 return None
-            rows = _rows(taken)
-            name = f"{self.version}-{time.time_ns()}-{os.getpid()}-{next(self._sequence)}"
+            rows = self.count(taken)
+            name = (
+                f"{self.version}-{time.time_ns()}-{os.getpid()}-{self.kind}{next(self._sequence)}"
+            )
             try:  # write_atomic makes the folder again if it is gone
                 path = write_atomic(
-                    self.folder / f"{name}{SUFFIX}", json.dumps(_columns(self, taken))
+                    self.folder / f"{name}{SUFFIX}",
+                    json.dumps(
+                        {"kind": self.kind, "model": self.model, "version": self.version}
+                        | self.columns(taken)
+                    ),
                 )
             except Exception as exc:
                 self.write_errors += 1
@@ -144,7 +167,7 @@ class PredictionSpool:
             self._thread.join(timeout=10)
         self.flush()
         if self.queue:
-            left = _rows(self.queue)
+            left = self.count(self.queue)
             self.queue.clear()
             self.dropped_rows += left
             log.error(
@@ -163,7 +186,7 @@ atexit.register(close_all)
 
 
 def spool_metrics(
-    spool: PredictionSpool, labels: list[str]
+    spool: Spool[Any], labels: list[str]
 ) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
     """The prediction spool's health: a dropped row is a row the prediction log never gets."""
     names = ["model", "version"]
@@ -185,40 +208,62 @@ def spool_metrics(
         "Scored rows waiting to be written to the spool",
         labels=names,
     )
-    queued.add_metric(labels, _rows(list(spool.queue)))
+    queued.add_metric(labels, spool.count(list(spool.queue)))
     yield dropped
     yield errors
     yield queued
 
 
-def _rows(scored: Iterable[Scored]) -> int:
-    return sum(len(s.scores) for s in scored)
+class PredictionSpool(Spool[Scored]):
+    """A model version's scored rows, one log row per scored row."""
+
+    kind = SCORES
+
+    def __init__(
+        self, folder: Path, model: str, version: str, features: list[str], **flush: float
+    ) -> None:
+        self.features = features
+        super().__init__(folder, model, version, **flush)
+
+    def size(self, item: Scored) -> int:
+        return len(item.scores)
+
+    def columns(self, taken: list[Scored]) -> dict[str, Any]:
+        request_id: list[str] = []
+        at: list[float] = []
+        served: list[bool] = []
+        row_key: list[str | None] = []
+        for s in taken:
+            n = len(s.scores)
+            request_id += [s.request_id] * n
+            at += [s.at] * n
+            served += [s.served] * n
+            keys: list[str | None] = [None] * n if s.row_keys is None else list(s.row_keys)
+            row_key += keys
+        return {
+            "features": self.features,
+            "request_id": request_id,
+            "at": at,
+            "served": served,
+            "row_key": row_key,
+            "vector": np.concatenate([s.rows for s in taken]).tolist(),
+            "score": np.concatenate([s.scores for s in taken]).tolist(),
+        }
 
 
-def _columns(spool: PredictionSpool, taken: list[Scored]) -> dict[str, Any]:
-    """One spool file: column lists, one entry per scored row."""
-    request_id: list[str] = []
-    at: list[float] = []
-    served: list[bool] = []
-    row_key: list[str | None] = []
-    for s in taken:
-        n = len(s.scores)
-        request_id += [s.request_id] * n
-        at += [s.at] * n
-        served += [s.served] * n
-        keys: list[str | None] = [None] * n if s.row_keys is None else list(s.row_keys)
-        row_key += keys
-    return {
-        "model": spool.model,
-        "version": spool.version,
-        "features": spool.features,
-        "request_id": request_id,
-        "at": at,
-        "served": served,
-        "row_key": row_key,
-        "vector": np.concatenate([s.rows for s in taken]).tolist(),
-        "score": np.concatenate([s.scores for s in taken]).tolist(),
-    }
+class RecordSpool(Spool[dict[str, Any]]):
+    """Records of one `kind` (an application's answers, its feedback), one log row each, all
+    with the same keys."""
+
+    def __init__(self, folder: Path, model: str, version: str, kind: str, **flush: float) -> None:
+        self.kind = kind
+        super().__init__(folder, model, version, **flush)
+
+    def size(self, item: dict[str, Any]) -> int:
+        return 1
+
+    def columns(self, taken: list[dict[str, Any]]) -> dict[str, Any]:
+        return {key: [record[key] for record in taken] for key in taken[0]}
 
 
 def read_spool_file(path: Path) -> dict[str, Any]:

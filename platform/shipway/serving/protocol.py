@@ -18,12 +18,17 @@ and each version takes its own); without it an unknown input is an error. `contr
 asks for each row's explanation: a second output, `contributions`, shaped [n, k + 1], one
 TreeSHAP value per feature and the bias last (its `parameters.columns` names them), adding up
 to the row's margin (`shipway.serving.explanations`).
+
+An LLM application's requests (`question_request`) and its callers' feedback on an answer
+(`parse_feedback`) are here too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import re
 from typing import Any
 
 import numpy as np
@@ -307,3 +312,41 @@ def question_request(questions: list[str], acl: str) -> dict[str, Any]:
         ],
         "parameters": {"acl": acl},
     }
+
+
+def mirrored(host: str) -> bool:
+    """Envoy marks a mirrored request by its host: `shipway-shadow` (every model route sends
+    the Host `shipway`, whatever the caller sent, so only a mirror says `-shadow`)."""
+    return host.rsplit(":", 1)[0].endswith("-shadow")
+
+
+# An LLM application's feedback: `POST /v2/models/<model>/feedback` through the front door,
+# `{"request_id": "<the answer's request_id>", "rating": "up" | "down"}`.
+RATINGS = ("up", "down")
+FEEDBACK_FIELDS = ("request_id", "rating")
+MAX_FEEDBACK_BYTES = 4096
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def parse_feedback(body: bytes) -> tuple[str, str]:
+    """The request id and rating of a feedback body, or a BadRequest naming the field."""
+    if len(body) > MAX_FEEDBACK_BYTES:
+        raise BadRequest(f"feedback: {len(body)} bytes, at most {MAX_FEEDBACK_BYTES}")
+    try:
+        given = json.loads(body)
+    except ValueError as exc:
+        raise BadRequest(f"feedback: not JSON ({exc})") from None
+    if not isinstance(given, dict):
+        raise BadRequest(f"feedback: expected an object with {list(FEEDBACK_FIELDS)}")
+    unknown = sorted(set(given) - set(FEEDBACK_FIELDS))
+    if unknown:
+        raise BadRequest(f"feedback: unknown fields {unknown}; expected {list(FEEDBACK_FIELDS)}")
+    request_id, rating = given.get("request_id"), given.get("rating")
+    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
+        raise BadRequest(
+            f"feedback.request_id: {shown(request_id)} is not a request id (the answer's "
+            "request_id: 1 to 128 letters, digits and ._:-)"
+        )
+    if rating not in RATINGS:
+        raise BadRequest(f"feedback.rating: {shown(rating)}, expected one of {list(RATINGS)}")
+    return request_id, str(rating)

@@ -46,6 +46,7 @@ class Retrieved:
     doc_id: str
     score: float
     text: str
+    topic: str = ""
 
 
 def check_acl(acl: str) -> str:
@@ -55,7 +56,8 @@ def check_acl(acl: str) -> str:
 
 
 class Retriever:
-    """BM25 over `documents` (columns doc_id, acl, text, and title)."""
+    """BM25 over `documents` (columns doc_id, acl, text, and title; a `topic`, where there is
+    one, is each retrieved document's)."""
 
     def __init__(self, documents: pd.DataFrame, k: int, min_score: float) -> None:
         unknown = sorted(set(documents["acl"]) - set().union(*VISIBLE.values()))
@@ -85,7 +87,8 @@ class Retriever:
         for i, score in zip(ids[0], scores[0], strict=True):
             row = self.documents.iloc[int(i)]
             if row["acl"] in visible and float(score) >= self.min_score:
-                out.append(Retrieved(str(row["doc_id"]), float(score), str(row["text"])))
+                topic = str(row["topic"]) if "topic" in row.index else ""
+                out.append(Retrieved(str(row["doc_id"]), float(score), str(row["text"]), topic))
             if len(out) == self.k:
                 break
         return out
