@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -68,6 +68,8 @@ from shipway.stack import Ports, Stack, preflight, running_stack
 
 # What --bad-challenger injects into v2: a third of requests fail, every answer is slow.
 BAD_CHALLENGER = {"error_ratio": 0.3, "latency_ms": 80.0}
+# What the application demo injects into its last prompt change: every answer 4 s slower.
+SLOW_APPLICATION = {"latency_ms": 4000.0}
 
 
 @dataclass(frozen=True)
@@ -518,8 +520,10 @@ DEMO_QUESTIONS = (
 
 def run_application_demo(home: ShipwayHome, ports: Ports, name: str, keep: bool) -> None:
     """An LLM application's loop, headless: land the help centre, build its corpus with dbt,
-    build and gate v1 (champion), a prompt change gated against it and released, a prompt that
-    leaks its instructions blocked at the gate; then the champion answers a few questions."""
+    build and gate v1 (champion), a prompt change gated against it and canaried to promotion
+    under callers who rate the answers, a prompt that leaks its instructions blocked at the
+    gate, a good prompt served slow rolled back under traffic; then the champion answers a few
+    questions, and the live monitoring judges the ratings and the questions asked."""
     if home.root.exists() and not keep:
         shutil.rmtree(home.root)
     home.logs.mkdir(parents=True, exist_ok=True)
@@ -544,28 +548,64 @@ def run_application_demo(home: ShipwayHome, ports: Ports, name: str, keep: bool)
             )  # fmt: skip
         changes = app.folder / PROMPT_CHANGES
         steps = [
-            ("v1: the declared prompt, served as champion", "", True),
-            ("a prompt change (concise): gated against the champion, canaried", "concise", True),
-            ("a bad prompt change (instructions in the user turn)", "leaky", False),
-        ]
-        for title, change, must_pass in steps:
+            ("v1: the declared prompt, served as champion", "", True, None, None),
+            (
+                "a prompt change (concise): gated against the champion, canaried",
+                "concise", True, None, Phase.PROMOTED,
+            ),
+            ("a bad prompt change (instructions in the user turn)", "leaky", False, None, None),
+            (
+                "a good prompt change (exact figures) served 4 s slower: only traffic shows it",
+                "exact_figures", True, SLOW_APPLICATION, Phase.ROLLED_BACK,
+            ),
+        ]  # fmt: skip
+        for title, change, must_pass, fault, ends in steps:
             with timeline.stage(title):
                 prompt_dir = str(changes / change) if change else ""
                 config = {"ops": {name: {"config": {"prompt_dir": prompt_dir}}}}
-                result = _run_job(defs, instance, timeline, f"{name}_lifecycle", run_config=config)
+                tags = {FAULT_TAG: json.dumps(fault)} if fault else None
+                result = _run_job(
+                    defs, instance, timeline, f"{name}_lifecycle", run_config=config, tags=tags
+                )
                 passed = _require_gate_passed(
                     result, app.declaration.gate, title, timeline, log, strict=must_pass
                 )
                 if passed != must_pass:
                     raise ShipwayError(f"{title}: the gate said {passed}, expected {must_pass}")
-                if change and passed:
-                    _roll_out_application(defs, instance, stack, app, timeline)
+                if ends is not None:
+                    state = roll_out_application(defs, instance, stack, app, timeline)
+                    if state.phase != ends:
+                        raise ShipwayError(f"{title}: the rollout ended {state.phase}, not {ends}")
                 timeline.say(f"  champion: {name} v{champion_version(stack.mlflow_url, name)}")
         with timeline.stage("the champion answers through the front door"):
             for acl, question in DEMO_QUESTIONS:
                 _say_answer(stack, name, question, acl, timeline)
+        with timeline.stage("live monitoring: callers' ratings and the questions they asked"):
+            result = _run_job(defs, instance, timeline, f"{name}_monitoring")
+            _say_monitoring(result, app, timeline)
         timeline.say("stopping services")
     timeline.summary()
+
+
+def _say_monitoring(result: Any, app: DeclaredApplication, timeline: Timeline) -> None:
+    d = app.declaration
+    for event in result.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        key = mat.asset_key.to_user_string()
+        if key in (d.live_quality, d.live_drift):
+            shown = {
+                k: v.value
+                for k, v in mat.metadata.items()
+                if k.endswith(("thumbs_up_rate", "_rated", "out_of_corpus_rate", "topic_psi"))
+                or k.endswith(("_questions", "unmatched_ratings"))
+            }
+            values = ", ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in sorted(shown.items())
+            )
+            timeline.say(f"  {key}: {values}")
+    for check in _gate_evaluations(result):
+        timeline.say(f"  check {check.check_name}: {check.description}")
 
 
 def _ask(stack: Stack, name: str, question: str, acl: str) -> httpx.Response:
@@ -590,43 +630,71 @@ def _say_answer(stack: Stack, name: str, question: str, acl: str, timeline: Time
     )
 
 
-def _roll_out_application(
+ROLLOUT_QUESTIONS = (
+    DEMO_QUESTIONS[0][1],
+    "What is the late fee if I miss my statement due date?",
+    "How much does a replacement card cost?",
+    "How many days do I have to dispute a card payment?",
+)
+
+
+def rate(stack: Stack, name: str, request_id: str, rating: str) -> httpx.Response:
+    """A caller's thumbs up or down on an answer, through the front door."""
+    return httpx.post(
+        f"{stack.serving_url}/v2/models/{name}/feedback",
+        json={"request_id": request_id, "rating": rating},
+        headers=stack.serving().api_headers,
+        timeout=30,
+    )
+
+
+def _ask_and_rate(stack: Stack, name: str, question: str) -> None:
+    """One caller's question; an answer is rated up, a fallback or a refusal down."""
+    response = _ask(stack, name, question, "public")
+    if response.status_code != 200:
+        return
+    detail = response.json()["outputs"][0]["parameters"]["answers"][0]
+    liked = not (detail["fell_back"] or detail["refused"])
+    rate(stack, name, detail["request_id"], "up" if liked else "down")
+
+
+def roll_out_application(
     defs: Definitions,
     instance: DagsterInstance,
     stack: Stack,
     app: DeclaredApplication,
     timeline: Timeline,
-) -> None:
-    """Live questions from three callers while the rollout sensor ticks, until it ends."""
+    questions: Sequence[str] = ROLLOUT_QUESTIONS,
+    limit: float = 600.0,
+) -> RolloutState:
+    """Live questions from three callers, who rate the answers, while the rollout sensor ticks,
+    until the rollout ends: its final state."""
     name = app.name
-    questions = [q for q, _ in DEMO_QUESTIONS[:1]] + [
-        "What is the late fee if I miss my statement due date?",
-        "How much does a replacement card cost?",
-        "How many days do I have to dispute a card payment?",
-    ]
     stop = threading.Event()
 
     def traffic(offset: int) -> None:
         i = offset
         while not stop.is_set():
-            _ask(stack, name, questions[i % len(questions)], "public")
+            _ask_and_rate(stack, name, questions[i % len(questions)])
             i += 1
 
     senders = [threading.Thread(target=traffic, args=(i,), daemon=True) for i in range(3)]
     for sender in senders:
         sender.start()
     store = RolloutStore(stack.home.served.rollouts)
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + limit
     try:
         while time.monotonic() < deadline:
             _tick(defs, instance, stack, app.declaration.rollout_sensor, None, timeline, True)
             state = store.load(name)
             if state is not None and state.finished:
                 timeline.say(f"  rollout of v{state.challenger}: {state.phase} ({state.reason})")
-                return
+                return state
             time.sleep(2)
     finally:
         stop.set()
         for sender in senders:
             sender.join(timeout=60)
-    raise ShipwayError(f"{name}'s rollout did not finish in 10 minutes; see {run_log(stack.home)}")
+    raise ShipwayError(
+        f"{name}'s rollout did not finish in {limit:.0f} s; see {run_log(stack.home)}"
+    )
