@@ -182,6 +182,8 @@ def test_a_new_application_is_declared_in_yaml_and_text_only(tmp_path: Path) -> 
     defs = code_location(models, RAW_EVENTS_CONTRACT, apps)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"card_faq", "card_faq_deployment", "help_corpus", "help_evaluation"} <= keys
+    assert {"card_faq_live_quality", "card_faq_live_drift"} <= keys
+    assert defs.resolve_job_def("card_faq_monitoring") is not None
     assert defs.resolve_sensor_def("card_faq_rollout_sensor") is not None
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
     assert "card_faq_gate" in checks

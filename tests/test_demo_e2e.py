@@ -61,7 +61,7 @@ def test_the_demo_closes_the_loop_from_drift_to_a_rolled_out_or_rolled_back_vers
 # The LLM application's demo (about 4 minutes): outside the default run, whose
 # test_application_lifecycle.py runs the same builds, gates, rollouts and rollback.
 @pytest.mark.slow
-def test_the_application_demo_releases_a_prompt_change_and_blocks_a_leak(tmp_path: Path) -> None:
+def test_the_application_demo_releases_blocks_rolls_back_and_monitors(tmp_path: Path) -> None:
     result = subprocess.run(
         [str(Path(sys.executable).with_name("shipway")), "demo", "--model", "help_assistant"],
         capture_output=True,
@@ -75,5 +75,8 @@ def test_the_application_demo_releases_a_prompt_change_and_blocks_a_leak(tmp_pat
     assert "gate: v1 passed" in out and "gate: v2 passed 14 rules against champion v1" in out
     assert "gate: v3 blocked:" in out and "(cases: audit-config" in out
     assert "rollout of v2: promoted" in out
-    assert out.count("champion: help_assistant v2") == 2
+    assert "gate: v4 passed" in out and "rollout of v4: rolled_back (latency_p99_ratio" in out
+    assert out.count("champion: help_assistant v2") == 3
     assert "→ v2: I can only help with questions about your Shipway card." in out
+    assert "help_assistant_live_quality: unmatched_ratings 0, v1_rated" in out
+    assert "check question_drift: every judged version's questions as evaluated" in out

@@ -39,6 +39,7 @@ from dagster import (
 )
 
 from shipway.data.events import generate_events
+from shipway.data.help_centre import generate as generate_help_centre
 from shipway.defs.applications import HELP_CENTRE_GROUP as HELP
 from shipway.defs.deployment import FAULT_TAG
 from shipway.defs.resources import (
@@ -630,12 +631,9 @@ def _say_answer(stack: Stack, name: str, question: str, acl: str, timeline: Time
     )
 
 
-ROLLOUT_QUESTIONS = (
-    DEMO_QUESTIONS[0][1],
-    "What is the late fee if I miss my statement due date?",
-    "How much does a replacement card cost?",
-    "How many days do I have to dispute a card payment?",
-)
+# What the demo's callers ask during a rollout: the evaluation set's questions, so the live
+# topics and out-of-corpus rate are those the gate saw (and the drift check stays quiet).
+ROLLOUT_QUESTIONS = tuple(str(q) for q in generate_help_centre().evaluation["question"])
 
 
 def rate(stack: Stack, name: str, request_id: str, rating: str) -> httpx.Response:

@@ -224,7 +224,7 @@ def application_definitions(app: DeclaredApplication) -> Definitions:
         set_champion(tracking_uri, app, which)
 
     job = define_asset_job(
-        f"{name}_lifecycle",
+        d.lifecycle_job,
         selection=[AssetKey(name), AssetKey(d.deployment)],
         description=f"Build {name} from its declaration, gate it, and serve it when it passes",
     )

@@ -31,7 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shipway.data.lake import read_table, table_info
 from shipway.errors import PolicyError
-from shipway.models.declaration import MetricGate, RolloutChecks, RolloutPolicy
+from shipway.models.declaration import (
+    LifecycleNames,
+    MetricGate,
+    RolloutChecks,
+    RolloutPolicy,
+)
 from shipway.models.tracking import git_commit, lock_hash, model_version_url, run_url
 from shipway.reviewed import load_reviewed_file
 from shipway.serving.assistant import (
@@ -145,7 +150,7 @@ class ApplicationRelease(_Strict):
     seed: int = 7
 
 
-class ApplicationDeclaration(_Strict):
+class ApplicationDeclaration(LifecycleNames, _Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     owner: str
     description: str = ""
@@ -202,26 +207,6 @@ class ApplicationDeclaration(_Strict):
                     "absolute limit only (no versus_champion)"
                 )
         return gates
-
-    @property
-    def gate(self) -> str:
-        return f"{self.name}_gate"
-
-    @property
-    def deployment(self) -> str:
-        return f"{self.name}_deployment"
-
-    @property
-    def rollout_sensor(self) -> str:
-        return f"{self.name}_rollout_sensor"
-
-    @property
-    def live_quality(self) -> str:
-        return f"{self.name}_live_quality"
-
-    @property
-    def live_drift(self) -> str:
-        return f"{self.name}_live_drift"
 
 
 @dataclass(frozen=True)

@@ -480,7 +480,38 @@ class CardDeclaration(_Strict):
     """Where it should not be trusted: populations, data it never saw, known failure modes."""
 
 
-class ModelDeclaration(_Strict):
+class LifecycleNames:
+    """The Dagster names every declared model and application shares: one name per concept,
+    derived from the declaration's `name`."""
+
+    name: str
+
+    @property
+    def gate(self) -> str:
+        return f"{self.name}_gate"
+
+    @property
+    def deployment(self) -> str:
+        return f"{self.name}_deployment"
+
+    @property
+    def rollout_sensor(self) -> str:
+        return f"{self.name}_rollout_sensor"
+
+    @property
+    def lifecycle_job(self) -> str:
+        return f"{self.name}_lifecycle"
+
+    @property
+    def live_quality(self) -> str:
+        return f"{self.name}_live_quality"
+
+    @property
+    def live_drift(self) -> str:
+        return f"{self.name}_live_drift"
+
+
+class ModelDeclaration(LifecycleNames, _Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     """The model's one name: asset key, MLflow registered model, Prometheus label, served name."""
     owner: str
@@ -625,14 +656,6 @@ class ModelDeclaration(_Strict):
         return f"{self.name}_training_set"
 
     @property
-    def deployment(self) -> str:
-        return f"{self.name}_deployment"
-
-    @property
-    def gate(self) -> str:
-        return f"{self.name}_gate"
-
-    @property
     def drift_sensor(self) -> str:
         return f"{self.name}_drift_sensor"
 
@@ -647,22 +670,6 @@ class ModelDeclaration(_Strict):
     @property
     def release_sensor(self) -> str:
         return f"{self.name}_release_sensor"
-
-    @property
-    def rollout_sensor(self) -> str:
-        return f"{self.name}_rollout_sensor"
-
-    @property
-    def lifecycle_job(self) -> str:
-        return f"{self.name}_lifecycle"
-
-    @property
-    def live_quality(self) -> str:
-        return f"{self.name}_live_quality"
-
-    @property
-    def live_drift(self) -> str:
-        return f"{self.name}_live_drift"
 
     @property
     def feature_skew(self) -> str:

@@ -43,15 +43,19 @@ log = logging.getLogger(__name__)
 
 CLAIMED = ".ingesting"
 REJECTED = ".rejected"
+# What every logged row says: which request, which version, where it stood, when.
+_LOGGED = [
+    ("request_id", pa.string()),
+    ("model", pa.string()),
+    ("version", pa.string()),
+    ("served", pa.bool_()),
+    ("rollout", pa.string()),
+    ("at", pa.timestamp("us", tz="UTC")),
+    ("day", pa.string()),
+]
 SCHEMA = pa.schema(
     [
-        ("request_id", pa.string()),
-        ("model", pa.string()),
-        ("version", pa.string()),
-        ("served", pa.bool_()),
-        ("rollout", pa.string()),
-        ("at", pa.timestamp("us", tz="UTC")),
-        ("day", pa.string()),
+        *_LOGGED,
         ("row_key", pa.string()),
         ("features", pa.list_(pa.string())),
         ("vector", pa.list_(pa.float64())),
@@ -65,13 +69,7 @@ SCHEMA = pa.schema(
 # (`shipway.serving.assistant.answer_record`).
 ANSWER_SCHEMA = pa.schema(
     [
-        ("request_id", pa.string()),
-        ("model", pa.string()),
-        ("version", pa.string()),
-        ("served", pa.bool_()),
-        ("rollout", pa.string()),
-        ("at", pa.timestamp("us", tz="UTC")),
-        ("day", pa.string()),
+        *_LOGGED,
         ("question", pa.string()),
         ("acl", pa.string()),
         ("prompt", pa.string()),
