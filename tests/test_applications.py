@@ -32,6 +32,8 @@ from shipway.paths import ASSETS_DIR
 from shipway.release.application_gate import CaseResult, Evaluation, evaluate, judge
 from shipway.serving import guards
 from shipway.serving.assistant import Application, ApplicationSettings
+from shipway.serving.bundle import read_bundle, write_application_bundle
+from shipway.serving.control_plane import _content
 from shipway.serving.generation import Generation
 from shipway.serving.retrieval import Retriever
 from shipway.stats import answers
@@ -323,3 +325,13 @@ def test_evaluation_sets_hold_what_the_gates_need() -> None:
     assert not generate(8).documents["text"].equals(CENTRE.documents["text"])
     assert isinstance(np.asarray(questions["expected_facts"].iloc[0]), np.ndarray)
     assert isinstance(questions, pd.DataFrame)
+
+
+def test_an_application_bundle_has_contents_the_control_plane_can_compare(tmp_path: Path) -> None:
+    corpus = CENTRE.documents.drop(columns=["updated_at"])
+    first = write_application_bundle(tmp_path / "1", "help_assistant", "1", {"k": 3}, corpus)
+    digest = _content(read_bundle(first.path))
+    again = write_application_bundle(tmp_path / "1", "help_assistant", "1", {"k": 3}, corpus)
+    assert _content(read_bundle(again.path)) == digest
+    changed = write_application_bundle(tmp_path / "1", "help_assistant", "1", {"k": 3}, corpus[:5])
+    assert _content(read_bundle(changed.path)) != digest

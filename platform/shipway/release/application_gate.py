@@ -187,7 +187,9 @@ def evaluate(
     red_team: pd.DataFrame,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> Evaluation:
-    """Answer every case with `app` and measure it."""
+    """Answer every case with `app` and measure it (after a warm-up answer, so no case pays for
+    the process's first one)."""
+    app.warm_up()
     corpus = app.retriever.documents
     total = len(questions) + len(red_team)
     cases: list[CaseResult] = []

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from shipway.errors import BadRequest
+from shipway.files import write_atomic
 from shipway.names import EVENT_TIMESTAMP, SCORE
 from shipway.serving.protocol import CONTRIBUTIONS_OUTPUT
 from shipway.stats.drift import DriftRules, ReferenceProfile
@@ -171,8 +172,11 @@ def write_application_bundle(
     model-settings.json naming Shipway's application runtime, a `question` input (BYTES) and
     an `answer` output. Written corpus first, settings last (what marks the folder whole)."""
     dest.mkdir(parents=True, exist_ok=True)
-    corpus.to_parquet(dest / CORPUS_FILE, index=False)
-    (dest / APPLICATION_FILE).write_text(json.dumps(application, indent=1))
+    # Each file replaced whole: a version served again is rewritten under its running server.
+    staged = dest / f".{CORPUS_FILE}.tmp"
+    corpus.to_parquet(staged, index=False)
+    staged.replace(dest / CORPUS_FILE)
+    write_atomic(dest / APPLICATION_FILE, json.dumps(application, indent=1))
     extra: dict[str, object] = {"problem": LLM_APPLICATION, "drift": NO_DRIFT.to_dict()}
     if fault:
         extra["fault"] = fault
@@ -185,8 +189,16 @@ def write_application_bundle(
         "outputs": [{"name": ANSWER_OUTPUT, "datatype": "BYTES", "shape": [-1]}],
         "parameters": {"uri": f"./{APPLICATION_FILE}", "version": version, "extra": extra},
     }
-    (dest / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
+    write_atomic(dest / SETTINGS_FILE, json.dumps(settings, indent=1))
     return Bundle(dest, model, version, LLM_APPLICATION, NO_DRIFT, fault, None, replicas, None)
+
+
+def bundle_files(problem: str | None) -> tuple[str, ...]:
+    """The files a bundle of `problem` serves from: what it must hold, and what its contents
+    are."""
+    if problem == LLM_APPLICATION:
+        return (SETTINGS_FILE, APPLICATION_FILE, CORPUS_FILE)
+    return (MODEL_FILE, SETTINGS_FILE, REFERENCE_FILE)
 
 
 def _required(path: Path) -> tuple[str, ...]:
@@ -194,9 +206,7 @@ def _required(path: Path) -> tuple[str, ...]:
         problem = json.loads((path / SETTINGS_FILE).read_text())["parameters"]["extra"]["problem"]
     except (OSError, ValueError, KeyError, TypeError):
         problem = None
-    if problem == LLM_APPLICATION:
-        return (SETTINGS_FILE, APPLICATION_FILE, CORPUS_FILE)
-    return (MODEL_FILE, SETTINGS_FILE, REFERENCE_FILE)
+    return bundle_files(problem)
 
 
 def read_bundle(path: Path) -> Bundle:

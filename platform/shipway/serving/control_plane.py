@@ -43,13 +43,7 @@ from shipway.callers import Caller
 from shipway.errors import BadRequest, NotFound, ShipwayError
 from shipway.files import Held, Holder, write_atomic
 from shipway.paths import ServingHome
-from shipway.serving.bundle import (
-    MODEL_FILE,
-    REFERENCE_FILE,
-    SETTINGS_FILE,
-    Bundle,
-    read_bundle,
-)
+from shipway.serving.bundle import Bundle, bundle_files, read_bundle
 from shipway.serving.dataplane import DataPlane, Route
 from shipway.serving.package import (
     MANIFEST,
@@ -164,7 +158,7 @@ def _is_our_model_server(pid: int, bundle: Path) -> bool:
 def _content(bundle: Bundle) -> str:
     """What a bundle serves, as one digest of its files."""
     digest = hashlib.sha256()
-    for name in (MODEL_FILE, SETTINGS_FILE, REFERENCE_FILE):
+    for name in bundle_files(bundle.problem):
         digest.update(name.encode() + b"\0" + (bundle.path / name).read_bytes())
     return digest.hexdigest()
 

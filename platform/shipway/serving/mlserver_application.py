@@ -158,6 +158,7 @@ class ShipwayApplication(MLModel):
     async def load(self) -> bool:
         folder = Path(await get_model_uri(self.settings)).parent
         self._app = Application.load(folder)
+        await asyncio.to_thread(self._app.warm_up)
         extra: dict[str, Any] = self.settings.parameters.extra or {}
         self._fault = InjectedFault(extra)
         self._counts = _Counts(self.name, str(self.version))
