@@ -16,11 +16,12 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from dagster import AssetSelection, Definitions
+from dagster import Definitions
 from mlflow import MlflowClient
 
 from shipway.data.help_centre import SMALL, generate
 from shipway.data.lake import table_info
+from shipway.defs.applications import help_centre_run_config, help_centre_selection
 from shipway.defs.code_location import code_location
 from shipway.defs.deployment import FAULT_TAG
 from shipway.demo import Timeline, rate, roll_out_application
@@ -86,11 +87,14 @@ def _ask(platform: Platform, question: str, acl: str = "public") -> httpx.Respon
 
 
 def _roll_out(defs: Definitions, platform: Platform, app: DeclaredApplication) -> RolloutState:
-    """The demo's callers (three, who rate the answers) while the rollout sensor ticks."""
-    timeline = Timeline(io.StringIO())
-    return roll_out_application(
-        defs, platform.instance, platform.stack, app, timeline, QUESTIONS, limit=300.0
+    """The demo's callers (three, who rate the answers) while the rollout sensor ticks; the
+    sensor's every step is printed, so a failing run shows each analysis."""
+    said = io.StringIO()
+    state = roll_out_application(
+        defs, platform.instance, platform.stack, app, Timeline(said), QUESTIONS, limit=300.0
     )
+    print(said.getvalue())
+    return state
 
 
 def _logged(platform: Platform, request_id: str, wait: float = 30.0) -> pd.DataFrame:
@@ -110,10 +114,8 @@ def test_prompt_changes_are_gated_canaried_promoted_blocked_or_rolled_back(
     home = platform.stack.home
     landed = defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=platform.instance,
-        asset_selection=list(
-            AssetSelection.groups("help_centre").resolve(defs.resolve_asset_graph())
-        ),
-        run_config={"ops": {"help_centre": {"config": {"size": SMALL}}}},
+        asset_selection=help_centre_selection(defs),
+        run_config=help_centre_run_config(SMALL),
     )
     assert landed.success
     corpus = table_info(home.table("help_corpus"))
@@ -180,6 +182,7 @@ def test_prompt_changes_are_gated_canaried_promoted_blocked_or_rolled_back(
 
     # The same prompt, corpus and settings again: no new version.
     again = _build(defs, platform)
+    assert again.success, "serving an unchanged version again is a no-op, not an error"
     assert materialization(again, NAME)["model_version"] == "1"
     assert materialization(again, NAME)["new_version"] is False
 

@@ -375,8 +375,8 @@ def application_gates(
     prompt differs at `since`, that prompt is the champion the change rules compare with."""
     from dagster import DagsterInstance
 
-    from shipway.data.help_centre import land
-    from shipway.defs.applications import HELP_CENTRE_GROUP
+    from shipway.data.help_centre import FULL
+    from shipway.defs.applications import help_centre_run_config, help_centre_selection
     from shipway.defs.code_location import code_location
     from shipway.models.application import corpus_snapshot, settings_for
     from shipway.models.catalog import load_applications
@@ -387,14 +387,12 @@ def application_gates(
     log = report_dir / f"{name}-evaluation.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with environment(home.environment()), output_to(log):
-        land(home.table)
         defs = code_location([], RAW_EVENTS_CONTRACT, [app])
-        graph = defs.resolve_asset_graph()
-        help_assets = [
-            k for k in graph.get_all_asset_keys() if graph.get(k).group_name == HELP_CENTRE_GROUP
-        ]
         built = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=DagsterInstance.ephemeral(), asset_selection=help_assets, raise_on_error=False
+            instance=DagsterInstance.ephemeral(),
+            asset_selection=help_centre_selection(defs),
+            run_config=help_centre_run_config(FULL),
+            raise_on_error=False,
         )
         _require_success(built, f"{name}: the help centre and its corpus", log)
     corpus, version = corpus_snapshot(home.table(app.declaration.corpus.table))

@@ -39,8 +39,9 @@ from dagster import (
 )
 
 from shipway.data.events import generate_events
+from shipway.data.help_centre import FULL
 from shipway.data.help_centre import generate as generate_help_centre
-from shipway.defs.applications import HELP_CENTRE_GROUP as HELP
+from shipway.defs.applications import help_centre_run_config, help_centre_selection
 from shipway.defs.deployment import FAULT_TAG
 from shipway.defs.resources import (
     MlflowResource,
@@ -541,11 +542,9 @@ def run_application_demo(home: ShipwayHome, ports: Ports, name: str, keep: bool)
         instance = DagsterInstance.from_config(str(home.dagster))
         timeline.say(f"MLflow      {stack.mlflow_url}")
         with timeline.stage("land the help centre and build its corpus with dbt"):
-            graph = defs.resolve_asset_graph()
-            group = [k for k in graph.get_all_asset_keys() if graph.get(k).group_name == HELP]
             _run_job(
                 defs, instance, timeline, defs.resolve_implicit_global_asset_job_def().name,
-                run_config=None, selection=group,
+                run_config=help_centre_run_config(FULL), selection=help_centre_selection(defs),
             )  # fmt: skip
         changes = app.folder / PROMPT_CHANGES
         steps = [

@@ -68,6 +68,17 @@ class HelpCentreConfig(Config):
     size: Literal["full", "small"] = "full"
 
 
+def help_centre_selection(defs: Definitions) -> list[AssetKey]:
+    """The help centre's landing and its dbt corpus: what an application's evaluation needs."""
+    graph = defs.resolve_asset_graph()
+    return [k for k in graph.get_all_asset_keys() if graph.get(k).group_name == HELP_CENTRE_GROUP]
+
+
+def help_centre_run_config(size: str) -> dict[str, Any]:
+    """Run config landing the `full` or the `small` evaluation sets (`HelpCentreConfig`)."""
+    return {"ops": {"help_centre": {"config": {"size": size}}}}
+
+
 def help_centre_definitions() -> Definitions:
     """The help centre's landing and its dbt corpus, shared by every application on it."""
 
