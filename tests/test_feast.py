@@ -127,6 +127,21 @@ def test_the_join_is_point_in_time_correct(applied: ShipwayHome) -> None:
 
 
 @pytest.mark.integration
+def test_a_join_in_chunks_gives_the_values_of_one_join(applied: ShipwayHome) -> None:
+    store = feature_store(applied)
+    rows = _transactions(-30, -12, -1, 2, 12, 20, 40).assign(customer_id=[1, 2, 1, 3, 1, 2, 1])
+    whole = historical_features(store, rows, SERVICE)
+    chunked = historical_features(store, rows, SERVICE, chunk_rows=3)
+    order = ["event_timestamp", "customer_id"]
+    assert len(chunked) == len(rows)
+    pd.testing.assert_frame_equal(
+        chunked.sort_values(order).reset_index(drop=True),
+        whole.sort_values(order).reset_index(drop=True)[chunked.columns],
+    )
+    assert whole["customer_txn_count_7d"].notna().any()
+
+
+@pytest.mark.integration
 def test_an_overwritten_source_returns_no_stale_rows(own_applied: ShipwayHome) -> None:
     write_deltalake(own_applied.table("customer_features"), _customer_rows(9), mode="overwrite")
     joined = historical_features(feature_store(own_applied), _transactions(12), SERVICE)
