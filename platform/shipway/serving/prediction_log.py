@@ -185,8 +185,7 @@ def ingest(
                 with contextlib.suppress(FileNotFoundError):
                     path.rename(target)
                     claimed.append(target)
-            parts: dict[str, list[pa.Table]] = {}
-            taken: dict[str, list[Path]] = {}
+            parts: dict[str, list[tuple[Path, pa.Table]]] = {}
             for path in [*leftover, *claimed]:
                 version = path.name.split("-", 1)[0]
                 try:
@@ -199,23 +198,31 @@ def ingest(
                         "%s: spool file %s is unreadable (%s); kept as %s", model, path, exc, aside
                     )
                     continue
-                if path in leftover and _batch(path) in _committed_batches(
-                    lake / table, [_batch(path)]
-                ):
-                    log.info("%s: batch %s was committed before; not written again", model, path)
-                    path.unlink()
+                parts.setdefault(table, []).append((path, rows))
+            earlier = set(leftover)
+            for table, found in parts.items():
+                done = _committed_batches(
+                    lake / table, [_batch(p) for p, _ in found if p in earlier]
+                )
+                pending = []
+                for path, rows in found:
+                    if _batch(path) in done:
+                        log.info(
+                            "%s: batch %s was committed before; not written again", model, path
+                        )
+                        path.unlink()
+                    else:
+                        pending.append((path, rows))
+                if not pending:
                     continue
-                parts.setdefault(table, []).append(rows)
-                taken.setdefault(table, []).append(path)
-            for table, tables in parts.items():
-                rows = pa.concat_tables(tables)
-                write_deltalake(str(lake / table), rows, mode="append", partition_by=["day"])
-                for path in taken[table]:
+                appended = pa.concat_tables([rows for _, rows in pending])
+                write_deltalake(str(lake / table), appended, mode="append", partition_by=["day"])
+                for path, _ in pending:
                     path.unlink()
                 if table == table_name(model):
-                    written[model] = rows.num_rows
+                    written[model] = appended.num_rows
                 else:
-                    log.info("%s: %d rows written to %s", model, rows.num_rows, table)
+                    log.info("%s: %d rows written to %s", model, appended.num_rows, table)
     return written
 
 
