@@ -163,11 +163,14 @@ class ShipwayApplication(MLModel):
         self._fault = InjectedFault(extra)
         self._counts = _Counts(self.name, str(self.version))
         spool = os.environ.get(SPOOL_ENV)
-        if spool:
-            self._counts.spools = [
-                RecordSpool(Path(spool), self.name, str(self.version), kind)
-                for kind in (ANSWERS, FEEDBACK)
-            ]
+        version = str(self.version)
+        self._answers: RecordSpool | None = (
+            RecordSpool(Path(spool), self.name, version, ANSWERS) if spool else None
+        )
+        self._feedback: RecordSpool | None = (
+            RecordSpool(Path(spool), self.name, version, FEEDBACK) if spool else None
+        )
+        self._counts.spools = [s for s in (self._answers, self._feedback) if s is not None]
         REGISTRY.register(self._counts)
         return True
 
@@ -189,9 +192,8 @@ class ShipwayApplication(MLModel):
         except BadRequest as exc:
             return JSONResponse({"error": str(exc)}, 400)
         self._counts.rated(rating)
-        for spool in self._counts.spools:
-            if spool.kind == FEEDBACK:
-                spool.add({"request_id": request_id, "at": time.time(), "rating": rating})
+        if self._feedback is not None:
+            self._feedback.add({"request_id": request_id, "at": time.time(), "rating": rating})
         return JSONResponse({"request_id": request_id, "rating": rating}, 202)
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
@@ -212,9 +214,8 @@ class ShipwayApplication(MLModel):
         served, at = not mirrored(str(headers.get("host", ""))), time.time()
         for answer, request_id in zip(answers, ids, strict=True):
             self._counts.add(answer)
-            for spool in self._counts.spools:
-                if spool.kind == ANSWERS:
-                    spool.add(answer_record(answer, request_id, at, served, prompt))
+            if self._answers is not None:
+                self._answers.add(answer_record(answer, request_id, at, served, prompt))
         details = [
             {
                 "request_id": request_id,
