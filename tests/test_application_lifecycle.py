@@ -97,6 +97,17 @@ def _roll_out(defs: Definitions, platform: Platform, app: DeclaredApplication) -
     return state
 
 
+def _spool_drained(platform: Platform, wait: float = 30.0) -> None:
+    """Until the control plane has ingested every spooled answer and rating (after the model
+    servers' half-second flush has written what their callers left queued)."""
+    folder = platform.home.served.prediction_spool / NAME
+    deadline = time.monotonic() + wait
+    time.sleep(1.0)
+    while any(folder.glob("*.json*")):
+        assert time.monotonic() < deadline, f"spool files left in {folder} after {wait}s"
+        time.sleep(0.5)
+
+
 def _logged(platform: Platform, request_id: str, wait: float = 30.0) -> pd.DataFrame:
     """The answer's rows in the prediction log, once the control plane has ingested them."""
     deadline = time.monotonic() + wait
@@ -223,6 +234,9 @@ def test_prompt_changes_are_gated_canaried_promoted_blocked_or_rolled_back(
 
     # Live monitoring: every answer callers rated (the demo's callers rate an answer up, a
     # fallback or a refusal down), joined by request id; the questions against the evaluation's.
+    # Once the spool is empty: a rating spooled a moment before its answer's file is
+    # otherwise ingested a pass ahead of it and counts as unmatched.
+    _spool_drained(platform)
     monitored = platform.materialize(defs, f"{NAME}_monitoring")
     assert monitored.success
     quality = materialization(monitored, f"{NAME}_live_quality")

@@ -334,6 +334,10 @@ def build_version(
     """Register the prompt, snapshot the corpus, and record the version (or find it)."""
     mlflow.set_tracking_uri(tracking_uri)
     d = app.declaration
+    # Before the prompt: registering one uses the active experiment, which is otherwise the one
+    # $MLFLOW_EXPERIMENT_ID names (an earlier set_experiment in this process or a parent's),
+    # and that id need not exist on this server.
+    experiment = mlflow.set_experiment(d.name)
     corpus, corpus_version = corpus_snapshot(corpus_table)
     prompt_version = register_prompt(
         tracking_uri, d.prompt.name, app.template("system"), app.template("user")
@@ -341,7 +345,6 @@ def build_version(
     client = MlflowClient(tracking_uri)
     draft = settings_for(app, "", prompt_version, corpus_version)
     sha = identity(draft)
-    experiment = mlflow.set_experiment(d.name)
     newest = _newest_version(client, d.name)
     if newest is not None and newest[1] == sha:
         version = newest[0]
