@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler
@@ -29,12 +30,14 @@ from dagster import (
     ExecuteInProcessResult,
     JobDefinition,
 )
+from distributed import Client
 
 from shipway import callers
 from shipway.defs.code_location import code_location
 from shipway.defs.data import LANDING_JOB
 from shipway.models.catalog import load_models
 from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT, ServingHome, ShipwayHome
+from shipway.processes import LOOPBACK, ManagedProcess, free_port
 from shipway.serving.bundle import MODEL_FILE, Bundle, write_bundle
 from shipway.serving.explanations import reference_attributions
 from shipway.serving.package import VERIFY_KEY_ENV, public_key_text
@@ -307,6 +310,51 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         yield Platform(stack, instance)
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Dask scheduler and two worker processes on loopback: its address."""
+    logs = tmp_path_factory.mktemp("dask")
+    address = f"tcp://{LOOPBACK}:{free_port()}"
+    dask = str(Path(sys.executable).with_name("dask"))
+
+    def workers(count: int) -> Callable[[], bool]:
+        def ready() -> bool:
+            try:
+                with Client(address, timeout=2) as client:
+                    return len(client.scheduler_info(n_workers=-1)["workers"]) >= count
+            except OSError:
+                return False
+
+        return ready
+
+    quiet = ["--dashboard-address", ":0"]
+    host, port = address.removeprefix("tcp://").split(":")
+    scheduler = ManagedProcess(
+        "dask scheduler",
+        [dask, "scheduler", "--host", host, "--port", port, *quiet],
+        logs / "scheduler.log",
+        ready_probe=workers(0),
+    ).start()
+    started = [scheduler]
+    try:
+        for index in range(2):
+            started.append(
+                ManagedProcess(
+                    f"dask worker {index}",
+                    [
+                        *(dask, "worker", address, "--host", LOOPBACK, "--nthreads", "1"),
+                        *("--memory-limit", "2GiB", "--name", f"worker-{index}", *quiet),
+                    ],
+                    logs / f"worker-{index}.log",
+                    ready_probe=workers(index + 1),
+                ).start()
+            )
+        yield address
+    finally:
+        for process in reversed(started):
+            process.stop()
 
 
 def check_evaluation(result: ExecuteInProcessResult, check_name: str) -> AssetCheckEvaluation:

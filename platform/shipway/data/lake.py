@@ -166,6 +166,11 @@ def read_table(
     return frame
 
 
+def read_arrow(path: Path | str, version: int, columns: list[str]) -> pa.Table:
+    """A version's columns as Arrow, in the order `read_table` gives its rows."""
+    return _open(path, version).to_pyarrow_table(columns=columns)
+
+
 def _arrow(frame: pd.DataFrame) -> pa.Table:
     """The rows only: a shuffled or filtered frame's index must not become a column. An empty
     text column has no inferable type; Delta needs one, so it is stored as string."""

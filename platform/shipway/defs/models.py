@@ -23,12 +23,12 @@ from shipway.data.contracts import Contract, load_contract
 from shipway.data.gates import Reference
 from shipway.defs.contracts import contract_checks
 from shipway.defs.features import FEATURE_VIEWS
-from shipway.defs.resources import MlflowResource, ShipwayHomeResource
+from shipway.defs.resources import DaskResource, MlflowResource, ShipwayHomeResource
 from shipway.defs.versions import version_for
 from shipway.features.training_sets import TrainingSetInputs, accepted_version, build, write
 from shipway.models.catalog import DeclaredModel
 from shipway.models.tracking import registered_run_url
-from shipway.models.training import log_and_register, train
+from shipway.models.training import OnDask, log_and_register, train
 from shipway.paths import ShipwayHome
 from shipway.release.gate import release_gate
 from shipway.release.report import AWAITING_APPROVAL, PROMOTED
@@ -95,16 +95,35 @@ def training_definitions(model: DeclaredModel) -> Definitions:
         f"time-based split; every run tracked and registered in MLflow as {name}. {where}",
     )
     def trained_model(
-        context: AssetExecutionContext, lake: ShipwayHomeResource, mlflow: MlflowResource
+        context: AssetExecutionContext,
+        lake: ShipwayHomeResource,
+        mlflow: MlflowResource,
+        dask: DaskResource,
     ) -> MaterializeResult:
         found = accepted_version(lake.home, declaration.training_set)
         lineage, features = found.lineage(), found.features
+        cluster = dask.cluster()
         context.log.info(
-            "training on %s (%d rows, %d features)", found.where, len(found.frame), len(features)
+            "training on %s (%d rows, %d features) %s",
+            found.where,
+            len(found.frame),
+            len(features),
+            f"on Dask at {cluster.scheduler}" if cluster else "in-process",
         )
-        trained = train(found.frame, declaration, features)
+        on_dask = (
+            OnDask(cluster, lake.home.table(declaration.training_set), found.info.version)
+            if cluster
+            else None
+        )
+        trained = train(found.frame, declaration, features, on_dask)
         registered = log_and_register(trained, declaration, mlflow.tracking_uri, lineage)
-        context.log.info("registered %s v%s: %s", name, registered.version, trained.metrics)
+        context.log.info(
+            "registered %s v%s (trained %s): %s",
+            name,
+            registered.version,
+            trained.engine,
+            trained.metrics,
+        )
         return MaterializeResult(
             metadata={
                 "model_version": registered.version,
@@ -112,6 +131,7 @@ def training_definitions(model: DeclaredModel) -> Definitions:
                 "mlflow_model_version": MetadataValue.url(registered.version_url),
                 **{f"validation_{k}": v for k, v in trained.metrics.items()},
                 **lineage,
+                "training_engine": trained.engine,
                 "train_rows": trained.train_rows,
                 "validation_rows": trained.validation_rows,
                 "split_at": trained.split_at.isoformat(),
@@ -129,12 +149,15 @@ def training_definitions(model: DeclaredModel) -> Definitions:
         "`shipway models approve`.",
     )
     def gate(
-        context: AssetCheckExecutionContext, lake: ShipwayHomeResource, mlflow: MlflowResource
+        context: AssetCheckExecutionContext,
+        lake: ShipwayHomeResource,
+        mlflow: MlflowResource,
+        dask: DaskResource,
     ) -> AssetCheckResult:
         run_id = context.op_execution_context.run_id
         version = version_for(context.instance, run_id, name, context.log)
         report = release_gate(
-            lake.home, model, mlflow.tracking_uri, version, run_id, context.log.info
+            lake.home, model, mlflow.tracking_uri, version, run_id, context.log.info, dask.cluster()
         )
         summary = report.summary(str(model.path))
         if report.verdict == PROMOTED:

@@ -13,6 +13,7 @@ from pathlib import Path
 from dagster import ConfigurableResource, EnvVar
 from dagster_dbt import DbtCliResource, DbtProject
 
+from shipway.models.distributed import SCHEDULER_ENV, DaskCluster
 from shipway.monitoring.prometheus import PrometheusClient
 from shipway.paths import DBT_PROJECT_DIR, ShipwayHome
 from shipway.serving.client import ServingClient
@@ -63,6 +64,15 @@ class ServingResource(ConfigurableResource):
         return ServingClient(self.control_url, self.url, self.token, patience=RESTART_PATIENCE)
 
 
+class DaskResource(ConfigurableResource):
+    """The Dask cluster training runs on; empty: in the run's own process."""
+
+    scheduler: str = ""
+
+    def cluster(self) -> DaskCluster | None:
+        return DaskCluster(self.scheduler) if self.scheduler else None
+
+
 class PrometheusResource(ConfigurableResource):
     url: str
 
@@ -96,4 +106,6 @@ def resources() -> dict[str, object]:
             ),
         ),
         "prometheus": PrometheusResource(url=EnvVar("SHIPWAY_PROMETHEUS_URL")),
+        # Optional: a Dask scheduler (`tcp://host:port`) to train and batch-score on.
+        "dask": DaskResource(scheduler=os.environ.get(SCHEDULER_ENV, "").strip()),
     }

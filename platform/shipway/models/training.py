@@ -31,6 +31,7 @@ from sklearn.metrics import (
 
 from shipway.errors import ShipwayError
 from shipway.models.declaration import ModelDeclaration
+from shipway.models.distributed import IN_PROCESS, DaskCluster, fit_on_dask
 from shipway.models.estimation import ESTIMATOR_ARTIFACT, QualityEstimator, fit_estimator
 from shipway.models.tracking import (
     git_commit,
@@ -47,6 +48,7 @@ from shipway.stats.drift import HOUR_OF_DAY, ReferenceProfile, build_reference
 log = logging.getLogger(__name__)
 
 REFERENCE_ARTIFACT = f"drift/{REFERENCE_FILE}"
+ENGINE_TAG = "shipway.training_engine"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,18 @@ class TrainedModel:
     validation_rows: int
     estimator: QualityEstimator
     """How monitoring estimates its quality before labels land, fitted on the validation rows."""
+    engine: str = IN_PROCESS
+    """Where the trees were fitted: in-process, or on a Dask cluster of so many workers."""
+
+
+@dataclass(frozen=True)
+class OnDask:
+    """Fit on a Dask cluster, its workers reading `table` v`version` (the training set the
+    frame handed to `train` was read from)."""
+
+    cluster: DaskCluster
+    table: Path
+    version: int
 
 
 @dataclass(frozen=True)
@@ -132,8 +146,14 @@ def _hour_feature(declaration: ModelDeclaration) -> str | None:
 
 
 def train(
-    training_set: pd.DataFrame, declaration: ModelDeclaration, features: list[str]
+    training_set: pd.DataFrame,
+    declaration: ModelDeclaration,
+    features: list[str],
+    on_dask: OnDask | None = None,
 ) -> TrainedModel:
+    """Fit, validate and profile a model. The trees are fitted in-process, or with `on_dask` on
+    that cluster; validation, the drift reference and the quality estimator are computed here
+    from the fitted model either way."""
     training, label = declaration.training, declaration.label.column
     classification = declaration.problem == "binary_classification"
     train_part, valid_part, split_at = time_split(
@@ -153,7 +173,19 @@ def train(
     )
     # Plain matrices, no feature names: MLServer feeds unnamed tensors, and the feature order
     # travels with the model (its signature and drift reference).
-    model.fit(train_part[features].to_numpy(), train_part[label].to_numpy())
+    engine = IN_PROCESS
+    if on_dask is None:
+        model.fit(train_part[features].to_numpy(), train_part[label].to_numpy())
+    else:
+        model, engine = fit_on_dask(
+            on_dask.cluster,
+            model,
+            on_dask.table,
+            on_dask.version,
+            features,
+            label,
+            split_at,
+        )
     x_valid, y_valid = valid_part[features].to_numpy(), valid_part[label].to_numpy()
     x_train = train_part[features].to_numpy()
     if isinstance(model, xgb.XGBClassifier):
@@ -183,7 +215,15 @@ def train(
         ),
     )
     return TrainedModel(
-        model, features, metrics, reference, split_at, len(train_part), len(valid_part), estimator
+        model,
+        features,
+        metrics,
+        reference,
+        split_at,
+        len(train_part),
+        len(valid_part),
+        estimator,
+        engine,
     )
 
 
@@ -208,6 +248,7 @@ def log_and_register(
     tags = {
         "shipway.git_commit": git_commit(),
         "shipway.lock_sha256": lock_hash(),
+        ENGINE_TAG: trained.engine,
         **{f"shipway.{k}": v for k, v in lineage.items()},
     }
     with mlflow.start_run(tags=tags) as run, tempfile.TemporaryDirectory() as tmp:

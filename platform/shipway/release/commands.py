@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from shipway.errors import NotFound
 from shipway.models.catalog import DeclaredModel
 from shipway.models.declaration import ModelDeclaration
+from shipway.models.distributed import configured_cluster
 from shipway.models.estimation import ESTIMATOR_ARTIFACT
 from shipway.models.tracking import RELEASE_TAG, run_artifact
 from shipway.models.training import registered_bundle
@@ -124,7 +125,7 @@ def reproduce_version(
 ) -> tuple[Reproduction, list[str]]:
     with tempfile.TemporaryDirectory() as tmp:
         found = _candidate(uri, declared.name, version, Path(tmp))
-        result = reproduce(home, declared, found, log)
+        result = reproduce(home, declared, found, log, configured_cluster())
     outcome = result.result
     verdict = "reproduced" if outcome.identical else "not_reproducible"
     lines = [

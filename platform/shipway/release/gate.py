@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from shipway.models.catalog import DeclaredModel
+from shipway.models.distributed import DaskCluster
 from shipway.models.tracking import CHALLENGER, RELEASE_TAG
 from shipway.monitoring.skew import SkewReport
 from shipway.monitoring.skew import latest as latest_skew
@@ -151,6 +152,7 @@ def release_gate(
     version: str,
     dagster_run_id: str,
     log: Callable[[str], None],
+    cluster: DaskCluster | None = None,
 ) -> ReleaseReport:
     declaration = declared.declaration
     name = declaration.name
@@ -180,7 +182,7 @@ def release_gate(
         )
         reproduction = None
         if declaration.release.reproducible:
-            reproduction = reproduce(home, declared, challenger, log).result
+            reproduction = reproduce(home, declared, challenger, log, cluster).result
         kinds = change_kinds(challenger, champion)
         lineage = {**evaluation.lineage()}
         if champion is not None and evaluation.champion_joined:

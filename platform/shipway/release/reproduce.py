@@ -17,8 +17,9 @@ from pathlib import Path
 from shipway.data.lake import content_digest, read_table, table_info
 from shipway.features.training_sets import recorded_features
 from shipway.models.catalog import DeclaredModel
+from shipway.models.distributed import IN_PROCESS, SCHEDULER_ENV, DaskCluster
 from shipway.models.tracking import git_commit, lock_hash
-from shipway.models.training import train
+from shipway.models.training import ENGINE_TAG, OnDask, train
 from shipway.paths import ShipwayHome
 from shipway.release.evaluation import Candidate
 from shipway.release.report import Reproducibility
@@ -72,14 +73,36 @@ def _differences(declared: DeclaredModel, version: Candidate, digest: str) -> li
     return found
 
 
+def _engine_difference(recorded: str, retrained: str) -> list[str]:
+    if recorded == retrained:
+        return []
+    hint = f" (set ${SCHEDULER_ENV} to a cluster of that shape)" if recorded != IN_PROCESS else ""
+    return [f"training engine: recorded {recorded}, retrained {retrained}{hint}"]
+
+
 def reproduce(
-    home: ShipwayHome, declared: DeclaredModel, version: Candidate, log: Callable[[str], None]
+    home: ShipwayHome,
+    declared: DeclaredModel,
+    version: Candidate,
+    log: Callable[[str], None],
+    cluster: DaskCluster | None = None,
 ) -> Reproduction:
+    """Retrain on the engine the version recorded: a version fitted on Dask is fitted again on
+    `cluster` (the trees depend on the number of workers, which the engine names)."""
     table = declared.declaration.training_set
     info = table_info(home.table(table), version.training_set_version)
     frame = read_table(home.table(table), version=info.version)
-    log(f"retraining {version.model} v{version.version} on {table} v{info.version} (time travel)")
-    trained = train(frame, declared.declaration, recorded_features(info))
+    recorded_engine = version.tags.get(ENGINE_TAG, IN_PROCESS)
+    on_dask = (
+        OnDask(cluster, home.table(table), info.version)
+        if cluster is not None and recorded_engine != IN_PROCESS
+        else None
+    )
+    log(
+        f"retraining {version.model} v{version.version} on {table} v{info.version} (time travel)"
+        + (f" on Dask at {cluster.scheduler}" if on_dask and cluster else "")
+    )
+    trained = train(frame, declared.declaration, recorded_features(info), on_dask)
     with tempfile.TemporaryDirectory(prefix="shipway-reproduce-") as tmp:
         rebuilt = Path(tmp) / MODEL_FILE
         trained.model.save_model(str(rebuilt))
@@ -87,6 +110,7 @@ def reproduce(
     result = Reproducibility(
         registered_sha256=file_sha256(version.model_file),
         rebuilt_sha256=rebuilt_sha,
-        differences=_differences(declared, version, content_digest(frame)),
+        differences=_differences(declared, version, content_digest(frame))
+        + _engine_difference(recorded_engine, trained.engine),
     )
     return Reproduction(version.model, version.version, table, info.version, result)
