@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dagster import AssetKey, Component, ComponentLoadContext, Definitions
 
+from shipway.defs.batch import batch_definitions
 from shipway.defs.deployment import deployment_definitions
 from shipway.defs.models import training_definitions
 from shipway.defs.monitoring import monitoring_definitions
@@ -44,4 +45,5 @@ def model_definitions(model: DeclaredModel) -> Definitions:
         Definitions(sensors=[rollout_sensor(declaration, deployment)]),
         monitoring_definitions(model, deployment),
         retraining_definitions(model),
+        batch_definitions(model),
     )

@@ -253,6 +253,25 @@ def _check_sources(model: DeclaredModel, tables: Mapping[str, list[str]]) -> Non
             f"{declaration.entity_keys} but feature service {service.name} joins on "
             f"{list(service.join_keys)}; declare the service's join keys",
         )
+    batch = declaration.batch
+    if batch is not None:
+        if batch.population not in tables:
+            raise fail(
+                "batch.population",
+                f"{batch.population!r} is not a Delta table Shipway writes (known: "
+                f"{sorted(tables)}); name a table with the entity keys and {EVENT_TIMESTAMP}",
+            )
+        missing = [
+            n
+            for n in [*declaration.entity_keys, EVENT_TIMESTAMP]
+            if n not in tables[batch.population]
+        ]
+        if missing:
+            raise fail(
+                "batch.population",
+                f"{batch.population} has no column(s) {missing} (its columns: "
+                f"{tables[batch.population]}); the population is its entity keys by time",
+            )
     for i, rule in enumerate(declaration.release.slices):
         if rule.column not in columns and rule.column not in service.feature_names:
             raise fail(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -471,6 +472,19 @@ class MonitoringPolicy(_Strict):
         return schedule
 
 
+class BatchScoring(_Strict):
+    """`<model>_batch_scores`: every day, the champion scores a population (the entities active
+    in the population table over the last days) as of the day's end."""
+
+    population: str
+    """The Delta table whose entity keys, with a row in the lookback, make a day's population."""
+    lookback_days: int = Field(default=30, ge=1)
+    start_date: date
+    """The first daily partition."""
+    hour_utc: int = Field(default=2, ge=0, le=23)
+    """The schedule scores the day just ended at this hour (UTC)."""
+
+
 class CardDeclaration(_Strict):
     """What a model card says that only its owners know (`shipway models card`)."""
 
@@ -510,6 +524,14 @@ class LifecycleNames:
     def live_drift(self) -> str:
         return f"{self.name}_live_drift"
 
+    @property
+    def batch_scores(self) -> str:
+        return f"{self.name}_batch_scores"
+
+    @property
+    def batch_job(self) -> str:
+        return f"{self.name}_batch_scoring"
+
 
 class ModelDeclaration(LifecycleNames, _Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
@@ -532,6 +554,8 @@ class ModelDeclaration(LifecycleNames, _Strict):
     serving: ServingPolicy
     rollout: RolloutPolicy = RolloutPolicy()
     monitoring: MonitoringPolicy = MonitoringPolicy()
+    batch: BatchScoring | None = None
+    """Daily batch scoring of a population with the champion; none: online only."""
 
     @field_validator("gates")
     @classmethod

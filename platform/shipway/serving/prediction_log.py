@@ -3,7 +3,8 @@
 
 Columns: `request_id`, `model`, `version`, `served` (false: a mirrored shadow request),
 `rollout` (where the version stood when its rows were logged, e.g. `canary: v2 at 10%`,
-`shadow: v2 mirrored`; empty outside a rollout), `at` (UTC), `day`, `row_key` (which
+`shadow: v2 mirrored`; empty outside a rollout; `batch` for batch scoring's rows), `at` (UTC),
+`day`, `row_key` (which
 prediction point: `DeclaredModel.prediction_keys`), `features` and `vector` (the exact
 feature vector scored), `score`, and `batch` (the spool file it came from). An LLM application's
 log has one row per answer instead (`ANSWER_SCHEMA`), and its callers' ratings land in
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -224,6 +226,52 @@ def ingest(
                 else:
                     log.info("%s: %d rows written to %s", model, appended.num_rows, table)
     return written
+
+
+BATCH_ROLLOUT = "batch"
+"""The `rollout` of rows batch scoring logged (`shipway.models.batch`), not a caller's."""
+
+
+def log_batch(
+    lake: Path,
+    model: str,
+    version: str,
+    batch: str,
+    features: list[str],
+    row_keys: list[str],
+    vectors: np.ndarray,
+    scores: np.ndarray,
+    at: datetime,
+) -> int:
+    """Append a batch scoring run's rows (`rollout` "batch", served) to the prediction log in
+    one commit, once: a `batch` id already in the table is not written again. Returns the rows
+    written."""
+    path = lake / table_name(model)
+    with locked(lake / f".{table_name(model)}.batch.lock"):
+        if _committed_batches(path, [batch]):
+            log.info("%s: batch %s is in the prediction log already", model, batch)
+            return 0
+        n = len(scores)
+        stamp = pd.Timestamp(at).tz_convert("UTC").floor("us")
+        rows = pa.table(
+            {
+                "request_id": [batch] * n,
+                "model": [model] * n,
+                "version": [version] * n,
+                "served": [True] * n,
+                "rollout": [BATCH_ROLLOUT] * n,
+                "at": [stamp] * n,
+                "day": [stamp.strftime("%Y-%m-%d")] * n,
+                "row_key": row_keys,
+                "features": [features] * n,
+                "vector": vectors.tolist(),
+                "score": scores.tolist(),
+                "batch": [batch] * n,
+            },
+            schema=SCHEMA,
+        )
+        write_deltalake(str(path), rows, mode="append", partition_by=["day"])
+    return n
 
 
 def _batch(path: Path) -> str:
