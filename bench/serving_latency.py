@@ -3,10 +3,12 @@ MLServer with Shipway's runtime and its prediction log, as `shipway up` serves: 
 with a caller's API key, checked, and held to the caller's rate) to a version with one replica
 and to one with `--replicas`, the same front door open (no keys, no rate limits: what they
 cost), the first replica's MLServer direct, a second MLServer without the prediction log, and
-`mlflow models serve`.
+`mlflow models serve`. With `--protocols`: instead, the Open Inference Protocol over REST and
+over gRPC through the same keyed front door to the same version, 1 and 64 rows per request.
 
     .venv/bin/python bench/serving_latency.py                      # 50 req/s, 2000 requests
     .venv/bin/python bench/serving_latency.py --rate 100 --seconds 15 --replicas 3
+    .venv/bin/python bench/serving_latency.py --protocols          # REST vs gRPC
 
 Latency: single-row requests paced at `--rate` (open loop; a late request is sent late, not
 skipped), the three targets interleaved request by request so they share the machine's state;
@@ -17,6 +19,10 @@ The one-replica front door and "direct" hit the same MLServer process, so their 
 the proxy; the two direct targets differ only by the prediction log (the spool's cost on the
 hot path). The replicated version is the same bundle with `replicas` set, as the control plane
 serves it: Envoy's least-request balancer over the replicas' ports.
+
+REST against gRPC (`--protocols`): both clients are Python (httpx and tritonclient's gRPC client
+for the paced latencies, aiohttp and tritonclient's asyncio gRPC client for saturation), so the
+two protocols pay a client of the same kind; wrk speaks no gRPC.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
@@ -44,7 +51,7 @@ import xgboost as xgb
 from shipway import callers
 from shipway.processes import LOOPBACK, ManagedProcess, free_port, free_ports
 from shipway.serving.bundle import Bundle, write_bundle
-from shipway.serving.dataplane import VERSION_HEADER, DataPlane, Endpoint, Route
+from shipway.serving.dataplane import MODEL_HEADER, VERSION_HEADER, DataPlane, Endpoint, Route
 from shipway.serving.protocol import features_request
 from shipway.serving.runtime import start_mlserver, start_replicas
 from shipway.stats.drift import DriftRules, build_reference
@@ -161,10 +168,97 @@ def saturate(
     return asyncio.run(_saturate_aiohttp(url, body, headers, seconds, connections))
 
 
+def _grpc_inputs(rows: np.ndarray) -> list[Any]:
+    import tritonclient.grpc as grpc_oip
+
+    matrix = grpc_oip.InferInput("features", list(rows.shape), "FP64")
+    matrix.set_data_from_numpy(np.ascontiguousarray(rows))
+    return [matrix]
+
+
+async def _saturate_grpc(
+    host: str, headers: dict[str, str], rows: np.ndarray, seconds: int, connections: int
+) -> float:
+    import tritonclient.grpc.aio as grpc_aio
+
+    client = grpc_aio.InferenceServerClient(host)
+    inputs = _grpc_inputs(rows)
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < stop:
+            await client.infer("bench_model", inputs, headers=headers)
+            done += 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    elapsed = time.perf_counter() - began
+    await client.close()
+    return done / elapsed
+
+
+def compare_protocols(
+    url: str, keyed: dict[str, str], rows: np.ndarray, args: argparse.Namespace
+) -> None:
+    """REST and gRPC through the same keyed front door to the same version, interleaved
+    request by request at `--rate`, then each saturated; 1 and 64 rows per request."""
+    import tritonclient.grpc as grpc_oip
+
+    host = url.removeprefix("http://")
+    grpc_headers = {"authorization": keyed["Authorization"], MODEL_HEADER: "bench_model"}
+    grpc = grpc_oip.InferenceServerClient(host)
+    infer = f"{url}/v2/models/bench_model/infer"
+    print(f"{'protocol':<10} {'rows':>5} {'p50 ms':>7} {'p99 ms':>7} {'req/s sat.':>11}")
+    with httpx.Client(timeout=30.0, headers=keyed) as http:
+        for size in (1, 64):
+            batches = [rows[(i * size) % (len(rows) - size) :][:size] for i in range(args.requests)]
+            latencies: dict[str, list[float]] = {"REST": [], "gRPC": []}
+            interval = 1.0 / args.rate
+            start = time.perf_counter()
+            for i, batch in enumerate(batches):
+                for j, name in enumerate(latencies):
+                    wait = start + (2 * i + j) * interval - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                    began = time.perf_counter()
+                    if name == "REST":
+                        http.post(infer, json=features_request(batch, FEATURES)).raise_for_status()
+                    else:
+                        grpc.infer("bench_model", _grpc_inputs(batch), headers=grpc_headers)
+                    latencies[name].append(time.perf_counter() - began)
+            saturated = {
+                "REST": asyncio.run(
+                    _saturate_aiohttp(
+                        infer,
+                        features_request(batches[0], FEATURES),
+                        keyed,
+                        args.seconds,
+                        args.connections,
+                    )
+                ),
+                "gRPC": asyncio.run(
+                    _saturate_grpc(host, grpc_headers, batches[0], args.seconds, args.connections)
+                ),
+            }
+            for name, found in latencies.items():
+                ms = np.asarray(found[50:]) * 1000  # the first 50 warm up
+                print(
+                    f"{name:<10} {size:>5} {np.percentile(ms, 50):7.2f} "
+                    f"{np.percentile(ms, 99):7.2f} {saturated[name]:11.0f}",
+                    flush=True,
+                )
+    grpc.close()
+
+
 def main() -> int:
     parser = load_arguments(__doc__)
     parser.add_argument(
         "--replicas", type=int, default=2, help="replicas of the replicated version (2)"
+    )
+    parser.add_argument(
+        "--protocols", action="store_true", help="REST against gRPC through the front door"
     )
     args = parser.parse_args()
 
@@ -204,13 +298,18 @@ def main() -> int:
         # One bundle, two served versions: "1" on the first replica alone, "n" on all of them
         # (picked with the version header, as a pinned caller would).
         ports: dict[str, list[Endpoint]] = {"1": [server.port], "n": [r.port for r in replicas]}
+        grpc: dict[str, list[Endpoint]] = {"1": [server.grpc], "n": [r.grpc for r in replicas]}
+        routes = [Route("bench_model", ports, {"1": 100}, grpc=grpc)]
         key = callers.new_key()
         # A rate no run reaches: every request pays the check, none is refused.
         bench = callers.Caller("bench", callers.digest(key), 1_000_000, 1_000_000)
-        dataplane.publish([Route("bench_model", ports, {"1": 100})], callers={"bench": bench})
-        open_door.publish([Route("bench_model", ports, {"1": 100})], callers=None)
+        dataplane.publish(routes, callers={"bench": bench})
+        open_door.publish(routes, callers=None)
         time.sleep(1.0)
         keyed = {"Authorization": callers.credentials("bench", key)}
+        if args.protocols:
+            compare_protocols(dataplane.url, keyed, rows, args)
+            return 0
 
         mlflow_dir = root / "mlflow_model"
         mlflow.xgboost.save_model(

@@ -38,7 +38,8 @@ from shipway.defs.data import LANDING_JOB
 from shipway.models.catalog import load_models
 from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT, ServingHome, ShipwayHome
 from shipway.processes import LOOPBACK, ManagedProcess, free_port
-from shipway.serving.bundle import MODEL_FILE, Bundle, write_bundle
+from shipway.serving.bundle import MODEL_FILE, Bundle, Fault, write_bundle
+from shipway.serving.dataplane import MODEL_HEADER
 from shipway.serving.explanations import reference_attributions
 from shipway.serving.package import VERIFY_KEY_ENV, public_key_text
 from shipway.stack import Ports, Stack, running_stack
@@ -166,7 +167,7 @@ def toy_copy(
     model: str,
     version: str = "1",
     drift: DriftRules = TOY_DRIFT,
-    fault: dict[str, float] | None = None,
+    fault: Fault | None = None,
     replicas: int = 1,
 ) -> Bundle:
     """`source`'s trained model bundled again at `dest` as `model` v`version`: another name,
@@ -218,6 +219,32 @@ class Load:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+@dataclass
+class GrpcLoad(Load):
+    """The same load over the Open Inference Protocol's gRPC service, with a stock client:
+    `url` is the front door's host:port, `rows` the features of each call."""
+
+    model: str = ""
+    rows: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+
+    def run(self) -> None:
+        import tritonclient.grpc as grpc_oip
+        from tritonclient.utils import InferenceServerException
+
+        client = grpc_oip.InferenceServerClient(self.url)
+        matrix = grpc_oip.InferInput("features", list(self.rows.shape), "FP64")
+        matrix.set_data_from_numpy(self.rows)
+        metadata = {k.lower(): v for k, v in self.headers.items()} | {MODEL_HEADER: self.model}
+        while not self._stop.is_set():
+            try:
+                answer = client.infer(self.model, [matrix], headers=metadata, client_timeout=10)
+                self.answers[answer.get_response().model_version] += 1
+            except InferenceServerException as exc:
+                self.failures.append(f"{exc.status()} {str(exc.message())[:100]}")
+            time.sleep(1.0 / self.rate)
+        client.close()
 
 
 CALLER, CALLER_KEY = "tests", "test-caller-key-2b9e41"  # distinctive: secrets tests grep for it

@@ -133,6 +133,11 @@ def test_row_keys_must_be_one_string_per_row() -> None:
         parse_row_keys({"row_keys": ["a"]}, 2)
     with pytest.raises(BadRequest, match='"row_keys" must be a list of strings'):
         parse_row_keys({"row_keys": [1, 2]}, 2)
+    # Over gRPC, whose parameters are scalars, the list is its JSON text.
+    assert parse_row_keys({"row_keys": '["a", "b"]'}, 2) == ["a", "b"]
+    for text in ("a,b", '"a"', "[1, 2]"):
+        with pytest.raises(BadRequest, match='"row_keys" must be a list of strings'):
+            parse_row_keys({"row_keys": text}, 2)
 
 
 def test_prediction_keys_are_the_label_row_id_or_the_entity_keys_and_time() -> None:

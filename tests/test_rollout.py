@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,10 +26,10 @@ from shipway.paths import ShipwayHome
 from shipway.rollout.analysis import Analysis, analyse
 from shipway.rollout.controller import Controller, Decision, start
 from shipway.rollout.state import Phase, RolloutState, RolloutStore
-from shipway.serving.bundle import Bundle
+from shipway.serving.bundle import Bundle, Fault
 from shipway.serving.protocol import features_request
 from shipway.stack import Ports, Stack, running_stack
-from tests.conftest import TOY_FEATURES, Load, toy_copy, toy_frame
+from tests.conftest import TOY_FEATURES, GrpcLoad, Load, toy_copy, toy_frame
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
-def _bundles(stack: Stack, bundles: dict[str, Bundle], model: str, fault: dict[str, float]) -> None:
+def _bundles(stack: Stack, bundles: dict[str, Bundle], model: str, fault: Fault) -> None:
     """v1 (champion) and v2 (challenger, with `fault` injected) of `model` in the serving home."""
     for version, source in (("1", bundles["1"]), ("2", bundles["2"])):
         toy_copy(
@@ -71,9 +72,13 @@ def _rollout(
     bundles: dict[str, Bundle],
     model: str,
     policy: RolloutPolicy,
-    fault: dict[str, float] | None = None,
+    fault: Fault | None = None,
     load: bool = True,
+    grpc: bool = False,
+    on_tick: Callable[[RolloutState], None] = lambda state: None,
 ) -> tuple[RolloutState, list[Decision], list[str], Counter[str], list[str]]:
+    """Roll `model` v2 out over v1 under constant load (REST, or gRPC), the controller ticking
+    once a second (`on_tick` sees each state), until it finishes."""
     _bundles(stack, bundles, model, fault or {})
     serving = stack.serving()
     for version in ("1", "2"):
@@ -93,12 +98,24 @@ def _rollout(
     store.save(state)
     serving.set_traffic(model, *state.traffic(policy))
     decisions: list[Decision] = []
-    body = features_request(toy_frame(10, seed=3)[TOY_FEATURES].to_numpy(), TOY_FEATURES)
-    load_run = Load(
-        f"{stack.serving_url}/v2/models/{model}/infer",
-        body,
-        rate=40 if load else 0.5,
-        headers=serving.api_headers,
+    rows = toy_frame(10, seed=3)[TOY_FEATURES].to_numpy()
+    rate = 40 if load else 0.5
+    load_run = (
+        GrpcLoad(
+            stack.serving_url.removeprefix("http://"),
+            {},
+            rate=rate,
+            headers=serving.api_headers,
+            model=model,
+            rows=rows,
+        )
+        if grpc
+        else Load(
+            f"{stack.serving_url}/v2/models/{model}/infer",
+            features_request(rows, TOY_FEATURES),
+            rate=rate,
+            headers=serving.api_headers,
+        )
     )
     with load_run:
         deadline = time.monotonic() + 12 * INTERVAL
@@ -106,6 +123,7 @@ def _rollout(
             found, decision = controller.tick(time.time())
             assert found is not None
             state = found
+            on_tick(state)
             if decision.action not in ("wait", "done"):
                 decisions.append(decision)
             if state.finished and (state.phase != Phase.PROMOTED or state.retired):
@@ -166,6 +184,46 @@ def test_a_faulty_challenger_is_rolled_back_at_the_first_analysis_and_callers_ne
     assert failures == [] and set(answers) == {"1"}
     served = stack.serving().status()[model]
     assert served["weights"] == {"1": 100} and sorted(served["versions"]) == ["1"]
+
+
+def test_a_rollout_over_grpc_shadows_takes_a_canary_step_and_rolls_back_when_it_turns_bad(
+    stack: Stack, bundles: dict[str, Bundle], tmp_path: Path
+) -> None:
+    """All traffic over gRPC: the mirror feeds the shadow analysis, the weights the canary's,
+    and per-version statistics the verdicts. v2 turns bad once it serves callers (a fault
+    armed at its first canary step), and the next analysis rolls it back."""
+    armed = tmp_path / "armed"
+
+    def arm_at_the_canary(state: RolloutState) -> None:
+        if state.phase == Phase.CANARY:
+            armed.touch()
+
+    fault: Fault = {"error_ratio": 0.5, "armed_by": str(armed)}
+    tolerant = POLICY.model_copy(update={"failed_checks": 2})
+    state, decisions, _, answers, failures = _rollout(
+        stack, bundles, "toy_grpc", tolerant, fault, grpc=True, on_tick=arm_at_the_canary
+    )
+    actions = [d.action for d in decisions if d.action not in ("hold", "fail")]
+    print("DEBUG", answers, failures[:3], len(failures), armed.exists())
+    print(
+        "DEBUG",
+        PrometheusClient(stack.prometheus_url).query(
+            'grpc_server_handled_total{grpc_method="ModelInfer"}'
+        ),
+    )
+    assert actions == ["advance", "rollback"], [d.reason for d in decisions]
+    shadowed = next(d for d in decisions if d.action == "advance").analysis
+    assert shadowed is not None and shadowed.requests >= POLICY.min_requests
+    assert state.phase == Phase.ROLLED_BACK and "success_rate " in state.reason, state.reason
+    # Callers reached v2 over gRPC at the canary step; the errors they saw were its fault.
+    assert answers["1"] > 0 and answers["2"] > 0, answers
+    assert all("injected fault" in f for f in failures), failures[:3]
+    served = stack.serving().status()["toy_grpc"]
+    assert served["weights"] == {"1": 100} and sorted(served["versions"]) == ["1"]
+    grpc_series = PrometheusClient(stack.prometheus_url).query(
+        'envoy_cluster_upstream_rq_total{model="toy_grpc",version="2",protocol="grpc"}'
+    )
+    assert grpc_series, "v2's gRPC cluster is not labelled in Prometheus"
 
 
 def test_no_data_ends_as_the_policy_says(stack: Stack, bundles: dict[str, Bundle]) -> None:

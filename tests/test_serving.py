@@ -33,7 +33,7 @@ from shipway.paths import ServingHome
 from shipway.processes import ManagedProcess, free_ports
 from shipway.serving.bundle import Bundle, write_bundle
 from shipway.serving.client import TOKEN_ENV, ServingClient, control_plane_process
-from shipway.serving.dataplane import DataPlane
+from shipway.serving.dataplane import MODEL_HEADER, STICKY_HEADER, VERSION_HEADER, DataPlane
 from shipway.serving.explanations import reference_attributions
 from shipway.serving.package import VERIFY_KEY_ENV, build_package, public_key_text
 from shipway.serving.prediction_log import read_predictions
@@ -716,6 +716,104 @@ def test_a_stock_open_inference_protocol_client_checks_reads_metadata_and_infers
     assert not client.is_model_ready("no_such_model", headers=auth)
 
 
+def _grpc(deployed: ServingClient) -> Any:
+    import tritonclient.grpc as grpc_oip
+
+    return grpc_oip.InferenceServerClient(deployed.url.removeprefix("http://"))
+
+
+def _grpc_headers(deployed: ServingClient, **extra: str) -> dict[str, str]:
+    """gRPC metadata: the caller's key, and the model the call is for (Seldon's header)."""
+    return {
+        "authorization": deployed.api_headers["Authorization"],
+        MODEL_HEADER: "toy_model",
+        **extra,
+    }
+
+
+def _grpc_infer(
+    deployed: ServingClient,
+    rows: np.ndarray,
+    keys: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Any:
+    import tritonclient.grpc as grpc_oip
+
+    matrix = grpc_oip.InferInput("features", list(rows.shape), "FP64")
+    matrix.set_data_from_numpy(rows)
+    return _grpc(deployed).infer(
+        "toy_model",
+        [matrix],
+        parameters={"row_keys": json.dumps(keys)} if keys else None,
+        headers=_grpc_headers(deployed, **(headers or {})),
+    )
+
+
+def test_the_front_door_speaks_the_grpc_protocol_to_a_stock_client(
+    serving: Serving, deployed: ServingClient
+) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    client = _grpc(deployed)
+    auth = _grpc_headers(deployed)
+    # Server health is open, as over REST; a model's calls need a key and name the model.
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("toy_model", headers=auth)
+    metadata = client.get_model_metadata("toy_model", headers=auth, as_json=True)
+    assert [i["name"] for i in metadata["inputs"]] == TOY_FEATURES
+    rows = toy_frame(4, seed=31)[TOY_FEATURES].to_numpy()
+    answer = _grpc_infer(deployed, rows)
+    assert answer.get_response().model_version == "1"
+    _, expected = deployed.infer("toy_model", rows, TOY_FEATURES)
+    np.testing.assert_array_equal(answer.as_numpy("score"), expected)
+    with pytest.raises(InferenceServerException) as no_key:
+        client.is_model_ready("toy_model", headers={MODEL_HEADER: "toy_model"})
+    assert no_key.value.status() == "StatusCode.UNAUTHENTICATED"
+    with pytest.raises(InferenceServerException) as no_model:
+        client.get_model_metadata("toy_model", headers={"authorization": auth["authorization"]})
+    assert f"name the model in the `{MODEL_HEADER}` header" in str(no_model.value.message())
+    assert no_model.value.status() == "StatusCode.UNIMPLEMENTED"
+    # Counted per version like REST, on the version's gRPC cluster.
+    stats = httpx.get(f"http://{serving.dataplane.metrics_target}/metrics").text
+    assert re.search(
+        r'envoy_cluster_upstream_rq_total\{envoy_cluster_name="toy_model__v1__grpc"\} [1-9]', stats
+    ), "no gRPC requests counted for v1"
+
+
+def test_grpc_calls_follow_the_weights_the_sticky_key_the_pin_and_the_mirror(
+    serving: Serving, deployed: ServingClient
+) -> None:
+    rows = toy_frame(2, seed=32)[TOY_FEATURES].to_numpy()
+    deployed.set_traffic("toy_model", {"1": 50, "2": 50})
+    try:
+        seen = Counter(_grpc_infer(deployed, rows).get_response().model_version for _ in range(40))
+        assert set(seen) == {"1", "2"}, seen
+        for key in ("17", "4242424242"):
+            sticky = {
+                _grpc_infer(deployed, rows, headers={STICKY_HEADER: key})
+                .get_response()
+                .model_version
+                for _ in range(10)
+            }
+            assert len(sticky) == 1, f"key {key} went to {sticky}"
+        pinned = {
+            _grpc_infer(deployed, rows, headers={VERSION_HEADER: "2"}).get_response().model_version
+            for _ in range(10)
+        }
+        assert pinned == {"2"}
+        deployed.set_traffic("toy_model", {"1": 100}, shadow="2")
+        keys = [f"grpc-m-{i}" for i in range(2)]
+        # A caller's own mirror mark is replaced: its rows stay served rows.
+        answered = _grpc_infer(deployed, rows, keys, {"x-shipway-mirrored": "1"})
+        assert answered.get_response().model_version == "1"
+        logged = _logged(serving, "grpc-m-", rows=4)
+    finally:
+        deployed.set_traffic("toy_model", {"1": 100})
+    served, mirrored = logged[logged["served"]], logged[~logged["served"]]
+    assert set(served["version"]) == {"1"} and set(mirrored["version"]) == {"2"}
+    assert sorted(served["row_key"]) == keys == sorted(mirrored["row_key"])
+
+
 def _logged(serving: Serving, prefix: str, rows: int, timeout: float = 30.0) -> pd.DataFrame:
     """The logged rows whose key starts with `prefix`, once there are `rows` of them."""
     deadline = time.monotonic() + timeout
@@ -756,12 +854,12 @@ def test_every_scored_row_is_logged_with_its_key_and_vector_and_mirrored_rows_ar
 def test_a_callers_host_header_never_marks_its_rows_as_shadow(
     serving: Serving, deployed: ServingClient
 ) -> None:
-    # A mirrored request is told apart by its Host (Envoy appends `-shadow`); a caller who
-    # sends such a Host must not hide its rows from live drift and skew.
+    # Envoy marks a mirrored request (`x-shipway-mirrored: 1`, and a Host ending `-shadow`); a
+    # caller who sends either must not hide its rows from live drift and skew.
     deployed.set_traffic("toy_model", {"1": 100})
     rows = toy_frame(3, seed=23)[TOY_FEATURES].to_numpy()
     body = features_request(rows, TOY_FEATURES, [f"host-a-{i}" for i in range(3)])
-    forged = {**deployed.api_headers, "Host": "shipway-shadow"}
+    forged = {**deployed.api_headers, "Host": "shipway-shadow", "x-shipway-mirrored": "1"}
     answer = httpx.post(f"{deployed.url}/v2/models/toy_model/infer", json=body, headers=forged)
     assert answer.status_code == 200, answer.text
     logged = _logged(serving, "host-a-", rows=3)

@@ -21,6 +21,7 @@ from typing import Any
 
 from shipway.models.declaration import MonitoringPolicy, QualityRule, RolloutChecks
 from shipway.monitoring.prometheus import PrometheusClient
+from shipway.serving.server_errors import GRPC_ERRORS_METRIC
 
 TAIL_REQUESTS = 5
 
@@ -129,9 +130,15 @@ def analyse(
         return _one(prometheus, query) or 0.0
 
     requests = answered(challenger)
+    # A gRPC call's error travels in its trailers, under HTTP 200, so Envoy counts it as a
+    # success: the version's runtime counts its own server errors on gRPC calls the weights
+    # chose or mirrored (`shipway.serving.server_errors`); a caller's bad request is not one.
+    grpc_errors = f'model="{model}",version="{challenger}"'
     errors = _one(
         prometheus,
-        f'sum(increase(envoy_cluster_upstream_rq_xx{{{c},envoy_response_code_class="5"}}[{w}]))',
+        f'(sum(increase(envoy_cluster_upstream_rq_xx{{{c},envoy_response_code_class="5"}}[{w}]))'
+        f" or vector(0)) + (sum(increase({GRPC_ERRORS_METRIC}_total{{{grpc_errors}}}[{w}]))"
+        " or vector(0))",
     )
 
     quantile = latency_quantile(requests)

@@ -53,6 +53,10 @@ MAX_REPLICAS = 8
 REPLICA_ENV = "SHIPWAY_REPLICA"
 
 
+Fault = Mapping[str, float | str]
+"""An injected fault's settings (`shipway.serving.protocol.InjectedFault`)."""
+
+
 @dataclass(frozen=True)
 class PredictionKeys:
     """Which prediction point a scored row is, as its label row will say it: the label's
@@ -89,7 +93,7 @@ class Bundle:
     version: str
     problem: str
     drift: DriftRules
-    fault: dict[str, float] | None = None
+    fault: Fault | None = None
     feature_service: str | None = None
     """The Feast feature service the version was trained with: what scoring looks up."""
     replicas: int = 1
@@ -110,13 +114,14 @@ def write_bundle(
     reference: ReferenceProfile,
     problem: str,
     drift: DriftRules,
-    fault: dict[str, float] | None = None,
+    fault: Fault | None = None,
     feature_service: str | None = None,
     replicas: int = 1,
     prediction_keys: PredictionKeys | None = None,
     estimator_file: Path | None = None,
 ) -> Bundle:
-    """`fault` ({"error_ratio": 0.3, "latency_ms": 50}) makes a deliberately bad version."""
+    """`fault` ({"error_ratio": 0.3, "latency_ms": 50}, `shipway.serving.protocol.InjectedFault`)
+    makes a deliberately bad version."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_file, dest / MODEL_FILE)
     if estimator_file is not None:
@@ -128,7 +133,7 @@ def write_bundle(
         "reference": REFERENCE_FILE,
     }
     if fault:
-        extra["fault"] = fault
+        extra["fault"] = dict(fault)
     if feature_service:
         extra["feature_service"] = feature_service
     if replicas != 1:
@@ -165,7 +170,7 @@ def write_application_bundle(
     version: str,
     application: dict[str, Any],
     corpus: pd.DataFrame,
-    fault: dict[str, float] | None = None,
+    fault: Fault | None = None,
     replicas: int = 1,
 ) -> Bundle:
     """An LLM application's version as MLServer loads it: its settings and corpus, and
@@ -179,7 +184,7 @@ def write_application_bundle(
     write_atomic(dest / APPLICATION_FILE, json.dumps(application, indent=1))
     extra: dict[str, object] = {"problem": LLM_APPLICATION, "drift": NO_DRIFT.to_dict()}
     if fault:
-        extra["fault"] = fault
+        extra["fault"] = dict(fault)
     if replicas != 1:
         extra["replicas"] = replicas
     settings = {

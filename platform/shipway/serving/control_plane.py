@@ -55,7 +55,7 @@ from shipway.serving.package import (
     verify_package,
 )
 from shipway.serving.prediction_log import ingest
-from shipway.serving.runtime import is_ready, socket_folder, start_replicas
+from shipway.serving.runtime import grpc_socket, is_ready, socket_folder, start_replicas
 from shipway.serving.state import SavedState
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,7 @@ class ServedModel:
             {v: [r.socket for r in s.replicas] for v, s in self.versions.items()},
             dict(self.weights),
             self.shadow,
+            grpc={v: [grpc_socket(r.socket) for r in s.replicas] for v, s in self.versions.items()},
         )
 
 

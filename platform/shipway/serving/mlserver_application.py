@@ -60,6 +60,7 @@ from shipway.serving.prediction_spool import (
     spool_metrics,
 )
 from shipway.serving.protocol import FAULT_MESSAGE, InjectedFault, mirrored, parse_feedback
+from shipway.serving.server_errors import ServerErrors
 
 DEFAULT_ACL = "public"
 MAX_QUESTIONS = 16
@@ -172,10 +173,13 @@ class ShipwayApplication(MLModel):
         )
         self._counts.spools = [s for s in (self._answers, self._feedback) if s is not None]
         REGISTRY.register(self._counts)
+        self._errors = ServerErrors(self.name, version)
+        REGISTRY.register(self._errors)
         return True
 
     async def unload(self) -> bool:
         REGISTRY.unregister(self._counts)
+        REGISTRY.unregister(self._errors)
         for spool in self._counts.spools:
             spool.close()
         return True
@@ -197,6 +201,13 @@ class ShipwayApplication(MLModel):
         return JSONResponse({"request_id": request_id, "rating": rating}, 202)
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        headers = (payload.parameters.headers if payload.parameters else None) or {}
+        with self._errors.watch(headers, (InferenceError,)):
+            return await self._predict(payload, headers)
+
+    async def _predict(
+        self, payload: InferenceRequest, headers: dict[str, Any]
+    ) -> InferenceResponse:
         try:
             questions, acl = parse_questions(payload)
             answers = [
@@ -208,10 +219,9 @@ class ShipwayApplication(MLModel):
             raise MLServerError(FAULT_MESSAGE, 500)
         settings = self._app.settings
         prompt = f"{settings.prompt_name}/{settings.prompt_version}"
-        headers = (payload.parameters.headers if payload.parameters else None) or {}
         given = payload.id or headers.get("x-request-id") or uuid.uuid4().hex
         ids = [given] if len(answers) == 1 else [f"{given}.{i}" for i in range(len(answers))]
-        served, at = not mirrored(str(headers.get("host", ""))), time.time()
+        served, at = not mirrored(headers), time.time()
         for answer, request_id in zip(answers, ids, strict=True):
             self._counts.add(answer)
             if self._answers is not None:

@@ -76,6 +76,7 @@ from shipway.serving.protocol import (
     parse_row_keys,
     wants_contributions,
 )
+from shipway.serving.server_errors import ServerErrors
 from shipway.serving.trees import Scorer
 from shipway.stats.attribution import AttributionWindow
 from shipway.stats.drift import DriftRules, DriftWindow, ReferenceProfile
@@ -290,16 +291,26 @@ class ShipwayModel(MLModel):
         )
         self._taps.spool = self._spool
         REGISTRY.register(self._taps)
+        self._errors = ServerErrors(self.name, str(self.version))
+        REGISTRY.register(self._errors)
         self._fault = InjectedFault(extra)
         return True
 
     async def unload(self) -> bool:
         REGISTRY.unregister(self._taps)
+        REGISTRY.unregister(self._errors)
         if self._spool is not None:
             self._spool.close()
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        headers = (payload.parameters.headers if payload.parameters else None) or {}
+        with self._errors.watch(headers, (InferenceError,)):
+            return await self._predict(payload, headers)
+
+    async def _predict(
+        self, payload: InferenceRequest, headers: dict[str, Any]
+    ) -> InferenceResponse:
         body = {
             "inputs": [
                 {"name": i.name, "shape": i.shape, "data": i.data.root} for i in payload.inputs
@@ -317,14 +328,13 @@ class ShipwayModel(MLModel):
         if await self._fault.strikes():
             raise MLServerError(FAULT_MESSAGE, 500)
         scores = self._score(rows)
-        headers = (parameters.headers if parameters else None) or {}
         self._taps.pending.append((time.time(), rows, scores, headers.get(PINNED_HEADER) == "1"))
         if self._spool is not None:
             self._spool.add(
                 Scored(
                     request_id=payload.id or headers.get("x-request-id") or uuid.uuid4().hex,
                     at=time.time(),
-                    served=not mirrored(str(headers.get("host", ""))),
+                    served=not mirrored(headers),
                     rows=rows,
                     scores=scores,
                     row_keys=row_keys,

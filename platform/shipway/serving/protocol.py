@@ -29,6 +29,8 @@ import asyncio
 import json
 import random
 import re
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +45,9 @@ CONTRIBUTIONS_OUTPUT = "contributions"
 # Set by Envoy on every model request (never the caller's): "1" when the caller pinned the
 # version (its path or `x-shipway-version`), "0" when the rollout's weights chose it.
 PINNED_HEADER = "x-shipway-pinned"
+MIRRORED_HEADER = "x-shipway-mirrored"
+PROTOCOL_HEADER = "x-shipway-protocol"
+"""Set by the front door on every call to a model: `grpc` or `rest`."""
 # Buckets of the `shipway_prediction_score` histogram.
 SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 
@@ -226,10 +231,19 @@ def _matrix_input(tensor: dict[str, Any], feature_names: list[str]) -> np.ndarra
 
 
 def parse_row_keys(parameters: Any, rows: int) -> list[str] | None:
-    """The request's `row_keys` parameter: None when absent, else one string per row."""
+    """The request's `row_keys` parameter: None when absent, else one string per row. Over gRPC,
+    whose parameters are scalars, the list comes as its JSON text."""
     if not isinstance(parameters, dict) or parameters.get(ROW_KEYS_PARAMETER) is None:
         return None
     keys = parameters[ROW_KEYS_PARAMETER]
+    if isinstance(keys, str):
+        try:
+            keys = json.loads(keys)
+        except ValueError:
+            raise BadRequest(
+                f'parameters "{ROW_KEYS_PARAMETER}" must be a list of strings (over gRPC, its '
+                "JSON text)"
+            ) from None
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise BadRequest(f'parameters "{ROW_KEYS_PARAMETER}" must be a list of strings')
     if len(keys) != rows:
@@ -284,17 +298,22 @@ def features_request(
 
 
 class InjectedFault:
-    """A bundle's `parameters.extra.fault` (`error_ratio`, `latency_ms`): how the demo and the
-    tests make a bad challenger of a model or an application. Seeded, so runs repeat."""
+    """A bundle's `parameters.extra.fault` (`error_ratio`, `latency_ms`, and optionally
+    `armed_by`: a file, the fault striking only while it exists, for a version that turns bad
+    mid-rollout): how the demo and the tests make a bad challenger of a model or an
+    application. Seeded, so runs repeat."""
 
     def __init__(self, extra: dict[str, Any]) -> None:
         fault = extra.get("fault") or {}
         self.error_ratio = float(fault.get("error_ratio", 0.0))
         self.latency = float(fault.get("latency_ms", 0.0)) / 1000
+        self.armed_by = Path(fault["armed_by"]) if fault.get("armed_by") else None
         self._rng = random.Random(0)
 
     async def strikes(self) -> bool:
         """Wait the added latency; True when this request must fail."""
+        if self.armed_by is not None and not self.armed_by.exists():
+            return False
         if self.latency:
             await asyncio.sleep(self.latency)
         return bool(self.error_ratio) and self._rng.random() < self.error_ratio
@@ -314,10 +333,10 @@ def question_request(questions: list[str], acl: str) -> dict[str, Any]:
     }
 
 
-def mirrored(host: str) -> bool:
-    """Envoy marks a mirrored request by its host: `shipway-shadow` (every model route sends
-    the Host `shipway`, whatever the caller sent, so only a mirror says `-shadow`)."""
-    return host.rsplit(":", 1)[0].endswith("-shadow")
+def mirrored(headers: Mapping[str, Any]) -> bool:
+    """Envoy marks a mirrored request with `x-shipway-mirrored: 1`, REST or gRPC (every model
+    route sets it to 0 on what it routes, whatever the caller sent, so only a mirror says 1)."""
+    return str(headers.get(MIRRORED_HEADER, "")) == "1"
 
 
 # An LLM application's feedback: `POST /v2/models/<model>/feedback` through the front door,

@@ -38,6 +38,14 @@ HTTP_SOCKET_ENV = "SHIPWAY_HTTP_SOCKET"
 GRPC_SOCKET_ENV = "SHIPWAY_GRPC_SOCKET"
 
 
+HTTP_SOCKET = "-http.sock"
+
+
+def grpc_socket(http_socket: Path) -> Path:
+    """The gRPC server's socket of the model server whose REST API is on `http_socket`."""
+    return http_socket.with_name(http_socket.name.removesuffix(HTTP_SOCKET) + "-grpc.sock")
+
+
 def mlserver_binary() -> str:
     return require_binary(
         os.environ.get("SHIPWAY_MLSERVER", str(DEFAULT_MLSERVER)),
@@ -80,6 +88,8 @@ class VersionRuntime:
     http: Listen
     metrics_port: int
     process: ManagedProcess
+    grpc: Listen
+    """Where its gRPC server answers: the socket beside `http`'s, or its own loopback port."""
 
     @property
     def metrics_target(self) -> str:
@@ -162,14 +172,15 @@ def start_mlserver(
     if spool_dir is not None:
         env[SPOOL_ENV] = str(spool_dir)
     listen: Listen = http_port
+    grpc: Listen = grpc_port
     argv = [mlserver_binary(), "start", str(bundle.path)]
     if sockets is not None:
         name = hashlib.sha256(f"{bundle.model}/{bundle.version}".encode()).hexdigest()[:12]
-        listen = sockets / f"{name}-{replica}-http.sock"
-        grpc_socket = sockets / f"{name}-{replica}-grpc.sock"
-        for stale in (listen, grpc_socket):
+        listen = sockets / f"{name}-{replica}{HTTP_SOCKET}"
+        grpc = grpc_socket(listen)
+        for stale in (listen, grpc):
             stale.unlink(missing_ok=True)
-        env[HTTP_SOCKET_ENV], env[GRPC_SOCKET_ENV] = str(listen), str(grpc_socket)
+        env[HTTP_SOCKET_ENV], env[GRPC_SOCKET_ENV] = str(listen), str(grpc)
         python = Path(mlserver_binary()).with_name("python")
         argv = [str(python), "-m", "shipway.serving.model_server", str(bundle.path)]
     process = ManagedProcess(
@@ -182,7 +193,7 @@ def start_mlserver(
         own_group=own_group,
     )
     process.start(wait=wait)
-    return VersionRuntime(bundle, replica, listen, metrics_port, process)
+    return VersionRuntime(bundle, replica, listen, metrics_port, process, grpc)
 
 
 def start_replicas(
