@@ -46,6 +46,7 @@ def test_a_model_trains_on_dask_as_well_as_in_process_and_reproduces_there(
     assert local.engine == IN_PROCESS
     metric, tolerance = QUALITY[model]
     on_dask = float(str(trained[f"validation_{metric}"]))
+    print(f"{model} {metric}: dask {on_dask:.4f}, in-process {local.metrics[metric]:.4f}")
     assert on_dask == pytest.approx(local.metrics[metric], abs=tolerance)
     assert trained["train_rows"] == local.train_rows
 

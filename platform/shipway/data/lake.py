@@ -6,10 +6,12 @@ import hashlib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
@@ -166,15 +168,24 @@ def read_table(
     return frame
 
 
-def read_arrow(path: Path | str, version: int, columns: list[str]) -> pa.Table:
-    """A version's columns as Arrow, in the order `read_table` gives its rows."""
+def read_arrow(
+    path: Path | str, version: int | None = None, columns: list[str] | None = None
+) -> pa.Table:
+    """A version's columns as Arrow, in the order `read_table` gives its rows: text stays in
+    Arrow's buffers, not one Python object per value (a tenth of the memory at 10M rows)."""
     return _open(path, version).to_pyarrow_table(columns=columns)
 
 
-def _arrow(frame: pd.DataFrame) -> pa.Table:
+Rows: TypeAlias = pd.DataFrame | pa.Table
+"""What a table is written from: pandas, or Arrow as it was read or built."""
+
+
+def _arrow(frame: Rows) -> pa.Table:
     """The rows only: a shuffled or filtered frame's index must not become a column. An empty
     text column has no inferable type; Delta needs one, so it is stored as string."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = (
+        frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+    )
     for i, column in enumerate(table.schema):
         if pa.types.is_null(column.type):
             table = table.set_column(i, column.name, table.column(i).cast(pa.string()))
@@ -194,12 +205,17 @@ def _properties(commit_metadata: dict[str, str] | None) -> CommitProperties:
 
 def land_days(
     path: Path | str,
-    events: pd.DataFrame,
+    events: Rows,
     commit_metadata: dict[str, str] | None = None,
     retention_days: int = DEFAULT_RETENTION_DAYS,
 ) -> TableInfo:
     """Write events so each day present replaces that day's rows: one commit, no duplicates."""
-    days = sorted({str(d) for d in events["event_date"]})
+    dates = (
+        pc.unique(events["event_date"]).to_pylist()
+        if isinstance(events, pa.Table)
+        else events["event_date"].unique()
+    )
+    days = sorted({str(d) for d in dates})
     if not table_exists(path):
         # Partitioned by day: re-landing a day rewrites only that day's files.
         write_deltalake(
@@ -223,7 +239,7 @@ def land_days(
 
 def overwrite_table(
     path: Path | str,
-    frame: pd.DataFrame,
+    frame: Rows,
     commit_metadata: dict[str, str] | None = None,
     retention_days: int = DEFAULT_RETENTION_DAYS,
 ) -> TableInfo:

@@ -15,16 +15,20 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from shipway.data.admission import Ledger, reference_from
 from shipway.data.contracts import Contract
-from shipway.data.events import SCENARIOS, generate_events
+from shipway.data.events import SCENARIOS, event_table
 from shipway.data.gates import Reference
 from shipway.data.lake import (
+    Rows,
     TableInfo,
     committed_values,
     land_days,
     overwrite_table,
+    read_arrow,
     read_table,
     table_exists,
     table_info,
@@ -55,7 +59,7 @@ def events_to_land(
     scenario: str,
     events_per_day: int,
     seed: int,
-) -> tuple[pd.DataFrame, str]:
+) -> tuple[Rows, str]:
     """The batch and where it came from: a Parquet file of events, or days from the seeded
     generator (`start_date` empty: the `days` days ending yesterday, UTC)."""
     if from_file:
@@ -70,7 +74,7 @@ def events_to_land(
         if start_date
         else datetime.now(UTC).date() - timedelta(days=days)
     )
-    events = generate_events(start, days, scenario, seed, events_per_day)
+    events = event_table(start, days, scenario, seed, events_per_day)
     return events, f"generator: {days} days from {start}, scenario {scenario}"
 
 
@@ -94,7 +98,7 @@ def landed_at(info: TableInfo) -> datetime | None:
 
 def write_batch(
     home: ShipwayHome,
-    events: pd.DataFrame,
+    events: Rows,
     source: str,
     as_of: str,
     readmits: str,
@@ -153,7 +157,7 @@ def publish(home: ShipwayHome, retention_days: int) -> tuple[TableInfo, list[str
         pending = sorted(set(accepted) - held)
         done, rows, info = [], 0, None
         for version in pending:
-            batch = read_table(home.table(BATCH_TABLE), version)
+            batch = read_arrow(home.table(BATCH_TABLE), version)
             later = [v for v in held if v > version]
             if later:
                 days = {
@@ -161,7 +165,8 @@ def publish(home: ShipwayHome, retention_days: int) -> tuple[TableInfo, list[str
                     for v in later
                     for d in read_table(home.table(BATCH_TABLE), v, ["event_date"])["event_date"]
                 }
-                batch = batch[~batch["event_date"].astype(str).isin(days)]
+                stamped = pc.cast(batch["event_date"], pa.string())
+                batch = batch.filter(pc.invert(pc.is_in(stamped, pa.array(sorted(days)))))
             info = land_days(
                 home.table(RAW_EVENTS),
                 batch,
@@ -170,7 +175,7 @@ def publish(home: ShipwayHome, retention_days: int) -> tuple[TableInfo, list[str
             )
             held.add(version)
             done.append(accepted[version].id)
-            rows += len(batch)
+            rows += batch.num_rows
         if info is None:  # nothing new: the table as it is
             info = table_info(home.table(RAW_EVENTS), digest=True)
         return info, done, rows

@@ -156,7 +156,7 @@ def feature_store(home: ShipwayHome):  # type: ignore[no-untyped-def]  # feast i
 
 # Entity rows joined per call: Feast's file offline store holds every row of a call, and the
 # feature rows in its time range, in memory several times over (4.1M rows took over 21 GB).
-JOIN_CHUNK_ROWS = 500_000
+JOIN_CHUNK_ROWS = 200_000
 
 
 def historical_features(  # type: ignore[no-untyped-def]
