@@ -92,6 +92,7 @@ RUNTIME_SOURCES = (
     "shipway/serving/mlserver_runtime.py",
     "shipway/serving/prediction_spool.py",
     "shipway/serving/protocol.py",
+    "shipway/serving/server_errors.py",
     "shipway/serving/trees.py",
 )
 
