@@ -7,9 +7,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from deltalake import DeltaTable
 
 from shipway.data.events import event_table, generate_events
-from shipway.data.lake import land_days, overwrite_table, read_table, table_info, table_properties
+from shipway.data.lake import (
+    content_digest,
+    land_days,
+    overwrite_table,
+    read_table,
+    table_digest,
+    table_info,
+    table_properties,
+)
 from shipway.errors import ShipwayError
 
 
@@ -98,3 +107,37 @@ def test_the_content_digest_ignores_order_and_sees_any_change(tmp_path: Path) ->
 def test_tables_keep_old_versions_a_year(tmp_path: Path) -> None:
     overwrite_table(tmp_path / "t", generate_events(date(2026, 9, 1), 1, "baseline", 7, 10))
     assert table_properties(tmp_path / "t")["delta.logRetentionDuration"] == "interval 365 days"
+
+
+@pytest.mark.parametrize("batch_rows", [1, 3, 7, 1000])
+def test_a_table_s_digest_read_in_batches_is_the_digest_of_the_whole_table(
+    tmp_path: Path, batch_rows: int
+) -> None:
+    # Nulls in one batch only: pandas types the whole table's integers as floats and its
+    # booleans as objects, and each batch must be typed the same.
+    frame = pd.DataFrame(
+        {
+            "id": [f"r{i}" for i in range(10)],
+            "count": pd.array([1, 2, 3, 4, 5, 6, 7, None, 9, 10], dtype="Int64"),
+            "flag": pd.array([True, False] * 4 + [None, True], dtype="boolean"),
+            "amount": [float(i) / 3 for i in range(10)],
+            "at": pd.date_range("2026-09-01", periods=10, freq="h", tz="UTC").astype(
+                "datetime64[us, UTC]"
+            ),
+        }
+    )
+    info = overwrite_table(tmp_path / "t", frame)
+    whole = content_digest(read_table(tmp_path / "t"))
+    assert info.content_digest == whole
+    assert table_digest(DeltaTable(str(tmp_path / "t")), batch_rows) == whole
+    # A nested column pandas cannot hash: its text is hashed, in every batch alike.
+    nested = pd.DataFrame({"k": list(range(6)), "tags": [["a"], None, ["b", "c"], [], None, ["d"]]})
+    overwrite_table(tmp_path / "n", nested)
+    assert table_digest(DeltaTable(str(tmp_path / "n")), batch_rows) == content_digest(
+        read_table(tmp_path / "n")
+    )
+    # And an empty table.
+    overwrite_table(tmp_path / "e", frame.iloc[:0])
+    assert table_digest(DeltaTable(str(tmp_path / "e")), batch_rows) == content_digest(
+        read_table(tmp_path / "e")
+    )

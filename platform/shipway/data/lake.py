@@ -65,14 +65,59 @@ def content_digest(frame: pd.DataFrame) -> str:
     any changed, added, removed or duplicated row. Cells pandas cannot hash (lists, maps: a
     landed file's nested column) are hashed by their text, so such a batch still gets a
     version its contract can reject by name."""
-    ordered = frame[sorted(frame.columns)]
     try:
-        hashes = pd.util.hash_pandas_object(ordered, index=False)
+        header, hashes = _row_hashes(frame, as_text=False)
     except TypeError:
-        hashes = pd.util.hash_pandas_object(ordered.map(_as_text), index=False)
-    rows = np.sort(hashes.to_numpy())
+        header, hashes = _row_hashes(frame, as_text=True)
+    return _digest(header, hashes)
+
+
+def _row_hashes(frame: pd.DataFrame, as_text: bool) -> tuple[bytes, np.ndarray]:
+    ordered = frame[sorted(frame.columns)]
+    if as_text:
+        ordered = ordered.map(_as_text)
+    hashes = pd.util.hash_pandas_object(ordered, index=False)
     header = ";".join(f"{c}:{ordered[c].dtype}" for c in ordered.columns).encode()
-    return hashlib.sha256(header + rows.tobytes()).hexdigest()[:32]
+    return header, hashes.to_numpy()
+
+
+def _digest(header: bytes, hashes: np.ndarray) -> str:
+    return hashlib.sha256(header + np.sort(hashes).tobytes()).hexdigest()[:32]
+
+
+DIGEST_BATCH_ROWS = 500_000
+
+
+def table_digest(table: DeltaTable, batch_rows: int = DIGEST_BATCH_ROWS) -> str:
+    """`content_digest` of the whole table, read `batch_rows` at a time: at 10M rows, the table
+    is never in pandas at once. A batch is typed as the whole table would be (an integer or
+    boolean column with a null anywhere is float or object in every batch), so the digest is
+    the one `content_digest(table.to_pandas())` gives."""
+    dataset = table.to_pyarrow_dataset()
+    nullable = {
+        f.name: "float64" if pa.types.is_integer(f.type) else "object"
+        for f in dataset.schema
+        if (pa.types.is_integer(f.type) or pa.types.is_boolean(f.type))
+        and dataset.to_table(columns=[f.name]).column(f.name).null_count
+    }
+
+    def hashed(as_text: bool) -> tuple[bytes | None, list[np.ndarray]]:
+        header, parts = None, []
+        for batch in dataset.to_batches(batch_size=batch_rows):
+            frame = batch.to_pandas()
+            for name, dtype in nullable.items():
+                frame[name] = frame[name].astype(dtype)
+            header, hashes = _row_hashes(frame, as_text)
+            parts.append(hashes)
+        return header, parts
+
+    try:
+        header, parts = hashed(as_text=False)
+    except TypeError:  # cells pandas cannot hash, in some batch: as `content_digest` does
+        header, parts = hashed(as_text=True)
+    if header is None:
+        return content_digest(dataset.schema.empty_table().to_pandas())
+    return _digest(header, np.concatenate(parts))
 
 
 def _as_text(value: object) -> object:
@@ -122,7 +167,7 @@ def table_info(path: Path | str, version: int | None = None, digest: bool = Fals
         row_count=rows,
         columns=[(f.name, str(f.type)) for f in schema],
         commit_metadata=lineage,
-        content_digest=content_digest(table.to_pandas()) if digest else None,
+        content_digest=table_digest(table) if digest else None,
     )
 
 
