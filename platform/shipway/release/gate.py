@@ -169,6 +169,11 @@ def release_gate(
             *declaration.sensitive,
             *(cost.columns if cost is not None else []),
         ]
+        # First, and alone: at 4M training rows the retraining and the evaluation set would
+        # otherwise be in memory together.
+        reproduction = None
+        if declaration.release.reproducible:
+            reproduction = reproduce(home, declared, challenger, log, cluster).result
         evaluation = build_evaluation_set(home, declared, challenger, champion, columns)
         log(
             f"evaluating {name} v{version}"
@@ -180,9 +185,6 @@ def release_gate(
         operational = (
             measure(challenger, evaluation.challenger_matrix) if len(evaluation.rows) else None
         )
-        reproduction = None
-        if declaration.release.reproducible:
-            reproduction = reproduce(home, declared, challenger, log, cluster).result
         kinds = change_kinds(challenger, champion)
         lineage = {**evaluation.lineage()}
         if champion is not None and evaluation.champion_joined:

@@ -14,12 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from shipway.data.lake import content_digest, read_table, table_info
+from shipway.data.lake import read_table, table_info
 from shipway.features.training_sets import recorded_features
 from shipway.models.catalog import DeclaredModel
 from shipway.models.distributed import IN_PROCESS, SCHEDULER_ENV, DaskCluster
 from shipway.models.tracking import git_commit, lock_hash
 from shipway.models.training import ENGINE_TAG, OnDask, train
+from shipway.names import EVENT_TIMESTAMP
 from shipway.paths import ShipwayHome
 from shipway.release.evaluation import Candidate
 from shipway.release.report import Reproducibility
@@ -89,9 +90,14 @@ def reproduce(
 ) -> Reproduction:
     """Retrain on the engine the version recorded: a version fitted on Dask is fitted again on
     `cluster` (the trees depend on the number of workers, which the engine names)."""
-    table = declared.declaration.training_set
-    info = table_info(home.table(table), version.training_set_version)
-    frame = read_table(home.table(table), version=info.version)
+    declaration = declared.declaration
+    table = declaration.training_set
+    # The digest is read in batches; the rows only as training reads them (in the same order).
+    info = table_info(home.table(table), version.training_set_version, digest=True)
+    features = recorded_features(info)
+    baseline = [str(declaration.training.baseline)] if declaration.training.baseline else []
+    wanted = [EVENT_TIMESTAMP, declaration.label.column, *features, *baseline]
+    frame = read_table(home.table(table), info.version, list(dict.fromkeys(wanted)))
     recorded_engine = version.tags.get(ENGINE_TAG, IN_PROCESS)
     on_dask = (
         OnDask(cluster, home.table(table), info.version)
@@ -102,7 +108,7 @@ def reproduce(
         f"retraining {version.model} v{version.version} on {table} v{info.version} (time travel)"
         + (f" on Dask at {cluster.scheduler}" if on_dask and cluster else "")
     )
-    trained = train(frame, declared.declaration, recorded_features(info), on_dask)
+    trained = train(frame, declaration, features, on_dask)
     with tempfile.TemporaryDirectory(prefix="shipway-reproduce-") as tmp:
         rebuilt = Path(tmp) / MODEL_FILE
         trained.model.save_model(str(rebuilt))
@@ -110,7 +116,7 @@ def reproduce(
     result = Reproducibility(
         registered_sha256=file_sha256(version.model_file),
         rebuilt_sha256=rebuilt_sha,
-        differences=_differences(declared, version, content_digest(frame))
+        differences=_differences(declared, version, str(info.content_digest))
         + _engine_difference(recorded_engine, trained.engine),
     )
     return Reproduction(version.model, version.version, table, info.version, result)
