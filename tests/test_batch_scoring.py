@@ -1,10 +1,12 @@
-"""Batch scoring: `customer_spend_batch_scores` scores a day's population with the champion,
-the same rows score the same online, the rows enter the prediction log once, and the Dask
-cluster gives the same scores."""
+"""Batch scoring: `<model>_batch_scores` scores a day's population with the champion, the same
+rows score the same online, the rows enter the prediction log once, and the Dask cluster gives
+the same scores. The model is customer_spend's declaration under a name of its own, so its
+champion and rollouts are this module's alone on the shared platform."""
 
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -22,16 +24,33 @@ from shipway.serving.trees import MAX_TREE_ROWS
 from tests.conftest import Platform, definitions_of, materialization
 
 pytestmark = pytest.mark.integration
-MODEL = "customer_spend"
+MODEL = "spend_batch"
 SCORES = f"{MODEL}_batch_scores"
 # The platform's events end on 2026-10-26 at 01:00: a day's end after that sees every feature
 # row the online store holds, so batch and online look up the same values.
 LAST_DAY = "2026-10-26"
 
 
-def _score(platform: Platform, day: str) -> dict[str, object]:
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of declarations holding customer_spend's, renamed."""
+    folder = tmp_path_factory.mktemp("models") / MODEL
+    (folder / "contracts").mkdir(parents=True)
+    source = ASSETS_DIR / "customer_spend"
+    declaration = (source / "model.yaml").read_text()
+    assert "\nname: customer_spend\n" in declaration
+    renamed = declaration.replace("\nname: customer_spend\n", f"\nname: {MODEL}\n")
+    (folder / "model.yaml").write_text(renamed)
+    contract = (source / "contracts" / "training_set.yaml").read_text()
+    (folder / "contracts" / "training_set.yaml").write_text(
+        contract.replace("dataset: customer_spend_training_set", f"dataset: {MODEL}_training_set")
+    )
+    return folder.parent
+
+
+def _score(platform: Platform, models: Path, day: str) -> dict[str, object]:
     result = (
-        definitions_of()
+        definitions_of(models)
         .resolve_job_def(f"{MODEL}_batch_scoring")
         .execute_in_process(instance=platform.instance, partition_key=day, raise_on_error=False)
     )
@@ -50,9 +69,9 @@ def _batch_rows(platform: Platform) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def champion(platform: Platform) -> str:
+def champion(platform: Platform, models: Path) -> str:
     deployed = platform.materialize(
-        definitions_of(),
+        definitions_of(models),
         f"{MODEL}_lifecycle",
         f"{MODEL}_training_set",
         MODEL,
@@ -63,11 +82,11 @@ def champion(platform: Platform) -> str:
 
 
 def test_a_day_s_population_scores_as_it_does_online_and_is_logged_once(
-    platform: Platform, champion: str
+    platform: Platform, models: Path, champion: str
 ) -> None:
-    found = _score(platform, LAST_DAY)
+    found = _score(platform, models, LAST_DAY)
     assert found["model_version"] == champion and found["engine"] == "in-process"
-    declared = declared_model(load_models(ASSETS_DIR, RAW_EVENTS_CONTRACT), MODEL)
+    declared = declared_model(load_models(models, RAW_EVENTS_CONTRACT), MODEL)
     entities = population(platform.home, declared, date.fromisoformat(LAST_DAY))
     scores = _day(platform, LAST_DAY)
     assert found["rows"] == len(scores) == len(entities) > 100
@@ -103,7 +122,7 @@ def test_a_day_s_population_scores_as_it_does_online_and_is_logged_once(
 
     # Scored again: the day's partition is replaced, the log is not written twice.
     before = table_info(platform.home.table(SCORES)).version
-    again = _score(platform, LAST_DAY)
+    again = _score(platform, models, LAST_DAY)
     assert again["prediction_log_rows"] == 0
     assert table_info(platform.home.table(SCORES)).version == before + 1
     assert _day(platform, LAST_DAY)[SCORE].tolist() == scores[SCORE].tolist()
@@ -111,13 +130,17 @@ def test_a_day_s_population_scores_as_it_does_online_and_is_logged_once(
 
 
 def test_on_dask_a_day_scores_the_same_as_in_process(
-    platform: Platform, champion: str, dask_scheduler: str, monkeypatch: pytest.MonkeyPatch
+    platform: Platform,
+    models: Path,
+    champion: str,
+    dask_scheduler: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     day = "2026-10-20"
-    here = _score(platform, day)
+    here = _score(platform, models, day)
     in_process = _day(platform, day)
     monkeypatch.setenv(SCHEDULER_ENV, dask_scheduler)
-    there = _score(platform, day)
+    there = _score(platform, models, day)
     assert there["engine"] == "dask, 2 workers" and here["engine"] == "in-process"
     on_dask = _day(platform, day)
     pd.testing.assert_frame_equal(on_dask, in_process)
@@ -125,10 +148,11 @@ def test_on_dask_a_day_scores_the_same_as_in_process(
     assert there["prediction_log_rows"] == 0 < int(str(here["prediction_log_rows"]))
 
 
-def test_a_day_before_the_population_writes_nothing(platform: Platform, champion: str) -> None:
-    found = _score(platform, "2026-09-01")
-    assert found["rows"] == 0
-    scores = (
-        read_table(platform.home.table(SCORES)) if (platform.home.table(SCORES)).exists() else None
-    )
-    assert scores is None or not (scores["event_date"] == "2026-09-01").any()
+def test_a_day_with_no_active_entity_writes_nothing(
+    platform: Platform, models: Path, champion: str
+) -> None:
+    # The first label rows are stamped at 2026-09-01's end: none is before it.
+    found = _score(platform, models, "2026-09-01")
+    assert found["rows"] == 0 and found["prediction_log_rows"] == 0
+    path = platform.home.table(SCORES)
+    assert not path.exists() or "2026-09-01" not in set(read_table(path)["event_date"])

@@ -5,8 +5,9 @@ the `lookback_days` before the day's end; each is scored as of the day's end (it
 `event_timestamp`) with the feature service's point-in-time values, the ones training joins.
 The scores come from the champion's registered bundle through the serving runtime's own
 `Scorer` (the code MLServer runs), in requests of at most `MAX_TREE_ROWS` rows, so a row scores
-exactly as a request of its own does online. With a Dask cluster the rows are scored on its
-workers, each a contiguous share, with the same code.
+exactly as a request of its own does online. With a Dask cluster, its workers read the
+population table (dask-deltatable) and score the rows, each a contiguous share, with the same
+code.
 
 The scores replace the day's partition of `<model>_batch_scores` (Delta, by `event_date`), and
 the rows enter the prediction log once per day and version (`rollout` "batch"), so live
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xgboost as xgb
+from dask_deltatable import read_deltalake
 
 from shipway.data.lake import TableInfo, land_days, read_table
 from shipway.errors import ShipwayError
@@ -61,18 +63,29 @@ class BatchScores:
     """Rows this run added to the prediction log (0 when the day was logged before)."""
 
 
-def population(home: ShipwayHome, declared: DeclaredModel, day: date) -> pd.DataFrame:
-    """The entities active in the lookback before `day`'s end, stamped at that end."""
+def population(
+    home: ShipwayHome, declared: DeclaredModel, day: date, cluster: DaskCluster | None = None
+) -> pd.DataFrame:
+    """The entities active in the lookback before `day`'s end, stamped at that end. With a
+    Dask cluster, its workers read the population table (dask-deltatable) and find them."""
     declaration = declared.declaration
     batch = declaration.batch
     if batch is None:
         raise ShipwayError(f"{declaration.name} declares no batch scoring (`batch:`)")
     keys = declaration.entity_keys
     end = pd.Timestamp(day, tz=UTC) + pd.Timedelta(days=1)
-    rows = read_table(home.table(batch.population), columns=[*keys, EVENT_TIMESTAMP])
-    stamps = pd.to_datetime(rows[EVENT_TIMESTAMP], utc=True)
-    active = rows[(stamps >= end - pd.Timedelta(days=batch.lookback_days)) & (stamps < end)]
-    entities = active[keys].drop_duplicates().sort_values(keys, ignore_index=True)
+    start = end - pd.Timedelta(days=batch.lookback_days)
+    path, columns = home.table(batch.population), [*keys, EVENT_TIMESTAMP]
+    if cluster is None:
+        rows = read_table(path, columns=columns)
+        stamps = pd.to_datetime(rows[EVENT_TIMESTAMP], utc=True)
+        active = rows[(stamps >= start) & (stamps < end)][keys].drop_duplicates()
+    else:
+        with cluster.client():
+            found = read_deltalake(str(path), columns=columns)
+            stamps = found[EVENT_TIMESTAMP]
+            active = found[(stamps >= start) & (stamps < end)][keys].drop_duplicates().compute()
+    entities = active.drop_duplicates().sort_values(keys, ignore_index=True)
     entities[EVENT_TIMESTAMP] = end
     return entities
 
@@ -127,7 +140,7 @@ def score_day(
             f"{name} has no champion version to score with: deploy one "
             f"({declaration.deployment}) before {declaration.batch_scores}"
         )
-    entities = population(home, declared, day)
+    entities = population(home, declared, day, cluster)
     assert declaration.batch is not None
     say(
         f"{len(entities)} entities of {declaration.batch.population} active in the "
