@@ -148,7 +148,8 @@ def score_day(
     )
     with tempfile.TemporaryDirectory(prefix="shipway-batch-") as tmp:
         bundle = registered_bundle(tracking_uri, declaration, version, Path(tmp))
-        spec = registry_spec(feature_store(home), bundle.feature_service or "")
+        store = feature_store(home)
+        spec = registry_spec(store, bundle.feature_service or "")
         features = bundle.reference.feature_names
         if list(spec.feature_names) != features:
             raise ShipwayError(
@@ -158,7 +159,7 @@ def score_day(
         if entities.empty:
             joined = entities.reindex(columns=[*entities.columns, *features])
         else:
-            joined = historical_features(feature_store(home), entities, spec.name)
+            joined = historical_features(store, entities, spec.name)
             joined = joined.sort_values(declaration.entity_keys, ignore_index=True)
         vectors = feature_frame(joined, spec).to_numpy(dtype=float)
         scores, engine = _score(bundle.path / MODEL_FILE, vectors, cluster)
