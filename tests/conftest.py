@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -37,9 +38,10 @@ from shipway.defs.code_location import code_location
 from shipway.defs.data import LANDING_JOB
 from shipway.models.catalog import load_models
 from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT, ServingHome, ShipwayHome
-from shipway.processes import LOOPBACK, ManagedProcess, free_port
+from shipway.processes import LOOPBACK, ManagedProcess, free_port, free_ports
 from shipway.serving.bundle import MODEL_FILE, Bundle, Fault, write_bundle
-from shipway.serving.dataplane import MODEL_HEADER
+from shipway.serving.client import TOKEN_ENV, ServingClient, control_plane_process
+from shipway.serving.dataplane import MODEL_HEADER, DataPlane
 from shipway.serving.explanations import reference_attributions
 from shipway.serving.package import VERIFY_KEY_ENV, public_key_text
 from shipway.stack import Ports, Stack, running_stack
@@ -256,6 +258,85 @@ def allow_test_caller(serving: ServingHome) -> None:
     service, at a rate no test reaches."""
     caller = callers.Caller(CALLER, callers.digest(CALLER_KEY), 10_000, 10_000)
     callers.update(serving.callers, lambda known: known.update({CALLER: caller}))
+
+
+# Serving alone (Envoy and the control plane, no MLflow): what the serving tests share, one per
+# test module.
+TOKEN = "test-token-7f3a9c0d"  # distinctive: the secrets test greps files for it
+SIGNER = Ed25519PrivateKey.generate()
+
+
+@dataclass
+class Serving:
+    root: Path
+    dataplane: DataPlane
+    envoy: ManagedProcess
+    control_port: int
+    control: ManagedProcess
+
+    @property
+    def client(self) -> ServingClient:
+        return ServingClient(
+            f"http://127.0.0.1:{self.control_port}",
+            self.dataplane.url,
+            TOKEN,
+            f"{CALLER}:{CALLER_KEY}",
+        )
+
+    @property
+    def lake(self) -> Path:
+        return self.root / "lake"
+
+    def start_control(self) -> None:
+        self.control = control_plane_process(
+            self.root,
+            self.dataplane,
+            self.root / "logs",
+            self.root / "targets",
+            self.control_port,
+            lake=self.lake,
+        )
+        self.control.env[TOKEN_ENV] = TOKEN
+        self.control.env[VERIFY_KEY_ENV] = public_key_text(SIGNER.public_key())
+        self.control.start()
+
+    def kill_control(self) -> None:
+        """kill -9, and wait until it is gone (and its port free)."""
+        os.kill(self.control.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while self.control.running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
+    root = tmp_path_factory.mktemp("serving")
+    front, stats, control = free_ports(3)
+    dataplane = DataPlane(root / ".dataplane", front, stats)
+    envoy = dataplane.process(root / "logs").start()
+    started = Serving(root, dataplane, envoy, control, envoy)
+    allow_test_caller(ServingHome(root))
+    started.start_control()
+    yield started
+    started.control.stop()
+    envoy.stop()
+
+
+def served_copy(bundle: Bundle, root: Path) -> Path:
+    """Bundles are served only from the serving home: copy one there."""
+    dest = root / bundle.model / bundle.version
+    if not dest.exists():
+        shutil.copytree(bundle.path, dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def deployed(serving: Serving, bundles: dict[str, Bundle]) -> ServingClient:
+    client = serving.client
+    client.deploy("toy_model", "1", served_copy(bundles["1"], serving.root))
+    client.deploy("toy_model", "2", served_copy(bundles["2"], serving.root))
+    client.set_traffic("toy_model", {"1": 100})
+    return client
 
 
 @pytest.fixture

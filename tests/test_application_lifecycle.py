@@ -19,6 +19,7 @@ import pytest
 from dagster import Definitions
 from mlflow import MlflowClient
 
+from shipway import callers
 from shipway.data.help_centre import SMALL, generate
 from shipway.data.lake import table_info
 from shipway.defs.applications import help_centre_run_config, help_centre_selection
@@ -32,6 +33,7 @@ from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT
 from shipway.rollout.state import Phase, RolloutState
 from shipway.serving.prediction_log import ANSWER_SCHEMA, read_predictions
 from shipway.serving.protocol import question_request
+from tests import readme
 from tests.conftest import Platform, assets_copy, check_evaluation, materialization
 
 pytestmark = pytest.mark.integration
@@ -77,11 +79,17 @@ def _build(
     )
 
 
-def _ask(platform: Platform, question: str, acl: str = "public") -> httpx.Response:
+def _ask(
+    platform: Platform,
+    question: str,
+    acl: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """A question through the front door, as the platform's caller (public) or `headers`'."""
     return httpx.post(
         f"{platform.stack.serving_url}/v2/models/{NAME}/infer",
         json=question_request([question], acl),
-        headers=platform.caller,
+        headers=headers or platform.caller,
         timeout=60,
     )
 
@@ -151,8 +159,16 @@ def test_prompt_changes_are_gated_canaried_promoted_blocked_or_rolled_back(
     assert run.data.tags["shipway.prompt"] == f"{PROMPT}/1"
     assert run.data.metrics["eval_injection_success_rate"] == 0.0
 
-    # Served through Envoy's front door over the Open Inference Protocol, with the caller's ACL.
-    answered = _ask(platform, "Which code lifts a fraud block on a card?", acl="staff")
+    # Served through Envoy's front door over the Open Inference Protocol, with the access of
+    # the caller's record: the support desk's key is given the staff document, the platform's
+    # (public) is not, and cannot ask for it.
+    key = callers.new_key()
+    desk = platform.stack.serving().set_caller(
+        "support-desk", callers.digest(key), 100, 100, "staff"
+    )
+    assert desk["applied"]
+    staff = {"Authorization": callers.credentials("support-desk", key)}
+    answered = _ask(platform, "Which code lifts a fraud block on a card?", headers=staff)
     assert answered.status_code == 200, answered.text
     output = answered.json()["outputs"][0]
     assert output["name"] == "answer" and answered.json()["model_version"] == "1"
@@ -160,6 +176,12 @@ def test_prompt_changes_are_gated_canaried_promoted_blocked_or_rolled_back(
     public = _ask(platform, "Which code lifts a fraud block on a card?")
     details = public.json()["outputs"][0]["parameters"]["answers"][0]
     assert not [d for d in details["retrieved"] if d.startswith("staff-")]
+    assert _ask(platform, "Which code lifts a fraud block on a card?", "staff").status_code == 403
+    # The README's recipes for the application, as a user copies them.
+    for recipe in readme.recipes(NAME):
+        stack = platform.stack
+        copied = readme.run(recipe, stack.serving_url, stack.features_url, stack.api_key)
+        assert copied.status in (200, 202), (recipe, copied.status, copied.body[:300])
     bad = httpx.post(
         f"{platform.stack.serving_url}/v2/models/{NAME}/infer",
         json={"inputs": [{"name": "query", "datatype": "BYTES", "shape": [1], "data": ["x"]}]},
@@ -183,7 +205,15 @@ def test_prompt_changes_are_gated_canaried_promoted_blocked_or_rolled_back(
     assert rate(stack, NAME, detail["request_id"], "up").status_code == 202
     refused = rate(stack, NAME, detail["request_id"], "5 stars")
     assert refused.status_code == 400 and "feedback.rating: '5 stars'" in refused.text
-    assert rate(stack, NAME, "never-answered", "up").status_code == 202
+    # A rating is bound to an answer its caller was given: none, and none of another's.
+    assert rate(stack, NAME, "never-answered", "up").status_code == 404
+    others = httpx.post(
+        f"{stack.serving_url}/v2/models/{NAME}/feedback",
+        json={"request_id": detail["request_id"], "rating": "down"},
+        headers=staff,
+        timeout=30,
+    )
+    assert others.status_code == 404, others.text
     stranger = httpx.post(
         f"{stack.serving_url}/v2/models/{NAME}/feedback",
         json={"request_id": detail["request_id"], "rating": "down"},
@@ -235,12 +265,13 @@ def test_prompt_changes_are_gated_canaried_promoted_blocked_or_rolled_back(
     # Live monitoring: every answer callers rated (the demo's callers rate an answer up, a
     # fallback or a refusal down), joined by request id; the questions against the evaluation's.
     # Once the spool is empty: a rating spooled a moment before its answer's file is
-    # otherwise ingested a pass ahead of it and counts as unmatched.
+    # otherwise ingested a pass ahead of it and counts as unmatched. The door took no rating
+    # of an answer never given, so none is unmatched.
     _spool_drained(platform)
     monitored = platform.materialize(defs, f"{NAME}_monitoring")
     assert monitored.success
     quality = materialization(monitored, f"{NAME}_live_quality")
-    assert quality["unmatched_ratings"] == 1
+    assert quality["unmatched_ratings"] == 0
     assert int(str(quality["v2_rated"])) >= 5
     assert 0.0 <= float(str(quality["v2_thumbs_up_rate"])) <= 1.0
     assert int(str(quality["v1_rated"])) >= 2, quality

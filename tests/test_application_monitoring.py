@@ -193,11 +193,14 @@ def test_question_topics_are_judged_against_the_evaluation_set_only_on_enough_qu
 
 
 def test_ratings_go_to_the_heaviest_version_outside_the_rollouts_traffic() -> None:
-    route = Route("help_assistant", {"1": [8101], "2": [8102]}, {"1": 90, "2": 10}, shadow=None)
+    route = Route("help_assistant", {"1": [8101], "2": [8102]}, {"1": 90, "2": 10}, feedback=True)
     (feedback,) = [
         r for r in _model_routes(route) if r["match"].get("path", "").endswith("/feedback")
     ]
     assert feedback["route"]["cluster"] == cluster_name("help_assistant", "1", pinned=True)
-    later = Route("help_assistant", route.ports, {"1": 0, "2": 100})
+    later = Route("help_assistant", route.ports, {"1": 0, "2": 100}, feedback=True)
     (moved,) = [r for r in _model_routes(later) if r["match"].get("path", "").endswith("/feedback")]
     assert moved["route"]["cluster"] == "help_assistant__v2__pinned"
+    # A model's callers rate nothing: its front door has no feedback route at all.
+    model = Route("fraud_model", route.ports, route.weights)
+    assert not [r for r in _model_routes(model) if "feedback" in str(r["match"])]

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from shipway import callers
 from shipway.callers import Buckets, Caller
 from shipway.cli import main
-from shipway.errors import BadRequest, NotFound
+from shipway.errors import BadRequest, Forbidden, NotFound
 from shipway.features.server import FeatureServer
 from shipway.paths import ShipwayHome
 from shipway.serving.client import CONTROL_ENV, SERVING_ENV, TOKEN_ENV
@@ -64,7 +64,15 @@ def test_identify_takes_the_right_key_only() -> None:
     [
         ({"name": "Scoring Team"}, "caller name 'Scoring Team'"),
         ({"name": "../x"}, "caller name '../x'"),
+        # A trailing newline passed `^...$` and broke the users list Envoy reads.
+        ({"name": "alice\n"}, "caller name 'alice\\n'"),
+        ({"name": "a" * 64}, "caller name 'aaaa"),
+        ({"name": 7}, "caller name 7"),
         ({"digest": "plain"}, "digest"),
+        ({"digest": callers.digest("k") + "\n"}, "is not {SHA} followed by exactly 28 base64"),
+        ({"digest": callers.digest("k")[:20] + "\n" + callers.digest("k")[21:]}, "digest"),
+        ({"digest": "{SHA}" + "!" * 27 + "="}, "is not {SHA} followed by exactly 28 base64"),
+        ({"acl": "root"}, "acl 'root' is not one of ['public', 'staff']"),
         ({"rate": 0}, "rate must be a whole number >= 1, not 0"),
         ({"rate": 2.5}, "rate must be a whole number >= 1, not 2.5"),
         ({"burst": True}, "burst must be a whole number >= 1, not True"),
@@ -79,6 +87,57 @@ def test_a_bad_caller_is_refused_by_name(fields: dict[str, object], named: str) 
     }
     with pytest.raises(BadRequest, match=re.escape(named)):
         Caller(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def test_a_callers_file_edited_with_a_newline_in_a_name_is_unreadable_never_used(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "callers.json"
+    callers.update(path, lambda known: known.update({"a": _caller("a")}))
+    document = json.loads(path.read_text())
+    document["callers"].append({**document["callers"][0], "name": "b\n"})
+    path.write_text(json.dumps(document))
+    with pytest.raises(BadRequest, match=r"callers file .* is unreadable \(caller name 'b\\n'"):
+        callers.load(path)
+
+
+def test_a_caller_s_access_is_its_record_s_and_a_request_may_only_narrow_it() -> None:
+    assert _caller().acl == "public"
+    assert callers.narrowest("staff", None) == "staff"
+    assert callers.narrowest("staff", "public") == "public"
+    assert callers.narrowest("public", "public") == "public"
+    with pytest.raises(Forbidden, match=r"'staff' would widen this caller's access \('public'"):
+        callers.narrowest("public", "staff")
+    with pytest.raises(BadRequest, match=r"parameters\.acl: 'root' is not one of"):
+        callers.narrowest("staff", "root")
+    staff = Caller("desk", callers.digest("k"), 1, 1, "staff")
+    assert callers.access_map({"desk": staff, "a": _caller("a")}) == {
+        "a": "public",
+        "desk": "staff",
+    }
+
+
+def test_a_change_the_front_door_did_not_apply_is_an_error_never_applied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The control plane answers `applied: false` with Envoy's reason (the front door still
+    runs the configuration before): the CLI says so and fails, it never prints "applied"."""
+    from shipway.serving.client import ServingClient
+
+    class Refusing:
+        def set_caller(self, *args: object) -> dict[str, object]:
+            return {"applied": False, "reason": "Envoy rejected configuration 17: bad users"}
+
+        remove_caller = set_caller
+
+    monkeypatch.setenv("SHIPWAY_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(ServingClient, "for_home", classmethod(lambda cls, path: Refusing()))
+    assert main(["callers", "add", "late", "--acl", "staff"]) == 2
+    captured = capsys.readouterr()
+    assert "the front door did not apply it: Envoy rejected configuration 17" in captured.err
+    assert "--replace" in captured.err and "serving applied it" not in captured.out
+    assert main(["callers", "remove", "late"]) == 2
+    assert "applied" not in capsys.readouterr().out
 
 
 def test_an_unreadable_callers_file_is_named_not_guessed(tmp_path: Path) -> None:
@@ -169,7 +228,7 @@ def test_shipway_callers_add_list_remove_without_serving(
     assert main(["callers", "add", "Bad Name"]) == 2
     assert "caller name 'Bad Name'" in capsys.readouterr().err
     assert main(["callers", "list"]) == 0
-    assert re.search(r"scoring-team\s+rate 50/s\s+burst 100", capsys.readouterr().out)
+    assert re.search(r"scoring-team\s+rate 50/s\s+burst 100\s+acl public", capsys.readouterr().out)
     assert main(["callers", "remove", "nobody"]) == 2
     assert "no caller 'nobody'" in capsys.readouterr().err
     assert main(["callers", "remove", "scoring-team"]) == 0

@@ -22,7 +22,7 @@ from shipway.callers import Caller
 from shipway.errors import BadRequest, ShipwayError
 from shipway.serving.bundle import Bundle
 from shipway.serving.control_plane import ControlPlane, Replica, ServedModel, ServedVersion
-from shipway.serving.dataplane import DataPlane, Route
+from shipway.serving.dataplane import DataPlane, Route, Running
 from shipway.stats.drift import DriftRules
 
 PLATFORM = Path(__file__).resolve().parents[1] / "platform"
@@ -35,8 +35,8 @@ class _UnstartedEnvoy(DataPlane):
         self.generation = super().publish(routes, callers)
         return self.generation
 
-    def applied(self) -> tuple[str, str, str]:
-        return (self.generation,) * 3
+    def running(self) -> Running:
+        return Running((self.generation,) * 3, rejected=0)
 
 
 class _Process:

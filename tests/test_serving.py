@@ -15,8 +15,6 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,111 +22,34 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from shipway import callers
 from shipway.errors import ShipwayError
 from shipway.paths import ServingHome
-from shipway.processes import ManagedProcess, free_ports
 from shipway.serving.bundle import Bundle, write_bundle
-from shipway.serving.client import TOKEN_ENV, ServingClient, control_plane_process
-from shipway.serving.dataplane import MODEL_HEADER, STICKY_HEADER, VERSION_HEADER, DataPlane
+from shipway.serving.client import TOKEN_ENV, ServingClient
+from shipway.serving.dataplane import MODEL_HEADER, STICKY_HEADER, VERSION_HEADER
 from shipway.serving.explanations import reference_attributions
-from shipway.serving.package import VERIFY_KEY_ENV, build_package, public_key_text
+from shipway.serving.package import VERIFY_KEY_ENV, build_package
 from shipway.serving.prediction_log import read_predictions
 from shipway.serving.protocol import features_request
 from shipway.serving.runtime import client, socket_folder, start_mlserver
 from shipway.stats.drift import DriftRules, build_reference
 from tests.conftest import (
     CALLER,
-    CALLER_KEY,
     LEANING_FEATURES,
+    SIGNER,
+    TOKEN,
     TOY_FEATURES,
     Load,
-    allow_test_caller,
+    Serving,
     leaning_rows,
     toy_copy,
     toy_frame,
 )
 
 pytestmark = pytest.mark.integration
-
-TOKEN = "test-token-7f3a9c0d"  # distinctive: the secrets test greps files for it
-SIGNER = Ed25519PrivateKey.generate()
-
-
-@dataclass
-class Serving:
-    root: Path
-    dataplane: DataPlane
-    envoy: ManagedProcess
-    control_port: int
-    control: ManagedProcess
-
-    @property
-    def client(self) -> ServingClient:
-        return ServingClient(
-            f"http://127.0.0.1:{self.control_port}",
-            self.dataplane.url,
-            TOKEN,
-            f"{CALLER}:{CALLER_KEY}",
-        )
-
-    @property
-    def lake(self) -> Path:
-        return self.root / "lake"
-
-    def start_control(self) -> None:
-        self.control = control_plane_process(
-            self.root,
-            self.dataplane,
-            self.root / "logs",
-            self.root / "targets",
-            self.control_port,
-            lake=self.lake,
-        )
-        self.control.env[TOKEN_ENV] = TOKEN
-        self.control.env[VERIFY_KEY_ENV] = public_key_text(SIGNER.public_key())
-        self.control.start()
-
-    def kill_control(self) -> None:
-        """kill -9, and wait until it is gone (and its port free)."""
-        os.kill(self.control.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while self.control.running() and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
-    root = tmp_path_factory.mktemp("serving")
-    front, stats, control = free_ports(3)
-    dataplane = DataPlane(root / ".dataplane", front, stats)
-    envoy = dataplane.process(root / "logs").start()
-    started = Serving(root, dataplane, envoy, control, envoy)
-    allow_test_caller(ServingHome(root))
-    started.start_control()
-    yield started
-    started.control.stop()
-    envoy.stop()
-
-
-def served_copy(bundle: Bundle, root: Path) -> Path:
-    """Bundles are served only from the serving home: copy one there."""
-    dest = root / bundle.model / bundle.version
-    if not dest.exists():
-        shutil.copytree(bundle.path, dest)
-    return dest
-
-
-@pytest.fixture(scope="module")
-def deployed(serving: Serving, bundles: dict[str, Bundle]) -> ServingClient:
-    client = serving.client
-    client.deploy("toy_model", "1", served_copy(bundles["1"], serving.root))
-    client.deploy("toy_model", "2", served_copy(bundles["2"], serving.root))
-    client.set_traffic("toy_model", {"1": 100})
-    return client
 
 
 def test_a_deployed_version_answers_with_the_same_scores_as_the_model_file(
@@ -587,17 +508,28 @@ def test_a_bad_caller_change_is_refused_and_the_front_door_keeps_its_keys(
     admin = {"Authorization": f"Bearer {TOKEN}"}
     good = {"digest": callers.digest("k"), "rate": 1, "burst": 1}
     assert httpx.put(url, json=good).status_code == 401
+    before = ServingHome(serving.root).callers.read_bytes()
+    # A digest or a name with a newline would be a broken line of Envoy's users list (which
+    # then refuses every later change): refused at the door, never saved.
+    broken = callers.digest("k")[:-1] + "\n="
     for bad, named in [
         ({**good, "rate": 0.5}, "rate must be a whole number >= 1, not 0.5"),
-        ({**good, "digest": "k"}, "digest must be {SHA}"),
+        ({**good, "digest": "k"}, "is not {SHA} followed by exactly 28 base64 characters"),
+        ({**good, "digest": broken}, "is not {SHA} followed by exactly 28 base64 characters"),
+        ({**good, "digest": callers.digest("k") + "\n"}, "is not {SHA} followed by exactly 28"),
+        ({**good, "acl": "root"}, "acl 'root' is not one of ['public', 'staff']"),
+        ({**good, "admin": True}, "unknown fields ['admin']"),
         ({"rate": 1}, 'body must be {"digest"'),
     ]:
         refused = httpx.put(url, json=bad, headers=admin)
         assert refused.status_code == 400 and named in refused.json()["error"], refused.text
-    bad_name = httpx.put(
-        f"{deployed.control_url}/admin/callers/Bad%20Name", json=good, headers=admin
-    )
-    assert bad_name.status_code == 400 and "caller name 'Bad Name'" in bad_name.text
+    for name, shown in [("Bad%20Name", "'Bad Name'"), ("alice%0A", "'alice\\n'")]:
+        bad_name = httpx.put(
+            f"{deployed.control_url}/admin/callers/{name}", json=good, headers=admin
+        )
+        assert bad_name.status_code == 400, bad_name.text
+        assert f"caller name {shown}" in bad_name.json()["error"]
+    assert ServingHome(serving.root).callers.read_bytes() == before
     missing = httpx.delete(f"{deployed.control_url}/admin/callers/nobody", headers=admin)
     assert missing.status_code == 404 and "no caller 'nobody'" in missing.text
 
@@ -771,8 +703,8 @@ def test_the_front_door_speaks_the_grpc_protocol_to_a_stock_client(
     assert no_key.value.status() == "StatusCode.UNAUTHENTICATED"
     with pytest.raises(InferenceServerException) as no_model:
         client.get_model_metadata("toy_model", headers={"authorization": auth["authorization"]})
-    assert f"name the model in the `{MODEL_HEADER}` header" in str(no_model.value.message())
-    assert no_model.value.status() == "StatusCode.UNIMPLEMENTED"
+    assert f"name the model in the {MODEL_HEADER} header" in str(no_model.value.message())
+    assert no_model.value.status() == "StatusCode.NOT_FOUND"
     # Counted per version like REST, on the version's gRPC cluster.
     stats = httpx.get(f"http://{serving.dataplane.metrics_target}/metrics").text
     assert re.search(

@@ -33,6 +33,11 @@ class Unauthorized(ShipwayError):
     """A request carries no credentials, or ones nobody issued (HTTP 401)."""
 
 
+class Forbidden(ShipwayError):
+    """A known caller asks for more than its rights allow (HTTP 403); the message names the
+    right it has and the one it asked for."""
+
+
 class RateLimited(ShipwayError):
     """A caller sent more than its rate allows (HTTP 429); the message names the caller."""
 
@@ -52,7 +57,10 @@ def shown(value: object, limit: int = 60) -> str:
     will not even print one past 4,300 digits)."""
     if isinstance(value, int) and value.bit_length() > 128:
         return f"an integer of {value.bit_length()} bits"
-    return cut(repr(value), limit)
+    try:
+        return cut(repr(value), limit)
+    except RecursionError:
+        return f"a {type(value).__name__} nested too deep to show"
 
 
 # A blocking check's failure: its verdict is reported as the gate's, not as a step's error.

@@ -52,6 +52,24 @@ class ServingHome:
         return self.root / ".control" / "callers.json"
 
     @property
+    def access(self) -> Path:
+        """Each caller's access level and nothing else (no digest): the control plane writes it
+        from `callers` for the model servers, which read the rights of the caller Envoy names."""
+        return self.root / ".control" / "access.json"
+
+    @property
+    def answers(self) -> Path:
+        """Which caller each LLM application answer was given to (SQLite, owner-only): a rating
+        is taken only from the caller who received the answer."""
+        return self.root / ".control" / "answers.sqlite"
+
+    @property
+    def service_restarts(self) -> Path:
+        """How often `shipway up`'s supervisor started each service again, this run: the
+        control plane exports it."""
+        return self.root / ".control" / "restarts.json"
+
+    @property
     def rollouts(self) -> Path:
         """One rollout state file per model."""
         return self.root / ".rollouts"

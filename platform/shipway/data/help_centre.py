@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shipway.callers import ACLS
 from shipway.data.lake import TableInfo, overwrite_table
 
-ACL_PUBLIC = "public"
-ACL_STAFF = "staff"
-ACLS = (ACL_PUBLIC, ACL_STAFF)
+# A document's ACL is a caller's access level (`shipway.callers.ACLS`): who may retrieve it.
+ACL_PUBLIC, ACL_STAFF = ACLS
 DOCUMENT_COLUMNS = ["doc_id", "title", "topic", "acl", "text", "updated_at"]
 EVALUATION_COLUMNS = [
     "case_id",

@@ -132,10 +132,11 @@ def topic_of(answer: Answer) -> str:
 
 
 def answer_record(
-    answer: Answer, request_id: str, at: float, served: bool, prompt: str
+    answer: Answer, request_id: str, at: float, served: bool, prompt: str, caller: str = ""
 ) -> dict[str, Any]:
     """An answer as the prediction log keeps it: the question as the in-guard left it (an
-    injection's is redacted here, as an honest question's was)."""
+    injection's is redacted here, as an honest question's was), and who asked (`""`: the
+    front door named nobody)."""
     question = answer.question
     if answer.guard_in == guards.IN_INJECTION:
         question = guards.redact(question)[0]
@@ -143,6 +144,7 @@ def answer_record(
         "request_id": request_id,
         "at": at,
         "served": served,
+        "caller": caller,
         "question": question,
         "acl": answer.acl,
         "prompt": prompt,

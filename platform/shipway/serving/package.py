@@ -80,6 +80,7 @@ RUNTIME_SOURCES = (
     "shipway/__init__.py",
     "shipway/errors.py",
     "shipway/files.py",
+    "shipway/limits.py",
     "shipway/names.py",
     "shipway/stats/__init__.py",
     "shipway/stats/attribution.py",

@@ -2,6 +2,8 @@
 `<model>_predictions`, partitioned by day (UTC).
 
 Columns: `request_id`, `model`, `version`, `served` (false: a mirrored shadow request),
+`caller` (who asked: the caller the front door authenticated; empty when keys are not
+required, for batch scoring's rows, and for rows logged before it was recorded),
 `rollout` (where the version stood when its rows were logged, e.g. `canary: v2 at 10%`,
 `shadow: v2 mirrored`; empty outside a rollout; `batch` for batch scoring's rows), `at` (UTC),
 `day`, `row_key` (which
@@ -51,6 +53,7 @@ _LOGGED = [
     ("model", pa.string()),
     ("version", pa.string()),
     ("served", pa.bool_()),
+    ("caller", pa.string()),
     ("rollout", pa.string()),
     ("at", pa.timestamp("us", tz="UTC")),
     ("day", pa.string()),
@@ -93,6 +96,7 @@ FEEDBACK_SCHEMA = pa.schema(
     [
         ("request_id", pa.string()),
         ("model", pa.string()),
+        ("caller", pa.string()),
         ("rating", pa.string()),
         ("at", pa.timestamp("us", tz="UTC")),
         ("day", pa.string()),
@@ -126,6 +130,8 @@ def _frame(path: Path, batch: str, rollout: str) -> tuple[str, pa.Table]:
                 "model": [model] * n,
                 "version": [spool["version"]] * n,
                 "served": spool["served"],
+                # A spool file an older runtime wrote names no caller.
+                "caller": spool.get("caller", [""] * n),
                 "rollout": [rollout] * n,
                 "at": at,
                 "day": at.dt.strftime("%Y-%m-%d"),
@@ -144,6 +150,7 @@ def _frame(path: Path, batch: str, rollout: str) -> tuple[str, pa.Table]:
     n = len(spool["request_id"])
     at = _stamps(spool["at"])
     given = {
+        "caller": spool.get("caller", [""] * n),
         "model": [model] * n,
         "version": [spool["version"]] * n,
         "rollout": [rollout] * n,
@@ -218,7 +225,14 @@ def ingest(
                 if not pending:
                     continue
                 appended = pa.concat_tables([rows for _, rows in pending])
-                write_deltalake(str(lake / table), appended, mode="append", partition_by=["day"])
+                # `merge`: a table logged before a column was added (`caller`) gains it.
+                write_deltalake(
+                    str(lake / table),
+                    appended,
+                    mode="append",
+                    partition_by=["day"],
+                    schema_mode="merge",
+                )
                 for path, _ in pending:
                     path.unlink()
                 if table == table_name(model):
@@ -259,6 +273,7 @@ def log_batch(
                 "model": [model] * n,
                 "version": [version] * n,
                 "served": [True] * n,
+                "caller": [""] * n,
                 "rollout": [BATCH_ROLLOUT] * n,
                 "at": [stamp] * n,
                 "day": [stamp.strftime("%Y-%m-%d")] * n,
@@ -270,7 +285,7 @@ def log_batch(
             },
             schema=SCHEMA,
         )
-        write_deltalake(str(path), rows, mode="append", partition_by=["day"])
+        write_deltalake(str(path), rows, mode="append", partition_by=["day"], schema_mode="merge")
     return n
 
 

@@ -58,6 +58,8 @@ class Scored:
     rows: np.ndarray
     scores: np.ndarray
     row_keys: list[str] | None
+    caller: str = ""
+    """Who asked: the caller the front door named (`""`: keys are not required)."""
 
 
 class Spool(Generic[T]):
@@ -232,12 +234,14 @@ class PredictionSpool(Spool[Scored]):
         request_id: list[str] = []
         at: list[float] = []
         served: list[bool] = []
+        caller: list[str] = []
         row_key: list[str | None] = []
         for s in taken:
             n = len(s.scores)
             request_id += [s.request_id] * n
             at += [s.at] * n
             served += [s.served] * n
+            caller += [s.caller] * n
             keys: list[str | None] = [None] * n if s.row_keys is None else list(s.row_keys)
             row_key += keys
         return {
@@ -245,6 +249,7 @@ class PredictionSpool(Spool[Scored]):
             "request_id": request_id,
             "at": at,
             "served": served,
+            "caller": caller,
             "row_key": row_key,
             "vector": np.concatenate([s.rows for s in taken]).tolist(),
             "score": np.concatenate([s.scores for s in taken]).tolist(),

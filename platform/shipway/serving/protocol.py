@@ -26,7 +26,6 @@ An LLM application's requests (`question_request`) and its callers' feedback on 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import re
 from collections.abc import Mapping
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from shipway.errors import BadRequest, shown
+from shipway.limits import TooDeep, check_depth, parse_json
 
 FEATURES_INPUT = "features"
 ROW_KEYS_PARAMETER = "row_keys"
@@ -48,6 +48,9 @@ PINNED_HEADER = "x-shipway-pinned"
 MIRRORED_HEADER = "x-shipway-mirrored"
 PROTOCOL_HEADER = "x-shipway-protocol"
 """Set by the front door on every call to a model: `grpc` or `rest`."""
+CALLER_HEADER = "x-shipway-caller"
+"""Set by the front door to the caller whose key it checked (a caller-sent copy is dropped
+first); absent when keys are not required."""
 # Buckets of the `shipway_prediction_score` histogram.
 SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 
@@ -230,6 +233,12 @@ def _matrix_input(tensor: dict[str, Any], feature_names: list[str]) -> np.ndarra
     return values.reshape(shape[0], k)
 
 
+def check_request_depth(inputs: list[Any], parameters: Any) -> None:
+    """A request's inputs' data and its parameters nest at most `MAX_JSON_DEPTH` levels (what
+    MLServer parsed; a deeper one is a 400 naming the limit, not a 500 from whatever walks it)."""
+    check_depth({"inputs": inputs, "parameters": parameters or {}}, "request")
+
+
 def parse_row_keys(parameters: Any, rows: int) -> list[str] | None:
     """The request's `row_keys` parameter: None when absent, else one string per row. Over gRPC,
     whose parameters are scalars, the list comes as its JSON text."""
@@ -238,8 +247,10 @@ def parse_row_keys(parameters: Any, rows: int) -> list[str] | None:
     keys = parameters[ROW_KEYS_PARAMETER]
     if isinstance(keys, str):
         try:
-            keys = json.loads(keys)
-        except ValueError:
+            keys = parse_json(keys, f'parameters "{ROW_KEYS_PARAMETER}"')
+        except TooDeep:
+            raise
+        except BadRequest:
             raise BadRequest(
                 f'parameters "{ROW_KEYS_PARAMETER}" must be a list of strings (over gRPC, its '
                 "JSON text)"
@@ -322,15 +333,18 @@ class InjectedFault:
 FAULT_MESSAGE = "injected fault (bundle parameters.extra.fault)"
 
 
-def question_request(questions: list[str], acl: str) -> dict[str, Any]:
-    """An Open Inference Protocol request to an LLM application: the questions, and the
-    caller's ACL as a request parameter."""
-    return {
+def question_request(questions: list[str], acl: str | None = None) -> dict[str, Any]:
+    """An Open Inference Protocol request to an LLM application: the questions, and, to narrow
+    the caller's access for this request, an ACL as a request parameter (a caller's access is
+    its record's: a request cannot widen it)."""
+    request: dict[str, Any] = {
         "inputs": [
             {"name": "question", "datatype": "BYTES", "shape": [len(questions)], "data": questions}
-        ],
-        "parameters": {"acl": acl},
+        ]
     }
+    if acl is not None:
+        request["parameters"] = {"acl": acl}
+    return request
 
 
 def mirrored(headers: Mapping[str, Any]) -> bool:
@@ -351,10 +365,7 @@ def parse_feedback(body: bytes) -> tuple[str, str]:
     """The request id and rating of a feedback body, or a BadRequest naming the field."""
     if len(body) > MAX_FEEDBACK_BYTES:
         raise BadRequest(f"feedback: {len(body)} bytes, at most {MAX_FEEDBACK_BYTES}")
-    try:
-        given = json.loads(body)
-    except ValueError as exc:
-        raise BadRequest(f"feedback: not JSON ({exc})") from None
+    given = parse_json(body, "feedback")
     if not isinstance(given, dict):
         raise BadRequest(f"feedback: expected an object with {list(FEEDBACK_FIELDS)}")
     unknown = sorted(set(given) - set(FEEDBACK_FIELDS))

@@ -2,8 +2,9 @@
 caller's access.
 
 Every document carries an ACL (`public`, or `staff`); a caller sees the documents its own ACL
-admits, and no other document is ever ranked for it, so a restricted text cannot reach the
-generator's context for a customer, whatever the question says. A question whose best match
+admits (its record's, `shipway.callers`: each level sees its own documents and those of every
+narrower level), and no other document is ever ranked for it, so a restricted text cannot reach
+the generator's context for a customer, whatever the question says. A question whose best match
 scores under `min_score` is out of the corpus: the application refuses it rather than let the
 generator answer from nothing.
 """
@@ -18,13 +19,11 @@ import bm25s
 import numpy as np
 import pandas as pd
 
+from shipway.callers import ACLS
 from shipway.errors import BadRequest
 
-# Which documents each caller ACL may see.
-VISIBLE: dict[str, frozenset[str]] = {
-    "public": frozenset({"public"}),
-    "staff": frozenset({"public", "staff"}),
-}
+# Which documents each caller ACL may see: its own level's and every narrower one's.
+VISIBLE: dict[str, frozenset[str]] = {acl: frozenset(ACLS[: i + 1]) for i, acl in enumerate(ACLS)}
 _SUFFIXES = ("ing", "ies", "es", "ed", "s")
 _WORD = re.compile(r"[a-z0-9]+(?:[.-][a-z0-9]+)*")
 

@@ -27,8 +27,9 @@ from pathlib import Path
 import httpx
 
 from shipway.errors import ServiceError
-from shipway.paths import DEPLOY_DIR, PLATFORM_DIR
+from shipway.paths import DEPLOY_DIR, PLATFORM_DIR, ServingHome
 from shipway.processes import LOOPBACK, ManagedProcess, free_ports, require_binary, safe_environment
+from shipway.serving.access import ACCESS_ENV, ANSWERS_ENV
 from shipway.serving.bundle import REPLICA_ENV, Bundle
 from shipway.serving.prediction_spool import SPOOL_ENV
 
@@ -143,11 +144,14 @@ def start_mlserver(
     sockets: Path | None = None,
     ports: Sequence[int] | None = None,
     wait: bool = True,
+    serving: ServingHome | None = None,
 ) -> VersionRuntime:
     """Start one model server, with `wait` until the version is ready. With `sockets` (a
     folder from `socket_folder`) it answers there; without, on loopback `ports` (HTTP, gRPC,
     metrics; free ones by default). With `spool_dir`, every scored row goes to the prediction
-    spool there. MLServer's metrics database lives in `metrics_dir`, never in the bundle."""
+    spool there. With `serving`, it reads callers' access levels and records the answers it
+    gives in that serving home (`shipway.serving.access`). MLServer's metrics database lives in
+    `metrics_dir`, never in the bundle."""
     http_port, grpc_port, metrics_port = free_ports(3) if ports is None else ports
     metrics_dir.mkdir(parents=True, exist_ok=True)
     env = {
@@ -171,6 +175,8 @@ def start_mlserver(
     }
     if spool_dir is not None:
         env[SPOOL_ENV] = str(spool_dir)
+    if serving is not None:
+        env[ACCESS_ENV], env[ANSWERS_ENV] = str(serving.access), str(serving.answers)
     listen: Listen = http_port
     grpc: Listen = grpc_port
     argv = [mlserver_binary(), "start", str(bundle.path)]
@@ -203,6 +209,7 @@ def start_replicas(
     replicas: Sequence[int],
     sockets: Path | None = None,
     spool_dir: Path | None = None,
+    serving: ServingHome | None = None,
 ) -> list[VersionRuntime]:
     """Start these replicas of a version side by side and wait until all are ready; if one
     never is, none is left running. Replica i keeps its MLServer metrics in
@@ -221,6 +228,7 @@ def start_replicas(
                     sockets=sockets,
                     ports=ports[3 * i : 3 * i + 3],
                     wait=False,
+                    serving=serving,
                 )
             )
         for runtime in started:

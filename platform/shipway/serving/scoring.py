@@ -16,7 +16,9 @@ Request body:
 
 `row_keys` is optional: without it, the served bundle's prediction keys (the label's row id, or
 the entity keys and time, from the model's declaration) are taken from the entities, when they
-are there. With `"contributions": true`, the answer explains each row too: `contributions`
+are there. `event_timestamp` may be epoch seconds or ISO 8601 (UTC unless it says otherwise),
+read alike for the lookup and the row key, so a key names the time its label will. With
+`"contributions": true`, the answer explains each row too: `contributions`
 holds, per feature of the version that answered and `bias`, one TreeSHAP value per row, adding
 up to the row's margin (`shipway.serving.explanations`).
 """
@@ -38,10 +40,10 @@ from shipway.errors import (
     ServiceError,
     Unauthorized,
 )
-from shipway.features.lookup import OnlineLookup
-from shipway.names import SCORE
+from shipway.features.lookup import OnlineLookup, request_time
+from shipway.names import EVENT_TIMESTAMP, SCORE
 from shipway.paths import ServingHome
-from shipway.serving.bundle import Bundle
+from shipway.serving.bundle import Bundle, PredictionKeys
 from shipway.serving.protocol import (
     CONTRIBUTIONS_OUTPUT,
     CONTRIBUTIONS_PARAMETER,
@@ -128,7 +130,7 @@ class OneCallScorer:
         row_keys = body.get("row_keys")
         keys = next((b.prediction_keys for b in bundles if b.prediction_keys is not None), None)
         if row_keys is None and keys is not None:
-            row_keys = keys.of(pd.DataFrame(entities))
+            row_keys = keys.of(_key_columns(entities, keys, rows))
         parameters: dict[str, Any] = {}
         if row_keys is not None:
             parameters[ROW_KEYS_PARAMETER] = [str(k) for k in row_keys]
@@ -187,6 +189,23 @@ class OneCallScorer:
                 name: values[i :: len(names)] for i, name in enumerate(names)
             }
         return scored
+
+
+def _key_columns(entities: dict[str, Any], keys: PredictionKeys, rows: int) -> pd.DataFrame:
+    """The entities' columns a row key is made of, event times read as the lookup reads them
+    (epoch seconds or ISO 8601, in UTC), so a key names the time the label will."""
+    wanted = [keys.row_id] if keys.row_id is not None else [*keys.entity_keys, EVENT_TIMESTAMP]
+    columns: dict[str, Any] = {}
+    for name in wanted:
+        values = entities.get(name)
+        if not isinstance(values, list) or len(values) != rows:
+            continue
+        columns[name] = (
+            [request_time(v, f"entities.{name}") for v in values]
+            if name == EVENT_TIMESTAMP
+            else values
+        )
+    return pd.DataFrame(columns)
 
 
 def _error_of(response: httpx.Response) -> str:
