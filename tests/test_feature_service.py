@@ -4,6 +4,7 @@ incremental materialization; freshness and lag."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -258,20 +259,32 @@ def test_a_huge_lookup_is_refused_by_its_size_and_a_big_one_holds_no_one_up(
     assert finished.index("small0") < finished.index("big"), finished
 
 
-def test_the_plan_cache_keeps_at_most_max_plans_feature_lists(platform: Platform) -> None:
+def test_the_plan_cache_is_bounded_by_bytes_and_a_repeated_reference_is_read_once(
+    platform: Platform,
+) -> None:
+    """A few dozen lookups listing one reference ~20,000 times grew the service to 13.9 GB
+    (each a plan and an answer of 20,000 columns). A reference given twice is read once, and
+    the kept plans of ad-hoc lists are bounded by their estimated size, not their number."""
     import itertools
 
-    from shipway.features.lookup import MAX_PLANS, OnlineLookup
+    from shipway.features.lookup import MAX_PLAN_BYTES, OnlineLookup
 
     lookup = OnlineLookup(feature_store(platform.home))
     features = [f"customer_features:{f.name}" for f in lookup.views["customer_features"].features]
-    lists = itertools.islice(
-        (list(p) for n in range(1, 4) for p in itertools.product(features, repeat=n)),
-        MAX_PLANS * 2,
-    )
-    for refs in lists:
-        lookup.features_plan(refs, full_names=False)
-    assert len(lookup._feature_plans) == MAX_PLANS
+    repeated = lookup.features_plan([features[0]] * 20_000, full_names=False)
+    assert repeated.outputs == (("customer_features", features[0].split(":", 1)[1]),)
+    assert lookup.plan_bytes < 2_000
+    made = 0
+    for n in range(1, 6):
+        for refs in itertools.permutations(features, n):
+            lookup.features_plan(list(refs), full_names=False)
+            made += 1
+    kept = lookup._feature_plans
+    assert lookup.plan_bytes <= MAX_PLAN_BYTES < made * 1_000
+    assert lookup.plan_bytes == sum(size for _, size in kept.values())
+    assert 1 < len(kept) < made
+    # The most recently used stay: the last list made is a cache hit.
+    assert lookup.features_plan(list(refs), full_names=False) is kept[("False", *refs)][0]
 
 
 _scalar = (
@@ -317,6 +330,77 @@ def test_any_lookup_body_gets_a_200_or_a_named_4xx_never_a_500(
     assert answer.status_code < 500, (body, answer.text)
     if answer.status_code != 200:
         assert answer.json()["error"], body
+
+
+def test_a_lookup_s_answer_is_bounded_by_its_cells_and_its_features(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shipway.errors import BadRequest
+    from shipway.features import lookup as lookups
+
+    online = lookups.OnlineLookup(feature_store(platform.home))
+    plan = online.service_plan("customer_spend_v1")
+    monkeypatch.setattr(lookups, "MAX_CELLS", 10 * len(plan.feature_names))
+    entities = {"customer_id": list(range(11))}
+    with pytest.raises(BadRequest, match=r"11 entities of \d+ columns is \d+ values"):
+        online.lookup(plan, entities)
+    assert len(online.lookup(plan, {"customer_id": list(range(10))}).values[0]) == 10
+    many = [f"customer_features:f{i}" for i in range(lookups.MAX_FEATURES + 1)]
+    answer = _post(platform, {"features": many, "entities": {"customer_id": [1]}})
+    assert answer.status_code == 400
+    assert f"{lookups.MAX_FEATURES + 1} different features in one request" in answer.text
+    deep = httpx.post(
+        f"http://{LOOPBACK}:{platform.stack.ports.features}/get-online-features",
+        content=b'{"entities": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+        headers=platform.caller,
+    )
+    assert deep.status_code == 400 and "nested more than 32 levels" in deep.json()["error"]
+
+
+FEATURE_SERVICE_BOUND = 1536 << 20
+"""The feature service (Feast's SDK and its registry loaded) stays under 1.5 GiB."""
+_REF = "customer_features:customer_txn_count_7d"
+
+
+def _lookup_body(refs: int, entities: int) -> bytes:
+    return json.dumps(
+        {"features": [_REF] * refs, "entities": {"customer_id": list(range(entities))}}
+    ).encode()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    body=st.one_of(
+        # The review's attack: one reference listed ~20,000 times, a few dozen times over.
+        st.tuples(st.integers(1, 24_000), st.integers(1, 10_000)).map(lambda n: _lookup_body(*n)),
+        st.integers(1, 20_000).map(lambda d: b"[" * d + b"]" * d),
+        st.integers(1, 20_000).map(lambda d: b'{"entities":' * d + b"1" + b"}" * d),
+        st.integers(0, 3_000_000).map(lambda n: b'{"features": ["' + b"x" * n + b'"]}'),
+        st.integers(0, 200_000).map(
+            lambda n: json.dumps(
+                {"feature_service": SERVICE, "entities": {"customer_id": [1] * n}}
+            ).encode()
+        ),
+        st.binary(max_size=4096),
+    ),
+    path=st.sampled_from(["/get-online-features", "/score/fraud_model"]),
+)
+def test_hostile_lookups_get_an_answer_or_a_4xx_and_the_service_stays_within_its_memory(
+    platform: Platform, body: bytes, path: str
+) -> None:
+    answer = httpx.post(
+        f"http://{LOOPBACK}:{platform.stack.ports.features}{path}",
+        content=body,
+        headers=platform.caller,
+        timeout=120,
+    )
+    assert answer.status_code < 500, answer.text[:300]
+    if answer.status_code != 200:
+        assert answer.json()["error"]
+    pid = platform.stack.group.named("feature service").pid
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = int(status.split("VmRSS:", 1)[1].split()[0]) * 1024
+    assert rss < FEATURE_SERVICE_BOUND, f"the feature service holds {rss >> 20} MiB"
 
 
 # --- Redis, incremental materialization, freshness -----------------------------------------

@@ -21,6 +21,7 @@ from shipway.models.declaration import CostPolicy, MonitoringPolicy, OutcomeCost
 from shipway.models.estimation import QualityEstimator, fit_estimator
 from shipway.monitoring.quality import QualityCollector, QualityReport, live_quality
 from shipway.paths import ShipwayHome
+from shipway.scrape import FileErrors
 from shipway.serving.bundle import ESTIMATOR_FILE
 from shipway.serving.prediction_log import ingest, read_predictions
 from shipway.serving.prediction_spool import PredictionSpool, Scored
@@ -195,7 +196,7 @@ def test_the_live_quality_asset_reports_exports_and_plots_from_real_tables(
     assert report.window[0].labelled == values["v1_labelled"]
 
     registry = CollectorRegistry()
-    registry.register(QualityCollector(home.served.quality_reports))
+    registry.register(QualityCollector(home.served.quality_reports, FileErrors(home.root)))
     exported = generate_latest(registry).decode()
     assert f'shipway_live_quality{{metric="roc_auc",model="fraud_model",version="1"}} {roc}' in (
         exported

@@ -22,6 +22,7 @@ from shipway.models.catalog import declared_model
 from shipway.paths import ServingHome
 from shipway.rollout.metrics import RolloutCollector, rollout_phase
 from shipway.rollout.state import RolloutState, RolloutStore
+from shipway.scrape import FileErrors
 from shipway.serving.bundle import MODEL_FILE, Bundle, PredictionKeys, read_bundle, write_bundle
 from shipway.serving.control_plane import ControlPlane
 from shipway.serving.dataplane import DataPlane
@@ -193,7 +194,7 @@ def test_an_unreadable_rollout_state_costs_its_row_labels_and_its_series_nothing
         tmp_path / "logs",
         None,
         lake=tmp_path / "lake",
-        collectors=[RolloutCollector(rollouts)],
+        collectors=[RolloutCollector(rollouts, FileErrors(tmp_path))],
         rollout_phase=rollout_phase(rollouts),
     )
     spool = PredictionSpool(ServingHome(plane.root).prediction_spool, "toy_model", "1", FEATURES)

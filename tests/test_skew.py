@@ -27,6 +27,7 @@ from shipway.monitoring.live import skew_report
 from shipway.monitoring.skew import SkewCollector, SkewReport, feature_skew, latest
 from shipway.paths import ShipwayHome
 from shipway.release.gate import skew_outcome
+from shipway.scrape import FileErrors
 from shipway.serving.prediction_log import SCHEMA, table_name
 from tests.conftest import customer_feature_rows, merchant_feature_rows
 
@@ -88,7 +89,7 @@ def test_a_skew_report_survives_its_file_and_is_exported(tmp_path: Path) -> None
     report.save(tmp_path)
     assert latest(tmp_path, "m") == report
     assert latest(tmp_path, "other") is None
-    (_, family_rows) = list(SkewCollector(tmp_path).collect())
+    (_, family_rows) = list(SkewCollector(tmp_path, FileErrors(tmp_path)).collect())
     assert [s.value for s in family_rows.samples] == [40]
 
 

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _features(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from shipway.features.server import FeatureServer
+    from shipway.features.server import MAX_CONCURRENT, FeatureServer
     from shipway.processes import LOOPBACK
     from shipway.serving.scoring import OneCallScorer
 
@@ -48,5 +48,6 @@ def _features(args: argparse.Namespace) -> int:
         http="httptools",
         log_level="warning",
         access_log=False,
+        limit_concurrency=MAX_CONCURRENT,
     )
     return 0

@@ -12,11 +12,13 @@ Values and statuses are Feast's: a feature of an entity with no row is null with
 NOT_FOUND. `fill_defaults` replaces such nulls with the view's `default` tag (what training and
 the model see), and the status stays NOT_FOUND so the caller still knows.
 
-Inputs are bounded, each with a named refusal: at most `MAX_ENTITIES` entities a call, join
-keys within int64, timestamps within what pandas and Feast hold (and read as UTC, whatever
-offset they carry: training reads them so). A lookup of more than `INLINE_ENTITIES` entities
-runs on a worker thread, so small ones are never stuck behind it; at most `MAX_PLANS` plans of
-ad-hoc feature lists are kept.
+Inputs are bounded, each with a named refusal: at most `MAX_ENTITIES` entities a call,
+`MAX_FEATURES` different features in a feature list (a reference given twice is read once),
+`MAX_CELLS` values in an answer (entities times columns), join keys within int64, timestamps
+within what pandas and Feast hold (and read as UTC, whatever offset they carry: training reads
+them so). A lookup of more than `INLINE_ENTITIES` entities runs on a worker thread, so small ones
+are never stuck behind it; the plans of ad-hoc feature lists are kept up to `MAX_PLAN_BYTES`
+(their estimated size), the least recently used dropped first.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ PRESENT = "PRESENT"
 NOT_FOUND = "NOT_FOUND"
 EPOCH = "1970-01-01T00:00:00Z"
 MAX_ENTITIES = 10_000
+MAX_FEATURES = 256
+MAX_CELLS = 200_000
 INLINE_ENTITIES = 200
-MAX_PLANS = 256
+MAX_PLAN_BYTES = 4 << 20
 INT64 = (-(2**63), 2**63 - 1)
 # pandas' nanosecond timestamps: what Feast's on-demand functions and training read.
 EARLIEST = datetime(1677, 9, 22, tzinfo=UTC)
@@ -111,6 +115,12 @@ class Lookup:
         return self.values[self.feature_names.index(name)]
 
 
+def _plan_bytes(key: tuple[str, ...], plan: Plan) -> int:
+    """What a kept plan costs, estimated: its key's strings and its columns, each with its
+    Python object overhead (~100 bytes)."""
+    return sum(len(part) + 100 for part in key) + 200 * len(plan.feature_names)
+
+
 def _value(proto: Any) -> Any:
     kind = proto.WhichOneof("val")
     return None if kind is None or kind == "null_val" else getattr(proto, kind)
@@ -173,7 +183,9 @@ class OnlineLookup:
         self.join_key_of = {e.name: e.join_key for e in store.list_entities()}
         self.services = {s.name: s for s in store.list_feature_services()}
         self._plans: dict[tuple[str, ...], Plan] = {}
-        self._feature_plans: OrderedDict[tuple[str, ...], Plan] = OrderedDict()
+        self._feature_plans: OrderedDict[tuple[str, ...], tuple[Plan, int]] = OrderedDict()
+        self.plan_bytes = 0
+        """The estimated size of the ad-hoc plans kept (at most `MAX_PLAN_BYTES`)."""
         self._field_kinds = {
             f.name: _kind(f.dtype)
             for view in self.on_demand.values()
@@ -196,13 +208,20 @@ class OnlineLookup:
         return self._plans[key]
 
     def features_plan(self, refs: Sequence[str], full_names: bool) -> Plan:
-        """The plan of an ad-hoc feature list: the `MAX_PLANS` most recently used are kept."""
-        key = (str(full_names), *refs)
+        """The plan of an ad-hoc feature list, each reference read once, in the order first
+        given; the most recently used plans are kept, up to `MAX_PLAN_BYTES`."""
+        unique = list(dict.fromkeys(refs))
+        if len(unique) > MAX_FEATURES:
+            raise BadRequest(
+                f'"features": {len(unique)} different features in one request; at most '
+                f"{MAX_FEATURES} (split the request, or name a feature service)"
+            )
+        key = (str(full_names), *unique)
         if key in self._feature_plans:
             self._feature_plans.move_to_end(key)
         else:
             projections: dict[str, list[str]] = {}
-            for ref in refs:
+            for ref in unique:
                 view, _, feature = str(ref).partition(":")
                 if not feature:
                     raise BadRequest(f"feature {ref!r}: expected 'view:feature'")
@@ -215,10 +234,12 @@ class OnlineLookup:
             plan = self._plan(
                 "features", [(v, tuple(f)) for v, f in projections.items()], full_names
             )
-            self._feature_plans[key] = plan
-            if len(self._feature_plans) > MAX_PLANS:
-                self._feature_plans.popitem(last=False)
-        return self._feature_plans[key]
+            size = _plan_bytes(key, plan)
+            self._feature_plans[key] = (plan, size)
+            self.plan_bytes += size
+            while self.plan_bytes > MAX_PLAN_BYTES and len(self._feature_plans) > 1:
+                self.plan_bytes -= self._feature_plans.popitem(last=False)[1][1]
+        return self._feature_plans[key][0]
 
     def _view_features(self, name: str) -> list[str] | None:
         if name in self.views:
@@ -315,6 +336,12 @@ class OnlineLookup:
             raise BadRequest(
                 f"entities: {max(lengths.values())} values in one request; at most "
                 f"{MAX_ENTITIES} (split the request)"
+            )
+        cells = n * len(plan.feature_names)
+        if cells > MAX_CELLS:
+            raise BadRequest(
+                f"entities: {n} entities of {len(plan.feature_names)} columns is {cells} values "
+                f"in one answer; at most {MAX_CELLS} (split the request)"
             )
         uneven = {c: k for c, k in lengths.items() if c in needed and k != n}
         if uneven:

@@ -101,14 +101,21 @@ class OnlineState:
 
     @classmethod
     def load(cls, home: ShipwayHome) -> OnlineState:
+        """The state as saved; an empty one when there is none or it cannot be read (the next
+        materialization loads every view again)."""
         path = cls.path(home)
         if not path.exists():
             return cls()
         try:
-            raw = json.loads(path.read_text())
-            return cls({name: ViewState(**view) for name, view in raw["views"].items()})
-        except (ValueError, KeyError, TypeError):
+            return cls.read(path)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return cls()
+
+    @classmethod
+    def read(cls, path: Path) -> OnlineState:
+        """The state in `path`, or the error reading it raised."""
+        raw = json.loads(path.read_text())
+        return cls({name: ViewState(**view) for name, view in raw["views"].items()})
 
     def save(self, home: ShipwayHome) -> None:
         views = {k: asdict(v) for k, v in self.views.items()}

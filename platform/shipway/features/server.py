@@ -11,7 +11,9 @@
     GET  /metrics               Prometheus: requests, latency, missing entities, freshness,
                                 refusals per caller
 
-Every endpoint but /health and /metrics needs a caller's API key (HTTP Basic, `curl -u
+Every request is bounded: `MAX_BODY` bytes, JSON `MAX_JSON_DEPTH` levels deep, at most
+`MAX_CONCURRENT` in flight, and the lookup's own bounds (`shipway.features.lookup`). Every
+endpoint but /health and /metrics needs a caller's API key (HTTP Basic, `curl -u
 <caller>:<key>`; `shipway callers add` makes one), the same key the front door takes: 401
 without one, 429 over the caller's rate (its own bucket, like the front door's). /score hands
 the caller's credentials on, so the front door holds the caller to its rate too.
@@ -30,20 +32,22 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from shipway import callers
 from shipway.callers import Caller
 from shipway.errors import BadGateway, BadRequest, NotFound, RateLimited, Unauthorized
 from shipway.features.lookup import OnlineLookup
 from shipway.features.online_state import OnlineState
+from shipway.limits import MAX_JSON_DEPTH, TooDeep, check_depth
 from shipway.paths import ShipwayHome
+from shipway.scrape import Add, Family, FileCollector, FileErrors
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,9 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 MAX_BODY = 1 << 20
+MAX_CONCURRENT = 64
+"""Requests (and connections) in flight at once; more are answered 503 by uvicorn, so the
+bodies the service holds stay bounded whoever sends them."""
 REGISTRY_CHECK_SECONDS = 1.0
 CALLERS_CHECK_SECONDS = 1.0
 OPEN_PATHS = frozenset({"/health", "/metrics"})
@@ -61,37 +68,44 @@ label: a stranger must not be able to grow the metric)."""
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
-class _FreshnessCollector(Collector):
-    """Per feature view: the newest row the online store holds, and how far the lake is ahead."""
+class _FreshnessCollector(FileCollector):
+    """Per feature view: the newest row the online store holds, and how far the lake is ahead
+    (the online store's state file, read at scrape; unreadable, it is counted, not a 500)."""
 
-    def __init__(self, home: ShipwayHome) -> None:
+    def __init__(self, home: ShipwayHome, errors: FileErrors) -> None:
+        super().__init__(errors)
         self.home = home
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        newest = GaugeMetricFamily(
-            "shipway_feature_online_newest_row_timestamp_seconds",
-            "Event time of the newest row materialized into the online store, per view",
-            labels=["feature_view"],
-        )
-        age = GaugeMetricFamily(
-            "shipway_feature_freshness_seconds",
-            "Age of the newest online row (now minus its event time), per view",
-            labels=["feature_view"],
-        )
-        lag = GaugeMetricFamily(
-            "shipway_feature_online_lag_seconds",
-            "How far the online store is behind its Delta table (newest offline minus newest "
-            "online event time), per view",
-            labels=["feature_view"],
-        )
+    def families(self) -> list[Family]:
+        return [
+            GaugeMetricFamily(
+                "shipway_feature_online_newest_row_timestamp_seconds",
+                "Event time of the newest row materialized into the online store, per view",
+                labels=["feature_view"],
+            ),
+            GaugeMetricFamily(
+                "shipway_feature_freshness_seconds",
+                "Age of the newest online row (now minus its event time), per view",
+                labels=["feature_view"],
+            ),
+            GaugeMetricFamily(
+                "shipway_feature_online_lag_seconds",
+                "How far the online store is behind its Delta table (newest offline minus "
+                "newest online event time), per view",
+                labels=["feature_view"],
+            ),
+        ]
+
+    def files(self) -> Iterable[Path]:
+        path = OnlineState.path(self.home)
+        return [path] if path.exists() else []
+
+    def read(self, path: Path, add: Add) -> None:
         now = time.time()
-        for view, status in OnlineState.load(self.home).freshness(self.home).items():
-            newest.add_metric([view], status.online_newest)
-            age.add_metric([view], now - status.online_newest)
-            lag.add_metric([view], status.lag_seconds)
-        yield newest
-        yield age
-        yield lag
+        for view, status in OnlineState.read(path).freshness(self.home).items():
+            add("shipway_feature_online_newest_row_timestamp_seconds", [view], status.online_newest)
+            add("shipway_feature_freshness_seconds", [view], now - status.online_newest)
+            add("shipway_feature_online_lag_seconds", [view], status.lag_seconds)
 
 
 class Scorer(Protocol):
@@ -150,7 +164,9 @@ class FeatureServer:
             ["caller", "reason"],
             registry=self.registry,
         )
-        self.registry.register(_FreshnessCollector(home))
+        errors = FileErrors(home.root)
+        self.registry.register(_FreshnessCollector(home, errors))
+        self.registry.register(errors)
         self._lookup: Any = None
         self._registry_mtime: float | None = None
         self._checked = 0.0
@@ -350,9 +366,14 @@ async def _body(receive: Receive) -> Any:
         if not message.get("more_body", False):
             break
     try:
-        return orjson.loads(b"".join(chunks))
+        body = orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError as exc:
+        if "depth limit exceeded" in str(exc):
+            # orjson stops at 1024 levels; deeper is refused as any depth over the limit is.
+            raise TooDeep("request body", MAX_JSON_DEPTH) from None
         raise BadRequest(f"request body is not JSON: {exc}") from None
+    check_depth(body, "request body")
+    return body
 
 
 async def _respond(

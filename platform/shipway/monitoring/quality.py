@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from shipway.files import write_atomic
 from shipway.models.declaration import LIVE_METRICS, CostPolicy, MonitoringPolicy, QualityRule
 from shipway.models.estimation import QualityEstimator
+from shipway.scrape import Add, Family, FileCollector, FileErrors
 from shipway.stats.cost import COST_METRIC, row_costs
 from shipway.stats.metrics import expected_calibration_error, metric_functions, point_values
 
@@ -221,54 +221,57 @@ def live_quality(
     return QualityReport(model, as_of.isoformat(), window_start, window, daily)
 
 
-class QualityCollector(Collector):
+class QualityCollector(FileCollector):
     """Each model's live quality, as `<model>_live_quality` last computed it (read at scrape
     from `<folder>/<model>.json`, `ServingHome.quality_reports`): the judged window's metrics,
-    labelled rows and coverage. The serving control plane exports it; an unreadable report
-    leaves out its model alone."""
+    labelled rows and coverage. The serving control plane exports it; a report that cannot be
+    read leaves out its model alone, counted (`shipway.scrape`)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, errors: FileErrors) -> None:
+        super().__init__(errors)
         self.folder = folder
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def families(self) -> list[Family]:
         names = ["model", "version"]
-        quality = GaugeMetricFamily(
-            "shipway_live_quality",
-            "Live quality per version over the policy's window (labels as they landed)",
-            labels=[*names, "metric"],
-        )
-        labelled = GaugeMetricFamily(
-            "shipway_live_labelled_predictions",
-            "Predictions in the window whose label has landed",
-            labels=names,
-        )
-        coverage = GaugeMetricFamily(
-            "shipway_label_coverage", "Share of the window's predictions labelled", labels=names
-        )
-        estimated = GaugeMetricFamily(
-            "shipway_estimated_quality",
-            "Quality per version over the policy's window, estimated before labels (CBPE, DLE)",
-            labels=[*names, "metric"],
-        )
-        error = GaugeMetricFamily(
-            "shipway_estimated_quality_error",
-            "On the window's labelled predictions: the estimate minus the realized value",
-            labels=[*names, "metric"],
-        )
-        for path in sorted(self.folder.glob("*.json")) if self.folder.exists() else []:
-            try:
-                report = QualityReport.load(path)
-            except (ValueError, KeyError, TypeError) as exc:
-                log.error("live quality report %s is unreadable: %s", path, exc)
-                continue
-            for q in report.window:
-                labels = [report.model, q.version]
-                labelled.add_metric(labels, q.labelled)
-                coverage.add_metric(labels, q.coverage)
-                for metric, value in q.metrics.items():
-                    quality.add_metric([*labels, metric], value)
-                for metric, value in q.estimated.items():
-                    estimated.add_metric([*labels, metric], value)
-                for metric, value in q.estimation_error.items():
-                    error.add_metric([*labels, metric], value)
-        yield from (quality, labelled, coverage, estimated, error)
+        return [
+            GaugeMetricFamily(
+                "shipway_live_quality",
+                "Live quality per version over the policy's window (labels as they landed)",
+                labels=[*names, "metric"],
+            ),
+            GaugeMetricFamily(
+                "shipway_live_labelled_predictions",
+                "Predictions in the window whose label has landed",
+                labels=names,
+            ),
+            GaugeMetricFamily(
+                "shipway_label_coverage", "Share of the window's predictions labelled", labels=names
+            ),
+            GaugeMetricFamily(
+                "shipway_estimated_quality",
+                "Quality per version over the policy's window, estimated before labels (CBPE, DLE)",
+                labels=[*names, "metric"],
+            ),
+            GaugeMetricFamily(
+                "shipway_estimated_quality_error",
+                "On the window's labelled predictions: the estimate minus the realized value",
+                labels=[*names, "metric"],
+            ),
+        ]
+
+    def files(self) -> Iterable[Path]:
+        return self.folder.glob("*.json") if self.folder.exists() else []
+
+    def read(self, path: Path, add: Add) -> None:
+        report = QualityReport.load(path)
+        for q in report.window:
+            labels = [report.model, q.version]
+            add("shipway_live_labelled_predictions", labels, q.labelled)
+            add("shipway_label_coverage", labels, q.coverage)
+            for family, values in (
+                ("shipway_live_quality", q.metrics),
+                ("shipway_estimated_quality", q.estimated),
+                ("shipway_estimated_quality_error", q.estimation_error),
+            ):
+                for metric, value in values.items():
+                    add(family, [*labels, metric], value)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from shipway.files import write_atomic
 from shipway.models.declaration import SkewPolicy
+from shipway.scrape import Add, Family, FileCollector, FileErrors
 
 log = logging.getLogger(__name__)
 
@@ -191,34 +191,36 @@ def as_floats(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-class SkewCollector(Collector):
+class SkewCollector(FileCollector):
     """Each model's training/serving skew, as `<model>_feature_skew` last measured it (read at
     scrape from `<folder>/<model>.json`, `ServingHome.skew_reports`). The serving control plane
-    exports it; an unreadable report leaves out its model alone."""
+    exports it; a report that cannot be read leaves out its model alone, counted
+    (`shipway.scrape`)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, errors: FileErrors) -> None:
+        super().__init__(errors)
         self.folder = folder
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        share = GaugeMetricFamily(
-            "shipway_feature_skew_share",
-            "Share of compared served rows whose feature value differs from the point-in-time "
-            "offline value",
-            labels=["model", "feature"],
-        )
-        compared = GaugeMetricFamily(
-            "shipway_feature_skew_compared_rows",
-            "Served rows compared with their offline vectors in the last skew run",
-            labels=["model"],
-        )
-        for path in sorted(self.folder.glob("*.json")) if self.folder.exists() else []:
-            try:
-                report = SkewReport.load(path)
-            except (ValueError, KeyError, TypeError) as exc:
-                log.error("skew report %s is unreadable: %s", path, exc)
-                continue
-            compared.add_metric([report.model], report.compared)
-            for feature in report.features:
-                share.add_metric([report.model, feature.feature], feature.share)
-        yield share
-        yield compared
+    def families(self) -> list[Family]:
+        return [
+            GaugeMetricFamily(
+                "shipway_feature_skew_share",
+                "Share of compared served rows whose feature value differs from the "
+                "point-in-time offline value",
+                labels=["model", "feature"],
+            ),
+            GaugeMetricFamily(
+                "shipway_feature_skew_compared_rows",
+                "Served rows compared with their offline vectors in the last skew run",
+                labels=["model"],
+            ),
+        ]
+
+    def files(self) -> Iterable[Path]:
+        return self.folder.glob("*.json") if self.folder.exists() else []
+
+    def read(self, path: Path, add: Add) -> None:
+        report = SkewReport.load(path)
+        add("shipway_feature_skew_compared_rows", [report.model], report.compared)
+        for feature in report.features:
+            add("shipway_feature_skew_share", [report.model, feature.feature], feature.share)
