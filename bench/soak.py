@@ -13,9 +13,11 @@ MLServer replicas, the feature service), in a scratch home:
 4. retrain twice, each release starting a rollout: v2 as trained (good), v3 with injected
    faults (30% errors, +80 ms), which the analysis must roll back;
 5. meanwhile, every `--kill-every` seconds on average, kill -9 one of: a model-server replica
-   (the control plane restarts it), the control plane, the feature service, Prometheus, the
-   sensor process (the soak starts each again, as systemd or Kubernetes would);
-6. stop the traffic, start whatever is down, let serving log what it holds, and report:
+   (the control plane restarts it), the control plane, the feature service, Prometheus (the
+   stack's supervisor starts each again, as `shipway up` does), the sensor process (the soak
+   starts it again, as Dagster's daemon would be);
+6. stop the traffic, wait until the supervisor has brought back whatever is down, let serving
+   log what it holds, and report:
    requests sent, answered, failed, retried; predictions answered vs rows in
    `fraud_model_predictions`; and whether MLflow's champion, the version at 100%, the release
    audit and the rollout state agree.
@@ -202,8 +204,9 @@ def tick_rollouts() -> None:
 
 
 class Chaos:
-    """Kills one victim with -9 at random moments and starts it again (a replica: the control
-    plane does)."""
+    """Kills one victim with -9 at random moments. A replica is started again by the control
+    plane, a service by the stack's supervisor; only the sensor, the soak's own process, is
+    started again here."""
 
     def __init__(self, stack: Any, group: dict[str, Any], rng: random.Random, every: float) -> None:
         self.stack, self.group, self.rng, self.every = stack, group, rng, every
@@ -238,26 +241,16 @@ class Chaos:
             sensor.wait()
             self.group["sensor"] = sensor_process(self.stack)
         else:
-            process = self.group[victim]
-            os.kill(process.pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                process.wait(timeout=10)
-            time.sleep(self.rng.uniform(0.0, 2.0))
-            process.start(wait=True)
+            os.kill(self.group[victim].pid, signal.SIGKILL)
         self.kills[victim.split(" (")[0]] += 1
         print(f"  {datetime.now(UTC):%H:%M:%S} killed -9: {victim}", flush=True)
 
 
 def _named(stack: Any) -> dict[str, Any]:
-    by_name = {p.name: p for p in stack.group._started}
-
-    def find(fragment: str) -> Any:
-        return next(p for n, p in by_name.items() if fragment in n.lower())
-
     return {
-        "control plane": find("control plane"),
-        "feature service": find("feature service"),
-        "prometheus": find("prometheus"),
+        "control plane": stack.group.named("serving control plane"),
+        "feature service": stack.group.named("feature service"),
+        "prometheus": stack.group.named("prometheus"),
     }
 
 
@@ -308,7 +301,10 @@ def soak(args: argparse.Namespace) -> int:
     began = time.monotonic()
     print(f"soak: home {root}", flush=True)
     report: dict[str, Any] = {}
-    with running_stack(home, Ports.free()) as stack:
+    def restarted(line: str) -> None:
+        print(f"  {datetime.now(UTC):%H:%M:%S} supervisor: {line}", flush=True)
+
+    with running_stack(home, Ports.free(), report=restarted) as stack:
         os.environ.update(stack.environment())
         from assets.definitions import defs, models
 
@@ -388,9 +384,10 @@ def soak(args: argparse.Namespace) -> int:
             for thread in traffic:
                 thread.join()
             for name, process in _named(stack).items():
-                if not process.running():
-                    print(f"soak: starting {name} again for the end state", flush=True)
-                    process.start(wait=True)
+                deadline = time.monotonic() + 60
+                while not process.running() and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                print(f"soak: {name} {'runs' if process.running() else 'DID NOT COME BACK'}")
             group["sensor"].kill()
         time.sleep(12)  # two of the control plane's ingest passes
         weights = stack.serving().status()[MODEL]["weights"]

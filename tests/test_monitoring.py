@@ -49,7 +49,7 @@ def test_the_committed_config_passes_promtool() -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("rules", ["shipway", "callers", "prediction_log"])
+@pytest.mark.parametrize("rules", ["shipway", "callers", "prediction_log", "platform"])
 def test_the_recording_and_alert_rules_pass_their_unit_tests(rules: str) -> None:
     result = _promtool(
         "test", "rules", str(PROMETHEUS_CONFIG_DIR / "tests" / f"{rules}_rules_test.yml")

@@ -15,8 +15,9 @@ import httpx
 import pytest
 
 from shipway.features.process import redis_ping
-from shipway.paths import REPO_ROOT
+from shipway.paths import REPO_ROOT, ShipwayHome
 from shipway.processes import free_ports
+from shipway.stack import Ports, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -155,3 +156,41 @@ def _environ(pid: int) -> dict[str, str]:
     entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     pairs = (e.decode(errors="replace").split("=", 1) for e in entries if b"=" in e)
     return {k: v for k, v in pairs}
+
+
+def test_every_service_killed_with_9_comes_back_by_itself_and_is_counted(tmp_path: Path) -> None:
+    """As systemd or Kubernetes would: the kernel's OOM killer took the feature service down
+    at review and nothing brought it back. Serving and features only (no MLflow, no Dagster)."""
+    said: list[str] = []
+    home = ShipwayHome(tmp_path / "home")
+    with running_stack(home, Ports.free(), with_mlflow=False, report=said.append) as stack:
+        features = f"{stack.features_url}/metrics"
+        door = f"{stack.serving_url}/v2/health/live"
+        control = f"{stack.control_url}/health"
+        for name, url in (
+            ("feature service", features),
+            ("Envoy data plane", door),
+            ("serving control plane", control),
+        ):
+            process = stack.group.named(name)
+            killed = process.pid
+            os.kill(killed, signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while not (process.running() and process.pid != killed and _answers(url)):
+                assert time.monotonic() < deadline, f"{name} did not come back: {said}"
+                time.sleep(0.25)
+            assert f"{name} was killed by SIGKILL; starting it again in 1 s" in said[-2]
+        restarts = httpx.get(f"{stack.control_url}/metrics").text
+        for name in ("feature service", "Envoy data plane", "serving control plane"):
+            assert f'shipway_service_restarts_total{{service="{name}"}} 1.0' in restarts, name
+        # The front door came back with its keys: no caller, no entry.
+        infer = f"{stack.serving_url}/v2/models/nothing/infer"
+        assert httpx.post(infer, json={}).status_code == 401
+        assert httpx.post(infer, json={}, headers=stack.serving().api_headers).status_code == 404
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

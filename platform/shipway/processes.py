@@ -1,13 +1,18 @@
-"""Local service processes on 127.0.0.1: start, wait until ready, stop cleanly.
+"""Local service processes on 127.0.0.1: start, wait until ready, stop cleanly, and start
+again when one dies.
 
 Every long-running component Shipway starts (MLflow, Prometheus, MLServer, the serving
 controller, Dagster) goes through `ManagedProcess`, so a failed start never leaves a
-half-started process behind and Ctrl-C stops the whole group.
+half-started process behind and Ctrl-C stops the whole group. A `ServiceGroup` that
+`supervise`s restarts any of its processes that dies without being asked to (kill -9, a crash,
+the kernel's OOM killer), with backoff, as systemd's `Restart=always` or a Kubernetes pod's
+restart policy would: each restart is reported and counted (`Supervisor`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -15,14 +20,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import httpx
 
 from shipway.errors import ServiceError, ShipwayError
+from shipway.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +144,13 @@ class ManagedProcess:
         own_group: bool = True,
         ready_probe: Callable[[], bool] | None = None,
         inherit_environment: bool = True,
+        prepare: Callable[[], None] | None = None,
     ) -> None:
         """Ready when `ready_url` answers below 400, or `ready_probe` (for a service that does
         not speak HTTP) returns True; with neither, as soon as it is launched. The child's
         environment is the parent's with `env` on top, or `env` alone without
-        `inherit_environment`."""
+        `inherit_environment`. `prepare` runs before every start (what a predecessor killed
+        with -9 left behind, say)."""
         self.name = name
         self.ready_probe = ready_probe
         self.argv = list(argv)
@@ -149,11 +160,19 @@ class ManagedProcess:
         self.cwd = cwd
         self.ready_timeout = ready_timeout
         self.own_group = own_group
+        self.prepare = prepare
         self._proc: subprocess.Popen[bytes] | None = None
+        self.stopped = False
+        """Stopped on purpose (`stop`): a supervisor leaves it stopped."""
+        self.started_at = 0.0
 
     def start(self, wait: bool = True) -> ManagedProcess:
         """Launch; with `wait`, block until ready (stopping the process if it never is)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.prepare is not None:
+            self.prepare()
+        self.stopped = False
+        self.started_at = time.monotonic()
         log.info("starting %s: %s", self.name, " ".join(self.argv))
         with self.log_path.open("ab") as out:
             # own_group: the child leads its own process group, so stop() reaches its workers
@@ -215,12 +234,27 @@ class ManagedProcess:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        """How it ended (negative: the signal that killed it); None while it runs."""
+        return None if self._proc is None else self._proc.poll()
+
+    def restart(self) -> None:
+        """Start it again after it died: first whatever of its process group outlived it
+        (a `dagster dev` killed with -9 leaves its webserver holding the port), as systemd
+        stops a unit's whole cgroup."""
+        if self._proc is not None and self.own_group:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+        self.start(wait=False)
+
     def wait(self, timeout: float) -> int:
         """Its exit code, once it has exited (`subprocess.TimeoutExpired` after `timeout`)."""
         assert self._proc is not None, f"{self.name} was not started"
         return self._proc.wait(timeout=timeout)
 
     def stop(self, timeout: float = 15.0) -> None:
+        self.stopped = True
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
@@ -252,11 +286,109 @@ def _default_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+RESTART_BACKOFF = (1.0, 30.0)
+"""The first restart waits a second, each one after doubles it, up to 30 s."""
+STEADY_SECONDS = 60.0
+"""A process up this long has recovered: its next death starts the backoff over."""
+Report = Callable[[str], None]
+
+
+@dataclass
+class _Backoff:
+    failures: int = 0
+    due: float | None = None
+    """When it is started again (None: not dead, or not noticed yet)."""
+
+
+class Supervisor:
+    """A thread that starts again each of `processes` that died without being stopped on
+    purpose: it reports the death and when the restart comes, waits (doubling from
+    `RESTART_BACKOFF`'s first value to its last while deaths keep coming), starts it, and
+    counts it in `restarts` (a JSON file `{"restarts": {name: count}}`, written whole), which
+    Prometheus gets as `shipway_service_restarts_total{service}`."""
+
+    def __init__(
+        self,
+        processes: list[ManagedProcess],
+        report: Report,
+        restarts: Path | None = None,
+        poll: float = 0.5,
+        backoff: tuple[float, float] = RESTART_BACKOFF,
+        steady: float = STEADY_SECONDS,
+    ) -> None:
+        self.processes = processes
+        self.report = report
+        self.restarts_path = restarts
+        self.poll, self.backoff, self.steady = poll, backoff, steady
+        self.restarts: Counter[str] = Counter()
+        self._state: dict[str, _Backoff] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
+        self._save()
+
+    def start(self) -> Supervisor:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll):
+            for process in list(self.processes):
+                if self._stop.is_set():
+                    return
+                try:
+                    self._check(process)
+                except Exception as exc:  # the supervisor outlives any one failed restart
+                    log.exception("supervising %s failed", process.name)
+                    self.report(f"{process.name}: could not be started again ({exc})")
+
+    def _check(self, process: ManagedProcess) -> None:
+        state = self._state.setdefault(process.name, _Backoff())
+        now = time.monotonic()
+        if process.stopped or process.running():
+            if state.failures and now - process.started_at > self.steady:
+                state.failures = 0
+            return
+        if state.due is None:
+            state.failures += 1
+            delay = min(self.backoff[1], self.backoff[0] * 2 ** (state.failures - 1))
+            state.due = now + delay
+            self.report(
+                f"{process.name} {_ended(process.returncode)}; starting it again in "
+                f"{delay:g} s (restart {self.restarts[process.name] + 1}; log: "
+                f"{process.log_path})"
+            )
+        if now < state.due:
+            return
+        state.due = None
+        process.restart()
+        self.restarts[process.name] += 1
+        self._save()
+        self.report(f"{process.name} started again (pid {process.pid})")
+
+    def _save(self) -> None:
+        if self.restarts_path is not None:
+            write_atomic(self.restarts_path, json.dumps({"restarts": dict(self.restarts)}))
+
+
+def _ended(code: int | None) -> str:
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
 class ServiceGroup:
-    """Processes started in order and stopped in reverse; a failed start stops the rest."""
+    """Processes started in order and stopped in reverse; a failed start stops the rest.
+    Supervised (`supervise`), a process that dies is started again until the group stops."""
 
     def __init__(self) -> None:
         self._started: list[ManagedProcess] = []
+        self._supervisor: Supervisor | None = None
 
     def start(self, process: ManagedProcess, wait: bool = True) -> ManagedProcess:
         self._started.append(process)
@@ -267,7 +399,23 @@ class ServiceGroup:
         for process in self._started:
             process.wait_ready()
 
+    def named(self, name: str) -> ManagedProcess:
+        """The started process called `name` (`ManagedProcess.name`)."""
+        found = [p for p in self._started if p.name == name]
+        if not found:
+            raise KeyError(f"no process {name!r}; started: {[p.name for p in self._started]}")
+        return found[0]
+
+    def supervise(self, report: Report, restarts: Path | None = None) -> Supervisor:
+        """Start again any of the group's processes that dies, from now until `stop`."""
+        self._supervisor = Supervisor(self._started, report, restarts).start()
+        return self._supervisor
+
     def stop(self) -> None:
+        # The supervisor first: it must not start again what is being stopped.
+        if self._supervisor is not None:
+            self._supervisor.stop()
+            self._supervisor = None
         while self._started:
             self._started.pop().stop()
 

@@ -2,12 +2,14 @@
 the feature service (and Redis, when it is the online store) and, for `shipway up`, Dagster.
 
 All on 127.0.0.1. Binaries and ports are checked before anything starts, and a failure at any
-step stops what was already started, so a failed start leaves nothing running.
+step stops what was already started, so a failed start leaves nothing running. Once up, every
+service is supervised: one that dies is started again, with backoff, and counted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import sys
@@ -31,6 +33,7 @@ from shipway.paths import REPO_ROOT, ShipwayHome
 from shipway.processes import (
     LOOPBACK,
     ManagedProcess,
+    Report,
     ServiceGroup,
     ensure_port_free,
     free_ports,
@@ -46,6 +49,8 @@ from shipway.serving.client import (
 )
 from shipway.serving.dataplane import DataPlane, envoy_binary
 from shipway.serving.runtime import mlserver_binary
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -178,9 +183,15 @@ def preflight(ports: Ports, with_dagster: bool) -> None:
 
 @contextlib.contextmanager
 def running_stack(
-    home: ShipwayHome, ports: Ports, with_dagster: bool = False, with_mlflow: bool = True
+    home: ShipwayHome,
+    ports: Ports,
+    with_dagster: bool = False,
+    with_mlflow: bool = True,
+    report: Report = log.warning,
 ) -> Iterator[Stack]:
-    """The platform on loopback; without MLflow it is serving and its metrics alone."""
+    """The platform on loopback; without MLflow it is serving and its metrics alone. Once up,
+    a service that dies is started again (`ServiceGroup.supervise`), each restart told to
+    `report` and counted for Prometheus."""
     preflight(ports, with_dagster)
     stack = Stack(home, ports)
     home.prepare_dagster()
@@ -221,6 +232,7 @@ def running_stack(
         group.wait_ready()
         if with_mlflow:
             ensure_viewer(stack.mlflow_url, home)
+        group.supervise(report, home.served.service_restarts)
         yield stack
 
 

@@ -84,7 +84,11 @@ def _up(args: argparse.Namespace) -> int:
         "starting Dagster, MLflow, Prometheus, serving and the feature service on 127.0.0.1 ...",
         flush=True,
     )
-    with running_stack(home, ports, with_dagster=True) as stack:
+
+    def report(line: str) -> None:
+        print(f"  {line}", flush=True)
+
+    with running_stack(home, ports, with_dagster=True, report=report) as stack:
         print(
             f"  Dagster UI  {stack.dagster_url}\n"
             f"  MLflow      {stack.mlflow_url} (log in as {VIEWER_USER}: password in "
@@ -98,7 +102,8 @@ def _up(args: argparse.Namespace) -> int:
             f"  features    {stack.features_url}/get-online-features, "
             f"{stack.features_url}/score/<model> (the same API keys)\n"
             f"  state in {home.root}, logs in {home.logs}\n"
-            "Ctrl-C stops everything.",
+            "A service that dies is started again (said here, counted in "
+            "shipway_service_restarts_total). Ctrl-C stops everything.",
             flush=True,
         )
         stop.wait()
@@ -111,11 +116,13 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from shipway.monitoring.quality import QualityCollector
+    from shipway.monitoring.services import RestartsCollector
     from shipway.monitoring.skew import SkewCollector
     from shipway.paths import ServingHome
     from shipway.processes import LOOPBACK
     from shipway.rollout.metrics import RolloutCollector, rollout_phase
     from shipway.rollout.state import RolloutStore
+    from shipway.scrape import FileErrors
     from shipway.serving.client import TOKEN_ENV
     from shipway.serving.control_api import create_app
     from shipway.serving.control_plane import ControlPlane
@@ -123,6 +130,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     home = ServingHome(args.root.resolve())
     rollouts = RolloutStore(home.rollouts)
+    errors = FileErrors(home.root)
     plane = ControlPlane(
         home.root,
         DataPlane.attach(args.dataplane_dir),
@@ -130,9 +138,11 @@ def _serve(args: argparse.Namespace) -> int:
         args.targets_dir,
         args.lake_dir,
         collectors=[
-            RolloutCollector(rollouts),
-            QualityCollector(home.quality_reports),
-            SkewCollector(home.skew_reports),
+            RolloutCollector(rollouts, errors),
+            QualityCollector(home.quality_reports, errors),
+            SkewCollector(home.skew_reports, errors),
+            RestartsCollector(home.service_restarts, errors),
+            errors,
         ],
         rollout_phase=rollout_phase(rollouts),
     )
@@ -168,4 +178,23 @@ def _doctor(args: argparse.Namespace) -> int:
     if result.returncode != 0:
         raise ShipwayError(f"dbt parse failed: {result.stdout.strip().splitlines()[-1:]}")
     print("ok  dbt manifest: dbt_project/target/manifest.json")
+    _doctor_dataplane(home)
     return 0
+
+
+def _doctor_dataplane(home: ShipwayHome) -> None:
+    """With serving running for this home: whether Envoy runs what the control plane last
+    published (a rejected configuration freezes the front door at the one before)."""
+    from shipway.errors import ServiceError
+    from shipway.serving.client import ServingClient
+
+    try:
+        dataplane = ServingClient.for_home(home.serving).dataplane()
+    except ServiceError as exc:
+        print(f"--  serving: not running for this home ({exc})")
+        return
+    if not dataplane.get("applied"):
+        raise ShipwayError(
+            f"the front door does not run serving's last change: {dataplane.get('error')}"
+        )
+    print(f"ok  front door runs serving's last change ({dataplane['generation']})")
