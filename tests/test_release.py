@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import mlflow
 import numpy as np
 import pandas as pd
@@ -492,7 +493,73 @@ def test_only_the_platform_moves_an_alias_and_people_only_read(
     viewer = credentials(platform.home, VIEWER_USER).environment()
     with environment(viewer):
         assert MlflowClient(uri).get_registered_model(name).name == name
-        with pytest.raises(MlflowException, match=r"PERMISSION_DENIED|[Pp]ermission"):
+        with pytest.raises(MlflowException, match=r"403.*MLflow user 'viewer' may only read"):
             MlflowClient(uri).set_registered_model_alias(name, "champion", version)
     registry.set_registered_model_alias(name, "champion", version)
     assert registry.get_model_version_by_alias(name, "champion").version == version
+
+
+def test_mlflow_s_viewer_reads_everything_and_creates_or_changes_nothing(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """MLflow's permissions let any user create registered models (and manage them): a reader
+    could register a declared model before the platform does, and alias it."""
+    uri = platform.stack.mlflow_url
+    declared = f"declared_not_registered_{uuid.uuid4().hex[:8]}"
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.set_experiment(f"viewer_probe_{uuid.uuid4().hex[:8]}").experiment_id
+    with mlflow.start_run() as run:
+        (tmp_path / "model.txt").write_text("probe")
+        mlflow.log_artifact(str(tmp_path / "model.txt"))
+    registry = MlflowClient(uri)
+    registered = f"registered_{uuid.uuid4().hex[:8]}"
+    registry.create_registered_model(registered)
+    version = registry.create_model_version(
+        registered, f"runs:/{run.info.run_id}/model.txt", run_id=run.info.run_id
+    ).version
+    viewer = credentials(platform.home, VIEWER_USER)
+    auth = (viewer.username, viewer.password)
+    api = f"{uri}/api/2.0/mlflow"
+    refused: list[tuple[str, str, dict[str, Any]]] = [
+        ("POST", "registered-models/create", {"name": declared}),
+        ("POST", "experiments/create", {"name": f"viewer_{uuid.uuid4().hex[:8]}"}),
+        ("POST", "runs/create", {"experiment_id": experiment}),
+        ("POST", "runs/log-metric", {"run_id": run.info.run_id, "key": "m", "value": 1,
+                                     "timestamp": 0}),
+        ("POST", "runs/set-tag", {"run_id": run.info.run_id, "key": "k", "value": "v"}),
+        ("POST", "registered-models/alias", {"name": registered, "alias": "champion",
+                                            "version": version}),
+        ("DELETE", "registered-models/alias", {"name": registered, "alias": "champion"}),
+        ("POST", "model-versions/create", {"name": registered,
+                                          "source": f"runs:/{run.info.run_id}/model.txt"}),
+        ("PATCH", "registered-models/update", {"name": registered, "description": "mine"}),
+        ("DELETE", "model-versions/delete", {"name": registered, "version": version}),
+        ("DELETE", "experiments/delete", {"experiment_id": experiment}),
+    ]  # fmt: skip
+    for method, path, body in refused:
+        answer = httpx.request(method, f"{api}/{path}", json=body, auth=auth)
+        assert answer.status_code == 403, (path, answer.status_code, answer.text)
+        assert f"MLflow user '{viewer.username}' may only read" in answer.text, path
+    mutation = {"query": 'mutation { testMutation(input: {inputString: "x"}) { output } }'}
+    answer = httpx.post(f"{uri}/graphql", json=mutation, auth=auth)
+    assert answer.status_code == 403, answer.text
+    # Nothing was created or changed.
+    assert not registry.search_registered_models(f"name = '{declared}'")
+    assert registry.get_registered_model(registered).aliases == {}
+    assert registry.get_model_version(registered, version).version == version
+    assert mlflow.get_experiment(experiment).lifecycle_stage == "active"
+    # Reads, the UI's POST searches and GraphQL queries included, still answer.
+    reads: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", f"{api}/registered-models/get", {"name": registered}),
+        ("POST", f"{api}/runs/search", {"experiment_ids": [experiment]}),
+        ("POST", f"{api}/experiments/search", {"max_results": 5}),
+        ("POST", f"{uri}/graphql",
+         {"query": f'query {{ mlflowGetRun(input: {{runId: "{run.info.run_id}"}}) '
+                   "{ run { info { runId } } } }"}),
+    ]  # fmt: skip
+    for method, url, sent in reads:
+        params = sent if method == "GET" else None
+        answer = httpx.request(method, url, json=None if params else sent, params=params, auth=auth)
+        assert answer.status_code == 200, (url, answer.text)
+    with environment(viewer.environment()):
+        assert MlflowClient(uri).get_registered_model(registered).name == registered

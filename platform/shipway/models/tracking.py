@@ -36,6 +36,8 @@ PLATFORM_USER = "shipway"
 """MLflow's admin: the platform, which registers versions and moves aliases (`champion`)."""
 VIEWER_USER = "viewer"
 """People: read everything (MLflow's default permission), change nothing."""
+AUTHORIZATION_FUNCTION = "shipway.models.tracking_auth:authenticate"
+"""MLflow's password check, then only the platform may change anything (`tracking_auth`)."""
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,10 @@ def use_platform_credentials(home: ShipwayHome) -> None:
 def mlflow_server_process(home: ShipwayHome, port: int) -> ManagedProcess:
     """An MLflow tracking server on 127.0.0.1 with a SQLite backend, local artifacts and
     MLflow's own authentication (`--app-name basic-auth`): every request needs a user; the
-    platform's may change anything, everyone else may read (`default_permission = READ`), so
-    only the platform moves the `champion` alias a gate compares against and a deployment
-    trusts."""
+    platform's may change anything, everyone else may only read (`default_permission = READ`,
+    and `tracking_auth` refuses any other user's creating or changing anything, which MLflow's
+    permissions alone allow), so only the platform registers models and moves the `champion`
+    alias a gate compares against and a deployment trusts."""
     ensure_port_free(port, "MLflow server")
     home.mlflow.mkdir(parents=True, exist_ok=True)
     admin = credentials(home)
@@ -91,7 +94,7 @@ def mlflow_server_process(home: ShipwayHome, port: int) -> ManagedProcess:
         "default_permission = READ\n"
         f"database_uri = sqlite:///{home.mlflow / 'basic_auth.db'}\n"
         f"admin_username = {admin.username}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        f"authorization_function = {AUTHORIZATION_FUNCTION}\n"
         # A password check is a scrypt hash, ~75 ms of CPU: without the cache every request of
         # a training run pays it. A password changed through the API takes effect at once on
         # the worker that changed it, on the others within the TTL.
