@@ -13,7 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shipway.errors import BadRequest
-from shipway.serving.protocol import features_request, parse_infer_request, wants_contributions
+from shipway.limits import TooDeep
+from shipway.serving.protocol import (
+    check_request_depth,
+    features_request,
+    parse_infer_request,
+    wants_contributions,
+)
 
 FEATURES = ["amount", "hour_of_day", "customer_txn_count_7d"]
 
@@ -167,3 +173,28 @@ def test_contributions_are_answered_only_when_a_request_asks_with_a_boolean(
 def test_a_contributions_parameter_that_is_not_a_boolean_is_refused_by_name(value: Any) -> None:
     with pytest.raises(BadRequest, match='"contributions" must be true or false, got'):
         wants_contributions({"contributions": value})
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1.0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_deep_data_is_a_named_400_wherever_it_sits_never_a_recursion_500() -> None:
+    """5,000 levels of nesting reached Python's recursion limit in the message's repr."""
+    first = [_nested(5000), [1.0, 2.0, 3.0]]
+    with pytest.raises(TooDeep, match="request inputs: JSON nested more than 32 levels"):
+        check_request_depth([first], {})
+    with pytest.raises(TooDeep, match="request parameters: JSON nested more than 32 levels"):
+        check_request_depth([[1.0]], {"row_keys": _nested(5000)})
+    check_request_depth([[[1.0, 2.0, 3.0]]], {"row_keys": ["a"]})
+    # Past the first element the probe does not look; the number checks refuse it by name.
+    later = {
+        "inputs": [{"name": "features", "shape": [2, 3], "data": [[1.0, 2.0, 3.0], _nested(5000)]}]
+    }
+    with pytest.raises(
+        BadRequest, match=r"data must be numbers .* got a list nested too deep to show"
+    ):
+        parse_infer_request(later, ["a", "b", "c"])

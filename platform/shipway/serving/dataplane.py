@@ -409,10 +409,6 @@ class DataPlane:
         rejected = sum(int(v or 0) for k, v in values.items() if k.endswith("update_rejected"))
         return Running(versions, rejected)
 
-    def applied(self) -> tuple[str, str, str]:
-        """The (clusters, routes, listeners) versions Envoy runs."""
-        return self.running().versions
-
     def rejection(self, log_dir: Path) -> str:
         """Why Envoy last rejected a configuration, as its log says (its statistics count a
         rejection, its admin API keeps no reason)."""

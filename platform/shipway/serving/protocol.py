@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from shipway.errors import BadRequest, shown
-from shipway.limits import TooDeep, check_depth, parse_json
+from shipway.limits import MAX_JSON_DEPTH, TooDeep, check_depth, parse_json
 
 FEATURES_INPUT = "features"
 ROW_KEYS_PARAMETER = "row_keys"
@@ -234,9 +234,17 @@ def _matrix_input(tensor: dict[str, Any], feature_names: list[str]) -> np.ndarra
 
 
 def check_request_depth(inputs: list[Any], parameters: Any) -> None:
-    """A request's inputs' data and its parameters nest at most `MAX_JSON_DEPTH` levels (what
-    MLServer parsed; a deeper one is a 400 naming the limit, not a 500 from whatever walks it)."""
-    check_depth({"inputs": inputs, "parameters": parameters or {}}, "request")
+    """A request's parameters, and its inputs' data down their first elements, nest at most
+    `MAX_JSON_DEPTH` levels (what MLServer parsed; a deeper one is a 400 naming the limit, not a
+    500 from whatever walks it). Data are only followed down their first elements, which costs
+    nothing per row: a deep value elsewhere fails the number checks, a 400 naming the input."""
+    check_depth(parameters or {}, "request parameters")
+    for data in inputs:
+        depth = 1
+        while isinstance(data, list) and data:
+            data, depth = data[0], depth + 1
+            if depth > MAX_JSON_DEPTH:
+                raise TooDeep("request inputs", MAX_JSON_DEPTH)
 
 
 def parse_row_keys(parameters: Any, rows: int) -> list[str] | None:
