@@ -34,13 +34,7 @@ from shipway.processes import free_ports
 from shipway.serving.bundle import Bundle, write_application_bundle
 from shipway.serving.client import ServingClient
 from shipway.serving.control_plane import ControlPlane
-from shipway.serving.dataplane import (
-    GRPC_SERVICE,
-    HEALTH_CALLS,
-    MODEL_CALLS,
-    MODEL_HEADER,
-    DataPlane,
-)
+from shipway.serving.dataplane import GRPC_SERVICE, MODEL_HEADER, DataPlane
 from shipway.serving.prediction_log import ANSWER_SCHEMA, read_predictions
 from shipway.serving.protocol import features_request, question_request
 from tests.conftest import TOKEN, TOY_FEATURES, Serving, served_copy, toy_frame
@@ -49,6 +43,10 @@ pytestmark = pytest.mark.integration
 
 APP = "toy_assistant"
 STAFF_QUESTION = "Which code lifts a fraud block on a card?"
+# What the front door serves over gRPC, as the issue states it: inference, model metadata and
+# readiness (routed to the model the seldon-model header names), server health.
+MODEL_CALLS = ("ModelInfer", "ModelMetadata", "ModelReady")
+HEALTH_CALLS = ("ServerLive", "ServerReady")
 
 
 @pytest.fixture(scope="module")

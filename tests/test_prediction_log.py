@@ -35,6 +35,7 @@ from shipway.serving.prediction_log import (
 )
 from shipway.serving.prediction_spool import PredictionSpool, Scored
 from shipway.serving.protocol import parse_row_keys
+from shipway.serving.scoring import row_keys_of
 
 FEATURES = ["amount", "hour"]
 
@@ -298,3 +299,18 @@ def test_rows_the_spool_cannot_keep_are_counted_and_exported(
     assert 'shipway_prediction_spool_queued_rows{model="toy_model",version="1"} 6.0' in text
     spool.close()
     assert spool.dropped_rows == 10, "rows still queued at exit are counted too"
+
+
+def test_one_call_scoring_keys_an_epoch_time_as_the_label_will_name_it() -> None:
+    """An epoch-seconds event_timestamp was read as nanoseconds: a 1970 key no label joins."""
+    keys = PredictionKeys(None, ("customer_id",))
+    at = 1_763_112_600  # 2025-11-14T09:30:00Z
+    expected = ["customer_id=17|at=2025-11-14T09:30:00"]
+    for stamp in (at, float(at), "2025-11-14T09:30:00Z", "2025-11-14T14:30:00+05:00"):
+        entities = {"customer_id": [17], "event_timestamp": [stamp]}
+        assert row_keys_of(entities, keys, 1) == expected, stamp
+    assert row_keys_of({"customer_id": [17]}, keys, 1) is None
+    with pytest.raises(BadRequest, match=r"entities\.event_timestamp: 'yesterday'"):
+        row_keys_of({"customer_id": [17], "event_timestamp": ["yesterday"]}, keys, 1)
+    fraud = PredictionKeys("transaction_id", ())
+    assert row_keys_of({"transaction_id": ["t-81"]}, fraud, 1) == ["t-81"]

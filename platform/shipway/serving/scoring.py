@@ -130,7 +130,7 @@ class OneCallScorer:
         row_keys = body.get("row_keys")
         keys = next((b.prediction_keys for b in bundles if b.prediction_keys is not None), None)
         if row_keys is None and keys is not None:
-            row_keys = keys.of(_key_columns(entities, keys, rows))
+            row_keys = row_keys_of(entities, keys, rows)
         parameters: dict[str, Any] = {}
         if row_keys is not None:
             parameters[ROW_KEYS_PARAMETER] = [str(k) for k in row_keys]
@@ -191,9 +191,10 @@ class OneCallScorer:
         return scored
 
 
-def _key_columns(entities: dict[str, Any], keys: PredictionKeys, rows: int) -> pd.DataFrame:
-    """The entities' columns a row key is made of, event times read as the lookup reads them
-    (epoch seconds or ISO 8601, in UTC), so a key names the time the label will."""
+def row_keys_of(entities: dict[str, Any], keys: PredictionKeys, rows: int) -> list[str] | None:
+    """Each row's prediction key from the entities (None when they lack its columns), event
+    times read as the lookup reads them (epoch seconds or ISO 8601, in UTC), so a key names the
+    time the label will: an epoch read as pandas reads an integer became a 1970 key."""
     wanted = [keys.row_id] if keys.row_id is not None else [*keys.entity_keys, EVENT_TIMESTAMP]
     columns: dict[str, Any] = {}
     for name in wanted:
@@ -205,7 +206,7 @@ def _key_columns(entities: dict[str, Any], keys: PredictionKeys, rows: int) -> p
             if name == EVENT_TIMESTAMP
             else values
         )
-    return pd.DataFrame(columns)
+    return keys.of(pd.DataFrame(columns))
 
 
 def _error_of(response: httpx.Response) -> str:
