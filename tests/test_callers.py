@@ -140,6 +140,28 @@ def test_a_change_the_front_door_did_not_apply_is_an_error_never_applied(
     assert "applied" not in capsys.readouterr().out
 
 
+def test_doctor_reports_a_front_door_that_does_not_run_serving_s_last_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shipway.cli.services import _doctor_dataplane
+    from shipway.errors import ShipwayError
+    from shipway.serving.client import ServingClient
+
+    answers = {"generation": "18", "applied": False, "error": "Envoy rejected configuration 18"}
+
+    class Serving:
+        def dataplane(self) -> dict[str, object]:
+            return answers
+
+    monkeypatch.setattr(ServingClient, "for_home", classmethod(lambda cls, path: Serving()))
+    home = ShipwayHome(tmp_path)
+    with pytest.raises(ShipwayError, match="does not run serving's last change: Envoy rejected"):
+        _doctor_dataplane(home)
+    answers.update(applied=True, error=None)
+    _doctor_dataplane(home)
+    assert "ok  front door runs serving's last change (18)" in capsys.readouterr().out
+
+
 def test_an_unreadable_callers_file_is_named_not_guessed(tmp_path: Path) -> None:
     path = tmp_path / "callers.json"
     path.write_text('{"callers": [{"name": "a"}]}')

@@ -223,6 +223,8 @@ def test_a_removed_caller_s_key_stops_on_the_connections_it_already_holds(
         assert _exchange(others, "/v2/models/toy_model/infer", other, body) == 200
         assert grpc_client.is_model_ready("toy_model", headers={**auth, MODEL_HEADER: "toy_model"})
         assert deployed.remove_caller("leaving")["applied"]
+        dataplane = deployed.dataplane()
+        assert dataplane["applied"] and dataplane["error"] is None, dataplane
         # The very next request on each open connection is refused: no drain period.
         assert _exchange(kept, "/v2/models/toy_model/infer", auth, body) == 401
         with pytest.raises(InferenceServerException) as refused:
