@@ -301,6 +301,7 @@ def soak(args: argparse.Namespace) -> int:
     began = time.monotonic()
     print(f"soak: home {root}", flush=True)
     report: dict[str, Any] = {}
+
     def restarted(line: str) -> None:
         print(f"  {datetime.now(UTC):%H:%M:%S} supervisor: {line}", flush=True)
 
