@@ -130,6 +130,7 @@ def _serve(home: ShipwayHome, requests: pd.DataFrame) -> None:
             "model": [MODEL] * n,
             "version": ["1"] * n,
             "served": [True] * n,
+            "caller": ["serving-team"] * n,
             "rollout": [""] * n,
             "at": at,
             "day": at.dt.strftime("%Y-%m-%d"),

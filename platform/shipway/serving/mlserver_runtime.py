@@ -322,7 +322,7 @@ class ShipwayModel(MLModel):
         parameters = payload.parameters
         try:
             extra = parameters.model_extra if parameters else None
-            check_request_depth(body["inputs"], extra)
+            check_request_depth([i["data"] for i in body["inputs"]], extra)
             rows = parse_infer_request(body, self._features, ignores_extra_inputs(extra))
             row_keys = parse_row_keys(extra, len(rows))
             explain = wants_contributions(extra)

@@ -233,16 +233,17 @@ def _matrix_input(tensor: dict[str, Any], feature_names: list[str]) -> np.ndarra
     return values.reshape(shape[0], k)
 
 
-def check_request_depth(inputs: list[Any], parameters: Any) -> None:
-    """A request's parameters, and its inputs' data down their first elements, nest at most
-    `MAX_JSON_DEPTH` levels (what MLServer parsed; a deeper one is a 400 naming the limit, not a
-    500 from whatever walks it). Data are only followed down their first elements, which costs
-    nothing per row: a deep value elsewhere fails the number checks, a 400 naming the input."""
+def check_request_depth(data: list[Any], parameters: Any) -> None:
+    """A request's parameters, and each of its inputs' `data` down their first elements, nest
+    at most `MAX_JSON_DEPTH` levels (what MLServer parsed; a deeper one is a 400 naming the
+    limit, not a 500 from whatever walks it). Data are only followed down their first
+    elements, which costs nothing per row: a deep value elsewhere fails the number checks, a
+    400 naming the input."""
     check_depth(parameters or {}, "request parameters")
-    for data in inputs:
+    for value in data:
         depth = 1
-        while isinstance(data, list) and data:
-            data, depth = data[0], depth + 1
+        while isinstance(value, list) and value:
+            value, depth = value[0], depth + 1
             if depth > MAX_JSON_DEPTH:
                 raise TooDeep("request inputs", MAX_JSON_DEPTH)
 
