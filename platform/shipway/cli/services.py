@@ -58,7 +58,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     serve.set_defaults(run=_serve)
 
-    doctor = sub.add_parser("doctor", help="check binaries, environments, the dbt manifest")
+    doctor = sub.add_parser(
+        "doctor",
+        help="check binaries, environments, the dbt manifest and, with serving running, that "
+        "the front door runs serving's last change",
+    )
     doctor.set_defaults(run=_doctor)
 
 
