@@ -485,6 +485,19 @@ def materialization(result: ExecuteInProcessResult, asset: str) -> dict[str, obj
     return {key: value.value for key, value in found.metadata.items()}
 
 
+def tree_paths(tree: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Every path into a parsed YAML or JSON document (keys and indices), containers included,
+    the document itself not: what a property test edits one value at."""
+    found: list[tuple[object, ...]] = [prefix] if prefix else []
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            found += tree_paths(value, (*prefix, key))
+    elif isinstance(tree, list):
+        for index, value in enumerate(tree):
+            found += tree_paths(value, (*prefix, index))
+    return found
+
+
 class JsonHandler(BaseHTTPRequestHandler):
     """Base of the stand-ins for APIs that cannot run here (Kubernetes, Grafana): quiet, and
     answering JSON."""

@@ -18,6 +18,7 @@ from shipway.data.gates import Batch, Reference, evaluate
 from shipway.errors import PolicyError
 from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT
 from shipway.stats.metrics import single_column_auc
+from tests.conftest import tree_paths
 
 RAW = RAW_EVENTS_CONTRACT
 
@@ -155,17 +156,6 @@ _YAML_VALUES = st.recursive(
 )
 
 
-def _paths(tree: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-    found: list[tuple[object, ...]] = [prefix] if prefix else []
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            found += _paths(value, (*prefix, key))
-    elif isinstance(tree, list):
-        for index, value in enumerate(tree):
-            found += _paths(value, (*prefix, index))
-    return found
-
-
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
 def test_any_edit_of_a_declaration_or_contract_loads_or_fails_in_one_named_line(
@@ -185,7 +175,7 @@ def test_any_edit_of_a_declaration_or_contract_loads_or_fails_in_one_named_line(
     )
     tree = yaml.safe_load(source.read_text())
     for _ in range(data.draw(st.integers(1, 3))):
-        path = data.draw(st.sampled_from(_paths(tree)))
+        path = data.draw(st.sampled_from(tree_paths(tree)))
         parent: object = tree
         for step in path[:-1]:
             parent = parent[step]  # type: ignore[index]

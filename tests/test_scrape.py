@@ -26,6 +26,7 @@ from shipway.rollout.state import RolloutState, RolloutStore
 from shipway.scrape import FileErrors
 from shipway.serving.control_plane import ControlPlane
 from shipway.serving.dataplane import DataPlane
+from tests.conftest import tree_paths
 
 
 def _documents(model: str) -> dict[str, dict[str, Any]]:
@@ -98,19 +99,7 @@ def _write(root: Path, kind: str, model: str, document: Any) -> Path:
     return path
 
 
-def _leaves(document: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every path into a JSON document, containers included."""
-    found = [at]
-    if isinstance(document, dict):
-        for key, value in document.items():
-            found += _leaves(value, (*at, key))
-    elif isinstance(document, list):
-        for i, value in enumerate(document):
-            found += _leaves(value, (*at, i))
-    return found
-
-
-def _replaced(document: Any, at: tuple[Any, ...], value: Any) -> Any:
+def _replaced(document: Any, at: tuple[object, ...], value: Any) -> Any:
     if not at:
         return value
     copy = json.loads(json.dumps(document))
@@ -162,11 +151,11 @@ def test_a_wrong_typed_value_in_any_file_never_fails_the_scrape_or_another_file_
     shutil.copytree(source, root)
     kind = data.draw(st.sampled_from(["rollout", "quality", "skew", "online"]))
     document = _documents("bad_model")[kind]
-    at = data.draw(st.sampled_from(_leaves(document)))
+    at = data.draw(st.sampled_from([(), *tree_paths(document)]))
     if kind == "online":
         # One online state file per home: the good model's views are what is corrupted.
         document = _documents("good_model")["online"]
-        at = data.draw(st.sampled_from(_leaves(document)))
+        at = data.draw(st.sampled_from([(), *tree_paths(document)]))
     _write(root, kind, "bad_model", _replaced(document, at, data.draw(_wrong)))
     text = _scrape(root)
     exported = _series(text)
