@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -483,6 +484,14 @@ def materialization(result: ExecuteInProcessResult, asset: str) -> dict[str, obj
         if e.asset_key == AssetKey(asset)
     ]
     return {key: value.value for key, value in found.metadata.items()}
+
+
+def resident_bytes(pid: int) -> int:
+    """A running process's resident memory (`VmRSS`), in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(r"^VmRSS:\s+(\d+) kB$", status, re.M)
+    assert found is not None, f"pid {pid} has no resident memory: it is not running"
+    return int(found.group(1)) * 1024
 
 
 def tree_paths(tree: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:

@@ -34,6 +34,7 @@ from tests.conftest import (
     allow_test_caller,
     customer_feature_rows,
     merchant_feature_rows,
+    resident_bytes,
 )
 
 pytestmark = pytest.mark.integration
@@ -397,9 +398,7 @@ def test_hostile_lookups_get_an_answer_or_a_4xx_and_the_service_stays_within_its
     assert answer.status_code < 500, answer.text[:300]
     if answer.status_code != 200:
         assert answer.json()["error"]
-    pid = platform.stack.group.named("feature service").pid
-    status = Path(f"/proc/{pid}/status").read_text()
-    rss = int(status.split("VmRSS:", 1)[1].split()[0]) * 1024
+    rss = resident_bytes(platform.stack.group.named("feature service").pid)
     assert rss < FEATURE_SERVICE_BOUND, f"the feature service holds {rss >> 20} MiB"
 
 

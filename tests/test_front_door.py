@@ -37,7 +37,14 @@ from shipway.serving.control_plane import ControlPlane
 from shipway.serving.dataplane import GRPC_SERVICE, MODEL_HEADER, DataPlane
 from shipway.serving.prediction_log import ANSWER_SCHEMA, read_predictions
 from shipway.serving.protocol import features_request, question_request
-from tests.conftest import TOKEN, TOY_FEATURES, Serving, served_copy, toy_frame
+from tests.conftest import (
+    TOKEN,
+    TOY_FEATURES,
+    Serving,
+    resident_bytes,
+    served_copy,
+    toy_frame,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -407,14 +414,6 @@ def test_deep_json_is_a_named_400_at_the_admin_api_feedback_and_inference(
         assert infer.status_code == 400 and "nested more than 32 levels" in infer.text, infer.text
 
 
-def _rss(pid: int) -> int:
-    """A process's resident memory, in bytes."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    found = re.search(r"^VmRSS:\s+(\d+) kB$", status, re.M)
-    assert found is not None
-    return int(found.group(1)) * 1024
-
-
 def _hostile(door_specific: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
     """Bodies no caller should send: deep, wide, long, not JSON, or the door's own worst."""
     return st.one_of(
@@ -468,6 +467,6 @@ def test_hostile_bodies_get_a_4xx_and_no_door_grows_past_its_memory_bound(
     status = deployed.status()
     for model in ("toy_model", APP):
         for replica in status[model]["versions"]["1"]["replicas"]:
-            assert _rss(replica["pid"]) < MODEL_SERVER_BOUND, model
-    assert _rss(serving.control.pid) < CONTROL_PLANE_BOUND
+            assert resident_bytes(replica["pid"]) < MODEL_SERVER_BOUND, model
+    assert resident_bytes(serving.control.pid) < CONTROL_PLANE_BOUND
     assert httpx.get(f"{deployed.control_url}/health").status_code == 200
