@@ -23,8 +23,10 @@ from shipway.data.admission import Ledger
 from shipway.data.commands import land
 from shipway.data.lake import table_info
 from shipway.features import training_sets
+from shipway.features.versions import applied_versions
 from shipway.models.estimation import QualityEstimator
 from shipway.models.tracking import VIEWER_USER, credentials
+from shipway.serving.bundle import read_bundle
 from shipway.serving.package import SIGNING_KEY_ENV, verify_package
 from tests.conftest import (
     PLATFORM_SIGNER,
@@ -128,6 +130,14 @@ def test_a_passing_gate_deploys_the_version_it_gated_with_its_lineage_and_no_sec
     assert tags["shipway.training_set_digest"] == recorded.content_digest
     assert tags["shipway.raw_events_version"] == str(raw_events_now)
     assert tags["shipway.feature_service"] == "fraud_model_v1"
+    # Trained on the feature version the tables and registry were built for; it travels with
+    # the model version and its served bundle.
+    feature_version = applied_versions(home)["fraud_model_v1"]
+    assert tags["shipway.feature_version"] == feature_version
+    assert registry.get_model_version(MODEL, version).tags["shipway.feature_version"] == (
+        feature_version
+    )
+    assert read_bundle(home.served.bundle(MODEL, version)).feature_version == feature_version
     assert {"shipway.customer_features_version", "shipway.merchant_features_version"} <= set(tags)
     assert len(tags["shipway.git_commit"]) >= 40
     assert params["feature_service"] == "fraud_model_v1"

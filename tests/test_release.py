@@ -35,6 +35,7 @@ from shipway.data.admission import Ledger
 from shipway.data.lake import content_digest, overwrite_table, read_table, table_info
 from shipway.defs.resources import ShipwayHomeResource
 from shipway.features.training_sets import recorded_features
+from shipway.features.versions import applied_versions
 from shipway.models.catalog import DeclaredModel, declared_model, load_models
 from shipway.models.declaration import ApprovalPolicy
 from shipway.models.estimation import QualityEstimator
@@ -391,6 +392,8 @@ def test_a_release_needing_approval_waits_until_approved_and_a_rejection_is_fina
     lineage = capsys.readouterr().out
     assert "approval         approved by" in lineage
     assert "parameters       " in lineage and "max_depth=5" in lineage
+    digest = applied_versions(platform.home)["customer_spend_v1"]
+    assert f"trained on features {digest}" in lineage
 
 
 def test_a_registered_version_is_packaged_with_its_lineage_and_the_package_verifies(

@@ -23,6 +23,7 @@ from shipway.defs.resources import ShipwayHomeResource
 from shipway.features.online_state import Freshness, OnlineState, online_store_kind
 from shipway.features.service import repository
 from shipway.features.store import apply_repository, feature_store, materialize_incremental
+from shipway.features.versions import mark_applied, record
 
 FEATURE_VIEWS = "feature_views"
 ONLINE_STORE = "online_store"
@@ -54,6 +55,10 @@ def feature_definitions() -> Definitions:
             )
         else:
             context.log.info(applied.output)
+        recorded = record(lake.home, repository().services)
+        mark_applied(lake.home, recorded)
+        for service, found in sorted(recorded.items()):
+            context.log.info("%s: feature version %s", service, found.version.digest)
         store = feature_store(lake.home)
         return MaterializeResult(
             metadata={
@@ -67,6 +72,10 @@ def feature_definitions() -> Definitions:
                 "registry": str(lake.home.feast / "registry.db"),
                 "feast_apply": "skipped: repository unchanged" if applied.skipped else "applied",
                 "repository_digest": applied.digest,
+                **{
+                    f"feature_version/{service}": found.version.digest
+                    for service, found in sorted(recorded.items())
+                },
             }
         )
 

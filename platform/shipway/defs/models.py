@@ -26,6 +26,7 @@ from shipway.defs.features import FEATURE_VIEWS
 from shipway.defs.resources import DaskResource, MlflowResource, ShipwayHomeResource
 from shipway.defs.versions import version_for
 from shipway.features.training_sets import TrainingSetInputs, accepted_version, build, write
+from shipway.features.versions import current_version
 from shipway.models.catalog import DeclaredModel
 from shipway.models.tracking import registered_run_url
 from shipway.models.training import OnDask, log_and_register, train
@@ -61,7 +62,14 @@ def training_definitions(model: DeclaredModel) -> Definitions:
         context: AssetExecutionContext, lake: ShipwayHomeResource
     ) -> MaterializeResult:
         home = lake.home
-        inputs = TrainingSetInputs.current(home, rules, model.service)
+        version = current_version(home, model.service.name)
+        inputs = TrainingSetInputs.current(home, rules, model.service, version.digest)
+        context.log.info(
+            "%s: trained on features %s (%s)",
+            declaration.training_set,
+            version.digest,
+            model.service.name,
+        )
         frame, derived = build(home, rules, inputs, context.log.info)
         info = write(home, declaration.training_set, frame, inputs, derived, retention_days)
         label = frame[declaration.label.column]

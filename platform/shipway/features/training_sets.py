@@ -28,6 +28,7 @@ from shipway.names import EVENT_TIMESTAMP
 from shipway.paths import ShipwayHome
 
 Log = Callable[[str], None]
+UNRECORDED = "unrecorded"
 
 
 @dataclass(frozen=True)
@@ -49,15 +50,20 @@ class TrainingSetInputs:
     feature_service: str
     label_maturity_days: int
     feature_warmup_days: int
+    feature_version: str = UNRECORDED
+    """The digest of what computes the features (`shipway.features.versions`)."""
 
     @classmethod
-    def current(cls, home: ShipwayHome, rules: LabelRules, spec: ServiceSpec) -> TrainingSetInputs:
+    def current(
+        cls, home: ShipwayHome, rules: LabelRules, spec: ServiceSpec, feature_version: str
+    ) -> TrainingSetInputs:
         tables = [rules.table, *spec.tables]
         return cls(
             {t: table_info(home.table(t)).version for t in tables},
             spec.name,
             rules.maturity_days,
             rules.feature_warmup_days,
+            feature_version,
         )
 
     def lineage(self) -> dict[str, str]:
@@ -65,6 +71,7 @@ class TrainingSetInputs:
             "input_tables": ",".join(self.versions),
             **{f"{t}_version": str(v) for t, v in self.versions.items()},
             "feature_service": self.feature_service,
+            "feature_version": self.feature_version,
             "label_maturity_days": str(self.label_maturity_days),
             "feature_warmup_days": str(self.feature_warmup_days),
         }
@@ -85,6 +92,7 @@ class TrainingSetInputs:
             lineage["feature_service"],
             int(lineage["label_maturity_days"]),
             int(lineage["feature_warmup_days"]),
+            lineage.get("feature_version", UNRECORDED),
         )
 
 

@@ -227,3 +227,17 @@ def registered_run_url(tracking_uri: str, model: str, version: str) -> str:
 
 def model_version_url(tracking_uri: str, model: str, version: str) -> str:
     return f"{tracking_uri.rstrip('/')}/#/models/{model}/versions/{version}"
+
+
+def feature_version_users(tracking_uri: str, model: str) -> dict[str, list[str]]:
+    """Feature version → the model's registered versions trained on it, each with its aliases
+    and release state (`v2 (champion, promoted)`), newest first."""
+    from mlflow.tracking import MlflowClient
+
+    users: dict[str, list[str]] = {}
+    found = MlflowClient(tracking_uri).search_model_versions(f"name = '{model}'")
+    for mv in sorted(found, key=lambda v: -int(v.version)):
+        phase = [*sorted(mv.aliases or []), mv.tags.get(RELEASE_TAG, "not gated yet")]
+        digest = mv.tags.get("shipway.feature_version", "unrecorded")
+        users.setdefault(digest, []).append(f"v{mv.version} ({', '.join(phase)})")
+    return users

@@ -227,6 +227,9 @@ def train(
     )
 
 
+FEATURE_VERSION_TAG = "shipway.feature_version"
+
+
 def signature(features: list[str]) -> ModelSignature:
     """The model's inputs by name and order, as MLflow shows and checks them."""
     return ModelSignature(
@@ -328,11 +331,12 @@ def registered_bundle(
 ) -> Bundle:
     """The serving bundle of a registered version in `dest`: its model file, drift reference and
     quality estimator from MLflow, its serving settings from the declaration, its feature
-    service from its run."""
+    service and feature version from its run."""
     name = declaration.name
     model_file, reference_file = download_model(tracking_uri, name, version, dest / "src")
     registry = MlflowClient(tracking_uri)
     run_id = registry.get_model_version(name, version).run_id or ""
+    run = registry.get_run(run_id)
     estimator_file = run_artifact(tracking_uri, run_id, ESTIMATOR_ARTIFACT, dest / "src")
     if estimator_file is None:
         log.warning("%s v%s has no quality estimator (trained before them)", name, version)
@@ -345,8 +349,9 @@ def registered_bundle(
         declaration.problem,
         declaration.drift.rules(declaration.serving.drift_window),
         fault=fault,
-        feature_service=registry.get_run(run_id).data.params.get("feature_service"),
+        feature_service=run.data.params.get("feature_service"),
         replicas=declaration.serving.replicas,
         prediction_keys=declaration.prediction_keys,
         estimator_file=estimator_file,
+        feature_version=run.data.tags.get(FEATURE_VERSION_TAG),
     )

@@ -213,6 +213,7 @@ def model_card(
         "data_versions": {t: v or "?" for t, v in found.data_versions.items()},
         "training_set": f"{declaration.training_set} v{found.training_set_version}",
         "feature_service": found.feature_service,
+        "feature_version": found.feature_version,
         "features": found.features,
         "parameters": found.training_params,
         "artifact_sha256": tags.get("shipway.artifact_sha256", "not gated yet"),

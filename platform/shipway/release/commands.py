@@ -92,7 +92,8 @@ def lineage_lines(home: ShipwayHome, uri: str, model: str, version: str) -> list
         f"  lock file        uv.lock sha256 {tags.get('shipway.lock_sha256', 'unrecorded')}",
         f"  data             {data} -> {model}_training_set "
         f"v{found.training_set_version} (digest {tags.get('shipway.training_set_digest', '?')})",
-        f"  feature service  {found.feature_service} ({len(found.features)} features)",
+        f"  feature service  {found.feature_service} ({len(found.features)} features), "
+        f"trained on features {found.feature_version}",
         f"  parameters       {training}",
     ]
     audit = Audit(home).entries(model, version)
@@ -194,6 +195,7 @@ def package_bundle(
         "data_versions": found.data_versions,
         "training_set_version": found.training_set_version,
         "feature_service": found.feature_service,
+        "feature_version": found.feature_version,
         "parameters": found.training_params,
         "metrics": dict(run.data.metrics),
         "release": [

@@ -22,10 +22,10 @@ from shipway.data.lake import read_table, table_info
 from shipway.errors import ShipwayError
 from shipway.features.service import feature_frame, registry_spec
 from shipway.features.store import feature_store, historical_features
-from shipway.features.training_sets import TrainingSetInputs
+from shipway.features.training_sets import UNRECORDED, TrainingSetInputs
 from shipway.models.catalog import DeclaredModel
 from shipway.models.tracking import champion_version
-from shipway.models.training import download_model
+from shipway.models.training import FEATURE_VERSION_TAG, download_model
 from shipway.names import EVENT_TIMESTAMP
 from shipway.paths import ShipwayHome
 
@@ -53,6 +53,11 @@ class Candidate:
     @property
     def feature_service(self) -> str:
         return self.params["feature_service"]
+
+    @property
+    def feature_version(self) -> str:
+        """The digest of what computed its features (`shipway.features.versions`)."""
+        return self.tags.get(FEATURE_VERSION_TAG, UNRECORDED)
 
     @property
     def problem(self) -> str:

@@ -55,6 +55,8 @@ def change_kinds(challenger: Candidate, champion: Candidate | None) -> list[str]
         kinds.append("feature_service")
     elif challenger.features != champion.features:
         kinds.append("features")
+    if challenger.feature_version != champion.feature_version:
+        kinds.append("feature_version")
     if challenger.training_params != champion.training_params:
         kinds.append("parameters")
     return kinds
@@ -186,7 +188,10 @@ def release_gate(
             measure(challenger, evaluation.challenger_matrix) if len(evaluation.rows) else None
         )
         kinds = change_kinds(challenger, champion)
-        lineage = {**evaluation.lineage()}
+        lineage = {
+            **evaluation.lineage(),
+            "feature_version": f"trained on features {challenger.feature_version}",
+        }
         if champion is not None and evaluation.champion_joined:
             lineage["champion_features"] = f"joined from {champion.feature_service}"
         report = judge.report(
@@ -244,6 +249,7 @@ def release_gate(
             dagster_run_id=dagster_run_id,
             data_versions={
                 "training_set": f"{evaluation.training_set} v{evaluation.training_set_version}",
+                "feature_version": challenger.feature_version,
                 **evaluation.data_versions,
             },
             details={

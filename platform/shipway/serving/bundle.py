@@ -100,6 +100,8 @@ class Bundle:
     """Model servers the control plane runs for this version."""
     prediction_keys: PredictionKeys | None = None
     """How scoring names each row for the prediction log, from the caller's entities."""
+    feature_version: str | None = None
+    """The digest of what computes its features (`shipway.features.versions`), as trained."""
 
     @property
     def reference(self) -> ReferenceProfile:
@@ -119,6 +121,7 @@ def write_bundle(
     replicas: int = 1,
     prediction_keys: PredictionKeys | None = None,
     estimator_file: Path | None = None,
+    feature_version: str | None = None,
 ) -> Bundle:
     """`fault` ({"error_ratio": 0.3, "latency_ms": 50}, `shipway.serving.protocol.InjectedFault`)
     makes a deliberately bad version."""
@@ -140,6 +143,8 @@ def write_bundle(
         extra["replicas"] = replicas
     if prediction_keys is not None:
         extra["prediction_keys"] = prediction_keys.to_dict()
+    if feature_version:
+        extra["feature_version"] = feature_version
     settings = {
         "name": model,
         "implementation": RUNTIME,
@@ -160,7 +165,16 @@ def write_bundle(
     }
     (dest / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
     return Bundle(
-        dest, model, version, problem, drift, fault, feature_service, replicas, prediction_keys
+        dest,
+        model,
+        version,
+        problem,
+        drift,
+        fault,
+        feature_service,
+        replicas,
+        prediction_keys,
+        feature_version,
     )
 
 
@@ -235,6 +249,7 @@ def read_bundle(path: Path) -> Bundle:
             PredictionKeys.from_dict(extra["prediction_keys"])
             if "prediction_keys" in extra
             else None,
+            extra.get("feature_version"),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise BadRequest(f"bundle {path}: {SETTINGS_FILE} is malformed ({exc!r})") from None

@@ -323,7 +323,11 @@ def build_package(
     for name in RUNTIME_SOURCES:
         (root / "runtime" / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(PLATFORM_DIR / name, root / "runtime" / name)
-    service = {"feature_service": bundle.feature_service, "features": features}
+    service = {
+        "feature_service": bundle.feature_service,
+        "feature_version": bundle.feature_version,
+        "features": features,
+    }
     (root / "feature_service.json").write_text(json.dumps(service, indent=1) + "\n")
     (root / "lineage.json").write_text(json.dumps(lineage, indent=1, sort_keys=True) + "\n")
     for name, text in (documents or {}).items():
@@ -341,6 +345,7 @@ def build_package(
         "model": bundle.model,
         "version": bundle.version,
         "feature_service": bundle.feature_service,
+        "feature_version": bundle.feature_version,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": files,
     }
