@@ -37,6 +37,7 @@ from distributed import Client
 from shipway import callers
 from shipway.defs.code_location import code_location
 from shipway.defs.data import LANDING_JOB
+from shipway.features.versions import Recorded, Sources, copy_sources, record
 from shipway.models.catalog import load_models
 from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT, ServingHome, ShipwayHome
 from shipway.processes import LOOPBACK, ManagedProcess, free_port, free_ports
@@ -123,6 +124,41 @@ def assets_copy(tmp_path: Path) -> Path:
     copy = tmp_path / "assets"
     shutil.copytree(ASSETS_DIR, copy, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
     return copy
+
+
+def changed_sources(folder: Path, file: str, old: str, new: str) -> Sources:
+    """A copy of the repository's versioned sources (dbt project, feature repository,
+    raw-events contract) with `old` replaced by `new` in `file` (`dbt_project/...`,
+    `feature_repo/...`): a transformation change, made without touching the working tree."""
+    sources = copy_sources(Sources(), folder)
+    path = folder / file
+    assert old in path.read_text(), f"{old!r} is not in {file}"
+    path.write_text(path.read_text().replace(old, new))
+    return sources
+
+
+SPEND_SERVICE = "customer_spend_v1"
+CUSTOMER_FEATURES_SQL = "dbt_project/models/features/customer_features.sql"
+WINDOW_30 = "range between interval 29 days preceding and current row"
+WINDOW_14 = "range between interval 13 days preceding and current row"
+
+
+@dataclass(frozen=True)
+class TwoVersions:
+    home: ShipwayHome
+    sources: Sources
+    """The second version's sources: the 30-day window over 14 days."""
+    first: Recorded
+    second: Recorded
+
+
+def spend_versions(home: ShipwayHome, folder: Path) -> TwoVersions:
+    """customer_spend's feature version as the repository computes it, then again after its
+    30-day window became 14 days (in a copy of the sources under `folder`), both recorded."""
+    first = record(home, [SPEND_SERVICE])[SPEND_SERVICE]
+    assert record(home, [SPEND_SERVICE])[SPEND_SERVICE] == first, "recorded once"
+    sources = changed_sources(folder, CUSTOMER_FEATURES_SQL, WINDOW_30, WINDOW_14)
+    return TwoVersions(home, sources, first, record(home, [SPEND_SERVICE], sources)[SPEND_SERVICE])
 
 
 def definitions_of(models_dir: Path = ASSETS_DIR) -> Definitions:

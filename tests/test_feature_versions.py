@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,8 @@ from shipway.cli import main
 from shipway.errors import ShipwayError
 from shipway.features.versions import (
     FeatureVersion,
-    Recorded,
     Sources,
+    copy_sources,
     current_version,
     dbt_manifest,
     dbt_parts,
@@ -28,15 +27,13 @@ from shipway.features.versions import (
     mark_applied,
     normalize_python,
     normalize_sql,
-    record,
     repository_parts,
 )
-from shipway.paths import DBT_PROJECT_DIR, FEATURE_REPO_DIR, RAW_EVENTS_CONTRACT, ShipwayHome
+from shipway.paths import DBT_PROJECT_DIR, FEATURE_REPO_DIR, ShipwayHome
+from tests.conftest import WINDOW_14, WINDOW_30, TwoVersions, spend_versions
 
 FRAUD, SPEND = "fraud_model_v1", "customer_spend_v1"
 CUSTOMER_SQL = "models/features/customer_features.sql"
-WINDOW_30 = "range between interval 29 days preceding and current row"
-WINDOW_14 = "range between interval 13 days preceding and current row"
 
 
 @pytest.fixture(scope="module")
@@ -117,14 +114,8 @@ def test_a_changed_window_is_a_new_version_of_every_model_reading_it_named_by_fi
     assert upstream[SPEND].digest != before[SPEND].digest, "an upstream model counts too"
 
 
-def _repository_copy(tmp_path: Path) -> Path:
-    repo = tmp_path / "feature_repo"
-    shutil.copytree(FEATURE_REPO_DIR, repo, ignore=shutil.ignore_patterns("__pycache__", "data"))
-    return repo
-
-
 def test_an_on_demand_functions_logic_is_a_new_version_of_its_model_only(tmp_path: Path) -> None:
-    repo = _repository_copy(tmp_path)
+    repo = copy_sources(Sources(), tmp_path).feature_repo
     source = repo / "fraud_model.py"
     text = source.read_text()
     before = repository_parts(repo, [FRAUD, SPEND])
@@ -142,33 +133,10 @@ def test_an_on_demand_functions_logic_is_a_new_version_of_its_model_only(tmp_pat
     assert changed == {part}
 
 
-def _sources_copy(tmp_path: Path) -> Sources:
-    ignore = shutil.ignore_patterns("target", "logs", "__pycache__", "data")
-    shutil.copytree(DBT_PROJECT_DIR, tmp_path / "dbt_project", ignore=ignore)
-    repo = _repository_copy(tmp_path)
-    shutil.copy2(RAW_EVENTS_CONTRACT, tmp_path / "raw_events.yaml")
-    return Sources(tmp_path / "dbt_project", repo, tmp_path / "raw_events.yaml")
-
-
-@dataclass(frozen=True)
-class TwoVersions:
-    home: ShipwayHome
-    sources: Sources
-    first: Recorded
-    second: Recorded
-
-
 @pytest.fixture(scope="module")
 def two_versions(tmp_path_factory: pytest.TempPathFactory) -> TwoVersions:
-    """customer_spend recorded, then recorded again after its 30-day window became 14 days."""
     tmp = tmp_path_factory.mktemp("versions")
-    home = ShipwayHome(tmp / "home")
-    sources = _sources_copy(tmp / "src")
-    first = record(home, [SPEND], sources)[SPEND]
-    assert record(home, [SPEND], sources)[SPEND] == first, "recorded once"
-    sql = sources.dbt_project / CUSTOMER_SQL
-    sql.write_text(sql.read_text().replace(WINDOW_30, WINDOW_14))
-    return TwoVersions(home, sources, first, record(home, [SPEND], sources)[SPEND])
+    return spend_versions(ShipwayHome(tmp / "home"), tmp / "src")
 
 
 def test_each_version_is_kept_with_its_own_sources_and_named_changes(
@@ -232,3 +200,31 @@ def test_a_half_written_version_folder_is_reported_not_read(tmp_path: Path) -> N
     assert found.services == {}
     assert found.unreadable and found.unreadable[0].startswith("0123456789ab")
     assert [p.name for p in folder.iterdir()] == ["version.json"], "nothing is deleted on read"
+
+
+def test_ci_names_the_feature_versions_a_change_creates_and_the_models_to_retrain(
+    tmp_path: Path,
+) -> None:
+    from shipway.ci import feature_version_changes
+    from shipway.git import git
+
+    # A checkout's layout, as `git archive` gives the merge base's.
+    here, checkout = Sources(), Sources.checkout(tmp_path)
+    ignore = shutil.ignore_patterns("target", "logs", "__pycache__", "data")
+    shutil.copytree(here.dbt_project, checkout.dbt_project, ignore=ignore)
+    shutil.copytree(here.feature_repo, checkout.feature_repo, ignore=ignore)
+    checkout.contract.parent.mkdir(parents=True)
+    shutil.copy2(here.contract, checkout.contract)
+    git("init", "-q", cwd=tmp_path)
+    git("add", "-A", cwd=tmp_path)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base", cwd=tmp_path)
+    services = {FRAUD: ["fraud_model"], SPEND: ["customer_spend"]}
+    assert feature_version_changes("HEAD", services, tmp_path) == []
+    source = tmp_path / "feature_repo" / "fraud_model.py"
+    source.write_text(source.read_text().replace("int(hour < 6)", "int(hour < 5)"))
+    (line,) = feature_version_changes("HEAD", services, tmp_path)
+    assert line.startswith(f"feature version of {FRAUD}: ")
+    assert "(changed feast on-demand view transaction_features)" in line
+    assert line.endswith(
+        "fraud_model must retrain on it and pass the release gate before it serves"
+    )

@@ -17,6 +17,7 @@ from shipway.limits import TooDeep
 from shipway.serving.protocol import (
     check_request_depth,
     features_request,
+    own_version_inputs,
     parse_infer_request,
     wants_contributions,
 )
@@ -198,3 +199,19 @@ def test_deep_data_is_a_named_400_wherever_it_sits_never_a_recursion_500() -> No
         BadRequest, match=r"data must be numbers .* got a list nested too deep to show"
     ):
         parse_infer_request(later, ["a", "b", "c"])
+
+
+def test_each_feature_version_reads_its_own_inputs_when_two_are_sent() -> None:
+    plain = [{"name": n, "shape": [1], "data": [1.0]} for n in FEATURES]
+    theirs = {"name": "amount@bbbbbbbbbbbb", "shape": [1], "data": [3.0]}
+    mine = {"name": "amount@aaaaaaaaaaaa", "shape": [1], "data": [2.0]}
+    inputs = [*plain, theirs, mine]
+    rows = parse_infer_request({"inputs": own_version_inputs(inputs, "aaaaaaaaaaaa")}, FEATURES)
+    assert rows.tolist() == [[2.0, 1.0, 1.0]]
+    rows = parse_infer_request({"inputs": own_version_inputs(inputs, "bbbbbbbbbbbb")}, FEATURES)
+    assert rows.tolist() == [[3.0, 1.0, 1.0]]
+    # The champion's version (or a bundle with none) reads the plain inputs.
+    for version in ("cccccccccccc", None):
+        rows = parse_infer_request({"inputs": own_version_inputs(inputs, version)}, FEATURES)
+        assert rows.tolist() == [[1.0, 1.0, 1.0]]
+    assert own_version_inputs(plain, "aaaaaaaaaaaa") is plain

@@ -15,12 +15,12 @@ Then, in order, stopping at the first failure with a one-line reason: static che
 ruff format, mypy, bandit), the feature logic's unit tests, the raw-events contract on the
 committed sample (`assets/samples/raw_events.parquet`, `write_sample` regenerates it) and on the
 latest batch the configured home accepted (when it has one), and per model a smoke build of
-its training set from the sample in a scratch home (dbt build with its tests, feast apply, the
-training set and its contract), a smoke training with the model's absolute gates on its
-validation rows, the reproducibility check (a second training gives the same artifact hash;
-both lock files match their pyproject), and the signed package of the smoke model when a
-signing key is in the environment. A JUnit XML report and a markdown summary go to the report
-folder.
+its training set from the sample in a scratch home (dbt build with its tests, feast apply, its
+feature version built side by side, the training set and its contract), a smoke training with
+the model's absolute gates on its validation rows, the reproducibility check (a second
+training gives the same artifact hash; both lock files match their pyproject), and the signed
+package of the smoke model when a signing key is in the environment. A JUnit XML report and a
+markdown summary go to the report folder.
 """
 
 from __future__ import annotations
@@ -194,6 +194,47 @@ def plan(changed: list[str], models_dir: Path = ASSETS_DIR, since: str | None = 
     )
 
 
+VERSIONED_SOURCES = ("dbt_project", "feature_repo", "assets/contracts/raw_events.yaml")
+
+
+def feature_version_changes(
+    since: str, services: dict[str, list[str]], root: Path = REPO_ROOT
+) -> list[str]:
+    """The feature versions a change creates: per feature service (→ the models declaring it),
+    its version at the merge base of `since` and HEAD against the working tree's, with the
+    parts that changed. Each model named must retrain on the new version and pass its gate
+    before that version serves: serving reads each model version's own feature version, so a
+    transformation reaches a served model no other way."""
+    import io
+    import tarfile
+
+    from shipway.features.versions import Sources, feature_versions
+
+    base = git("merge-base", since, "HEAD", cwd=root).strip()
+    with tempfile.TemporaryDirectory(prefix="shipway-ci-base-") as tmp:
+        archive = subprocess.run(
+            ["git", "archive", base, *VERSIONED_SOURCES],
+            cwd=root,
+            capture_output=True,
+            check=True,
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        before = feature_versions(services, Sources.checkout(Path(tmp)))
+    now = feature_versions(services, Sources.checkout(root))
+    lines = []
+    for service, models in sorted(services.items()):
+        old, new = before[service], now[service]
+        if old.digest == new.digest:
+            continue
+        changed = "; ".join(c.describe() for c in new.changes(old))
+        lines.append(
+            f"feature version of {service}: {old.digest} -> {new.digest} ({changed}); "
+            f"{', '.join(models)} must retrain on it and pass the release gate before it serves"
+        )
+    return lines
+
+
 def _applications_touched(
     changed: list[str], models_dir: Path, manifest: dict[str, object]
 ) -> dict[str, list[str]]:
@@ -337,6 +378,8 @@ def smoke_build(
     from dagster import AssetKey, DagsterInstance
 
     from shipway.defs.code_location import code_location
+    from shipway.features.version_store import build_versions
+    from shipway.features.versions import applied_versions
     from shipway.models.catalog import load_models
 
     frame = pd.read_parquet(sample, columns=["event_timestamp"])
@@ -359,12 +402,25 @@ def smoke_build(
             if graph.get(key).is_materializable
             and graph.get(key).group_name in ("transform", "labels")
         ]
-        selected += [AssetKey("feature_views"), *(AssetKey(f"{m}_training_set") for m in models)]
-        built = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        selected.append(AssetKey("feature_views"))
+        job = defs.resolve_implicit_global_asset_job_def()
+        built = job.execute_in_process(
             instance=instance, asset_selection=selected, raise_on_error=False
         )
         _require_success(built, "the smoke build", log)
-    return f"dbt, feast apply and {len(models)} training set(s) built from the sample"
+        # The versions the change computes, built as `feature_versions` builds them; nothing
+        # serves in a scratch home, so no other version is pinned.
+        versions = build_versions(home, applied_versions(home).values(), print)
+        trained = job.execute_in_process(
+            instance=instance,
+            asset_selection=[AssetKey(f"{m}_training_set") for m in models],
+            raise_on_error=False,
+        )
+        _require_success(trained, "the smoke build", log)
+    return (
+        f"dbt, feast apply, feature version(s) {', '.join(versions)} and {len(models)} "
+        "training set(s) built from the sample"
+    )
 
 
 def application_gates(

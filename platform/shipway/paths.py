@@ -132,6 +132,20 @@ class ShipwayHome:
         return self.root / "feast"
 
     @property
+    def feature_repo(self) -> Path:
+        """The Feast repository this home's store is applied from (the working tree's)."""
+        return FEATURE_REPO_DIR
+
+    def serves_table(self, name: str) -> bool:
+        """Whether this home's online store loads the feature views reading table `name`."""
+        return True
+
+    @property
+    def feast_project(self) -> str | None:
+        """The Feast project of this home's store; None: the repository's own (`shipway`)."""
+        return None
+
+    @property
     def mlflow(self) -> Path:
         return self.root / "mlflow"
 

@@ -61,6 +61,17 @@ def _ci(args: argparse.Namespace) -> int:
         )  # fmt: skip
     else:
         plan = ci.plan(ci.changed_files(args.changed_since), since=args.changed_since)
+        if any(p.startswith(ci.VERSIONED_SOURCES) for p in plan.changed):
+            from shipway.models.catalog import load_models
+            from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT
+
+            services: dict[str, list[str]] = {}
+            for m in load_models(ASSETS_DIR, RAW_EVENTS_CONTRACT):
+                services.setdefault(m.declaration.feature_service, []).append(m.name)
+            for line in ci.feature_version_changes(args.changed_since, services) or [
+                "no feature version changes: every served model keeps its features"
+            ]:
+                print(line, flush=True)
     started = time.perf_counter()
     for model in [*plan.models, *plan.applications]:
         print(f"{model}: {'; '.join(plan.reasons[model])}", flush=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from shipway.features.version_store import KEEP_LAST
 from shipway.paths import ShipwayHome
 
 
@@ -40,6 +41,49 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     versions.add_argument("model", nargs="?", help="one declared model (default: every one)")
     versions.set_defaults(run=_versions)
+    collect = features_sub.add_parser(
+        "collect",
+        help="free the tables, warehouse and online rows of feature versions nothing pins",
+        description="Keeps every version a model version pins (serving at any weight or as "
+        "shadow, MLflow's champion or challenger), the version each service's sources compute "
+        "now, and each service's --keep-last newest; frees the built data of the others "
+        "(their record and saved sources stay: `refresh_features` can build one again). "
+        "Refuses to collect anything when serving's state or the registry cannot be read.",
+    )
+    collect.add_argument(
+        "--keep-last",
+        type=int,
+        default=KEEP_LAST,
+        help=f"newest versions of each service kept whatever pins them ({KEEP_LAST})",
+    )
+    collect.add_argument("--dry-run", action="store_true", help="say what would be freed")
+    collect.set_defaults(run=_collect)
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from shipway.errors import BadRequest
+    from shipway.features.version_store import collect, collectable
+    from shipway.features.versions import applied_versions
+    from shipway.release.commands import tracking_uri
+    from shipway.release.pins import pinned
+
+    if args.keep_last < 0:
+        raise BadRequest(f"--keep-last must be 0 or more, got {args.keep_last}")
+    home = ShipwayHome.from_env()
+    keep = pinned(home, tracking_uri())
+    for service, digest in applied_versions(home).items():
+        keep.setdefault(digest, []).append(f"{service}'s sources compute it now")
+    for digest, why in sorted(keep.items()):
+        print(f"keep {digest}: {'; '.join(why)}")
+    if args.dry_run:
+        for found in collectable(home, keep, args.keep_last):
+            print(f"would free {found.digest} ({found.service}): {found.freed_bytes:,} bytes")
+        return 0
+    freed = collect(home, keep, args.keep_last)
+    for found in freed:
+        print(f"freed {found.digest} ({found.service}): {found.freed_bytes:,} bytes")
+    print(f"{len(freed)} version(s) collected, {sum(f.freed_bytes for f in freed):,} bytes freed")
+    return 0
 
 
 def _features(args: argparse.Namespace) -> int:
@@ -67,7 +111,8 @@ def _features(args: argparse.Namespace) -> int:
 
 def _versions(args: argparse.Namespace) -> int:
     from shipway.errors import ShipwayError
-    from shipway.features.versions import applied_versions, folder_bytes, history
+    from shipway.features.version_store import Built, built_bytes, version_home
+    from shipway.features.versions import applied_versions, history
     from shipway.models.catalog import load_models
     from shipway.models.tracking import feature_version_users
     from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT
@@ -93,10 +138,10 @@ def _versions(args: argparse.Namespace) -> int:
         print(f"{name}: feature service {service}, {len(recorded)} feature version(s)")
         for entry in recorded:
             version = entry.version
-            built = " (the feature tables and registry are built for it)"
+            now = " (the sources compute it now: the working tree's store is built for it)"
             print(
                 f"  {version.digest}  first seen {_iso(entry.first_seen)}"
-                + (built if applied.get(service) == version.digest else "")
+                + (now if applied.get(service) == version.digest else "")
             )
             changes = (
                 version.changes(previous.version) if (previous := found.previous(entry)) else []
@@ -104,10 +149,16 @@ def _versions(args: argparse.Namespace) -> int:
             for line in [c.describe() for c in changes] or ["first version recorded"]:
                 print(f"      {line}")
             print(f"      model versions: {', '.join(users.get(version.digest, [])) or 'none'}")
-            print(
-                f"      sources: {entry.folder} ({folder_bytes(entry.folder) / 1024:.0f} KiB); "
-                f"tables: {', '.join(version.tables)}"
-            )
+            vh = version_home(home, entry)
+            built = Built.load(vh)
+            if built is None:
+                print("      not built (refresh_features builds the versions in use)")
+            else:
+                tables = ", ".join(f"{t} v{v}" for t, v in sorted(built.table_versions.items()))
+                print(
+                    f"      built {_iso(built.built_at)}: {tables}, online rows in "
+                    f"project {vh.feast_project}; {built_bytes(vh) / 2**20:.1f} MiB at {vh.folder}"
+                )
     for line in found.unreadable:
         print(f"unreadable version record {line}")
     return 0

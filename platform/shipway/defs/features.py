@@ -1,6 +1,6 @@
-"""Feast as Dagster assets: the applied repository and the online store, and the
-`refresh_features` job. Shared by every model: each model's training set is its own
-(`shipway.defs.models`). The logic is `shipway.features`."""
+"""Feast as Dagster assets: the applied repository, every feature version in use (built side
+by side), the online store, and the `refresh_features` job. Shared by every model: each
+model's training set is its own (`shipway.defs.models`). The logic is `shipway.features`."""
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,18 +14,25 @@ from dagster import (
     AssetSelection,
     Definitions,
     MaterializeResult,
+    OpExecutionContext,
+    ScheduleDefinition,
     asset,
     define_asset_job,
+    job,
+    op,
 )
 
 from shipway.defs.data import LANDING
-from shipway.defs.resources import ShipwayHomeResource
+from shipway.defs.resources import MlflowResource, ShipwayHomeResource
 from shipway.features.online_state import Freshness, OnlineState, online_store_kind
 from shipway.features.service import repository
 from shipway.features.store import apply_repository, feature_store, materialize_incremental
-from shipway.features.versions import mark_applied, record
+from shipway.features.version_store import KEEP_LAST, build_versions, collect
+from shipway.features.versions import applied_versions, history, mark_applied, record
+from shipway.release.pins import pinned
 
 FEATURE_VIEWS = "feature_views"
+FEATURE_VERSIONS = "feature_versions"
 ONLINE_STORE = "online_store"
 ONLINE_LAG_CHECK = "online_store_up_to_date"
 
@@ -119,16 +126,97 @@ def feature_definitions() -> Definitions:
         )
         yield lag_check(fresh)
 
+    @asset(
+        name=FEATURE_VERSIONS,
+        group_name="features",
+        kinds={"feast", "dbt", "delta"},
+        deps=[feature_views, *tables],
+        description="Every feature version in use, each built side by side in its own home "
+        "(`<home>/features/<digest>/`: dbt from its saved sources, Delta tables, its own Feast "
+        "project and online rows): the version each service's sources compute now, and every "
+        "version a serving, champion or challenger model version pins. Models train and serve "
+        "on their own version; a changed transformation never rebuilds one in place.",
+    )
+    def feature_versions(
+        context: AssetExecutionContext, lake: ShipwayHomeResource, mlflow: MlflowResource
+    ) -> MaterializeResult:
+        home = lake.home
+        current = applied_versions(home)
+        pins = pinned(home, mlflow.tracking_uri)
+        live = [*current.values(), *sorted(pins)]
+        built = build_versions(home, live, context.log.info)
+        found = history(home)
+        lines = []
+        for digest, done in built.items():
+            recorded = found.find(digest)
+            service = recorded.version.service if recorded else "?"
+            why = [f"{service}'s sources now"] if current.get(service) == digest else []
+            why += pins.get(digest, [])
+            tables = ", ".join(f"{t} v{v}" for t, v in sorted(done.table_versions.items()))
+            lines.append(f"{digest} ({service}): {'; '.join(why)}; tables {tables}")
+        return MaterializeResult(
+            metadata={
+                "built": "\n".join(lines),
+                **{f"feature_version/{service}": digest for service, digest in current.items()},
+                "pinned": "\n".join(f"{d}: {', '.join(w)}" for d, w in sorted(pins.items()))
+                or "nothing serves yet",
+            }
+        )
+
+    @op(
+        name="collect_unpinned_feature_versions",
+        description=f"Free the built data of feature versions nothing pins (each service's "
+        f"{KEEP_LAST} newest kept): what `shipway features collect` does.",
+    )
+    def collect_op(
+        context: OpExecutionContext, lake: ShipwayHomeResource, mlflow: MlflowResource
+    ) -> None:
+        home = lake.home
+        keep = pinned(home, mlflow.tracking_uri)
+        for service, digest in applied_versions(home).items():
+            keep.setdefault(digest, []).append(f"{service}'s sources compute it now")
+        freed = collect(home, keep, KEEP_LAST)
+        for found in freed:
+            context.log.info(
+                "freed feature version %s (%s): %d bytes",
+                found.digest,
+                found.service,
+                found.freed_bytes,
+            )
+        context.log.info(
+            "%d version(s) collected, %d bytes freed; kept %s",
+            len(freed),
+            sum(f.freed_bytes for f in freed),
+            sorted(keep),
+        )
+
+    @job(
+        name="collect_feature_versions",
+        description="Free the tables, warehouse and online rows of feature versions no "
+        "serving, champion or challenger model version pins.",
+    )
+    def collect_job() -> None:
+        collect_op()
+
     return Definitions(
-        assets=[feature_views, online_store],
+        assets=[feature_views, feature_versions, online_store],
+        schedules=[
+            ScheduleDefinition(
+                name="collect_feature_versions_daily",
+                job=collect_job,
+                cron_schedule="30 3 * * *",
+                description="Every night: free feature versions nothing pins.",
+            )
+        ],
         jobs=[
+            collect_job,
             define_asset_job(
                 "refresh_features",
-                selection=AssetSelection.assets(ONLINE_STORE).upstream()
+                selection=AssetSelection.assets(ONLINE_STORE, FEATURE_VERSIONS).upstream()
                 - AssetSelection.assets(*LANDING),
                 description="dbt's feature tables, feast apply and the online store: what "
                 "serving looks up, fresh after a landing.",
-            )
+            ),
         ],
     )
 

@@ -22,10 +22,11 @@ from shipway.data.admission import accepted_reference
 from shipway.data.contracts import Contract, load_contract
 from shipway.data.gates import Reference
 from shipway.defs.contracts import contract_checks
-from shipway.defs.features import FEATURE_VIEWS
+from shipway.defs.features import FEATURE_VERSIONS, FEATURE_VIEWS
 from shipway.defs.resources import DaskResource, MlflowResource, ShipwayHomeResource
 from shipway.defs.versions import version_for
 from shipway.features.training_sets import TrainingSetInputs, accepted_version, build, write
+from shipway.features.version_store import built_home
 from shipway.features.versions import current_version
 from shipway.models.catalog import DeclaredModel
 from shipway.models.tracking import registered_run_url
@@ -51,6 +52,7 @@ def training_definitions(model: DeclaredModel) -> Definitions:
         deps=[
             AssetKey(declaration.label.table),
             AssetKey(FEATURE_VIEWS),
+            AssetKey(FEATURE_VERSIONS),
             *[AssetKey(t) for t in model.service.tables],
         ],
         description=f"Rows of {declaration.label.table} with a matured label "
@@ -63,14 +65,15 @@ def training_definitions(model: DeclaredModel) -> Definitions:
     ) -> MaterializeResult:
         home = lake.home
         version = current_version(home, model.service.name)
-        inputs = TrainingSetInputs.current(home, rules, model.service, version.digest)
+        features = built_home(home, version.digest)
+        inputs = TrainingSetInputs.current(features, rules, model.service, version.digest)
         context.log.info(
             "%s: trained on features %s (%s)",
             declaration.training_set,
             version.digest,
             model.service.name,
         )
-        frame, derived = build(home, rules, inputs, context.log.info)
+        frame, derived = build(features, rules, inputs, context.log.info)
         info = write(home, declaration.training_set, frame, inputs, derived, retention_days)
         label = frame[declaration.label.column]
         return MaterializeResult(

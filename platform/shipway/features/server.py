@@ -3,7 +3,10 @@
     POST /get-online-features   Feast's request and answer: {"feature_service": "fraud_model_v1"}
                                 or {"features": ["customer_features:customer_txn_count_7d"]},
                                 with "entities": {column: [values]}; "fill_defaults": true puts
-                                the view's `default` tag where an entity has no row
+                                the view's `default` tag where an entity has no row;
+                                "feature_version": "<digest>" pins a feature version (a
+                                service's default is its champion's; the answer's
+                                metadata names the version read)
     POST /score/{model}         entity ids and request fields in; the lookup, the on-demand
                                 features and the model through the data plane's front door; the
                                 scores, the served version(s) and the request id out
@@ -33,6 +36,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,9 +46,19 @@ from prometheus_client.core import GaugeMetricFamily
 
 from shipway import callers
 from shipway.callers import Caller
-from shipway.errors import BadGateway, BadRequest, NotFound, RateLimited, Unauthorized
+from shipway.errors import (
+    BadGateway,
+    BadRequest,
+    NotFound,
+    RateLimited,
+    ShipwayError,
+    Unauthorized,
+    shown,
+)
 from shipway.features.lookup import OnlineLookup
 from shipway.features.online_state import OnlineState
+from shipway.features.version_store import built_home, is_built
+from shipway.features.versions import DIGEST, applied_versions
 from shipway.limits import MAX_JSON_DEPTH, TooDeep, check_depth
 from shipway.paths import ShipwayHome
 from shipway.scrape import Add, Family, FileCollector, FileErrors
@@ -108,23 +122,49 @@ class _FreshnessCollector(FileCollector):
             add("shipway_feature_online_lag_seconds", [view], status.lag_seconds)
 
 
+Lookups = Callable[[str | None], OnlineLookup]
+"""The lookup over a feature version's own online store (None: the working tree's store)."""
+
+
 class Scorer(Protocol):
-    """One-call scoring: a model's scores for a request's entities, looked up with `lookup`
-    (missing entities counted in `missing`), calling as the caller whose `authorization`
-    header came in. BadRequest, NotFound, Unauthorized, RateLimited and BadGateway are answered
-    400, 404, 401, 429 and 502."""
+    """One-call scoring: a model's scores for a request's entities, each served version's
+    features looked up in its own feature version with `lookups` (missing entities counted in
+    `missing`), calling as the caller whose `authorization` header came in. BadRequest,
+    NotFound, Unauthorized, RateLimited and BadGateway are answered 400, 404, 401, 429 and 502.
+    `serving_version(service, owner)`: the feature version of the served version with the
+    most traffic that uses `service`, the declaring model's (`owner`) first (the champion's),
+    if any."""
 
     async def score(
         self,
         model: str,
         body: Any,
         request_id: str,
-        lookup: OnlineLookup,
+        lookups: Lookups,
         missing: Counter,
         authorization: str | None,
     ) -> dict[str, Any]: ...
 
+    def serving_version(self, service: str, owner: str | None = None) -> str | None: ...
+
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Store:
+    lookup: OnlineLookup
+    mtime: float
+    checked: float
+    service: str | None
+    """The feature service the version is of (None: the working tree's store, every one)."""
+
+
+def _check_service(version: str | None, of: str | None, asked: str | None) -> None:
+    if version is not None and asked is not None and of is not None and of != asked:
+        raise BadRequest(
+            f"feature version {version} is a version of feature service {of}, not {asked}: "
+            "`shipway features versions` lists each service's versions"
+        )
 
 
 class FeatureServer:
@@ -167,9 +207,8 @@ class FeatureServer:
         errors = FileErrors(home.root)
         self.registry.register(_FreshnessCollector(home, errors))
         self.registry.register(errors)
-        self._lookup: Any = None
-        self._registry_mtime: float | None = None
-        self._checked = 0.0
+        self._stores: dict[str, _Store] = {}
+        self._defaults: dict[str, tuple[str | None, float]] = {}
         self._callers: dict[str, Caller] = {}
         self._callers_mtime: float | None = None
         self._callers_checked = -CALLERS_CHECK_SECONDS
@@ -213,53 +252,105 @@ class FeatureServer:
             )
         return caller
 
-    # --- registry ---------------------------------------------------------------------------
+    # --- registries -------------------------------------------------------------------------
 
-    def lookup(self) -> Any:
-        """The OnlineLookup of the current registry (re-read after `feast apply`)."""
+    def lookup(self, version: str | None = None, service: str | None = None) -> OnlineLookup:
+        """The OnlineLookup of a feature version's own store (None: the working tree's),
+        read again after `feast apply` changes its registry (checked once a second)."""
+        if version is not None and (not isinstance(version, str) or not DIGEST.fullmatch(version)):
+            raise BadRequest(
+                '"feature_version" must be a version digest (12 hex characters), got '
+                f"{shown(version)}"
+            )
+        key = version or ""
         now = time.monotonic()
-        if self._lookup is None or now - self._checked > REGISTRY_CHECK_SECONDS:
-            self._checked = now
-            path = self.home.feast / "registry.db"
-            mtime = path.stat().st_mtime if path.exists() else None
-            if mtime is None:
-                raise NotFound(
-                    "no feature registry yet: materialize feature_views (feast apply) first"
-                )
-            if mtime != self._registry_mtime:
-                from shipway.features.store import feature_store
+        store = self._stores.get(key)
+        if store is not None and now - store.checked <= REGISTRY_CHECK_SECONDS:
+            _check_service(version, store.service, service)
+            return store.lookup
+        home: ShipwayHome = self.home
+        of = None
+        if version is not None:
+            try:
+                built = built_home(self.home, version)
+            except ShipwayError as exc:
+                self._stores.pop(key, None)  # collected, or never built: not served stale
+                raise NotFound(str(exc)) from None
+            home, of = built, built.service
+        _check_service(version, of, service)
+        path = home.feast / "registry.db"
+        mtime = path.stat().st_mtime if path.exists() else None
+        if mtime is None:
+            raise NotFound("no feature registry yet: materialize feature_views (feast apply) first")
+        if store is None or mtime != store.mtime:
+            from shipway.features.store import feature_store
 
-                self._lookup = OnlineLookup(feature_store(self.home))
-                self._registry_mtime = mtime
-                log.info("feature registry read: %s", sorted(self._lookup.services))
-        return self._lookup
+            store = _Store(OnlineLookup(feature_store(home)), mtime, now, of)
+            log.info(
+                "feature registry of %s read: %s",
+                f"feature version {version}" if version else "the working tree",
+                sorted(store.lookup.services),
+            )
+        self._stores[key] = _Store(store.lookup, store.mtime, now, of)
+        return store.lookup
+
+    def default_version(self, service: str) -> str | None:
+        """The feature version a lookup of `service` reads unless the caller pins one: the
+        champion's (the served version with the most traffic that uses it, the declaring
+        model's first); with nothing served, the version its sources compute now, once built;
+        else the working tree's store (None). Decided again once a second."""
+        now = time.monotonic()
+        cached = self._defaults.get(service)
+        if cached is not None and now - cached[1] <= REGISTRY_CHECK_SECONDS:
+            return cached[0]
+        version = None
+        if self.scorer is not None:
+            version = self.scorer.serving_version(service, self._owner(service))
+        if version is None:
+            current = applied_versions(self.home).get(service)
+            if current is not None and is_built(self.home, current):
+                version = current
+        self._defaults[service] = (version, now)
+        return version
+
+    def _owner(self, service: str) -> str | None:
+        """The model that declares `service` (its `model` tag in the registry), if known."""
+        try:
+            found = self.lookup().services.get(service)
+        except NotFound:
+            return None
+        return None if found is None else found.tags.get("model")
 
     # --- endpoints --------------------------------------------------------------------------
 
     async def online_features(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise BadRequest("request body must be a JSON object")
-        lookup = self.lookup()
         service = body.get("feature_service")
         features = body.get("features") or []
+        pinned = body.get("feature_version")
         if service is not None and features:
             raise BadRequest('give "feature_service" or "features", not both')
         if service is not None:
             if not isinstance(service, str):
                 raise BadRequest('"feature_service" must be a string')
+            version = pinned if pinned is not None else self.default_version(service)
+            lookup = self.lookup(version, service)
             plan = lookup.service_plan(service)
         elif features:
             if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
                 raise BadRequest('"features" must be a list of "view:feature" strings')
+            version = pinned
+            lookup = self.lookup(version)
             plan = lookup.features_plan(features, bool(body.get("full_feature_names", False)))
         else:
             raise BadRequest('request needs "feature_service" or "features"')
-        result = await lookup.run(
-            plan, body.get("entities"), bool(body.get("fill_defaults", False))
-        )
+        entities: Any = body.get("entities")  # checked by the lookup, naming what is wrong
+        result = await lookup.run(plan, entities, bool(body.get("fill_defaults", False)))
         for view, count in result.missing.items():
             self.missing.labels(plan.name, view).inc(count)
         answer: dict[str, Any] = result.to_feast()
+        answer["metadata"]["feature_version"] = version
         return answer
 
     async def score(
@@ -268,7 +359,7 @@ class FeatureServer:
         if self.scorer is None:
             raise NotFound("scoring needs the serving front door: start with --serving-url")
         return await self.scorer.score(
-            model, body, request_id, self.lookup(), self.missing, authorization
+            model, body, request_id, self.lookup, self.missing, authorization
         )
 
     def health(self) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from shipway.features.online_state import (
 from shipway.features.service import ServiceSpec, entity_rows, feature_frame
 from shipway.files import write_atomic
 from shipway.names import EVENT_TIMESTAMP
-from shipway.paths import FEATURE_REPO_DIR, ShipwayHome
+from shipway.paths import ShipwayHome
 from shipway.processes import LOOPBACK, environment
 
 
@@ -66,13 +66,17 @@ def ensure_delta_extension() -> None:
 def store_yaml(home: ShipwayHome) -> Path:
     """The repository's feature_store.yaml with the chosen online store, in the home.
 
-    SQLite is the repository's own setting; with $SHIPWAY_ONLINE_STORE=redis the online store is
+    A feature version's home names its own Feast project (`shipway_<digest>`): Redis keys
+    carry the project, so two versions' rows for one entity never meet. SQLite is the
+    repository's own setting; with $SHIPWAY_ONLINE_STORE=redis the online store is
     Redis at $SHIPWAY_REDIS (127.0.0.1:6379 by default), everything else unchanged. Feast's CLI
     and SDK both read this one file, so `feast apply`, materialization and lookups agree.
     """
     import yaml
 
-    config = yaml.safe_load((FEATURE_REPO_DIR / "feature_store.yaml").read_text())
+    config = yaml.safe_load((home.feature_repo / "feature_store.yaml").read_text())
+    if home.feast_project is not None:
+        config["project"] = home.feast_project
     if online_store_kind() == "redis":
         config["online_store"] = {
             "type": "redis",
@@ -91,7 +95,7 @@ def feast_cli(home: ShipwayHome, *args: str) -> str:
     env = {**os.environ, **home.environment()}
     feast = Path(sys.executable).with_name("feast")
     result = subprocess.run(
-        [str(feast), "--chdir", str(FEATURE_REPO_DIR), "--feature-store-yaml", str(config), *args],
+        [str(feast), "--chdir", str(home.feature_repo), "--feature-store-yaml", str(config), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -118,7 +122,7 @@ def repository_digest(home: ShipwayHome) -> str:
     """What `feast apply` reads: the repository's files, the effective feature_store.yaml and
     the paths it resolves. The views declare their schemas, so table contents do not count."""
     sha = hashlib.sha256()
-    for path in sorted(FEATURE_REPO_DIR.glob("*.py")):
+    for path in sorted(home.feature_repo.glob("*.py")):
         sha.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     sha.update(store_yaml(home).read_bytes())
     sha.update(json.dumps(home.environment(), sort_keys=True).encode())
@@ -151,7 +155,7 @@ def feature_store(home: ShipwayHome):  # type: ignore[no-untyped-def]  # feast i
     ensure_delta_extension()
     # feature_store.yaml reads the home's paths from the environment when the store is made.
     with environment(home.environment()):
-        return FeatureStore(repo_path=str(FEATURE_REPO_DIR), fs_yaml_file=store_yaml(home))
+        return FeatureStore(repo_path=str(home.feature_repo), fs_yaml_file=store_yaml(home))
 
 
 # Entity rows joined per call: Feast's file offline store holds every row of a call, and the
@@ -215,7 +219,11 @@ def materialize_incremental(home: ShipwayHome, full: bool = False, store=None) -
     so a run that dies halfway redoes only the views it had not finished.
     """
     store = store or feature_store(home)
-    views = {v.name: Path(str(v.batch_source.path)).name for v in store.list_feature_views()}
+    views = {
+        v.name: Path(str(v.batch_source.path)).name
+        for v in store.list_feature_views()
+        if home.serves_table(Path(str(v.batch_source.path)).name)
+    }
     state = OnlineState.load(home)
     todo, skipped = windows(home, views, state, full)
     for window in todo:

@@ -11,6 +11,7 @@ content digests: equal digests prove the training set is reproducible.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -24,6 +25,8 @@ from shipway.data.lake import TableInfo, content_digest, overwrite_table, read_t
 from shipway.errors import ShipwayError
 from shipway.features.service import ServiceSpec, feature_frame, registry_spec
 from shipway.features.store import feast_cli, feature_store, historical_features
+from shipway.features.version_store import version_home
+from shipway.features.versions import SOURCE_DIR, history
 from shipway.names import EVENT_TIMESTAMP
 from shipway.paths import ShipwayHome
 
@@ -234,11 +237,18 @@ def rebuild(
         feature_warmup_days=inputs.feature_warmup_days,
     )
     assert recorded.content_digest is not None
+    versioned = history(home).find(inputs.feature_version)
+    source: ShipwayHome = home
     with tempfile.TemporaryDirectory(prefix="shipway-rebuild-") as scratch_dir:
         scratch = ShipwayHome(Path(scratch_dir))
-        for source, source_version in inputs.versions.items():
-            log(f"reading {source} v{source_version} (time travel)")
-            overwrite_table(scratch.table(source), read_table(home.table(source), source_version))
+        if versioned is not None:
+            # Its own feature version: its tables, and its registry from its saved repository.
+            source = version_home(home, versioned)
+            scratch = version_home(scratch, versioned)
+            shutil.copytree(versioned.folder / SOURCE_DIR, scratch.folder / SOURCE_DIR)
+        for name, source_version in inputs.versions.items():
+            log(f"reading {name} v{source_version} (time travel)")
+            overwrite_table(scratch.table(name), read_table(source.table(name), source_version))
         log("registering the feature repository in a scratch Feast registry")
         feast_cli(scratch, "apply")
         scratch_inputs = replace(inputs, versions=dict.fromkeys(inputs.versions, 0))

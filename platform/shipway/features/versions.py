@@ -42,7 +42,13 @@ from typing import Any
 
 from shipway.errors import ShipwayError
 from shipway.files import fsync_folder, write_atomic
-from shipway.paths import DBT_PROJECT_DIR, FEATURE_REPO_DIR, RAW_EVENTS_CONTRACT, ShipwayHome
+from shipway.paths import (
+    DBT_PROJECT_DIR,
+    FEATURE_REPO_DIR,
+    RAW_EVENTS_CONTRACT,
+    REPO_ROOT,
+    ShipwayHome,
+)
 
 DIGEST_CHARS = 12
 PART_CHARS = 16
@@ -412,6 +418,15 @@ class Sources:
     contract: Path = RAW_EVENTS_CONTRACT
 
     @classmethod
+    def checkout(cls, root: Path) -> Sources:
+        """The sources in a checkout of the repository at `root`."""
+        return cls(
+            root / "dbt_project",
+            root / "feature_repo",
+            root / RAW_EVENTS_CONTRACT.relative_to(REPO_ROOT),
+        )
+
+    @classmethod
     def saved(cls, folder: Path) -> Sources:
         return cls(
             folder / "dbt_project",
@@ -456,7 +471,8 @@ def versions_dir(home: ShipwayHome) -> Path:
     return home.root / "features"
 
 
-def _copy_sources(sources: Sources, dest: Path) -> None:
+def copy_sources(sources: Sources, dest: Path) -> Sources:
+    """A copy of `sources` in `dest` (a version's `source/` layout), the copy's sources."""
     ignore = shutil.ignore_patterns(
         "target", "logs", "dbt_packages", "__pycache__", "*.pyc", "data"
     )
@@ -469,6 +485,7 @@ def _copy_sources(sources: Sources, dest: Path) -> None:
     shutil.copytree(sources.feature_repo, dest / "feature_repo", ignore=ignore)
     (dest / "contracts").mkdir()
     shutil.copy2(sources.contract, dest / "contracts" / "raw_events.yaml")
+    return Sources.saved(dest)
 
 
 def record(
@@ -485,8 +502,8 @@ def record(
     out: dict[str, Recorded] = {}
     with tempfile.TemporaryDirectory(prefix=".copy-", dir=root) as tmp:
         copy = Path(tmp) / SOURCE_DIR
-        _copy_sources(sources or Sources(), copy)
-        for service, version in feature_versions(services, Sources.saved(copy)).items():
+        saved = copy_sources(sources or Sources(), copy)
+        for service, version in feature_versions(services, saved).items():
             folder = root / version.digest
             if not (folder / VERSION_FILE).is_file():
                 staging = Path(tmp) / version.digest

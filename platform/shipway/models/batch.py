@@ -32,6 +32,7 @@ from shipway.data.lake import TableInfo, land_days, read_table
 from shipway.errors import ShipwayError
 from shipway.features.service import feature_frame, registry_spec
 from shipway.features.store import feature_store, historical_features
+from shipway.features.version_store import features_home
 from shipway.models.catalog import DeclaredModel
 from shipway.models.distributed import IN_PROCESS, DaskCluster, engine_name, workers_of
 from shipway.models.tracking import champion_version
@@ -148,7 +149,8 @@ def score_day(
     )
     with tempfile.TemporaryDirectory(prefix="shipway-batch-") as tmp:
         bundle = registered_bundle(tracking_uri, declaration, version, Path(tmp))
-        store = feature_store(home)
+        # The champion's own feature version: its tables and registry, as it was trained.
+        store = feature_store(features_home(home, bundle.feature_version or ""))
         spec = registry_spec(store, bundle.feature_service or "")
         features = bundle.reference.feature_names
         if list(spec.feature_names) != features:

@@ -23,6 +23,7 @@ from shipway.errors import ShipwayError
 from shipway.features.service import feature_frame, registry_spec
 from shipway.features.store import feature_store, historical_features
 from shipway.features.training_sets import UNRECORDED, TrainingSetInputs
+from shipway.features.version_store import features_home
 from shipway.models.catalog import DeclaredModel
 from shipway.models.tracking import champion_version
 from shipway.models.training import FEATURE_VERSION_TAG, download_model
@@ -171,12 +172,16 @@ def build_evaluation_set(
     rows = frame[stamps >= start].reset_index(drop=True)
     identity = [*rules.keys, EVENT_TIMESTAMP]
 
+    # A champion on other features, or on another version of them, is scored on its own:
+    # joined point-in-time on the same rows from its own version's tables and registry.
     champion_joins = champion is not None and (
         champion.feature_service != challenger.feature_service
         or champion.features != challenger.features
+        or champion.feature_version != challenger.feature_version
     )
+    champion_home = features_home(home, champion.feature_version) if champion else home
     champion_service = (
-        registry_spec(feature_store(home), champion.feature_service)
+        registry_spec(feature_store(champion_home), champion.feature_service)
         if (champion is not None and champion_joins)
         else None
     )
@@ -203,7 +208,9 @@ def build_evaluation_set(
             entity = entity.loc[:, ~entity.columns.duplicated()]
             if EVENT_TIMESTAMP not in entity.columns:
                 entity = entity.assign(**{EVENT_TIMESTAMP: rows[EVENT_TIMESTAMP]})
-            joined = historical_features(feature_store(home), entity, champion.feature_service)
+            joined = historical_features(
+                feature_store(champion_home), entity, champion.feature_service
+            )
             features = feature_frame(joined, champion_service)
             keyed = joined[[*declaration.entity_keys, EVENT_TIMESTAMP]].join(features)
             keyed = keyed.drop_duplicates([*declaration.entity_keys, EVENT_TIMESTAMP])

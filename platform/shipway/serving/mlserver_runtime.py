@@ -74,6 +74,7 @@ from shipway.serving.protocol import (
     check_request_depth,
     ignores_extra_inputs,
     mirrored,
+    own_version_inputs,
     parse_infer_request,
     parse_row_keys,
     wants_contributions,
@@ -280,6 +281,7 @@ class ShipwayModel(MLModel):
         report("%s v%s scores with the %s", self.name, self.version, self._score.why)
         reference = ReferenceProfile.load(model_file.parent / str(extra["reference"]))
         self._features = reference.feature_names
+        self._feature_version = extra.get("feature_version")
         rules = DriftRules.from_dict(extra["drift"])
         judges_drift = os.environ.get(REPLICA_ENV, "0") == "0"
         self._taps = _Taps(
@@ -323,6 +325,7 @@ class ShipwayModel(MLModel):
         try:
             extra = parameters.model_extra if parameters else None
             check_request_depth([i["data"] for i in body["inputs"]], extra)
+            body["inputs"] = own_version_inputs(body["inputs"], self._feature_version)
             rows = parse_infer_request(body, self._features, ignores_extra_inputs(extra))
             row_keys = parse_row_keys(extra, len(rows))
             explain = wants_contributions(extra)

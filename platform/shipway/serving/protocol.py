@@ -55,6 +55,32 @@ first); absent when keys are not required."""
 SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 
 
+FEATURE_VERSION_SEPARATOR = "@"
+
+
+def own_version_inputs(inputs: Any, feature_version: str | None) -> Any:
+    """The inputs a version trained on `feature_version` scores: an input named
+    `<feature>@<its digest>` stands in for `<feature>`, and inputs of other versions
+    (`<feature>@<other digest>`) are left out. One-call scoring sends each served version's
+    features this way when two feature versions serve at once (a canary on new features), so
+    whichever version Envoy picks scores the values of its own transformation."""
+    if not isinstance(inputs, list) or not any(
+        isinstance(i, dict) and FEATURE_VERSION_SEPARATOR in str(i.get("name", "")) for i in inputs
+    ):
+        return inputs
+    mine: dict[str, Any] = {}
+    plain: list[Any] = []
+    for tensor in inputs:
+        name = str(tensor.get("name", "")) if isinstance(tensor, dict) else ""
+        base, _, version = name.partition(FEATURE_VERSION_SEPARATOR)
+        if not version:
+            plain.append(tensor)
+        elif version == feature_version:
+            mine[base] = {**tensor, "name": base}
+    out = [mine.pop(str(t.get("name")), t) if isinstance(t, dict) else t for t in plain]
+    return out + list(mine.values())
+
+
 def parse_infer_request(
     body: Any, feature_names: list[str], ignore_unknown: bool = False
 ) -> np.ndarray:

@@ -26,6 +26,7 @@ up to the row's margin (`shipway.serving.explanations`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -48,6 +49,7 @@ from shipway.serving.protocol import (
     CONTRIBUTIONS_OUTPUT,
     CONTRIBUTIONS_PARAMETER,
     EXTRA_INPUTS_PARAMETER,
+    FEATURE_VERSION_SEPARATOR,
     ROW_KEYS_PARAMETER,
     wants_contributions,
 )
@@ -72,6 +74,13 @@ class OneCallScorer:
 
     def served(self, model: str) -> dict[str, Bundle | None]:
         """Version → its bundle (None if unreadable), for the versions serving now holds."""
+        self._refresh()
+        bundles = self._saved.bundles(model)
+        if not bundles:
+            raise NotFound(f"model {model!r} is not served; served: {sorted(self._saved.models)}")
+        return bundles
+
+    def _refresh(self) -> None:
         now = time.monotonic()
         if now - self._checked > STATE_CHECK_SECONDS:
             self._checked = now
@@ -83,41 +92,80 @@ class OneCallScorer:
                 except ServiceError:
                     self._saved = SavedState({})
                 self._state_mtime = mtime
-        bundles = self._saved.bundles(model)
-        if not bundles:
-            raise NotFound(f"model {model!r} is not served; served: {sorted(self._saved.models)}")
-        return bundles
+
+    def by_traffic(self, model: str) -> list[Bundle]:
+        """The model's readable served bundles, the most traffic first (the champion)."""
+        weights = self._saved.models.get(model, {}).get("weights", {})
+        bundles = [b for b in self.served(model).values() if b is not None]
+        return sorted(bundles, key=lambda b: (-int(weights.get(b.version, 0)), b.version))
+
+    def serving_version(self, service: str, owner: str | None = None) -> str | None:
+        """The feature version a lookup of `service` reads by default: that of the served
+        version with the most traffic among the versions using it, the model that declares the
+        service (`owner`) first; at equal traffic the older version (the incumbent of a 50/50
+        canary). None when no served version using it records one."""
+        self._refresh()
+        best: tuple[bool, int, int, str] | None = None
+        for model, entry in self._saved.models.items():
+            weights = entry.get("weights", {})
+            for version, bundle in self._saved.bundles(model).items():
+                if bundle is None or bundle.feature_service != service:
+                    continue
+                if bundle.feature_version is None:
+                    continue
+                order = -int(version) if version.isdigit() else 0
+                key = (model == owner, int(weights.get(version, 0)), order, bundle.feature_version)
+                if best is None or key > best:
+                    best = key
+        return best[3] if best else None
 
     async def score(
         self,
         model: str,
         body: Any,
         request_id: str,
-        lookup: OnlineLookup,
+        lookups: Callable[[str | None], OnlineLookup],
         missing: Counter,
         authorization: str | None = None,
     ) -> dict[str, Any]:
-        """The scores of `body`'s entities; lookups with `lookup`, missing entities counted
-        in `missing` (by feature service and view); the front door is called with the
-        caller's own `authorization`, so it holds that caller to its rate."""
+        """The scores of `body`'s entities; each served version's features looked up in its
+        own feature version (`lookups`), missing entities counted in `missing` (by feature
+        service and view); the front door is called with the caller's own `authorization`,
+        so it holds that caller to its rate.
+
+        The champion's features go as plain inputs; a served version on another feature
+        version (a canary of a feature change) gets its own as `<feature>@<digest>`, which
+        its model server reads instead (`protocol.own_version_inputs`): whichever version
+        Envoy picks scores its own transformation's values."""
         if not isinstance(body, dict) or not isinstance(body.get("entities"), dict):
             raise BadRequest('request body must be {"entities": {column: [values]}}')
         entities: dict[str, list[Any]] = body["entities"]
         explain = wants_contributions(body)
-        bundles = [b for b in self.served(model).values() if b is not None]
-        services = sorted({b.feature_service for b in bundles if b.feature_service is not None})
-        if not services:
+        bundles = self.by_traffic(model)
+        sources = list(
+            dict.fromkeys(
+                (b.feature_service, b.feature_version)
+                for b in bundles
+                if b.feature_service is not None
+            )
+        )
+        if not sources:
             raise NotFound(
                 f"model {model!r}: no served version records its feature service; redeploy it"
             )
+        first = sources[0][1]
         columns: dict[str, list[float | None]] = {}
-        for service in services:
+        by_version: dict[str | None, dict[str, list[float | None]]] = {}
+        for service, version in sources:
+            lookup = lookups(version)
             plan = lookup.service_plan(service)
             found = await lookup.run(plan, entities, fill_defaults=True)
             for view, count in found.missing.items():
                 missing.labels(service, view).inc(count)
+            suffix = "" if version == first else f"{FEATURE_VERSION_SEPARATOR}{version}"
             for _, feature in plan.outputs:
-                columns[feature] = found.column(feature)
+                columns[feature + suffix] = found.column(feature)
+                by_version.setdefault(version, {})[feature] = found.column(feature)
         rows = len(next(iter(columns.values())))
         empty = {
             name: i for name, values in columns.items() for i, v in enumerate(values) if v is None
@@ -134,7 +182,7 @@ class OneCallScorer:
         parameters: dict[str, Any] = {}
         if row_keys is not None:
             parameters[ROW_KEYS_PARAMETER] = [str(k) for k in row_keys]
-        if len(services) > 1:
+        if len(sources) > 1:
             parameters[EXTRA_INPUTS_PARAMETER] = "ignore"
         if explain:
             parameters[CONTRIBUTIONS_PARAMETER] = True
@@ -174,12 +222,15 @@ class OneCallScorer:
             raise BadGateway(f"model {model} answered {response.status_code}: {detail}")
         answer = response.json()
         scores = next(o["data"] for o in answer["outputs"] if o["name"] == SCORE)
+        answered = next((b for b in bundles if b.version == answer.get("model_version")), None)
+        version = answered.feature_version if answered is not None else first
         scored = {
             "model": model,
             "model_version": answer.get("model_version"),
+            "feature_version": version,
             "request_id": request_id,
             "scores": scores,
-            "features": columns,
+            "features": by_version.get(version, columns),
         }
         if explain:
             explained = next(o for o in answer["outputs"] if o["name"] == CONTRIBUTIONS_OUTPUT)
