@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 from prometheus_client import generate_latest
 from prometheus_client.metrics_core import Metric
 
@@ -28,6 +29,7 @@ from shipway.serving.control_plane import ControlPlane
 from shipway.serving.dataplane import DataPlane
 from shipway.serving.prediction_log import (
     CLAIMED,
+    SCHEMA,
     ingest,
     maintain,
     read_predictions,
@@ -314,3 +316,32 @@ def test_one_call_scoring_keys_an_epoch_time_as_the_label_will_name_it() -> None
         row_keys_of({"customer_id": [17], "event_timestamp": ["yesterday"]}, keys, 1)
     fraud = PredictionKeys("transaction_id", ())
     assert row_keys_of({"transaction_id": ["t-81"]}, fraud, 1) == ["t-81"]
+
+
+def test_each_row_names_the_feature_version_that_computed_it_and_older_tables_gain_the_column(
+    tmp_path: Path,
+) -> None:
+    lake = tmp_path / "lake"
+    # A table logged before the column existed: its rows read with no version.
+    before = SCHEMA.remove(SCHEMA.get_field_index("feature_version"))
+    at = datetime(2026, 12, 1, 8, tzinfo=UTC)
+    row = {
+        "request_id": "r0", "model": "toy_model", "version": "0", "served": True, "caller": "",
+        "rollout": "", "at": at, "day": "2026-12-01", "row_key": "r0-0", "features": FEATURES,
+        "vector": [1.0, 2.0], "score": 0.5, "batch": "old",
+    }  # fmt: skip
+    old_rows = pa.Table.from_pylist([row], schema=before)
+    write_deltalake(str(lake / table_name("toy_model")), old_rows, partition_by=["day"])
+    for version, feature_version in (("1", "aaaaaaaaaaaa"), ("2", "bbbbbbbbbbbb")):
+        spool = PredictionSpool(
+            tmp_path / "spool", "toy_model", version, FEATURES, feature_version, flush_seconds=3600
+        )
+        spool.add(_scored(f"r{version}", 2, datetime(2026, 12, 1, 9, tzinfo=UTC).timestamp()))
+        spool.close()
+    legacy = _spool(tmp_path / "spool", "3")
+    legacy.add(_scored("r3", 1, datetime(2026, 12, 1, 10, tzinfo=UTC).timestamp()))
+    legacy.close()
+    assert ingest(tmp_path / "spool", lake) == {"toy_model": 5}
+    logged = read_predictions(lake, "toy_model")
+    by_version = dict(zip(logged["version"], logged["feature_version"], strict=True))
+    assert by_version == {"0": "", "1": "aaaaaaaaaaaa", "2": "bbbbbbbbbbbb", "3": ""}

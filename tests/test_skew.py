@@ -16,11 +16,14 @@ from deltalake import write_deltalake
 from assets.definitions import models
 from shipway.features.service import registry_spec
 from shipway.features.store import (
+    apply_repository,
     feast_cli,
     feature_store,
     materialize_incremental,
     online_features,
 )
+from shipway.features.version_store import Built, version_home
+from shipway.features.versions import record
 from shipway.models.catalog import declared_model
 from shipway.models.declaration import SkewPolicy
 from shipway.monitoring.live import skew_report
@@ -116,8 +119,9 @@ def _requests(day: datetime, prefix: str) -> pd.DataFrame:
     )
 
 
-def _serve(home: ShipwayHome, requests: pd.DataFrame) -> None:
-    """Log what the online store serves for `requests`, as the model servers do."""
+def _serve(home: ShipwayHome, requests: pd.DataFrame, feature_version: str = "") -> None:
+    """Log what the online store of `home` serves for `requests`, as the model servers do
+    (a version on `feature_version`, whose own store `home` is)."""
     store = feature_store(home)
     spec = registry_spec(store, "fraud_model_v1")
     vectors = online_features(store, requests, spec)
@@ -139,10 +143,11 @@ def _serve(home: ShipwayHome, requests: pd.DataFrame) -> None:
             "vector": vectors.to_numpy().tolist(),
             "score": [0.1] * n,
             "batch": ["b"] * n,
+            "feature_version": [feature_version] * n,
         },
         schema=SCHEMA,
     )
-    write_deltalake(home.table(table_name(MODEL)), table, mode="append")
+    write_deltalake(home.table(table_name(MODEL)), table, mode="append", schema_mode="merge")
 
 
 @pytest.mark.integration
@@ -187,3 +192,36 @@ def test_a_stale_online_store_is_caught_as_skew_and_fails_the_next_release_gate(
     clean.save(home.served.skew_reports)
     passed = skew_outcome(latest(home.served.skew_reports, MODEL), "fraud_model_feature_skew")
     assert passed is not None and passed.passed
+
+
+@pytest.mark.integration
+def test_each_served_row_is_compared_with_its_own_feature_versions_offline_values(
+    home: ShipwayHome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The working tree's store says a customer made 5 transactions a day; the version the
+    model serves was built when its logic counted 9. Its rows are judged against its own
+    tables, not the working tree's."""
+    for key, value in home.environment().items():
+        monkeypatch.setenv(key, value)
+    declared = declared_model(models, MODEL)
+    write_deltalake(home.table("customer_features"), customer_feature_rows(DAY, CUSTOMERS, 5))
+    write_deltalake(home.table("merchant_features"), merchant_feature_rows(DAY))
+    feast_cli(home, "apply")
+    recorded = record(home, ["fraud_model_v1"])["fraud_model_v1"]
+    version = version_home(home, recorded)
+    write_deltalake(version.table("customer_features"), customer_feature_rows(DAY, CUSTOMERS, 9))
+    write_deltalake(version.table("merchant_features"), merchant_feature_rows(DAY))
+    apply_repository(version)
+    materialize_incremental(version)
+    Built(recorded.version.digest, {}, {"customer_features": 0}, 0.0).save(version)
+
+    requests = _requests(DAY, "v")
+    write_deltalake(home.table("raw_events"), requests)
+    _serve(version, requests, recorded.version.digest)
+    report = skew_report(home, declared)
+    assert report.compared == 30 and report.skewed == [], report.summary()
+    # Rows of a version no longer built (collected: nothing serves it) are left out.
+    gone = _requests(DAY, "w")
+    write_deltalake(home.table("raw_events"), gone, mode="append")
+    _serve(version, gone, "0123456789ab")
+    assert skew_report(home, declared).compared == 30

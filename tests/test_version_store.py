@@ -18,6 +18,7 @@ from shipway.data.lake import overwrite_table, read_table
 from shipway.errors import ShipwayError
 from shipway.features.server import FeatureServer
 from shipway.features.version_store import (
+    KEEP_LAST,
     Built,
     build_version,
     built_home,
@@ -26,7 +27,8 @@ from shipway.features.version_store import (
     version_home,
 )
 from shipway.features.versions import Recorded
-from shipway.paths import ServingHome, ShipwayHome
+from shipway.models.catalog import keep_versions, load_models
+from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT, ServingHome, ShipwayHome
 from shipway.serving.bundle import SETTINGS_FILE
 from shipway.serving.scoring import OneCallScorer
 from shipway.serving.state import SavedState
@@ -173,6 +175,8 @@ def test_collecting_frees_only_what_nothing_pins_and_a_collected_version_builds_
     pinned = {old.version.digest: ["spend v1 serves"]}
     assert [c.digest for c in collectable(home, pinned, keep_last=0)] == [new.version.digest]
     assert collectable(home, pinned, keep_last=1) == [], "the newest is kept"
+    assert collectable(home, pinned, {SPEND: 1}) == [], "as many as its model declares"
+    assert [c.digest for c in collectable(home, pinned, {SPEND: 0})] == [new.version.digest]
     freed = collect(home, pinned, keep_last=0)
     assert [c.digest for c in freed] == [new.version.digest] and freed[0].freed_bytes > 0
     with pytest.raises(ShipwayError, match="recorded but not built"):
@@ -225,3 +229,8 @@ def test_an_unpinned_lookup_reads_the_declaring_models_champion_and_the_incumben
     SavedState(state).save(serving.state)
     scorer = OneCallScorer(serving, "http://127.0.0.1:9")
     assert scorer.serving_version(SPEND, "customer_spend") == b, "promoted with its model"
+
+
+def test_how_many_versions_to_keep_is_each_models_declaration() -> None:
+    keep = keep_versions(load_models(ASSETS_DIR, RAW_EVENTS_CONTRACT))
+    assert keep == {"fraud_model_v1": 3, SPEND: KEEP_LAST}

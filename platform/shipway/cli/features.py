@@ -53,8 +53,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     collect.add_argument(
         "--keep-last",
         type=int,
-        default=KEEP_LAST,
-        help=f"newest versions of each service kept whatever pins them ({KEEP_LAST})",
+        help="newest versions of each service kept whatever pins them (default: as each "
+        f"model declares, release.keep_feature_versions; {KEEP_LAST} when none does)",
     )
     collect.add_argument("--dry-run", action="store_true", help="say what would be freed")
     collect.set_defaults(run=_collect)
@@ -67,19 +67,25 @@ def _collect(args: argparse.Namespace) -> int:
     from shipway.release.commands import tracking_uri
     from shipway.release.pins import pinned
 
-    if args.keep_last < 0:
+    if args.keep_last is not None and args.keep_last < 0:
         raise BadRequest(f"--keep-last must be 0 or more, got {args.keep_last}")
     home = ShipwayHome.from_env()
+    keep_last: int | dict[str, int] = args.keep_last
+    if keep_last is None:
+        from shipway.models.catalog import keep_versions, load_models
+        from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT
+
+        keep_last = keep_versions(load_models(ASSETS_DIR, RAW_EVENTS_CONTRACT))
     keep = pinned(home, tracking_uri())
     for service, digest in applied_versions(home).items():
         keep.setdefault(digest, []).append(f"{service}'s sources compute it now")
     for digest, why in sorted(keep.items()):
         print(f"keep {digest}: {'; '.join(why)}")
     if args.dry_run:
-        for found in collectable(home, keep, args.keep_last):
+        for found in collectable(home, keep, keep_last):
             print(f"would free {found.digest} ({found.service}): {found.freed_bytes:,} bytes")
         return 0
-    freed = collect(home, keep, args.keep_last)
+    freed = collect(home, keep, keep_last)
     for found in freed:
         print(f"freed {found.digest} ({found.service}): {found.freed_bytes:,} bytes")
     print(f"{len(freed)} version(s) collected, {sum(f.freed_bytes for f in freed):,} bytes freed")

@@ -19,15 +19,17 @@ from shipway.defs.dbt import dbt_models
 from shipway.defs.features import feature_definitions
 from shipway.defs.resources import resources
 from shipway.models.application import DeclaredApplication
-from shipway.models.catalog import DeclaredModel
+from shipway.models.catalog import DeclaredModel, keep_versions
 
 
-def shared_definitions(raw_events_contract: Path) -> Definitions:
+def shared_definitions(
+    raw_events_contract: Path, models: list[DeclaredModel] | None = None
+) -> Definitions:
     """What every model builds on: landing, dbt, Feast, and the jobs that run them."""
     return Definitions.merge(
         landing_definitions(raw_events_contract),
         Definitions(assets=[dbt_models]),
-        feature_definitions(),
+        feature_definitions(keep_versions(models or [])),
     )
 
 
@@ -38,7 +40,7 @@ def code_location(
 ) -> Definitions:
     applications = applications or []
     return Definitions.merge(
-        shared_definitions(raw_events_contract),
+        shared_definitions(raw_events_contract, models),
         *(build_defs_for_component(ShipwayModel(model)) for model in models),
         *([help_centre_definitions()] if applications else []),
         *(application_definitions(app) for app in applications),

@@ -2,7 +2,7 @@
 by side), the online store, and the `refresh_features` job. Shared by every model: each
 model's training set is its own (`shipway.defs.models`). The logic is `shipway.features`."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 
 from dagster import (
@@ -37,9 +37,12 @@ ONLINE_STORE = "online_store"
 ONLINE_LAG_CHECK = "online_store_up_to_date"
 
 
-def feature_definitions() -> Definitions:
-    """`feature_views` (feast apply) and `online_store`, after every feature table, and the
-    job that refreshes them (with dbt's tables) after a landing."""
+def feature_definitions(keep_last: Mapping[str, int] | None = None) -> Definitions:
+    """`feature_views` (feast apply), `feature_versions` and `online_store`, after every feature
+    table; the job that refreshes them (with dbt's tables) after a landing; and the nightly
+    collection of unpinned versions, each service keeping its `keep_last` newest (declared per
+    model: `release.keep_feature_versions`)."""
+    keep_last = dict(keep_last or {})
     tables = [AssetKey(t) for t in repository().tables]
 
     @asset(
@@ -165,8 +168,9 @@ def feature_definitions() -> Definitions:
 
     @op(
         name="collect_unpinned_feature_versions",
-        description=f"Free the built data of feature versions nothing pins (each service's "
-        f"{KEEP_LAST} newest kept): what `shipway features collect` does.",
+        description="Free the built data of feature versions nothing pins (each service's "
+        f"newest kept as its model declares, else {KEEP_LAST}): what `shipway features "
+        "collect` does.",
     )
     def collect_op(
         context: OpExecutionContext, lake: ShipwayHomeResource, mlflow: MlflowResource
@@ -175,7 +179,7 @@ def feature_definitions() -> Definitions:
         keep = pinned(home, mlflow.tracking_uri)
         for service, digest in applied_versions(home).items():
             keep.setdefault(digest, []).append(f"{service}'s sources compute it now")
-        freed = collect(home, keep, KEEP_LAST)
+        freed = collect(home, keep, keep_last)
         for found in freed:
             context.log.info(
                 "freed feature version %s (%s): %d bytes",

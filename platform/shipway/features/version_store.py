@@ -51,7 +51,8 @@ from shipway.paths import ShipwayHome
 Log = Callable[[str], None]
 BUILT_FILE = "built.json"
 KEEP_LAST = 2
-"""Each service's newest versions kept built whether or not anything pins them."""
+"""Each service's newest versions kept built whether or not anything pins them, unless its
+model declares otherwise (`release.keep_feature_versions`)."""
 # What a version's home holds besides its record and sources: what `collect` frees.
 BUILT_PARTS = ("warehouse.duckdb", "lake", "feast", "dbt_target", BUILT_FILE)
 
@@ -279,13 +280,15 @@ def built_bytes(home: VersionHome) -> int:
 
 
 def collectable(
-    home: ShipwayHome, keep: Mapping[str, list[str]], keep_last: int
+    home: ShipwayHome, keep: Mapping[str, list[str]], keep_last: int | Mapping[str, int]
 ) -> list[Collected]:
     """The built versions `collect` would free: not in `keep` (digest → why it is kept), not
-    among each service's `keep_last` newest, and holding built data."""
+    among each service's `keep_last` newest (one number, or per service with `KEEP_LAST` for
+    the others), and holding built data."""
     out: list[Collected] = []
     for service, recorded in history(home).services.items():
-        newest = {r.version.digest for r in recorded[-keep_last:]} if keep_last > 0 else set()
+        last = keep_last if isinstance(keep_last, int) else keep_last.get(service, KEEP_LAST)
+        newest = {r.version.digest for r in recorded[-last:]} if last > 0 else set()
         for entry in recorded:
             digest = entry.version.digest
             if digest in keep or digest in newest:
@@ -296,7 +299,9 @@ def collectable(
     return out
 
 
-def collect(home: ShipwayHome, keep: Mapping[str, list[str]], keep_last: int) -> list[Collected]:
+def collect(
+    home: ShipwayHome, keep: Mapping[str, list[str]], keep_last: int | Mapping[str, int]
+) -> list[Collected]:
     """Free the built data (tables, warehouse, registry, online rows) of each `collectable`
     version. The record and its sources stay: a collected version can be built again."""
     out = collectable(home, keep, keep_last)

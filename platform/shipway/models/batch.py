@@ -166,6 +166,7 @@ def score_day(
         vectors = feature_frame(joined, spec).to_numpy(dtype=float)
         scores, engine = _score(bundle.path / MODEL_FILE, vectors, cluster)
         prediction_keys = bundle.prediction_keys
+        feature_version = bundle.feature_version
     keys = [*declaration.entity_keys, EVENT_TIMESTAMP]
     frame = joined[keys].copy()
     frame[SCORE] = scores
@@ -189,6 +190,7 @@ def score_day(
         vectors,
         scores,
         now or datetime.now(UTC),
+        feature_version=feature_version or "",
     )
     say(
         f"{len(frame)} scores written to {declaration.batch_scores} v{written.version} "

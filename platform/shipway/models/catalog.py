@@ -330,3 +330,13 @@ def _check_contract(model: DeclaredModel) -> None:
             f"contract {path}: dataset: {dataset!r} but this model's training set is "
             f"{model.declaration.training_set!r}; name it so"
         )
+
+
+def keep_versions(models: list[DeclaredModel]) -> dict[str, int]:
+    """Feature service → how many of its newest versions to keep built: the most any model
+    declaring it asks for."""
+    keep: dict[str, int] = {}
+    for m in models:
+        service = m.declaration.feature_service
+        keep[service] = max(keep.get(service, 0), m.declaration.release.keep_feature_versions)
+    return keep

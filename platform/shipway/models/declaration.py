@@ -277,6 +277,10 @@ class ReleasePolicy(_Strict):
     """Rules on the model's `sensitive` columns, judged on the same evaluation rows."""
     cost: CostPolicy | None = None
     """The business cost of the decisions (classifiers), reported and gated per 1,000."""
+    keep_feature_versions: int = Field(default=2, ge=0)
+    """The newest feature versions of the model's feature service kept built (tables, online
+    rows) besides every version a serving, champion or challenger version pins: what a
+    rollback past the champion can return to without a rebuild."""
 
 
 DriftKind = Literal["numeric", "categorical", "hour_of_day"]

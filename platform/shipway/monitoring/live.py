@@ -19,6 +19,7 @@ from shipway.data.lake import read_table, table_exists
 from shipway.errors import ShipwayError
 from shipway.features.service import feature_frame, registry_spec
 from shipway.features.store import feature_store, historical_features
+from shipway.features.version_store import features_home, is_built
 from shipway.models.catalog import DeclaredModel
 from shipway.models.estimation import QualityEstimator
 from shipway.monitoring.figures import markdown_image, plt
@@ -159,20 +160,32 @@ def live_drift(home: ShipwayHome, declared: DeclaredModel, log: Callable[[str], 
 
 
 def skew_report(home: ShipwayHome, declared: DeclaredModel) -> SkewReport:
-    """The served vectors of the last window against their point-in-time offline vectors."""
+    """The served vectors of the last window against their point-in-time offline vectors,
+    each row's from its own feature version's tables and registry (the working tree's for rows
+    logged before versions were recorded). Rows of a version no longer built (collected:
+    nothing serves it) are left out."""
     declaration = declared.declaration
     name, policy = declaration.name, declaration.monitoring
     since = datetime.now(UTC) - timedelta(days=policy.window_days)
     predictions = read_predictions(home.lake, name, since=since)
-    store = feature_store(home)
-    spec = registry_spec(store, declaration.feature_service)
+    built = {v: not v or is_built(home, v) for v in set(predictions["feature_version"])}
+    predictions = predictions[predictions["feature_version"].map(built)]
+    latest = predictions.sort_values("at").drop_duplicates("row_key", keep="last")
+    version_of = dict(zip(latest["row_key"], latest["feature_version"], strict=True))
+    spec = registry_spec(feature_store(home), declaration.feature_service)
     columns = list(dict.fromkeys([*spec.join_keys, *spec.request_fields, EVENT_TIMESTAMP]))
     rows = entity_rows_of(home, declared, columns)
 
     def offline(matched: pd.DataFrame) -> pd.DataFrame:
-        joined = historical_features(store, matched[[*columns, "row_key"]], spec.name)
-        joined = joined.set_index("row_key").loc[matched["row_key"]].reset_index()
-        return as_floats(feature_frame(joined, spec)).set_axis(matched.index)
+        parts = []
+        versions = matched["row_key"].map(version_of).fillna("")
+        for version, group in matched.groupby(versions):
+            store = feature_store(features_home(home, str(version)))
+            own = registry_spec(store, declaration.feature_service)
+            joined = historical_features(store, group[[*columns, "row_key"]], own.name)
+            joined = joined.set_index("row_key").loc[group["row_key"]].reset_index()
+            parts.append(as_floats(feature_frame(joined, own)).set_axis(group.index))
+        return pd.concat(parts).loc[matched.index]
 
     return feature_skew(
         name, predictions, rows, offline, policy.skew, datetime.now(UTC).isoformat()

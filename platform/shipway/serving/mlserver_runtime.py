@@ -289,7 +289,13 @@ class ShipwayModel(MLModel):
         )
         spool = os.environ.get(SPOOL_ENV)
         self._spool = (
-            PredictionSpool(Path(spool), self.name, str(self.version), self._features)
+            PredictionSpool(
+                Path(spool),
+                self.name,
+                str(self.version),
+                self._features,
+                feature_version=self._feature_version or "",
+            )
             if spool
             else None
         )

@@ -8,7 +8,9 @@ required, for batch scoring's rows, and for rows logged before it was recorded),
 `shadow: v2 mirrored`; empty outside a rollout; `batch` for batch scoring's rows), `at` (UTC),
 `day`, `row_key` (which
 prediction point: `DeclaredModel.prediction_keys`), `features` and `vector` (the exact
-feature vector scored), `score`, and `batch` (the spool file it came from). An LLM application's
+feature vector scored), `score`, `batch` (the spool file it came from) and `feature_version`
+(the digest of what computed the vector, `shipway.features.versions`; empty for rows logged
+before it was recorded). An LLM application's
 log has one row per answer instead (`ANSWER_SCHEMA`), and its callers' ratings land in
 `<model>_feedback` (`FEEDBACK_SCHEMA`).
 
@@ -46,6 +48,8 @@ from shipway.serving.prediction_spool import (
 log = logging.getLogger(__name__)
 
 CLAIMED = ".ingesting"
+ADDED_LATER = ("caller", "feature_version")
+"""Columns a table logged before them lacks (`merge` adds them): read as empty strings."""
 REJECTED = ".rejected"
 # What every logged row says: which request, which version, where it stood, when.
 _LOGGED = [
@@ -66,6 +70,7 @@ SCHEMA = pa.schema(
         ("vector", pa.list_(pa.float64())),
         ("score", pa.float64()),
         ("batch", pa.string()),
+        ("feature_version", pa.string()),
     ]
 )
 
@@ -140,6 +145,8 @@ def _frame(path: Path, batch: str, rollout: str) -> tuple[str, pa.Table]:
                 "vector": spool["vector"],
                 "score": spool["score"],
                 "batch": [batch] * n,
+                # A spool file an older runtime (or a bundle from before) names no version.
+                "feature_version": [spool.get("feature_version") or ""] * n,
             },
             schema=SCHEMA,
         )
@@ -256,6 +263,7 @@ def log_batch(
     vectors: np.ndarray,
     scores: np.ndarray,
     at: datetime,
+    feature_version: str = "",
 ) -> int:
     """Append a batch scoring run's rows (`rollout` "batch", served) to the prediction log in
     one commit, once: a `batch` id already in the table is not written again. Returns the rows
@@ -282,6 +290,7 @@ def log_batch(
                 "vector": vectors.tolist(),
                 "score": scores.tolist(),
                 "batch": [batch] * n,
+                "feature_version": [feature_version] * n,
             },
             schema=SCHEMA,
         )
@@ -310,6 +319,9 @@ def read_predictions(
     if since is not None:
         predicate = pc.field("day") >= since.strftime("%Y-%m-%d")
     frame = dataset.to_table(filter=predicate).to_pandas()
+    for name in ADDED_LATER:
+        if name in schema.names:  # rows logged before the column was added: no value
+            frame[name] = frame[name].fillna("") if name in frame.columns else ""
     if since is not None:
         frame = frame[frame["at"] >= pd.Timestamp(since)]
     return frame.sort_values(["at", "request_id"], kind="stable").reset_index(drop=True)

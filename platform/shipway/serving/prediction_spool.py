@@ -222,9 +222,16 @@ class PredictionSpool(Spool[Scored]):
     kind = SCORES
 
     def __init__(
-        self, folder: Path, model: str, version: str, features: list[str], **flush: float
+        self,
+        folder: Path,
+        model: str,
+        version: str,
+        features: list[str],
+        feature_version: str = "",
+        **flush: float,
     ) -> None:
         self.features = features
+        self.feature_version = feature_version
         super().__init__(folder, model, version, **flush)
 
     def size(self, item: Scored) -> int:
@@ -246,6 +253,7 @@ class PredictionSpool(Spool[Scored]):
             row_key += keys
         return {
             "features": self.features,
+            "feature_version": self.feature_version,
             "request_id": request_id,
             "at": at,
             "served": served,
