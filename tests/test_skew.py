@@ -24,7 +24,7 @@ from shipway.features.store import (
 )
 from shipway.features.version_store import Built, version_home
 from shipway.features.versions import record
-from shipway.models.catalog import declared_model
+from shipway.models.catalog import DeclaredModel, declared_model
 from shipway.models.declaration import SkewPolicy
 from shipway.monitoring.live import skew_report
 from shipway.monitoring.skew import SkewCollector, SkewReport, feature_skew, latest
@@ -150,16 +150,22 @@ def _serve(home: ShipwayHome, requests: pd.DataFrame, feature_version: str = "")
     write_deltalake(home.table(table_name(MODEL)), table, mode="append", schema_mode="merge")
 
 
+def _working_tree_store(home: ShipwayHome, monkeypatch: pytest.MonkeyPatch) -> DeclaredModel:
+    """fraud_model over the home's own store: a day of feature rows (customers with 5
+    transactions), applied; the environment pointing at the home."""
+    for key, value in home.environment().items():
+        monkeypatch.setenv(key, value)
+    write_deltalake(home.table("customer_features"), customer_feature_rows(DAY, CUSTOMERS, 5))
+    write_deltalake(home.table("merchant_features"), merchant_feature_rows(DAY))
+    feast_cli(home, "apply")
+    return declared_model(models, MODEL)
+
+
 @pytest.mark.integration
 def test_a_stale_online_store_is_caught_as_skew_and_fails_the_next_release_gate(
     home: ShipwayHome, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for key, value in home.environment().items():
-        monkeypatch.setenv(key, value)
-    declared = declared_model(models, MODEL)
-    write_deltalake(home.table("customer_features"), customer_feature_rows(DAY, CUSTOMERS, 5))
-    write_deltalake(home.table("merchant_features"), merchant_feature_rows(DAY))
-    feast_cli(home, "apply")
+    declared = _working_tree_store(home, monkeypatch)
     materialize_incremental(home)
 
     # Day 1: the online store holds the day's rows, as the point-in-time join sees them.
@@ -201,12 +207,7 @@ def test_each_served_row_is_compared_with_its_own_feature_versions_offline_value
     """The working tree's store says a customer made 5 transactions a day; the version the
     model serves was built when its logic counted 9. Its rows are judged against its own
     tables, not the working tree's."""
-    for key, value in home.environment().items():
-        monkeypatch.setenv(key, value)
-    declared = declared_model(models, MODEL)
-    write_deltalake(home.table("customer_features"), customer_feature_rows(DAY, CUSTOMERS, 5))
-    write_deltalake(home.table("merchant_features"), merchant_feature_rows(DAY))
-    feast_cli(home, "apply")
+    declared = _working_tree_store(home, monkeypatch)
     recorded = record(home, ["fraud_model_v1"])["fraud_model_v1"]
     version = version_home(home, recorded)
     write_deltalake(version.table("customer_features"), customer_feature_rows(DAY, CUSTOMERS, 9))

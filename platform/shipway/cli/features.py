@@ -63,9 +63,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _collect(args: argparse.Namespace) -> int:
     from shipway.errors import BadRequest
     from shipway.features.version_store import collect, collectable
-    from shipway.features.versions import applied_versions
     from shipway.release.commands import tracking_uri
-    from shipway.release.pins import pinned
+    from shipway.release.pins import in_use
 
     if args.keep_last is not None and args.keep_last < 0:
         raise BadRequest(f"--keep-last must be 0 or more, got {args.keep_last}")
@@ -76,9 +75,7 @@ def _collect(args: argparse.Namespace) -> int:
         from shipway.paths import ASSETS_DIR, RAW_EVENTS_CONTRACT
 
         keep_last = keep_versions(load_models(ASSETS_DIR, RAW_EVENTS_CONTRACT))
-    keep = pinned(home, tracking_uri())
-    for service, digest in applied_versions(home).items():
-        keep.setdefault(digest, []).append(f"{service}'s sources compute it now")
+    keep = in_use(home, tracking_uri())
     for digest, why in sorted(keep.items()):
         print(f"keep {digest}: {'; '.join(why)}")
     if args.dry_run:

@@ -28,8 +28,8 @@ from shipway.features.online_state import Freshness, OnlineState, online_store_k
 from shipway.features.service import repository
 from shipway.features.store import apply_repository, feature_store, materialize_incremental
 from shipway.features.version_store import KEEP_LAST, build_versions, collect
-from shipway.features.versions import applied_versions, history, mark_applied, record
-from shipway.release.pins import pinned
+from shipway.features.versions import applied_versions, mark_applied, record
+from shipway.release.pins import in_use
 
 FEATURE_VIEWS = "feature_views"
 FEATURE_VERSIONS = "feature_versions"
@@ -144,25 +144,19 @@ def feature_definitions(keep_last: Mapping[str, int] | None = None) -> Definitio
         context: AssetExecutionContext, lake: ShipwayHomeResource, mlflow: MlflowResource
     ) -> MaterializeResult:
         home = lake.home
-        current = applied_versions(home)
-        pins = pinned(home, mlflow.tracking_uri)
-        live = [*current.values(), *sorted(pins)]
+        live = in_use(home, mlflow.tracking_uri)
         built = build_versions(home, live, context.log.info)
-        found = history(home)
         lines = []
         for digest, done in built.items():
-            recorded = found.find(digest)
-            service = recorded.version.service if recorded else "?"
-            why = [f"{service}'s sources now"] if current.get(service) == digest else []
-            why += pins.get(digest, [])
             tables = ", ".join(f"{t} v{v}" for t, v in sorted(done.table_versions.items()))
-            lines.append(f"{digest} ({service}): {'; '.join(why)}; tables {tables}")
+            lines.append(f"{digest}: {'; '.join(live[digest])}; tables {tables}")
         return MaterializeResult(
             metadata={
                 "built": "\n".join(lines),
-                **{f"feature_version/{service}": digest for service, digest in current.items()},
-                "pinned": "\n".join(f"{d}: {', '.join(w)}" for d, w in sorted(pins.items()))
-                or "nothing serves yet",
+                **{
+                    f"feature_version/{service}": digest
+                    for service, digest in applied_versions(home).items()
+                },
             }
         )
 
@@ -176,9 +170,7 @@ def feature_definitions(keep_last: Mapping[str, int] | None = None) -> Definitio
         context: OpExecutionContext, lake: ShipwayHomeResource, mlflow: MlflowResource
     ) -> None:
         home = lake.home
-        keep = pinned(home, mlflow.tracking_uri)
-        for service, digest in applied_versions(home).items():
-            keep.setdefault(digest, []).append(f"{service}'s sources compute it now")
+        keep = in_use(home, mlflow.tracking_uri)
         freed = collect(home, keep, keep_last)
         for found in freed:
             context.log.info(

@@ -26,12 +26,11 @@ from shipway.errors import ShipwayError
 from shipway.features.service import ServiceSpec, feature_frame, registry_spec
 from shipway.features.store import feast_cli, feature_store, historical_features
 from shipway.features.version_store import version_home
-from shipway.features.versions import SOURCE_DIR, history
+from shipway.features.versions import SOURCE_DIR, UNRECORDED, history
 from shipway.names import EVENT_TIMESTAMP
 from shipway.paths import ShipwayHome
 
 Log = Callable[[str], None]
-UNRECORDED = "unrecorded"
 
 
 @dataclass(frozen=True)

@@ -165,8 +165,11 @@ def built_home(home: ShipwayHome, digest: str) -> VersionHome:
 
 
 def is_built(home: ShipwayHome, digest: str) -> bool:
-    recorded = history(home).find(digest)
-    return recorded is not None and Built.load(version_home(home, recorded)) is not None
+    try:
+        built_home(home, digest)
+    except ShipwayError:
+        return False
+    return True
 
 
 def features_home(home: ShipwayHome, digest: str) -> ShipwayHome:
@@ -263,9 +266,16 @@ def build_versions(home: ShipwayHome, digests: Iterable[str], log: Log) -> dict[
 
 @dataclass(frozen=True)
 class Collected:
-    digest: str
-    service: str
+    home: VersionHome
     freed_bytes: int
+
+    @property
+    def digest(self) -> str:
+        return self.home.digest
+
+    @property
+    def service(self) -> str:
+        return self.home.service
 
 
 def built_bytes(home: VersionHome) -> int:
@@ -293,9 +303,10 @@ def collectable(
             digest = entry.version.digest
             if digest in keep or digest in newest:
                 continue
-            freed = built_bytes(version_home(home, entry))
+            vh = version_home(home, entry)
+            freed = built_bytes(vh)
             if freed:
-                out.append(Collected(digest, service, freed))
+                out.append(Collected(vh, freed))
     return out
 
 
@@ -305,11 +316,8 @@ def collect(
     """Free the built data (tables, warehouse, registry, online rows) of each `collectable`
     version. The record and its sources stay: a collected version can be built again."""
     out = collectable(home, keep, keep_last)
-    found = history(home)
     for entry in out:
-        recorded = found.find(entry.digest)
-        assert recorded is not None
-        vh = version_home(home, recorded)
+        vh = entry.home
         with locked(vh.folder / ".build.lock"):
             if online_store_kind() == "redis" and (vh.feast / "registry.db").exists():
                 feast_cli(vh, "teardown")  # its rows live in Redis, under its project

@@ -55,6 +55,8 @@ PART_CHARS = 16
 VERSION_FILE = "version.json"
 SOURCE_DIR = "source"
 DIGEST = re.compile(r"[0-9a-f]{12}")
+UNRECORDED = "unrecorded"
+"""The feature version of a model version trained before versions were recorded."""
 # Tags that change when an alert fires, not what a feature's value is.
 UNVERSIONED_TAGS = frozenset({"max_online_lag_hours"})
 _VAR = re.compile(r"""\bvar\(\s*['"]([A-Za-z_][A-Za-z0-9_]*)['"]""")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shipway.errors import ServiceError
+from shipway.features.versions import UNRECORDED
 from shipway.files import write_atomic
 from shipway.git import git
 from shipway.paths import REPO_ROOT, ShipwayHome
@@ -28,6 +29,9 @@ CHALLENGER = "challenger"
 # Model version tag mirroring the release state in the audit table: promoted, blocked,
 # awaiting_approval, insufficient_evidence, approved or rejected.
 RELEASE_TAG = "shipway.release"
+# Run and model version tag: the feature version the version was trained on (the training
+# set's lineage `feature_version`, `shipway.features.versions`).
+FEATURE_VERSION_TAG = "shipway.feature_version"
 
 
 USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
@@ -238,6 +242,6 @@ def feature_version_users(tracking_uri: str, model: str) -> dict[str, list[str]]
     found = MlflowClient(tracking_uri).search_model_versions(f"name = '{model}'")
     for mv in sorted(found, key=lambda v: -int(v.version)):
         phase = [*sorted(mv.aliases or []), mv.tags.get(RELEASE_TAG, "not gated yet")]
-        digest = mv.tags.get("shipway.feature_version", "unrecorded")
+        digest = mv.tags.get(FEATURE_VERSION_TAG, UNRECORDED)
         users.setdefault(digest, []).append(f"v{mv.version} ({', '.join(phase)})")
     return users

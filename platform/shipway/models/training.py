@@ -34,6 +34,7 @@ from shipway.models.declaration import ModelDeclaration
 from shipway.models.distributed import IN_PROCESS, DaskCluster, fit_on_dask
 from shipway.models.estimation import ESTIMATOR_ARTIFACT, QualityEstimator, fit_estimator
 from shipway.models.tracking import (
+    FEATURE_VERSION_TAG,
     git_commit,
     lock_hash,
     model_version_url,
@@ -225,9 +226,6 @@ def train(
         estimator,
         engine,
     )
-
-
-FEATURE_VERSION_TAG = "shipway.feature_version"
 
 
 def signature(features: list[str]) -> ModelSignature:

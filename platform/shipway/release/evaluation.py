@@ -22,11 +22,12 @@ from shipway.data.lake import read_table, table_info
 from shipway.errors import ShipwayError
 from shipway.features.service import feature_frame, registry_spec
 from shipway.features.store import feature_store, historical_features
-from shipway.features.training_sets import UNRECORDED, TrainingSetInputs
+from shipway.features.training_sets import TrainingSetInputs
 from shipway.features.version_store import features_home
+from shipway.features.versions import UNRECORDED
 from shipway.models.catalog import DeclaredModel
-from shipway.models.tracking import champion_version
-from shipway.models.training import FEATURE_VERSION_TAG, download_model
+from shipway.models.tracking import FEATURE_VERSION_TAG, champion_version
+from shipway.models.training import download_model
 from shipway.names import EVENT_TIMESTAMP
 from shipway.paths import ShipwayHome
 

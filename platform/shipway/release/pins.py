@@ -9,8 +9,8 @@ or waiting for approval). Unreadable serving state or an unreachable registry is
 from __future__ import annotations
 
 from shipway.errors import ServiceError
-from shipway.models.tracking import CHALLENGER, CHAMPION
-from shipway.models.training import FEATURE_VERSION_TAG
+from shipway.features.versions import applied_versions
+from shipway.models.tracking import CHALLENGER, CHAMPION, FEATURE_VERSION_TAG
 from shipway.paths import ShipwayHome
 from shipway.serving.state import SavedState
 
@@ -65,4 +65,13 @@ def pinned(home: ShipwayHome, tracking_uri: str) -> Pins:
     pins = served_pins(home)
     for digest, reasons in registry_pins(tracking_uri).items():
         pins.setdefault(digest, []).extend(reasons)
+    return pins
+
+
+def in_use(home: ShipwayHome, tracking_uri: str) -> Pins:
+    """What is kept built: every pinned version, and the version each service's sources
+    compute now (the next challenger trains on it)."""
+    pins = pinned(home, tracking_uri)
+    for service, digest in applied_versions(home).items():
+        pins.setdefault(digest, []).append(f"{service}'s sources compute it now")
     return pins

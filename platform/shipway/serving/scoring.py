@@ -94,10 +94,10 @@ class OneCallScorer:
                 self._state_mtime = mtime
 
     def by_traffic(self, model: str) -> list[Bundle]:
-        """The model's readable served bundles, the most traffic first (the champion)."""
+        """The model's readable served bundles, the champion first (`_standing`)."""
         weights = self._saved.models.get(model, {}).get("weights", {})
         bundles = [b for b in self.served(model).values() if b is not None]
-        return sorted(bundles, key=lambda b: (-int(weights.get(b.version, 0)), b.version))
+        return sorted(bundles, key=lambda b: _standing(b.version, weights), reverse=True)
 
     def serving_version(self, service: str, owner: str | None = None) -> str | None:
         """The feature version a lookup of `service` reads by default: that of the served
@@ -113,8 +113,7 @@ class OneCallScorer:
                     continue
                 if bundle.feature_version is None:
                     continue
-                order = -int(version) if version.isdigit() else 0
-                key = (model == owner, int(weights.get(version, 0)), order, bundle.feature_version)
+                key = (model == owner, *_standing(version, weights), bundle.feature_version)
                 if best is None or key > best:
                     best = key
         return best[3] if best else None
@@ -240,6 +239,12 @@ class OneCallScorer:
                 name: values[i :: len(names)] for i, name in enumerate(names)
             }
         return scored
+
+
+def _standing(version: str, weights: dict[str, Any]) -> tuple[int, int]:
+    """How a served version ranks as its model's champion: the most traffic, and at equal
+    traffic the older version (the incumbent of a 50/50 canary)."""
+    return int(weights.get(version, 0)), -int(version) if version.isdigit() else 0
 
 
 def row_keys_of(entities: dict[str, Any], keys: PredictionKeys, rows: int) -> list[str] | None:
